@@ -1,0 +1,90 @@
+package jblockd.block;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.List;
+
+/**
+ * One layer of the block graph: a protocol (file, null-co), a format (raw, qcow2) or a filter
+ * (blkdebug, copy-before-write). Drivers stay small because {@link BlockNode} already
+ * guarantees, before calling any method here:
+ * <ul>
+ *   <li>offsets and lengths are non-negative and inside {@link #length()};</li>
+ *   <li>writes, write-zeroes and discards never reach a read-only node;</li>
+ *   <li>the node is open (no call after {@link #close()}).</li>
+ * </ul>
+ * Thread-safety: every method may be called by many threads at once, for the same or
+ * overlapping ranges; a driver serialises what it must (metadata updates) itself. All
+ * failures of the data path are {@link IoError}s.
+ */
+public interface BlockDriver {
+
+    /** The driver's QMP name: {@code file}, {@code raw}, {@code qcow2}, {@code blkdebug}, ... */
+    String driverName();
+
+    /** Fills {@code dst} completely with the bytes at {@code offset}. */
+    void read(long offset, ByteBuffer dst) throws IOException;
+
+    /** Writes all of {@code src} at {@code offset}; with {@code fua} it is durable on return. */
+    void write(long offset, ByteBuffer src, boolean fua) throws IOException;
+
+    /**
+     * Makes the range read as zeroes. With {@code mayUnmap} the driver may deallocate it
+     * (punch a hole, drop the cluster) instead of writing zeroes.
+     */
+    void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException;
+
+    /** Hints that the range is no longer needed; afterwards its content is unspecified. */
+    void discard(long offset, long length) throws IOException;
+
+    /** Makes every completed write durable. */
+    void flush() throws IOException;
+
+    /** The virtual size in bytes. */
+    long length() throws IOException;
+
+    /**
+     * The status of the longest run of equal status that starts at {@code offset}, clipped to
+     * {@code length} (the caller asks again from the returned extent's end).
+     */
+    Extent status(long offset, long length) throws IOException;
+
+    /** Cached by the node at open. */
+    Capabilities capabilities();
+
+    /** Flushes what it must and releases the driver's resources (not its children's). */
+    void close() throws IOException;
+
+    /** The image file name as QEMU's query commands show it ({@code file} / {@code filename}). */
+    String filename();
+
+    /** Child nodes (role name + node), for the graph's use counts and queries. */
+    default List<BlockChild> children() {
+        return List.of();
+    }
+
+    /** The node this layer reads unallocated ranges from, or null. */
+    default BlockNode backing() {
+        return null;
+    }
+
+    /**
+     * Points this layer at a new backing node and records {@code backingFileName} /
+     * {@code backingFormat} in the image (null node: drop the backing link). Used by stream,
+     * commit and drive-backup's target creation.
+     */
+    default void setBacking(BlockNode newBacking, String backingFileName, String backingFormat)
+            throws IOException {
+        throw new IoError(Errno.ENOTSUP, driverName() + " has no backing file");
+    }
+
+    /** The image format name for query-block's {@code format}/{@code drv}; the driver name by default. */
+    default String formatName() {
+        return driverName();
+    }
+
+    /** Cluster size for jobs' granularity, or 0 when the driver has none. */
+    default int clusterSize() {
+        return 0;
+    }
+}

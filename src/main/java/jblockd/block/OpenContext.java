@@ -1,0 +1,18 @@
+package jblockd.block;
+
+import java.io.IOException;
+
+/**
+ * What a driver may ask the graph for while it opens: its children. Nodes opened through the
+ * context are registered in the graph and released again if the parent fails to open.
+ */
+public interface OpenContext {
+    /** Opens an inline child or finds a referenced node ({@code role} names it in errors). */
+    BlockNode child(BlockdevRef ref, String role, boolean readOnly) throws IOException;
+
+    /**
+     * Opens an image by file name as a backing file: a file node plus a format node
+     * ({@code format} null: probe), both auto-named, read-only unless told otherwise.
+     */
+    BlockNode openBackingImage(String filename, String format, boolean readOnly) throws IOException;
+}

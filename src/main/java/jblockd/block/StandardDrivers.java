@@ -1,0 +1,11 @@
+package jblockd.block;
+
+/** The one place that lists the drivers jblockd ships. */
+final class StandardDrivers {
+    private StandardDrivers() {
+    }
+
+    static void registerAll(DriverRegistry r) {
+        jblockd.block.file.FileDriver.register(r);
+    }
+}

@@ -1,0 +1,69 @@
+package jblockd.device;
+
+import java.util.Objects;
+
+import jblockd.block.BlockNode;
+import jblockd.qapi.BlockdevOnError;
+import jblockd.qapi.IoStatus;
+
+/**
+ * A named device (QEMU's drive / BlockBackend): a root node plus the guest error policies and
+ * io-status. Guests reach the root only through their device, so a job can put a filter above
+ * the old root ({@link #replaceRoot}) and every guest request goes through it from then on.
+ */
+public final class Device {
+    private final String name;
+    private final BlockdevOnError rerror;
+    private final BlockdevOnError werror;
+    private volatile BlockNode root;
+    private volatile IoStatus ioStatus = IoStatus.OK;
+
+    /**
+     * @param rerror report | ignore | stop (QEMU refuses enospc for reads)
+     * @param werror report | ignore | stop | enospc
+     */
+    public Device(String name, BlockNode root, BlockdevOnError rerror, BlockdevOnError werror) {
+        this.name = Objects.requireNonNull(name);
+        this.root = Objects.requireNonNull(root);
+        this.rerror = rerror;
+        this.werror = werror;
+    }
+
+    public String name() {
+        return name;
+    }
+
+    public BlockNode root() {
+        return root;
+    }
+
+    /** Points the device at a new root (filter insertion/removal, mirror pivot). */
+    public void replaceRoot(BlockNode newRoot) {
+        this.root = Objects.requireNonNull(newRoot);
+    }
+
+    public BlockdevOnError rerror() {
+        return rerror;
+    }
+
+    public BlockdevOnError werror() {
+        return werror;
+    }
+
+    /**
+     * QEMU tracks io-status only when an error policy can stop the guest: when rerror or werror
+     * is not {@code report}. Without tracking, query-block has no io-status member and
+     * BLOCK_IO_ERROR no nospace member.
+     */
+    public boolean ioStatusEnabled() {
+        return rerror != BlockdevOnError.REPORT || werror != BlockdevOnError.REPORT;
+    }
+
+    public IoStatus ioStatus() {
+        return ioStatus;
+    }
+
+    public void setIoStatus(IoStatus status) {
+        this.ioStatus = status;
+    }
+}

@@ -1,0 +1,68 @@
+package jblockd.device;
+
+import java.util.Collection;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+
+import jblockd.block.BlockNode;
+import jblockd.block.NodeGraph;
+
+/** The devices of one daemon by name, and the "device or node name" lookup jobs use. */
+public final class Devices {
+    private final NodeGraph graph;
+    private final Map<String, Device> byName = new LinkedHashMap<>();
+
+    public Devices(NodeGraph graph) {
+        this.graph = graph;
+    }
+
+    public synchronized void add(Device device) {
+        if (byName.containsKey(device.name())) {
+            throw new IllegalArgumentException("Duplicate device name '" + device.name() + "'");
+        }
+        byName.put(device.name(), device);
+        graph.addUser(device.root(), "device:" + device.name());
+    }
+
+    public synchronized Optional<Device> remove(String name) {
+        Device d = byName.remove(name);
+        if (d != null) {
+            graph.removeUser(d.root(), "device:" + d.name());
+        }
+        return Optional.ofNullable(d);
+    }
+
+    public synchronized Optional<Device> get(String name) {
+        return Optional.ofNullable(byName.get(name));
+    }
+
+    public synchronized Collection<Device> all() {
+        return List.copyOf(byName.values());
+    }
+
+    /** The device whose root is {@code node}, if any (QEMU: the node's BlockBackend). */
+    public synchronized Optional<Device> deviceOf(BlockNode node) {
+        return byName.values().stream().filter(d -> d.root() == node).findFirst();
+    }
+
+    /**
+     * A device name or a node name, as jobs and exports accept them; the node is the device's
+     * root. Empty when neither exists (QEMU: {@code Cannot find device='x' nor node-name='x'}).
+     */
+    public Optional<BlockNode> lookupNode(String deviceOrNode) {
+        Optional<Device> d = get(deviceOrNode);
+        if (d.isPresent()) {
+            return Optional.of(d.get().root());
+        }
+        return graph.node(deviceOrNode);
+    }
+
+    /** Points a device at a new root and moves the graph's use record with it. */
+    public synchronized void replaceRoot(Device device, BlockNode newRoot) {
+        graph.removeUser(device.root(), "device:" + device.name());
+        device.replaceRoot(newRoot);
+        graph.addUser(newRoot, "device:" + device.name());
+    }
+}
