@@ -7,5 +7,6 @@ final class StandardDrivers {
 
     static void registerAll(DriverRegistry r) {
         jblockd.block.file.FileDriver.register(r);
+        jblockd.block.qcow2.Qcow2Driver.register(r);
     }
 }
