@@ -47,6 +47,12 @@ final class Metadata {
     private long freeHint;
     /** One past the highest cluster index in use or handed out. */
     private long allocEnd;
+    /**
+     * Cluster ranges {start, end} handed out whose refcounts are still being raised: a nested
+     * allocation (a refcount block needed on the way) must not take them even though their
+     * refcount still reads 0, and freeing (the old refcount table) may lower the hint below them.
+     */
+    private final java.util.ArrayDeque<long[]> reserved = new java.util.ArrayDeque<>();
 
     Metadata(HostFile file, Qcow2Header header) throws IOException {
         this.file = file;
@@ -314,7 +320,12 @@ final class Metadata {
         if (nb / refcountsPerBlock == tIdx) {
             set(blk, (int) (nb % refcountsPerBlock), 1);
         } else {
-            addRefcount(nb, 1, +1);
+            reserved.push(new long[] {nb, nb + 1});
+            try {
+                addRefcount(nb, 1, +1);
+            } finally {
+                reserved.pop();
+            }
             if (existingBlock(tIdx) != 0) {
                 // The recursion created this very block (the new cluster's own block was it).
                 addRefcount(nb, 1, -1);
@@ -381,7 +392,12 @@ final class Metadata {
         allocEnd = start + blocks + tableClusters;
         refTable = table;
         // Every block the area needs exists now: this cannot recurse into growTable.
-        addRefcount(start, blocks + tableClusters, +1);
+        reserved.push(new long[] {start, start + blocks + tableClusters});
+        try {
+            addRefcount(start, blocks + tableClusters, +1);
+        } finally {
+            reserved.pop();
+        }
         ByteBuffer tb = ByteBuffer.allocate(table.length * 8);
         tb.asLongBuffer().put(table);
         file.write(tableOffset, tb);
@@ -399,6 +415,12 @@ final class Metadata {
         long start = freeHint;
         outer:
         while (true) {
+            for (long[] r : reserved) {
+                if (start < r[1] && start + n > r[0]) {
+                    start = r[1];
+                    continue outer;
+                }
+            }
             for (long i = start; i < start + n; i++) {
                 if (refcount(i) != 0) {
                     start = i + 1;
@@ -414,7 +436,12 @@ final class Metadata {
         long start = findFree(n);
         freeHint = start + n;
         allocEnd = Math.max(allocEnd, start + n);
-        addRefcount(start, n, +1);
+        reserved.push(new long[] {start, start + n});
+        try {
+            addRefcount(start, n, +1);
+        } finally {
+            reserved.pop();
+        }
         return start << clusterBits;
     }
 

@@ -52,9 +52,6 @@ final class Qcow2Creator {
         h.headerLength = h.version == 3 ? Qcow2Header.V3_LENGTH : Qcow2Header.V2_LENGTH;
         h.raw = new byte[Qcow2Header.V3_LENGTH];
         h.extensions = new ArrayList<>();
-        if (h.version == 3) {
-            h.extensions.add(Qcow2Header.featureTable());
-        }
         try (FileChannel ch = FileChannel.open(o.path(), StandardOpenOption.CREATE, StandardOpenOption.READ,
                 StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
             HostFile f = HostFile.of(ch);

@@ -237,6 +237,8 @@ final class Qcow2Header {
             pos += (int) ((len + 7) & ~7L);
             if (type == EXT_BACKING_FORMAT) {
                 backingFormat = new String(data, StandardCharsets.UTF_8);
+            } else if (type == EXT_FEATURE_TABLE) {
+                continue; // regenerated on every header write, as QEMU does
             } else if (type == EXT_DATA_FILE) {
                 throw new IoError(Errno.ENOTSUP, "qcow2 images with an external data file are not supported");
             } else {
@@ -275,6 +277,12 @@ final class Qcow2Header {
         try {
             if (backingFormat != null) {
                 pos = putExt(b, pos, EXT_BACKING_FORMAT, backingFormat.getBytes(StandardCharsets.UTF_8));
+            }
+            if (version >= 3 && cs > 4096) {
+                // QEMU 7.2 writes the feature name table into v3 images, except with clusters
+                // of 4 KiB and less (observed: qemu-img create -o cluster_size=4096 has none).
+                Extension ft = featureTable();
+                pos = putExt(b, pos, ft.type(), ft.data());
             }
             for (Extension e : extensions) {
                 pos = putExt(b, pos, e.type(), e.data());
