@@ -431,6 +431,14 @@ final class Metadata {
         }
     }
 
+    /**
+     * One past the highest cluster ever handed out or present in the file at open: clusters at
+     * or above it have never been written, so they read as zeroes (a hole or past the end).
+     */
+    long allocEndCluster() {
+        return allocEnd;
+    }
+
     /** Allocates {@code n} contiguous clusters with refcount 1; returns the host offset. */
     long allocClusters(long n) throws IOException {
         long start = findFree(n);

@@ -300,6 +300,18 @@ public final class Qcow2Driver implements BlockDriver {
         }
     }
 
+    /** True when the old content of guest cluster {@code g} (entry {@code e}) is all zeroes. */
+    private boolean cowIsZero(long g, long e) throws IOException {
+        return switch (type(e)) {
+            case ZERO_PLAIN, ZERO_ALLOC -> true;
+            case UNALLOCATED -> {
+                BlockNode b = backing;
+                yield b == null || (g << clusterBits) >= b.length();
+            }
+            default -> false;
+        };
+    }
+
     // ------------------------------------------------------------------ write
 
     @Override
@@ -395,10 +407,13 @@ public final class Qcow2Driver implements BlockDriver {
             }
         }
         long hostStart = 0;
+        boolean virgin = false;
         if (fresh > 0) {
             meta.lock.lock();
             try {
+                long before = meta.allocEndCluster();
                 hostStart = meta.allocClusters(fresh);
+                virgin = (hostStart >>> clusterBits) >= before;
             } finally {
                 meta.lock.unlock();
             }
@@ -415,7 +430,9 @@ public final class Qcow2Driver implements BlockDriver {
             long wEnd = Math.min(end, cStart + clusterSize);
             // A write covering the cluster up to the end of the image needs no old data.
             boolean full = wStart == cStart && (wEnd == cStart + clusterSize || wEnd >= size);
-            if (!full) {
+            // Copy-on-write of zeroes into never-written clusters is a no-op: they read as
+            // zeroes already (QEMU avoids it too, with write-zeroes on the file).
+            if (!full && !(virgin && cowIsZero(g0 + i, old[i]))) {
                 cow[i] = old[i];
             }
         }
