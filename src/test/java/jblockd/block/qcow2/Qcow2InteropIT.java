@@ -244,6 +244,38 @@ class Qcow2InteropIT {
     }
 
     @Test
+    void setBackingIsWhatQemuImgInfoAndReadsSee() throws Exception {
+        ok("qemu-img", "create", "-q", "-f", "qcow2", "old.qcow2", "2M");
+        ok("qemu-io", "-f", "qcow2", "-c", "write -P 0x0a 0 2M", "old.qcow2");
+        ok("qemu-img", "create", "-q", "-f", "qcow2", "new.qcow2", "2M");
+        ok("qemu-io", "-f", "qcow2", "-c", "write -P 0x0b 0 2M", "new.qcow2");
+        for (boolean v2 : new boolean[] {false, true}) {
+            Path top = create("top" + v2 + ".qcow2", 2 << 20, 65536, v2, "old.qcow2", "qcow2");
+            BlockNode n = open(top, false);
+            assertThat(n.driver().backing().driver().filename()).isEqualTo(dir.resolve("old.qcow2").toString());
+            n.write(0, ByteBuffer.wrap(new byte[] {1, 2, 3}), false);
+            BlockNode newBase = graph.add(graph.imageOptions(dir.resolve("new.qcow2"), "qcow2", true, false, null));
+            n.driver().setBacking(newBase, "new.qcow2", "qcow2");
+            byte[] mine = new byte[2 << 20];
+            n.read(0, ByteBuffer.wrap(mine));
+            assertThat(mine[5]).isEqualTo((byte) 0x0a); // copied up with the first write
+            assertThat(mine[100_000]).isEqualTo((byte) 0x0b);
+            graph.closeAll();
+            Result info = run("qemu-img", "info", top.toString());
+            assertThat(info.out()).contains("backing file: new.qcow2").contains("backing file format: qcow2");
+            assertCheckClean(top);
+            assertThat(qemuRead(top)).isEqualTo(mine);
+
+            // Dropping the backing link: the header has no name and no format extension.
+            n = open(top, false);
+            n.driver().setBacking(null, null, null);
+            graph.closeAll();
+            assertThat(run("qemu-img", "info", top.toString()).out()).doesNotContain("backing file");
+            assertCheckClean(top);
+        }
+    }
+
+    @Test
     void threeDeepBackingChainReadsLikeQemu() throws Exception {
         ok("qemu-img", "create", "-q", "-f", "qcow2", "l0.qcow2", "4M");
         ok("qemu-io", "-f", "qcow2", "-c", "write -P 0x01 0 4M", "l0.qcow2");
