@@ -53,6 +53,8 @@ final class Metadata {
      * refcount still reads 0, and freeing (the old refcount table) may lower the hint below them.
      */
     private final java.util.ArrayDeque<long[]> reserved = new java.util.ArrayDeque<>();
+    /** Replaced L2 entries whose clusters could not be freed yet (see {@link #releaseEntry}). */
+    private final java.util.ArrayList<Long> pendingFrees = new java.util.ArrayList<>();
 
     Metadata(HostFile file, Qcow2Header header) throws IOException {
         this.file = file;
@@ -158,10 +160,15 @@ final class Metadata {
             return l2Table(off);
         }
         long newOff = allocClusters(1);
-        file.write(newOff, ByteBuffer.allocate(clusterSize));
+        try {
+            file.write(newOff, ByteBuffer.allocate(clusterSize));
+            setL1(l1Index, newOff | COPIED);
+        } catch (IOException failure) {
+            freeQuietly(newOff, 1);
+            throw failure;
+        }
         L2Cache.Table t = new L2Cache.Table(newOff, new AtomicLongArray(l2Entries));
         l2Cache.put(t);
-        setL1(l1Index, newOff | COPIED);
         return t;
     }
 
@@ -265,31 +272,55 @@ final class Metadata {
     void addRefcount(long first, long count, int delta) throws IOException {
         long c = first;
         long end = first + count;
-        while (c < end) {
-            long tIdx = c / refcountsPerBlock;
-            long blockOff = delta > 0 ? ensureBlock(tIdx) : existingBlock(tIdx);
-            if (blockOff == 0) {
-                throw new IoError(Errno.EIO, "qcow2: corrupt image: freeing cluster " + c
-                        + " which has no refcount block");
-            }
-            byte[] blk = block(blockOff);
-            long upto = Math.min(end, (tIdx + 1) * refcountsPerBlock);
-            int i0 = (int) (c % refcountsPerBlock);
-            int i1 = (int) ((upto - 1) % refcountsPerBlock);
-            for (int i = i0; i <= i1; i++) {
-                long v = get(blk, i) + delta;
-                if (v < 0 || v > refcountMax) {
-                    throw new IoError(Errno.EIO, "qcow2: corrupt image: refcount of cluster "
-                            + (tIdx * refcountsPerBlock + i) + " out of range");
+        try {
+            while (c < end) {
+                long tIdx = c / refcountsPerBlock;
+                long blockOff = delta > 0 ? ensureBlock(tIdx) : existingBlock(tIdx);
+                if (blockOff == 0) {
+                    throw new IoError(Errno.EIO, "qcow2: corrupt image: freeing cluster " + c
+                            + " which has no refcount block");
                 }
-                set(blk, i, v);
-                if (v == 0 && tIdx * refcountsPerBlock + i < freeHint) {
-                    freeHint = tIdx * refcountsPerBlock + i;
+                byte[] blk = block(blockOff);
+                long upto = Math.min(end, (tIdx + 1) * refcountsPerBlock);
+                int i0 = (int) (c % refcountsPerBlock);
+                int i1 = (int) ((upto - 1) % refcountsPerBlock);
+                for (int i = i0; i <= i1; i++) {
+                    long v = get(blk, i) + delta;
+                    if (v < 0 || v > refcountMax) {
+                        throw new IoError(Errno.EIO, "qcow2: corrupt image: refcount of cluster "
+                                + (tIdx * refcountsPerBlock + i) + " out of range");
+                    }
+                }
+                int[] r = byteRange(i0, i1);
+                byte[] before = java.util.Arrays.copyOfRange(blk, r[0], r[1]);
+                long hint = freeHint;
+                for (int i = i0; i <= i1; i++) {
+                    long v = get(blk, i) + delta;
+                    set(blk, i, v);
+                    if (v == 0 && tIdx * refcountsPerBlock + i < freeHint) {
+                        freeHint = tIdx * refcountsPerBlock + i;
+                    }
+                }
+                try {
+                    file.write(blockOff + r[0], ByteBuffer.wrap(blk, r[0], r[1] - r[0]).slice());
+                } catch (IOException | RuntimeException e) {
+                    // Keep memory equal to the file.
+                    System.arraycopy(before, 0, blk, r[0], before.length);
+                    freeHint = hint;
+                    throw e;
+                }
+                c = upto;
+            }
+        } catch (IOException | RuntimeException e) {
+            // Undo (best effort) the chunks this call already wrote.
+            if (c > first) {
+                try {
+                    addRefcount(first, c - first, -delta);
+                } catch (IOException | RuntimeException ignored) {
+                    // the first error is the one to report
                 }
             }
-            int[] r = byteRange(i0, i1);
-            file.write(blockOff + r[0], ByteBuffer.wrap(blk, r[0], r[1] - r[0]).slice());
-            c = upto;
+            throw e;
         }
     }
 
@@ -335,9 +366,16 @@ final class Metadata {
             }
         }
         long off = nb << clusterBits;
-        file.write(off, ByteBuffer.wrap(blk));
+        try {
+            file.write(off, ByteBuffer.wrap(blk));
+            setRefTableEntry((int) tIdx, off);
+        } catch (IOException | RuntimeException e) {
+            if (nb / refcountsPerBlock != tIdx) {
+                freeQuietly(off, 1);
+            }
+            throw e;
+        }
         refBlocks.put(off, blk);
-        setRefTableEntry((int) tIdx, off);
         return off;
     }
 
@@ -443,6 +481,9 @@ final class Metadata {
 
     /** Allocates {@code n} contiguous clusters with refcount 1; returns the host offset. */
     long allocClusters(long n) throws IOException {
+        if (!pendingFrees.isEmpty() && reserved.isEmpty()) {
+            retryPendingFrees();
+        }
         long start = findFree(n);
         freeHint = start + n;
         allocEnd = Math.max(allocEnd, start + n);
@@ -453,6 +494,37 @@ final class Metadata {
             reserved.pop();
         }
         return start << clusterBits;
+    }
+
+    /** Gives back clusters after a failed request; a failure here only leaks them. */
+    void freeQuietly(long offset, long clusters) {
+        try {
+            addRefcount(offset >>> clusterBits, clusters, -1);
+        } catch (IOException | RuntimeException ignored) {
+            // leaked clusters are harmless (qemu-img check -r leaks)
+        }
+    }
+
+    /**
+     * Drops the reference of an L2 entry that was just replaced. Its new value is on disk, so
+     * the request has succeeded: a failure here is kept and retried later (at the next
+     * allocation or flush) instead of failing the request or leaking the cluster, which is what
+     * QEMU's qcow2_free_clusters() would do ("TODO Remember the clusters to free them later").
+     */
+    void releaseEntry(long entry) {
+        try {
+            freeEntry(entry);
+        } catch (IOException | RuntimeException e) {
+            pendingFrees.add(entry);
+        }
+    }
+
+    /** Retries the frees that failed before; caller holds the lock. */
+    void retryPendingFrees() throws IOException {
+        while (!pendingFrees.isEmpty()) {
+            freeEntry(pendingFrees.getFirst());
+            pendingFrees.removeFirst();
+        }
     }
 
     /** Drops one reference to what an L2 entry points at (QEMU's qcow2_free_any_cluster). */

@@ -436,36 +436,66 @@ public final class Qcow2Driver implements BlockDriver {
                 cow[i] = old[i];
             }
         }
-        writeData(offset, src, hosts, cow);
+        try {
+            writeData(offset, src, hosts, cow);
+        } catch (IOException | RuntimeException e) {
+            if (fresh > 0) {
+                meta.lock.lock();
+                try {
+                    meta.freeQuietly(hostStart, fresh);
+                } finally {
+                    meta.lock.unlock();
+                }
+            }
+            throw e;
+        }
         if (fresh == 0) {
             return;
         }
         meta.lock.lock();
         try {
             int i = 0;
-            while (i < n) {
-                long g = g0 + i;
-                L2Cache.Table t = meta.l2TableForWrite(g);
-                int idx0 = (int) (g % meta.l2Entries);
-                int idx = idx0;
-                int lastChanged = -1;
-                int firstChanged = Integer.MAX_VALUE;
-                while (i < n && idx < meta.l2Entries) {
-                    if (!ownedInPlace(old[i])) {
-                        t.entries.set(idx, hosts[i] | Metadata.COPIED);
-                        firstChanged = Math.min(firstChanged, idx);
-                        lastChanged = idx;
+            int linked = 0; // fresh clusters whose L2 entry is on disk
+            try {
+                while (i < n) {
+                    long g = g0 + i;
+                    L2Cache.Table t = meta.l2TableForWrite(g);
+                    int idx0 = (int) (g % meta.l2Entries);
+                    int idx = idx0;
+                    int lastChanged = -1;
+                    int firstChanged = Integer.MAX_VALUE;
+                    int i0 = i;
+                    int linking = 0;
+                    while (i < n && idx < meta.l2Entries) {
+                        if (!ownedInPlace(old[i])) {
+                            t.entries.set(idx, hosts[i] | Metadata.COPIED);
+                            firstChanged = Math.min(firstChanged, idx);
+                            lastChanged = idx;
+                            linking++;
+                        }
+                        i++;
+                        idx++;
                     }
-                    i++;
-                    idx++;
+                    if (lastChanged >= 0) {
+                        try {
+                            meta.writeL2(t, firstChanged, lastChanged + 1);
+                        } catch (IOException e) {
+                            for (int k = i0; k < i; k++) {
+                                t.entries.set(idx0 + k - i0, old[k]);
+                            }
+                            throw e;
+                        }
+                    }
+                    linked += linking;
                 }
-                if (lastChanged >= 0) {
-                    meta.writeL2(t, firstChanged, lastChanged + 1);
-                }
+            } catch (IOException | RuntimeException e) {
+                // The clusters not linked yet go back; the linked ones hold the new data.
+                meta.freeQuietly(hostStart + (long) linked * clusterSize, fresh - linked);
+                throw e;
             }
             for (int k = 0; k < n; k++) {
                 if (!ownedInPlace(old[k])) {
-                    meta.freeEntry(old[k]);
+                    meta.releaseEntry(old[k]);
                 }
             }
         } finally {
@@ -545,8 +575,10 @@ public final class Qcow2Driver implements BlockDriver {
             int i0 = (int) (g % meta.l2Entries);
             int i1 = i0 + (int) (tableEnd - g);
             List<Long> toFree = new ArrayList<>();
+            long[] before = new long[i1 - i0];
             for (int i = i0; i < i1; i++) {
                 long e = t.entries.get(i);
+                before[i - i0] = e;
                 long ne;
                 boolean keep = mode == Unmap.ZEROES && (e & Metadata.COPIED) != 0
                         && (type(e) == NORMAL || type(e) == ZERO_ALLOC);
@@ -561,9 +593,16 @@ public final class Qcow2Driver implements BlockDriver {
                 }
                 t.entries.set(i, ne);
             }
-            meta.writeL2(t, i0, i1);
+            try {
+                meta.writeL2(t, i0, i1);
+            } catch (IOException e) {
+                for (int i = i0; i < i1; i++) {
+                    t.entries.set(i, before[i - i0]);
+                }
+                throw e;
+            }
             for (long e : toFree) {
-                meta.freeEntry(e);
+                meta.releaseEntry(e);
             }
             g = tableEnd;
         }
@@ -616,6 +655,14 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public void flush() throws IOException {
+        if (!readOnly) {
+            meta.lock.lock();
+            try {
+                meta.retryPendingFrees();
+            } finally {
+                meta.lock.unlock();
+            }
+        }
         file.flush();
     }
 
@@ -632,7 +679,7 @@ public final class Qcow2Driver implements BlockDriver {
     @Override
     public void close() throws IOException {
         if (!readOnly) {
-            file.flush();
+            flush();
         }
     }
 
