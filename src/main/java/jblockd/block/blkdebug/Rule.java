@@ -48,6 +48,10 @@ record Rule(String event, Set<Op> ops, int errno, long offset, boolean once, int
      * emits pwritev/pwritev_zero on the node written and flush_to_os/flush_to_disk on a flush)
      * and then fails the next matching request; jblockd has no event plumbing between drivers,
      * so the event selects the request kinds directly, and a write rule never fails a read.
+     * Observed difference (qemu-io 7.2, raw over blkdebug): once a read_aio rule has been
+     * activated by a read, QEMU also fails writes covering its sector (the default iotype mask
+     * covers every kind), and write-zeroes/discard pass until the first write activates a
+     * write_aio rule. Sequences of plain reads and writes behave the same in both.
      */
     private static final Map<String, Set<Op>> EVENTS = Map.of(
             "read_aio", EnumSet.of(Op.READ),
