@@ -233,7 +233,8 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     /** O_DIRECT write; the caller holds the range lock of the aligned range. */
     private void writeDirectLocked(long offset, ByteBuffer src) throws IOException {
         long end = offset + src.remaining();
-        if (alignUp(end) <= length()) {
+        // An aligned end lands exactly where the file should end: no fix-up, no fstat.
+        if (end % alignment == 0 || alignUp(end) <= length()) {
             writeDirectBlocks(offset, src);
             return;
         }
