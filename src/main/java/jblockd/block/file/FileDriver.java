@@ -209,6 +209,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     // ---- write --------------------------------------------------------------------------
 
     @Override
+    @SuppressWarnings("try") // the range lock is held for the body; it has no other use
     public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
         if (direct) {
             long end = offset + src.remaining();

@@ -15,6 +15,7 @@ import java.lang.invoke.VarHandle;
  * (Linker.Option.captureCallState) so a failure is reported with its real code, never guessed.
  * Stateless: the method handles are constants; the captured state lives in a per-call arena.
  */
+@SuppressWarnings("restricted") // jblockd runs with --enable-native-access=ALL-UNNAMED (pom, manifest)
 final class LibC {
     static final int O_RDONLY = 0;
     static final int O_RDWR = 2;

@@ -73,7 +73,7 @@ class RawDriverTest {
             assertThat(all.length).isEqualTo(fileSize);
             for (int i = 0; i < all.length; i++) {
                 if (i == WINDOW_OFFSET) {
-                    i = (int) (all.length - 12345);
+                    i = all.length - 12345;
                 }
                 if (all[i] != OUTSIDE) {
                     throw new AssertionError("byte " + i + " outside the window changed");
