@@ -13,6 +13,7 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.HashSet;
 import java.util.Set;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.ReentrantLock;
 
 import com.sun.nio.file.ExtendedOpenOption;
@@ -58,6 +59,13 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     private final ReentrantLock reopenLock = new ReentrantLock();
     private final BouncePool bounce;
 
+    /**
+     * The file's length as this driver made it: read once at open, raised by writes past the
+     * end, set by truncate. QEMU caches it the same way (bs->total_sectors, raised in
+     * bdrv_co_write_req_finish), which spares an fstat per request; a file grown behind our
+     * back by another process is not seen, as in QEMU.
+     */
+    private final AtomicLong size;
     private volatile FileChannel channel;
     private volatile boolean closed;
     /** Remembered after the first EOPNOTSUPP, like file-posix.c's has_discard/has_write_zeroes. */
@@ -75,6 +83,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         this.channel = channel;
         this.fd = fd;
         this.bounce = direct ? new BouncePool(alignment) : null;
+        this.size = new AtomicLong();
     }
 
     public static void register(DriverRegistry r) {
@@ -104,7 +113,14 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
             throw new IoError(Errno.fromCode(r.errno()), "Could not open '" + path + "': "
                     + Errno.fromCode(r.errno()).strerror());
         }
-        return new FileDriver(path, readOnly, direct, noFlush, alignment, ch, (int) r.value());
+        FileDriver d = new FileDriver(path, readOnly, direct, noFlush, alignment, ch, (int) r.value());
+        try {
+            d.size.set(d.realSize());
+        } catch (IOException e) {
+            d.close();
+            throw e;
+        }
+        return d;
     }
 
     private static int directAlignment(Path path) throws IoError {
@@ -211,6 +227,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     @Override
     @SuppressWarnings("try") // the range lock is held for the body; it has no other use
     public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
+        int startPos = src.position();
         if (direct) {
             long end = offset + src.remaining();
             try (RangeLock.Held h = ranges.acquire(alignDown(offset), alignUp(end))) {
@@ -223,6 +240,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
                 pos += io(ch -> ch.write(src, at));
             }
         }
+        grownTo(offset + (src.position() - startPos));
         if (fua) {
             io(ch -> {
                 ch.force(false);
@@ -231,11 +249,15 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         }
     }
 
+    private void grownTo(long end) {
+        size.accumulateAndGet(end, Math::max);
+    }
+
     /** O_DIRECT write; the caller holds the range lock of the aligned range. */
     private void writeDirectLocked(long offset, ByteBuffer src) throws IOException {
         long end = offset + src.remaining();
         // An aligned end lands exactly where the file should end: no fix-up, no fstat.
-        if (end % alignment == 0 || alignUp(end) <= length()) {
+        if (end % alignment == 0 || alignUp(end) <= realSize()) {
             writeDirectBlocks(offset, src);
             return;
         }
@@ -243,10 +265,10 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         // file would end up block-aligned. Serialise extenders and cut back to the exact end.
         extendLock.lock();
         try {
-            long before = length();
+            long before = realSize();
             writeDirectBlocks(offset, src);
             long want = Math.max(before, end);
-            if (length() > want) {
+            if (realSize() > want) {
                 ftruncate(want);
             }
         } finally {
@@ -316,11 +338,13 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
                     if (end > size) {
                         zeroRange(size, end - size);
                     }
+                    grownTo(end);
                     return;
                 }
                 punchUnsupported = true;
             }
             zeroRange(offset, length);
+            grownTo(end);
         } finally {
             if (h != null) {
                 h.close();
@@ -412,7 +436,12 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     }
 
     @Override
-    public long length() throws IOException {
+    public long length() {
+        return size.get();
+    }
+
+    /** The length the file system reports (fstat). */
+    private long realSize() throws IoError {
         return io(FileChannel::size);
     }
 
@@ -503,6 +532,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         extendLock.lock();
         try {
             ftruncate(size);
+            this.size.set(size);
         } finally {
             extendLock.unlock();
         }
