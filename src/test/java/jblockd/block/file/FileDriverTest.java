@@ -222,4 +222,28 @@ class FileDriverTest {
             f.write(0, ByteBuffer.wrap(new byte[] {1}), true);
         }
     }
+
+    @Test
+    void nativeFailuresCarryTheirRealErrno() throws Exception {
+        Path img = dir.resolve("big.raw");
+        Files.write(img, new byte[4096]);
+        try (FileDriver f = FileDriver.open(img, false)) {
+            // Beyond ext4/xfs's maximum file size: fallocate fails with EFBIG (captured errno)...
+            long huge = 1L << 62;
+            assertThatThrownBy(() -> f.writeZeroes(huge, 4096, false))
+                    .isInstanceOfSatisfying(IoError.class, e -> assertThat(e.errno()).isEqualTo(Errno.EFBIG));
+            // ...and so does pwrite through the FileChannel (the JDK's message, mapped).
+            assertThatThrownBy(() -> f.write(huge, ByteBuffer.allocate(512), false))
+                    .isInstanceOfSatisfying(IoError.class, e -> assertThat(e.errno()).isIn(Errno.EFBIG, Errno.EINVAL));
+            assertThat(f.length()).isEqualTo(4096);
+        }
+    }
+
+    @Test
+    void jdkMessagesMapToErrnoKinds() {
+        assertThat(FileDriver.mapIo(new IOException("No space left on device")).errno()).isEqualTo(Errno.ENOSPC);
+        assertThat(FileDriver.mapIo(new IOException("File too large")).errno()).isEqualTo(Errno.EFBIG);
+        assertThat(FileDriver.mapIo(new IOException("Read-only file system")).errno()).isEqualTo(Errno.EROFS);
+        assertThat(FileDriver.mapIo(new IOException("Input/output error")).errno()).isEqualTo(Errno.EIO);
+    }
 }
