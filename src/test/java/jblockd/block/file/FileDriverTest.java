@@ -246,4 +246,53 @@ class FileDriverTest {
         assertThat(FileDriver.mapIo(new IOException("Read-only file system")).errno()).isEqualTo(Errno.EROFS);
         assertThat(FileDriver.mapIo(new IOException("Input/output error")).errno()).isEqualTo(Errno.EIO);
     }
+
+    @Test
+    void directWritesZeroesAndDiscardsSharingBlocksLoseNoUpdate() throws Exception {
+        Path img = dir.resolve("mixed.raw");
+        byte[] initial = new byte[1 << 20];
+        new Random(11).nextBytes(initial);
+        Files.write(img, initial);
+        byte[] model = initial.clone();
+        int owners = 48;
+        int span = 1000; // not a multiple of the block size: neighbours share O_DIRECT blocks
+        try (FileDriver f = FileDriver.open(img, false, true, false)) {
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            Thread[] threads = new Thread[owners];
+            for (int w = 0; w < owners; w++) {
+                long off = 5 + (long) w * span;
+                byte[] data = new byte[span];
+                new Random(200 + w).nextBytes(data);
+                int kind = w % 3;
+                if (kind == 0) {
+                    System.arraycopy(data, 0, model, (int) off, span);
+                } else {
+                    Arrays.fill(model, (int) off, (int) off + span, (byte) 0);
+                }
+                threads[w] = Thread.ofVirtual().start(() -> {
+                    try {
+                        for (int round = 0; round < 20; round++) {
+                            switch (kind) {
+                                case 0 -> f.write(off, ByteBuffer.wrap(data), false);
+                                case 1 -> f.writeZeroes(off, span, round % 2 == 0);
+                                default -> {
+                                    f.discard(off, span);
+                                    f.writeZeroes(off, span, false);
+                                }
+                            }
+                        }
+                    } catch (Throwable t) {
+                        failure.compareAndSet(null, t);
+                    }
+                });
+            }
+            for (Thread t : threads) {
+                t.join();
+            }
+            if (failure.get() != null) {
+                throw new AssertionError(failure.get());
+            }
+        }
+        assertThat(Files.readAllBytes(img)).isEqualTo(model);
+    }
 }
