@@ -115,12 +115,39 @@ public final class QapiSchema {
                 if (in == null) {
                     throw new IllegalStateException("schema file listed in the index is missing: " + f);
                 }
-                docs.add(json.mapper().readTree(in));
+                docs.add(readSchemaFile(in.readAllBytes()));
             } catch (IOException e) {
                 throw new IllegalStateException("cannot read schema file " + f + ": " + e.getMessage(), e);
             }
         }
         return fromDocuments(docs);
+    }
+
+    /**
+     * Reads one schema file: either a JSON array of entries or, as QEMU's qapi/*.json are
+     * written, a sequence of entry objects with {@code #} comment lines and single-quoted strings.
+     */
+    static JsonNode readSchemaFile(byte[] bytes) throws IOException {
+        com.fasterxml.jackson.core.JsonFactory f = com.fasterxml.jackson.core.JsonFactory.builder()
+                .enable(com.fasterxml.jackson.core.json.JsonReadFeature.ALLOW_YAML_COMMENTS)
+                .enable(com.fasterxml.jackson.core.json.JsonReadFeature.ALLOW_JAVA_COMMENTS)
+                .enable(com.fasterxml.jackson.core.json.JsonReadFeature.ALLOW_SINGLE_QUOTES)
+                .enable(com.fasterxml.jackson.core.json.JsonReadFeature.ALLOW_TRAILING_COMMA)
+                .build();
+        com.fasterxml.jackson.databind.ObjectMapper m = new com.fasterxml.jackson.databind.ObjectMapper(f);
+        com.fasterxml.jackson.databind.node.ArrayNode all = m.createArrayNode();
+        try (com.fasterxml.jackson.databind.MappingIterator<JsonNode> it = m.readerFor(JsonNode.class)
+                .readValues(bytes)) {
+            while (it.hasNextValue()) {
+                JsonNode n = it.nextValue();
+                if (n.isArray()) {
+                    n.forEach(all::add);
+                } else {
+                    all.add(n);
+                }
+            }
+        }
+        return all;
     }
 
     /** Builds a schema from parsed files (each a JSON array of entries); used by tests. */
@@ -166,7 +193,9 @@ public final class QapiSchema {
                     s.define(new StructType(argType, members(data)));
                 }
                 JsonNode ret = e.get("returns");
-                s.commands.put(name, new Command(name, argType, ret == null ? null : typeRef(ret)));
+                if (s.commands.put(name, new Command(name, argType, ret == null ? null : typeRef(ret))) != null) {
+                    throw new IllegalStateException("schema: command declared twice: " + name);
+                }
             } else if (e.has("event")) {
                 String name = e.get("event").asText();
                 String dataType = null;
@@ -177,7 +206,9 @@ public final class QapiSchema {
                     dataType = "q_obj_" + name + "-arg";
                     s.define(new StructType(dataType, members(data)));
                 }
-                s.events.put(name, new Event(name, dataType));
+                if (s.events.put(name, new Event(name, dataType)) != null) {
+                    throw new IllegalStateException("schema: event declared twice: " + name);
+                }
             } else {
                 throw new IllegalStateException("unknown schema entry: " + e);
             }
@@ -186,9 +217,11 @@ public final class QapiSchema {
         return s;
     }
 
+    /** A type may be declared twice (two files) only with the same definition. */
     private void define(Type t) {
-        if (types.putIfAbsent(t.name(), t) != null) {
-            throw new IllegalStateException("schema type defined twice: " + t.name());
+        Type old = types.putIfAbsent(t.name(), t);
+        if (old != null && !old.equals(t)) {
+            throw new IllegalStateException("schema type defined twice, differently: " + t.name());
         }
     }
 
@@ -252,9 +285,8 @@ public final class QapiSchema {
             if (c.argType() != null) {
                 checkRef(c.argType(), c.name());
             }
-            if (c.returns() != null) {
-                checkRef(c.returns(), c.name());
-            }
+            // Return types are documentation only (results are not validated), so a return type
+            // another schema file has not declared yet does not stop the daemon.
         });
         events.values().forEach(e -> {
             if (e.dataType() != null) {
