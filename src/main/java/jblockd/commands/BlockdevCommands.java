@@ -41,7 +41,7 @@ public final class BlockdevCommands implements CommandGroup {
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record ImageInfo(String filename, String format, Boolean dirtyFlag, long virtualSize,
                             Integer clusterSize, String backingFilename, String fullBackingFilename,
-                            ImageInfo backingImage) {
+                            String backingFilenameFormat, ImageInfo backingImage) {
     }
 
     /** qapi/block-core.json BlockDeviceInfo; QEMU spells some members with underscores. */
@@ -205,6 +205,7 @@ public final class BlockdevCommands implements CommandGroup {
         String fmt = node.driver().formatName();
         Boolean dirty = fmt.equals("null-co") ? null : Boolean.FALSE;
         return new ImageInfo(node.driver().filename(), fmt, dirty, node.length(),
-                cluster > 0 ? cluster : null, backingName, backingName, backingImage);
+                cluster > 0 ? cluster : null, backingName, backingName,
+                backing == null ? null : backing.driver().formatName(), backingImage);
     }
 }

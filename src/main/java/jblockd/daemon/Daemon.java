@@ -257,6 +257,7 @@ public final class Daemon implements AutoCloseable {
                         Version.QEMU_MAJOR, Version.QEMU_MINOR, Version.QEMU_MICRO);
                 s.start();
                 qmpServers.add(s);
+                System.err.println("jblockd: QMP server listening on " + listening(s));
             }
         } catch (StartupException e) {
             close();
@@ -269,6 +270,13 @@ public final class Daemon implements AutoCloseable {
             throw new StartupException(current == null ? null : current.toString(),
                     e.getMessage() != null ? e.getMessage() : e.toString());
         }
+    }
+
+    private static String listening(QmpServer s) {
+        return switch (s.address()) {
+            case QmpAddress.Unix u -> "unix:" + u.path();
+            case QmpAddress.Tcp t -> "tcp:" + t.host() + ":" + s.port();
+        };
     }
 
     private static QmpAddress parseQmp(String spec) throws StartupException {

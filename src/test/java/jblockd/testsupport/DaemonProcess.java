@@ -20,7 +20,7 @@ import java.util.concurrent.TimeUnit;
  *   }
  * </pre>
  * The daemon is started with {@code --qmp unix:TMP/qmp.sock} added (unless {@link #startRaw}
- * is used) and {@link #start} returns once that socket exists. The classpath comes from the
+ * is used) and {@link #start} returns once that socket accepts connections. The classpath comes from the
  * system properties Failsafe sets ({@code jblockd.jar}, {@code jblockd.classpath.file}), falling
  * back to {@code target/classes} + {@code target/runtime-classpath.txt}. stderr and stdout are
  * captured ({@link #stderr()}, {@link #stdout()}). {@link #close()} sends SIGTERM, waits up to
@@ -114,7 +114,7 @@ public final class DaemonProcess implements AutoCloseable {
 
     private void awaitSocket(Path sock) throws IOException {
         long deadline = System.nanoTime() + START_TIMEOUT.toNanos();
-        while (!Files.exists(sock)) {
+        while (!Files.exists(sock) || !accepts(sock)) {
             if (!process.isAlive()) {
                 waitPumps();
                 throw new IOException("jblockd exited with " + process.exitValue() + " before creating "
@@ -131,6 +131,17 @@ public final class DaemonProcess implements AutoCloseable {
                 Thread.currentThread().interrupt();
                 throw new IOException("interrupted", e);
             }
+        }
+    }
+
+    /** True when a daemon accepts on the socket (a stale socket file refuses). */
+    private static boolean accepts(Path sock) {
+        try (java.nio.channels.SocketChannel ch = java.nio.channels.SocketChannel.open(
+                java.net.StandardProtocolFamily.UNIX)) {
+            ch.connect(java.net.UnixDomainSocketAddress.of(sock));
+            return true;
+        } catch (IOException e) {
+            return false;
         }
     }
 
