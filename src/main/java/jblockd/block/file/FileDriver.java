@@ -256,21 +256,25 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     /** O_DIRECT write; the caller holds the range lock of the aligned range. */
     private void writeDirectLocked(long offset, ByteBuffer src) throws IOException {
         long end = offset + src.remaining();
-        // An aligned end lands exactly where the file should end: no fix-up, no fstat.
-        if (end % alignment == 0 || alignUp(end) <= realSize()) {
+        if (alignUp(end) <= size.get()) {
+            // Wholly inside the file (the cached length only lags behind the real one, so this
+            // is conservative): the length cannot change, no other writer can cut it.
             writeDirectBlocks(offset, src);
             return;
         }
-        // The last aligned block reaches past EOF: O_DIRECT can only write whole blocks, so the
-        // file would end up block-aligned. Serialise extenders and cut back to the exact end.
+        // The last aligned block reaches past EOF: O_DIRECT only writes whole blocks, so the file
+        // would end block-aligned. Extenders run one at a time (extendLock, also taken by
+        // write-zeroes past EOF and truncate) and cut the file back to its exact end; another
+        // extender running meanwhile could otherwise lose its data to that cut.
         extendLock.lock();
         try {
             long before = realSize();
             writeDirectBlocks(offset, src);
             long want = Math.max(before, end);
-            if (realSize() > want) {
+            if (end % alignment != 0 && realSize() > want) {
                 ftruncate(want);
             }
+            grownTo(end);
         } finally {
             extendLock.unlock();
         }
@@ -330,13 +334,18 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
         long end = offset + length;
         RangeLock.Held h = direct ? ranges.acquire(alignDown(offset), alignUp(end)) : null;
+        // With O_DIRECT, growing the file must not overlap an unaligned extender's cut-back.
+        boolean extending = direct && alignUp(end) > size.get();
+        if (extending) {
+            extendLock.lock();
+        }
         try {
-            long size = length();
-            if (mayUnmap && !punchUnsupported && offset < size) {
-                long inside = Math.min(end, size) - offset;
+            long eof = length();
+            if (mayUnmap && !punchUnsupported && offset < eof) {
+                long inside = Math.min(end, eof) - offset;
                 if (fallocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, inside)) {
-                    if (end > size) {
-                        zeroRange(size, end - size);
+                    if (end > eof) {
+                        zeroRange(eof, end - eof);
                     }
                     grownTo(end);
                     return;
@@ -346,6 +355,9 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
             zeroRange(offset, length);
             grownTo(end);
         } finally {
+            if (extending) {
+                extendLock.unlock();
+            }
             if (h != null) {
                 h.close();
             }
@@ -393,12 +405,12 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         long end = offset + length;
         RangeLock.Held h = direct ? ranges.acquire(alignDown(offset), alignUp(end)) : null;
         try {
-            long size = length();
-            if (offset >= size) {
+            long eof = length();
+            if (offset >= eof) {
                 return;
             }
             if (!fallocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset,
-                    Math.min(end, size) - offset)) {
+                    Math.min(end, eof) - offset)) {
                 punchUnsupported = true;
             }
         } finally {
