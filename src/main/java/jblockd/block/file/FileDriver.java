@@ -173,7 +173,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         long pos = offset;
         while (dst.hasRemaining()) {
             long at = pos;
-            int n = io(ch -> ch.read(dst, at));
+            int n = readAt(dst, at);
             if (n < 0 || (direct && n % alignment != 0)) {
                 // EOF (an O_DIRECT short read only happens there): the rest reads as zeroes,
                 // as file-posix.c pads short reads of a growable file.
@@ -237,7 +237,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
             long pos = offset;
             while (src.hasRemaining()) {
                 long at = pos;
-                pos += io(ch -> ch.write(src, at));
+                pos += writeAt(src, at);
             }
         }
         grownTo(offset + (src.position() - startPos));
@@ -285,7 +285,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
             long pos = offset;
             while (src.hasRemaining()) {
                 long at = pos;
-                pos += io(ch -> ch.write(src, at));
+                pos += writeAt(src, at);
             }
             return;
         }
@@ -625,6 +625,36 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     private void checkOpen() throws IoError {
         if (closed) {
             throw new IoError(Errno.EIO, "'" + path + "' is closed");
+        }
+    }
+
+    /**
+     * The JDK copies a heap buffer through a temporary direct buffer of the same size, cached
+     * per carrier thread; at most 1 MiB per call keeps those bounded whatever the request size.
+     */
+    private static final int HEAP_CHUNK = 1 << 20;
+
+    private int readAt(ByteBuffer dst, long at) throws IoError {
+        int limit = dst.limit();
+        if (!dst.isDirect() && dst.remaining() > HEAP_CHUNK) {
+            dst.limit(dst.position() + HEAP_CHUNK);
+        }
+        try {
+            return io(ch -> ch.read(dst, at));
+        } finally {
+            dst.limit(limit);
+        }
+    }
+
+    private int writeAt(ByteBuffer src, long at) throws IoError {
+        int limit = src.limit();
+        if (!src.isDirect() && src.remaining() > HEAP_CHUNK) {
+            src.limit(src.position() + HEAP_CHUNK);
+        }
+        try {
+            return io(ch -> ch.write(src, at));
+        } finally {
+            src.limit(limit);
         }
     }
 
