@@ -86,7 +86,7 @@ public final class DaemonProcess implements AutoCloseable {
     public static String classpath() {
         String jar = System.getProperty("jblockd.jar");
         String cpFile = System.getProperty("jblockd.classpath.file");
-        Path target = Path.of("target");
+        Path target = Path.of("target").toAbsolutePath();
         Path main = jar != null && Files.exists(Path.of(jar)) ? Path.of(jar) : target.resolve("classes");
         Path deps = cpFile != null && Files.exists(Path.of(cpFile)) ? Path.of(cpFile)
                 : target.resolve("runtime-classpath.txt");
