@@ -95,7 +95,7 @@ class QemuDifferentialIT {
         assertThat(p.waitFor()).isZero();
     }
 
-    /** Member name → JSON type, recursively ("a.b" paths), arrays by their first element. */
+    /** Member name → JSON type, recursively ("a.b" paths), arrays as the union of their elements. */
     private static Map<String, String> shape(JsonNode n, String path, Map<String, String> out) {
         if (n.isObject()) {
             n.properties().forEach(e -> {
@@ -103,8 +103,8 @@ class QemuDifferentialIT {
                 out.put(p, e.getValue().getNodeType().name());
                 shape(e.getValue(), p, out);
             });
-        } else if (n.isArray() && !n.isEmpty()) {
-            shape(n.get(0), path + "[]", out);
+        } else if (n.isArray()) {
+            n.forEach(e -> shape(e, path + "[]", out));
         }
         return out;
     }
