@@ -340,6 +340,58 @@ class NbdServerIT {
         assertThat(Arrays.equals(Files.readAllBytes(back), content)).isTrue();
     }
 
+    @Test
+    void killingOneClientMidRequestLeavesTheOtherIntact() throws Exception {
+        Path img = dir.resolve("k.raw");
+        export("k", fileNode(img, 16 << 20), true, null);
+        var victimCmd = new java.util.ArrayList<>(java.util.List.of("qemu-io", "-f", "raw"));
+        for (int i = 0; i < 400; i++) {
+            victimCmd.add("-c");
+            victimCmd.add("write -P 0x11 0 4M");
+        }
+        victimCmd.add(uri("k"));
+        Process victim = new ProcessBuilder(victimCmd).redirectErrorStream(true)
+                .redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        try {
+            CompletableFuture<Tools.Result> other = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return qemuIo("k", "write -P 0x22 8M 4M", "write -P 0x33 12M 4M", "flush",
+                            "read -P 0x22 8M 4M", "read -P 0x33 12M 4M");
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            Thread.sleep(300);
+            assertThat(victim.isAlive()).as("victim still writing when killed").isTrue();
+            victim.destroyForcibly(); // SIGKILL, mid-request
+            assertThat(victim.waitFor(10, TimeUnit.SECONDS)).isTrue();
+            Tools.Result r = other.get(30, TimeUnit.SECONDS);
+            assertThat(r.exit()).as(r.all()).isZero();
+            assertThat(r.all()).doesNotContain("Pattern verification failed", "error");
+        } finally {
+            victim.destroyForcibly();
+        }
+        // the export still serves new clients, and the victim's range holds whole 0x11 or 0 bytes
+        Tools.Result again = qemuIo("k", "read -P 0x33 12M 4M");
+        assertThat(again.all()).doesNotContain("Pattern verification failed");
+        byte[] disk = Files.readAllBytes(img);
+        for (int i = 0; i < 8 << 20; i++) {
+            if (disk[i] != 0 && disk[i] != 0x11) {
+                throw new AssertionError("byte " + i + " is " + disk[i]);
+            }
+        }
+        for (int i = 8 << 20; i < 12 << 20; i++) {
+            if (disk[i] != 0x22) {
+                throw new AssertionError("byte " + i + " is " + disk[i]);
+            }
+        }
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (!server.export("k").orElseThrow().connections().isEmpty() && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+        }
+        assertThat(server.export("k").orElseThrow().connections()).isEmpty();
+    }
+
     /** A minimal scripted NBD client on a real socket, for byte-level checks. */
     static final class RawClient implements AutoCloseable {
         record OptReply(int option, int type, byte[] data) {
