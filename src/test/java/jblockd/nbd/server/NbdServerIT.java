@@ -242,6 +242,77 @@ class NbdServerIT {
     }
 
     @Test
+    void structuredReadsSendHolesAndBlockStatusHonoursReqOne() throws Exception {
+        MemDriver mem = new MemDriver(4 * MemDriver.BLOCK, null);
+        mem.set(0, Allocation.DATA, (byte) 0x61);
+        mem.set(2, Allocation.DATA, (byte) 0x62);
+        export("m", new BlockNode("mem0", false, mem, false), true, null);
+        try (RawClient c = new RawClient(sock)) {
+            c.greeting();
+            c.option(Nbd.OPT_STRUCTURED_REPLY, new byte[0]);
+            assertThat(c.optReply().type()).isEqualTo(Nbd.REP_ACK);
+            byte[] q = "base:".getBytes(StandardCharsets.UTF_8);
+            c.option(Nbd.OPT_LIST_META_CONTEXT, ByteBuffer.allocate(4 + 1 + 4 + 4 + q.length).putInt(1)
+                    .put((byte) 'm').putInt(1).putInt(q.length).put(q).array());
+            RawClient.OptReply listed = c.optReply();
+            assertThat(listed.type()).isEqualTo(Nbd.REP_META_CONTEXT);
+            assertThat(new String(listed.data(), 4, listed.data().length - 4, StandardCharsets.UTF_8))
+                    .isEqualTo("base:allocation");
+            assertThat(c.optReply().type()).isEqualTo(Nbd.REP_ACK);
+            byte[] ba = Nbd.BASE_ALLOCATION.getBytes(StandardCharsets.UTF_8);
+            c.option(Nbd.OPT_SET_META_CONTEXT, ByteBuffer.allocate(4 + 1 + 4 + 4 + ba.length).putInt(1)
+                    .put((byte) 'm').putInt(1).putInt(ba.length).put(ba).array());
+            assertThat(ByteBuffer.wrap(c.optReply().data()).getInt()).isZero(); // context id 0
+            assertThat(c.optReply().type()).isEqualTo(Nbd.REP_ACK);
+            c.option(Nbd.OPT_GO, RawClient.goPayload("m"));
+            while (c.optReply().type() != Nbd.REP_ACK) {
+                // info
+            }
+            c.request(0, Nbd.CMD_BLOCK_STATUS, 1, 0, 4 * MemDriver.BLOCK);
+            RawClient.Chunk bs = c.chunk();
+            assertThat(bs.type()).isEqualTo(Nbd.REPLY_TYPE_BLOCK_STATUS);
+            ByteBuffer b = ByteBuffer.wrap(bs.payload());
+            assertThat(b.getInt()).isZero();
+            int[] ext = new int[(bs.payload().length - 4) / 4];
+            for (int i = 0; i < ext.length; i++) {
+                ext[i] = b.getInt();
+            }
+            assertThat(ext).containsExactly(65536, 0, 65536, 3, 65536, 0, 65536, 3);
+            c.request(Nbd.CMD_FLAG_REQ_ONE, Nbd.CMD_BLOCK_STATUS, 2, 0, 4 * MemDriver.BLOCK);
+            assertThat(c.chunk().payload()).hasSize(12);
+            // READ 32K..160K: data, hole, data
+            c.request(0, Nbd.CMD_READ, 3, 32768, 131072);
+            RawClient.Chunk c1 = c.chunk();
+            RawClient.Chunk c2 = c.chunk();
+            RawClient.Chunk c3 = c.chunk();
+            assertThat(new int[] {c1.type(), c2.type(), c3.type()}).containsExactly(Nbd.REPLY_TYPE_OFFSET_DATA,
+                    Nbd.REPLY_TYPE_OFFSET_HOLE, Nbd.REPLY_TYPE_OFFSET_DATA);
+            assertThat(c3.flags() & Nbd.REPLY_FLAG_DONE).isEqualTo(1);
+            assertThat(c1.flags() & Nbd.REPLY_FLAG_DONE).isZero();
+            assertThat(ByteBuffer.wrap(c2.payload()).getLong()).isEqualTo(65536);
+            assertThat(ByteBuffer.wrap(c2.payload(), 8, 4).getInt()).isEqualTo(65536);
+            assertThat(c1.payload()[8]).isEqualTo((byte) 0x61);
+            assertThat(c3.payload()).hasSize(8 + 32768);
+            // with DF: one data chunk, zeroes included
+            c.request(Nbd.CMD_FLAG_DF, Nbd.CMD_READ, 4, 32768, 131072);
+            RawClient.Chunk df = c.chunk();
+            assertThat(df.type()).isEqualTo(Nbd.REPLY_TYPE_OFFSET_DATA);
+            assertThat(df.payload()).hasSize(8 + 131072);
+            assertThat(df.payload()[8 + 65536]).isZero();
+            assertThat(df.flags() & Nbd.REPLY_FLAG_DONE).isEqualTo(1);
+        }
+        try (RawClient c = new RawClient(sock)) {
+            c.handshakeGo("m", false);
+            // no structured replies (the Linux kernel client): BLOCK_STATUS is EINVAL, READ simple
+            c.request(0, Nbd.CMD_BLOCK_STATUS, 5, 0, 4096);
+            assertThat(c.simpleReplyError(5)).isEqualTo(22);
+            c.request(0, Nbd.CMD_READ, 6, 131072, 4);
+            assertThat(c.simpleReplyError(6)).isZero();
+            assertThat(c.readBytes(4)).containsExactly(0x62, 0x62, 0x62, 0x62);
+        }
+    }
+
+    @Test
     void werrorStopHoldsTheFailedWriteUntilCont() throws Exception {
         MemDriver mem = new MemDriver(16 * MemDriver.BLOCK, null);
         BlockNode node = new BlockNode("mem0", false, mem, false);
@@ -495,6 +566,12 @@ class NbdServerIT {
             byte[] p = new byte[in.readInt()];
             in.readFully(p);
             return new Chunk(flags, type, handle, p);
+        }
+
+        byte[] readBytes(int n) throws IOException {
+            byte[] b = new byte[n];
+            in.readFully(b);
+            return b;
         }
 
         boolean atEof() throws IOException {
