@@ -153,59 +153,91 @@ public final class NbdCommands implements CommandGroup {
         return v.asText();
     }
 
+    /** qmp_nbd_server_add: lookup first, then block-export-add with id = name (blockdev-nbd.c). */
     Object nbdServerAdd(NbdServerAdd a) throws QmpError {
-        if (!server.running()) {
-            throw QmpError.generic("NBD server not running");
-        }
+        Target t = target(a.device(), a.device());
         if (a.bitmap() != null) {
             throw QmpError.generic("Bitmap '" + a.bitmap() + "' is not found");
         }
-        Target t = target(a.device());
         String name = a.name() != null ? a.name() : a.device();
         // nbd-server-add quietly exports a read-only device read-only (block-export-add refuses)
         boolean writable = Boolean.TRUE.equals(a.writable()) && !t.node().readOnly();
-        create(name, name, a.description(), writable, t);
+        add(name, name, a.description(), writable, t);
         return null;
     }
 
+    /**
+     * blk_exp_add (block/export/export.c) order: id syntax, duplicate id, node, read-only
+     * check, then the NBD part: server running, name checks. QEMU looks the node up by node
+     * name only ({@code device=''} in its error); we also accept a device name (SPEC §2).
+     */
     Object blockExportAdd(BlockExportAdd a) throws QmpError {
         if (!"nbd".equals(a.type())) {
             throw QmpError.generic("Parameter 'type' does not accept value '" + a.type() + "'");
         }
-        if (exportById(a.id()).isPresent()) {
-            throw QmpError.generic("Block export id '" + a.id() + "' is already in use");
-        }
-        if (!server.running()) {
-            throw QmpError.generic("NBD server not running");
-        }
-        Target t = target(a.nodeName());
+        checkId(a.id());
+        Target t;
+        t = target("", a.nodeName());
         boolean writable = Boolean.TRUE.equals(a.writable());
         if (writable && t.node().readOnly()) {
             throw QmpError.generic("Cannot export read-only node as writable");
         }
         String name = a.name() != null ? a.name() : a.nodeName();
-        create(a.id(), name, a.description(), writable, t);
+        add(a.id(), name, a.description(), writable, t);
         return null;
+    }
+
+    private void checkId(String id) throws QmpError {
+        if (!wellFormed(id)) {
+            throw QmpError.generic("Invalid block export id");
+        }
+        if (exportById(id).isPresent()) {
+            throw QmpError.generic("Block export id '" + id + "' is already in use");
+        }
+    }
+
+    /** QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'. */
+    static boolean wellFormed(String id) {
+        if (id.isEmpty() || !isAsciiLetter(id.charAt(0))) {
+            return false;
+        }
+        for (int i = 1; i < id.length(); i++) {
+            char c = id.charAt(i);
+            if (!isAsciiLetter(c) && !(c >= '0' && c <= '9') && "-._".indexOf(c) < 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private static boolean isAsciiLetter(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
     }
 
     /** The device (named or anonymous) and node an export is made on. */
     private record Target(Device device, BlockNode node, boolean anonymous) {
     }
 
-    private Target target(String deviceOrNode) throws QmpError {
+    /** {@code shownDevice} is what QEMU's bdrv_lookup_bs() error shows as {@code device=''}. */
+    private Target target(String shownDevice, String deviceOrNode) throws QmpError {
         Optional<Device> d = devices.get(deviceOrNode);
         if (d.isPresent()) {
             return new Target(d.get(), d.get().root(), false);
         }
         Optional<BlockNode> n = graph.node(deviceOrNode);
         if (n.isEmpty()) {
-            throw QmpError.generic("Cannot find device='" + deviceOrNode + "' nor node-name='" + deviceOrNode + "'");
+            throw QmpError.generic("Cannot find device='" + shownDevice + "' nor node-name='" + deviceOrNode + "'");
         }
         return new Target(GuestIo.anonymousDevice(n.get()), n.get(), true);
     }
 
-    private synchronized void create(String id, String name, String description, boolean writable, Target t)
+    private synchronized void add(String id, String name, String description, boolean writable, Target t)
             throws QmpError {
+        checkId(id);
+        // nbd_export_create (nbd/server.c)
+        if (!server.running()) {
+            throw QmpError.generic("NBD server not running");
+        }
         if (name.length() > Nbd.MAX_STRING_SIZE) {
             throw QmpError.generic("export name '" + name + "' too long");
         }
@@ -214,9 +246,6 @@ public final class NbdCommands implements CommandGroup {
         }
         if (server.export(name).isPresent()) {
             throw QmpError.generic("NBD server already has export named '" + name + "'");
-        }
-        if (exportById(id).isPresent()) {
-            throw QmpError.generic("Block export id '" + id + "' is already in use");
         }
         NbdExport e;
         try {
@@ -240,10 +269,8 @@ public final class NbdCommands implements CommandGroup {
         return server.exports().stream().filter(e -> e.id().equals(id)).findFirst();
     }
 
+    /** qmp_nbd_server_remove: block-export-del on the export whose id is the name. */
     Object nbdServerRemove(NbdServerRemove a) throws QmpError {
-        if (!server.running()) {
-            throw QmpError.generic("NBD server not running");
-        }
         return blockExportDel(new BlockExportDel(a.name(), a.mode()));
     }
 

@@ -73,6 +73,8 @@ class NbdCommandsTest {
     void serverStartsOnceAndStopsOnce() throws Exception {
         assertThatThrownBy(() -> cmds.nbdServerAdd(new NbdCommands.NbdServerAdd("drive0", null, null, null, null)))
                 .hasMessage("NBD server not running");
+        assertThatThrownBy(() -> cmds.nbdServerAdd(new NbdCommands.NbdServerAdd("nope", null, null, null, null)))
+                .hasMessage("Cannot find device='nope' nor node-name='nope'");
         start();
         assertThatThrownBy(this::start).hasMessage("NBD server already running");
         assertThatThrownBy(() -> cmds.nbdServerStart(new NbdCommands.NbdServerStart(json.readTree(
@@ -105,7 +107,9 @@ class NbdCommandsTest {
         assertThatThrownBy(() -> cmds.blockExportAdd(new NbdCommands.BlockExportAdd("nbd", "e2", "disk0", false,
                 null, "n1", null))).hasMessage("NBD server already has export named 'n1'");
         assertThatThrownBy(() -> cmds.blockExportAdd(new NbdCommands.BlockExportAdd("nbd", "e3", "nope", false,
-                null, null, null))).hasMessage("Cannot find device='nope' nor node-name='nope'");
+                null, null, null))).hasMessage("Cannot find device='' nor node-name='nope'");
+        assertThatThrownBy(() -> cmds.blockExportAdd(new NbdCommands.BlockExportAdd("nbd", "1x", "disk0", false,
+                null, null, null))).hasMessage("Invalid block export id");
         List<Map<String, Object>> q = cmds.queryBlockExports();
         assertThat(q).hasSize(2);
         assertThat(json.writeValueAsString(q.get(0)))
