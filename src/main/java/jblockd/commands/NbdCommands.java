@@ -76,17 +76,22 @@ public final class NbdCommands implements CommandGroup {
         r.register("query-block-exports", Void.class, a -> queryBlockExports());
     }
 
+    /** blockdev-nbd.c nbd_server_start: already running, then the listener, then TLS. */
     Object nbdServerStart(NbdServerStart a) throws QmpError {
-        if (a.tlsCreds() != null || a.tlsAuthz() != null) {
-            throw QmpError.generic("TLS is not supported by jblockd's NBD server");
-        }
         if (server.running()) {
             throw QmpError.generic("NBD server already running");
         }
         SocketAddress address = socketAddress(a.addr());
+        if (a.tlsCreds() != null || a.tlsAuthz() != null) {
+            throw QmpError.generic("TLS is not supported by jblockd's NBD server");
+        }
         long max = a.maxConnections() == null ? 0 : a.maxConnections();
         if (max < 0 || max > 0xffffffffL) {
             throw QmpError.generic("Parameter 'max-connections' expects uint32");
+        }
+        if (address instanceof InetSocketAddress inet && inet.isUnresolved()) {
+            throw QmpError.generic("address resolution failed for " + inet.getHostString() + ":" + inet.getPort()
+                    + ": Name or service not known");
         }
         try {
             server.start(address, (int) Math.min(max, Integer.MAX_VALUE));

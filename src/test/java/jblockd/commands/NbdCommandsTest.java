@@ -75,11 +75,12 @@ class NbdCommandsTest {
                 .hasMessage("NBD server not running");
         assertThatThrownBy(() -> cmds.nbdServerAdd(new NbdCommands.NbdServerAdd("nope", null, null, null, null)))
                 .hasMessage("Cannot find device='nope' nor node-name='nope'");
-        start();
-        assertThatThrownBy(this::start).hasMessage("NBD server already running");
         assertThatThrownBy(() -> cmds.nbdServerStart(new NbdCommands.NbdServerStart(json.readTree(
                 "{\"type\":\"inet\",\"data\":{\"host\":\"127.0.0.1\",\"port\":\"0\"}}"), "tls0", null, null)))
                 .hasMessageContaining("TLS is not supported");
+        assertThat(server.running()).isFalse();
+        start();
+        assertThatThrownBy(this::start).hasMessage("NBD server already running");
         cmds.nbdServerStop();
         assertThatThrownBy(() -> cmds.nbdServerStop()).hasMessage("NBD server not running");
     }
