@@ -225,10 +225,10 @@ class NbdServerIT {
             assertThat(err.type()).isEqualTo(Nbd.REPLY_TYPE_ERROR);
             assertThat(err.errno()).isEqualTo(22);
             assertThat(err.message()).isEqualTo("Operation past EOF; From: 1048576, Len: 4096, Size: 1048576");
-            // a read of a hole on a file node (all data there): one OFFSET_DATA chunk with DONE
+            // a read of a hole of the sparse file: one OFFSET_HOLE chunk with DONE (qemu-nbd too)
             c.request(0, Nbd.CMD_READ, 6, 0, 4096);
             RawClient.Chunk d = c.chunk();
-            assertThat(d.type()).isEqualTo(Nbd.REPLY_TYPE_OFFSET_DATA);
+            assertThat(d.type()).isEqualTo(Nbd.REPLY_TYPE_OFFSET_HOLE);
             assertThat(d.flags() & Nbd.REPLY_FLAG_DONE).isEqualTo(1);
             // a successful write gets a SIMPLE reply although structured replies are on
             c.request(Nbd.CMD_FLAG_FUA, Nbd.CMD_WRITE, 8, 0, new byte[4096]);
