@@ -489,9 +489,17 @@ class NbdServerIT {
         private final DataOutputStream out;
 
         RawClient(Path sock) throws IOException {
-            ch = SocketChannel.open(UnixDomainSocketAddress.of(sock));
+            this(SocketChannel.open(UnixDomainSocketAddress.of(sock)));
+        }
+
+        private RawClient(SocketChannel ch) {
+            this.ch = ch;
             in = new DataInputStream(Channels.newInputStream(ch));
             out = new DataOutputStream(Channels.newOutputStream(ch));
+        }
+
+        static RawClient tcp(String host, int port) throws IOException {
+            return new RawClient(SocketChannel.open(new InetSocketAddress(host, port)));
         }
 
         void greeting() throws IOException {
