@@ -74,8 +74,7 @@ class BackupErrorPolicyIT {
         boolean reports = policy == BlockdevOnError.REPORT || (policy == BlockdevOnError.ENOSPC && errno != 28);
         String op = read ? "read" : "write";
         if (stops) {
-            h.events.await("J(paused)");
-            assertThat(h.events.events()).containsSubsequence("ERROR(" + op + ",stop)", "J(paused)");
+            h.events.awaitSequence("ERROR(" + op + ",stop)", "J(paused)");
             BlockJobInfo info = h.jobCommands.queryBlockJobs().getFirst();
             assertThat(info.ioStatus()).isEqualTo(errno == 28 ? IoStatus.NOSPACE : IoStatus.FAILED);
             assertThat(info.paused()).isTrue();

@@ -43,7 +43,8 @@ class DriveBackupIT {
     private Path rawWithData(String name, long size) throws Exception {
         Path p = dir.resolve(name);
         Proc.ok("qemu-img", "create", "-q", "-f", "raw", p.toString(), String.valueOf(size));
-        Proc.ok("qemu-io", "-f", "raw", "-c", "write -P 0x61 1M 4M", "-c", "write -P 0x62 40M 8M", p.toString());
+        Proc.ok("qemu-io", "-f", "raw", "-c", "write -P 0x61 1M 4M", "-c", "write -P 0x62 " + (size / 2) + " 2M",
+                p.toString());
         return p;
     }
 
