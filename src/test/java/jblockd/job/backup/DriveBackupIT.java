@@ -140,4 +140,72 @@ class DriveBackupIT {
         assertThat(h.graph.node("cbw0")).isEmpty();
         Proc.ok("qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", src.toString(), t);
     }
+
+    @Test
+    void speedLimitPauseResumeAndLiveSetSpeedOnARealBackup() throws Exception {
+        Path src = dir.resolve("src.raw");
+        Proc.ok("qemu-img", "create", "-q", "-f", "raw", src.toString(), "48M");
+        Proc.ok("qemu-io", "-f", "raw", "-c", "write -P 0x19 0 48M", src.toString());
+        h.drive("drive0", src.toString(), "raw");
+        Path tgt = dir.resolve("t.raw");
+        long speed = 16L << 20;
+        Job job = h.backup.driveBackup(BackupHarness.drive("drive0", tgt.toString(), null, null, null, speed));
+        Thread.sleep(300);
+        long t0 = System.nanoTime();
+        long o0 = job.info().offset();
+        Thread.sleep(1200);
+        long o1 = job.info().offset();
+        double rate = (o1 - o0) / ((System.nanoTime() - t0) / 1e9);
+        System.out.printf("backup rate limit: asked %d B/s, measured %.0f B/s (%.2f%%)%n", speed, rate,
+                100.0 * (rate - speed) / speed);
+        // loose bound on a shared 2-core machine (the bench reports the exact figure)
+        assertThat(rate).isBetween(speed * 0.85, speed * 1.15);
+
+        h.jobCommands.blockJob("drive0").userPause();
+        assertThat(h.events.events()).endsWith("J(paused)");
+        var info = h.jobCommands.queryBlockJobs().getFirst();
+        assertThat(info.paused()).isTrue();
+        assertThat(info.status().wire()).isEqualTo("paused");
+        long frozen = info.offset();
+        Thread.sleep(200);
+        assertThat(h.jobCommands.queryBlockJobs().getFirst().offset()).isEqualTo(frozen);
+        assertThatThrownBy(() -> h.jobCommands.blockJobCancel("drive0", false))
+                .hasMessage("The block job for device 'drive0' is currently paused");
+        h.jobCommands.blockJob("drive0").setSpeed(0);
+        h.jobCommands.blockJob("drive0").userResume();
+        assertThat(job.awaitEnd(20, TimeUnit.SECONDS)).isTrue();
+        h.events.await("J(null)");
+        assertThat(h.events.events()).containsSubsequence("J(paused)", "J(running)", "J(waiting)", "J(pending)",
+                "COMPLETED", "J(concluded)", "J(null)");
+        Proc.ok("qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", src.toString(), tgt.toString());
+        assertThatThrownBy(() -> h.jobCommands.blockJob("drive0"))
+                .hasMessage("Block job 'drive0' not found")
+                .satisfies(e -> assertThat(((QmpError) e).errorClass()).isEqualTo(ErrorClass.DEVICE_NOT_ACTIVE));
+        assertThatThrownBy(() -> h.jobCommands.job("drive0")).hasMessage("Job not found");
+    }
+
+    @Test
+    void autoFinalizeAndAutoDismissOffKeepTheJobUntilFinalizedAndDismissed() throws Exception {
+        Path src = rawWithData("src.raw", 8 << 20);
+        h.drive("drive0", src.toString(), "raw");
+        Path tgt = dir.resolve("t.raw");
+        Job job = h.backup.driveBackup(new DriveBackupArgs("b1", "drive0", tgt.toString(), null, null, null, null,
+                null, null, null, null, null, false, false, null, null));
+        h.events.await("PENDING");
+        assertThat(h.jobCommands.queryJobs().getFirst().status().wire()).isEqualTo("pending");
+        // the filter stays until finalize
+        assertThat(h.devices.get("drive0").orElseThrow().root().driver().driverName()).isEqualTo("copy-before-write");
+        h.jobCommands.job("b1").finalizeJob();
+        assertThat(h.events.events()).endsWith("PENDING", "COMPLETED", "J(concluded)");
+        assertThat(h.devices.get("drive0").orElseThrow().root().driver().driverName()).isEqualTo("raw");
+        var q = h.jobCommands.queryBlockJobs().getFirst();
+        assertThat(q.status().wire()).isEqualTo("concluded");
+        assertThat(q.error()).isNull();
+        assertThat(q.offset()).isEqualTo(q.len());
+        h.jobCommands.job("b1").dismiss();
+        assertThat(h.events.events()).endsWith("J(null)");
+        assertThat(h.jobCommands.queryJobs()).isEmpty();
+        assertThat(job.status().wire()).isEqualTo("null");
+        Proc.ok("qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", src.toString(), tgt.toString());
+    }
 }
