@@ -1,0 +1,19 @@
+package jblockd.client;
+
+import java.nio.file.Path;
+
+/**
+ * A running QMP server the client tests talk to: real QEMU 7.2 ({@link QemuPeer}) or jblockd.
+ * It has one raw device {@code drive0} over the image it was started with.
+ */
+public interface QmpPeer extends AutoCloseable {
+
+    /** The UNIX socket of its QMP server. */
+    Path socket();
+
+    /** True for QEMU itself (where jblockd's seed rules, e.g. DeviceNotFound, do not hold). */
+    boolean isQemu();
+
+    @Override
+    void close();
+}
