@@ -153,7 +153,11 @@ public final class QmpClient implements AutoCloseable {
      */
     public JsonNode executeRequest(ObjectNode request, Duration timeout) {
         String what = request.path("execute").asText(request.path("exec-oob").asText("request"));
-        return await(conn.sendRaw(request.deepCopy()), timeout, what);
+        JsonNode reply = await(conn.sendRaw(request.deepCopy()), timeout, what);
+        if (!request.has("id") && reply instanceof ObjectNode o) {
+            o.remove("id"); // the id was ours, not the caller's
+        }
+        return reply;
     }
 
     // ---------------------------------------------------------------- events
