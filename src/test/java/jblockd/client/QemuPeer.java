@@ -16,10 +16,12 @@ public final class QemuPeer implements QmpPeer {
 
     private final Process process;
     private final Path socket;
+    private final Path second;
 
-    private QemuPeer(Process process, Path socket) {
+    private QemuPeer(Process process, Path socket, Path second) {
         this.process = process;
         this.socket = socket;
+        this.second = second;
     }
 
     public static boolean available() {
@@ -28,26 +30,43 @@ public final class QemuPeer implements QmpPeer {
 
     /** Starts QEMU with {@code image} as raw drive {@code drive0}; returns once the socket exists. */
     public static QemuPeer start(Path dir, Path image) throws IOException, InterruptedException {
+        return start(dir, image, "raw");
+    }
+
+    /**
+     * Starts QEMU with {@code image} as drive {@code drive0} in {@code format}. QEMU's -qmp
+     * socket serves one client at a time, so it gets two: {@link #socket()} and
+     * {@link #secondSocket()}, for tests that run two clients at once.
+     */
+    public static QemuPeer start(Path dir, Path image, String format) throws IOException, InterruptedException {
         Path sock = dir.resolve("qemu-qmp.sock");
+        Path sock2 = dir.resolve("qemu-qmp2.sock");
         Path log = dir.resolve("qemu.log");
         Process p = new ProcessBuilder(List.of(BINARY, "-M", "none", "-nodefaults", "-display", "none",
                 "-qmp", "unix:" + sock + ",server=on,wait=off",
-                "-drive", "if=none,id=drive0,file=" + image + ",format=raw"))
+                "-qmp", "unix:" + sock2 + ",server=on,wait=off",
+                "-drive", "if=none,id=drive0,file=" + image + ",format=" + format))
                 .redirectErrorStream(true).redirectOutput(log.toFile()).start();
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-        while (!Files.exists(sock)) {
+        while (!Files.exists(sock) || !Files.exists(sock2)) {
             if (!p.isAlive() || System.nanoTime() > deadline) {
                 p.destroyForcibly();
                 throw new IOException("qemu did not start: " + Files.readString(log));
             }
             Thread.sleep(20);
         }
-        return new QemuPeer(p, sock);
+        return new QemuPeer(p, sock, sock2);
     }
 
     @Override
     public Path socket() {
         return socket;
+    }
+
+    /** A second QMP socket of the same QEMU. */
+    @Override
+    public Path secondSocket() {
+        return second;
     }
 
     @Override

@@ -11,6 +11,14 @@ public interface QmpPeer extends AutoCloseable {
     /** The UNIX socket of its QMP server. */
     Path socket();
 
+    /**
+     * A socket for a second client at the same time (QEMU's -qmp serves one client per socket;
+     * jblockd's serves many, so it may be the same).
+     */
+    default Path secondSocket() {
+        return socket();
+    }
+
     /** True for QEMU itself (where jblockd's seed rules, e.g. DeviceNotFound, do not hold). */
     boolean isQemu();
 
