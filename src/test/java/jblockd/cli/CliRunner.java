@@ -32,7 +32,9 @@ final class CliRunner {
     /** {@code java -cp ... jblockd.cli.JblockCtl ARGS}. */
     static List<String> command(List<String> args) throws IOException {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        List<String> cmd = new ArrayList<>(List.of(java, "--enable-native-access=ALL-UNNAMED", "-cp", classpath(),
+        // C1 only and the serial GC: jblockctl is short-lived, and the test machine is shared
+        List<String> cmd = new ArrayList<>(List.of(java, "--enable-native-access=ALL-UNNAMED",
+                "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", classpath(),
                 MAIN));
         cmd.addAll(args);
         return cmd;
