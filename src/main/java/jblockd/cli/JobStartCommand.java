@@ -27,6 +27,14 @@ abstract class JobStartCommand implements Callable<Integer> {
     @Option(names = "--detach", description = "Return as soon as the job has started")
     boolean detach;
 
+    @Option(names = "--auto-finalize", negatable = true, defaultValue = "true", fallbackValue = "true",
+            description = "--no-auto-finalize: the job waits in 'pending' for 'jblockctl finalize'")
+    boolean autoFinalize = true;
+
+    @Option(names = "--auto-dismiss", negatable = true, defaultValue = "true", fallbackValue = "true",
+            description = "--no-auto-dismiss: the job stays 'concluded' until 'jblockctl dismiss'")
+    boolean autoDismiss = true;
+
     /** Applies the shared options to the command's arguments. */
     <T extends JobArgs<T>> T common(T args) {
         if (jobId != null) {
@@ -34,6 +42,12 @@ abstract class JobStartCommand implements Callable<Integer> {
         }
         if (speed != null) {
             args.speed(speed);
+        }
+        if (!autoFinalize) {
+            args.autoFinalize(false);
+        }
+        if (!autoDismiss) {
+            args.autoDismiss(false);
         }
         return args;
     }

@@ -64,6 +64,11 @@ final class JobWaiter {
                 return;
             }
             view.update(p);
+            if (p.awaitingFinalize()) {
+                view.note(job.id(), "pending: 'jblockctl finalize " + job.id() + "' finishes it");
+                exit.complete(0);
+                return;
+            }
             if (p.ready() && readySeen.compareAndSet(false, true)) {
                 switch (onReady) {
                     case RETURN -> {

@@ -19,12 +19,13 @@ public final class EventStream implements AutoCloseable, Iterable<QmpEvent> {
     private final QmpConnection conn;
     private final LinkedBlockingQueue<QmpEvent> queue = new LinkedBlockingQueue<>();
     private final Consumer<QmpEvent> listener = queue::add;
+    private final Runnable closeHook = () -> queue.add(END);
     private volatile boolean ended;
 
     EventStream(QmpConnection conn) {
         this.conn = conn;
         conn.addInlineListener(listener);
-        conn.onClose(() -> queue.add(END));
+        conn.onClose(closeHook);
     }
 
     /** The next event, waiting up to {@code timeout}; null on timeout or when the stream ended. */
@@ -102,6 +103,7 @@ public final class EventStream implements AutoCloseable, Iterable<QmpEvent> {
     @Override
     public void close() {
         conn.removeInlineListener(listener);
+        conn.removeCloseHook(closeHook);
         queue.add(END);
     }
 }

@@ -33,6 +33,7 @@ public final class Job {
     private final List<Consumer<JobProgress>> listeners = new CopyOnWriteArrayList<>();
     private volatile Duration pollInterval = DEFAULT_POLL;
     private volatile Consumer<QmpEvent> subscription;
+    private final Runnable closeHook = () -> dispatchFailure();
 
     // state, guarded by lock
     private JobType type;
@@ -44,6 +45,7 @@ public final class Job {
     private boolean paused;
     private boolean ready;
     private String lastError;
+    private boolean awaitingFinalize;
     private JobResult outcome;
     private boolean seenInQuery;
 
@@ -56,10 +58,23 @@ public final class Job {
     /** Starts following; {@code subscription} is the inline listener feeding {@link #onEvent}. */
     void start(Consumer<QmpEvent> subscription) {
         this.subscription = subscription;
-        qmp.connection().onClose(() -> qmp.connection().dispatch(() -> result.completeExceptionally(
-                new QmpConnectionException("QMP connection closed while following job '" + id + "': "
-                        + qmp.connection().closeReason()))));
+        qmp.connection().onClose(closeHook);
         Thread.ofVirtual().name("job-poll " + id).start(this::pollLoop);
+    }
+
+    private void dispatchFailure() {
+        qmp.connection().dispatch(() -> result.completeExceptionally(new QmpConnectionException(
+                "QMP connection closed while following job '" + id + "': " + qmp.connection().closeReason())));
+    }
+
+    /** Attached to a job already in {@code pending}: it can only be waiting for finalize. */
+    void assumePending(boolean pending) {
+        synchronized (lock) {
+            awaitingFinalize = pending;
+            if (pending) {
+                status = JobStatus.PENDING;
+            }
+        }
     }
 
     public String id() {
@@ -175,6 +190,7 @@ public final class Job {
                         ioStatus = IoStatus.FAILED; // the next query tells failed from nospace
                     }
                 });
+                case QmpEvent.BLOCK_JOB_PENDING -> awaitingFinalize = true;
                 case QmpEvent.BLOCK_JOB_READY -> ev.asBlockJobEvent().ifPresent(r -> {
                     ready = true;
                     absorb(r);
@@ -207,6 +223,7 @@ public final class Job {
             return;
         }
         status = s;
+        awaitingFinalize &= s == JobStatus.PENDING;
         paused = s == JobStatus.PAUSED || s == JobStatus.STANDBY;
         ready = s == JobStatus.READY || s == JobStatus.STANDBY;
         if (s == JobStatus.RUNNING || s == JobStatus.READY) {
@@ -304,6 +321,7 @@ public final class Job {
         if (sub != null) {
             qmp.connection().removeInlineListener(sub);
         }
+        qmp.connection().removeCloseHook(closeHook);
         JobProgress last = progress();
         qmp.connection().dispatch(() -> {
             for (Consumer<JobProgress> l : listeners) {
@@ -335,7 +353,7 @@ public final class Job {
             eta = Duration.ofMillis((long) ((len - offset) / r * 1000));
         }
         return new JobProgress(id, type, status, offset, len, pct, r, eta, ioStatus, paused, ready, speed,
-                done && outcome.error() != null ? outcome.error() : lastError, done);
+                done && outcome.error() != null ? outcome.error() : lastError, awaitingFinalize && !done, done);
     }
 
     private static String wire(jblockd.qapi.WireEnum e) {

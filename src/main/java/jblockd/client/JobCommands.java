@@ -67,6 +67,7 @@ public final class JobCommands {
             throw new DeviceNotActiveException("Block job '" + jobId + "' not found", "query-block-jobs");
         }
         Job job = new Job(qmp, jobId, info.type());
+        job.assumePending(info.status() == JobStatus.PENDING && !info.autoFinalize());
         job.start(rec);
         rec.bind(job);
         return job;

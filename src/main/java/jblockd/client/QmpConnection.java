@@ -149,6 +149,10 @@ final class QmpConnection implements AutoCloseable {
         }
     }
 
+    void removeCloseHook(Runnable hook) {
+        closeHooks.remove(hook);
+    }
+
     String closeReason() {
         return closeReason;
     }

@@ -56,13 +56,28 @@ abstract class JblockCtlContract {
         return CliRunner.run(all.toArray(String[]::new));
     }
 
+    /**
+     * The same, in this JVM ({@link JblockCtl#run}): for the many short follow-up commands of a
+     * scenario, where a JVM start each would only cost time. Each scenario's main command runs
+     * as a process.
+     */
+    CliRunner.Result quick(String... args) {
+        java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+        java.io.ByteArrayOutputStream err = new java.io.ByteArrayOutputStream();
+        List<String> all = new ArrayList<>(List.of("--socket", peer.socket().toString()));
+        all.addAll(List.of(args));
+        int rc = JblockCtl.run(all.toArray(String[]::new), new java.io.PrintStream(out, true, StandardCharsets.UTF_8),
+                new java.io.PrintStream(err, true, StandardCharsets.UTF_8));
+        return new CliRunner.Result(rc, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+    }
+
     @Test
     void infoShowsRunStateAndDevicesAsTablesAndJson() throws Exception {
         CliRunner.Result r = ctl("info");
         assertThat(r.code()).isZero();
         assertThat(r.out()).contains("Run state: running").contains("Devices:").contains("DEVICE")
                 .containsPattern("drive0 .* raw +8\\.0 MiB").contains(image.toString());
-        CliRunner.Result j = ctl("info", "--json");
+        CliRunner.Result j = quick("info", "--json");
         assertThat(j.code()).isZero();
         JsonNode o = JSON.readTree(j.out());
         assertThat(o.path("status").path("status").asText()).isEqualTo("running");
@@ -107,7 +122,7 @@ abstract class JblockCtlContract {
         assertThat(r.err().strip().lines().count()).isEqualTo(1);
         assertThat(r.err()).startsWith("jblockctl: ").contains("nosuch");
         assertThat(r.err()).matches("jblockctl: (GenericError|DeviceNotFound): .*\\R");
-        CliRunner.Result p = ctl("pause", "nosuch");
+        CliRunner.Result p = quick("pause", "nosuch");
         assertThat(p.code()).isEqualTo(1);
         assertThat(p.err()).isEqualTo("jblockctl: DeviceNotActive: Block job 'nosuch' not found\n");
     }
@@ -137,14 +152,14 @@ abstract class JblockCtlContract {
         assertThat(start.code()).isZero();
         assertThat(start.out()).isEqualTo("drive0: started\n");
 
-        assertThat(ctl("pause", "drive0").code()).isZero();
-        JsonNode jobs = JSON.readTree(ctl("jobs", "--json").out());
+        assertThat(quick("pause", "drive0").code()).isZero();
+        JsonNode jobs = JSON.readTree(quick("jobs", "--json").out());
         assertThat(jobs.get(0).path("device").asText()).isEqualTo("drive0");
-        assertThat(ctl("set-speed", "drive0", "1M").code()).isZero();
-        CliRunner.Result table = ctl("jobs");
+        assertThat(quick("set-speed", "drive0", "1M").code()).isZero();
+        CliRunner.Result table = quick("jobs");
         assertThat(table.out()).contains("ID").containsPattern("drive0 +backup +(paused|running)")
                 .contains("1.0 MiB/s");
-        assertThat(ctl("resume", "drive0").code()).isZero();
+        assertThat(quick("resume", "drive0").code()).isZero();
 
         // watch from a second client while this one cancels
         Process watch = CliRunner.start(Map.of(), "--socket", peer.secondSocket().toString(), "watch", "drive0");
@@ -157,7 +172,27 @@ abstract class JblockCtlContract {
         CliRunner.Result watched = CliRunner.finish(watch, watchOut, watchErr, 30);
         assertThat(watched.code()).as(watched.err()).isEqualTo(1);
         assertThat(watched.out()).contains("drive0: backup cancelled at");
-        assertThat(ctl("jobs").out()).isEqualTo("no block jobs\n");
+        assertThat(quick("jobs").out()).isEqualTo("no block jobs\n");
+    }
+
+    @Test
+    void manualFinalizeAndDismiss() throws Exception {
+        Path target = dir.resolve("manual.img");
+        CliRunner.Result r = ctl("backup", "drive0", target.toString(), "--format", "raw", "--no-auto-finalize",
+                "--no-auto-dismiss");
+        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(r.out()).contains("drive0: pending: 'jblockctl finalize drive0'");
+        assertThat(quick("jobs").out()).containsPattern("drive0 +backup +pending");
+        CliRunner.Result f = quick("finalize", "drive0");
+        assertThat(f.code()).as(f.err()).isZero();
+        assertThat(f.out()).isEqualTo("drive0: block-job-finalize accepted\n");
+        assertThat(quick("jobs").out()).containsPattern("drive0 +backup +concluded +100.0%");
+        assertThat(quick("dismiss", "drive0").code()).isZero();
+        assertThat(quick("jobs").out()).isEqualTo("no block jobs\n");
+        CliRunner.Result again = quick("dismiss", "drive0");
+        assertThat(again.code()).isEqualTo(1);
+        assertThat(again.err()).isEqualTo("jblockctl: DeviceNotActive: Block job 'drive0' not found\n");
+        assertThat(TestTools.qemuImgCompare(image, target)).isZero();
     }
 
     @Test
@@ -191,13 +226,13 @@ abstract class JblockCtlContract {
         CliRunner.Result r = ctl("qmp", "{\"execute\":\"query-status\"}");
         assertThat(r.code()).isZero();
         assertThat(JSON.readTree(r.out()).path("return").path("status").asText()).isEqualTo("running");
-        CliRunner.Result shell = ctl("qmp", "query-block");
+        CliRunner.Result shell = quick("qmp", "query-block");
         assertThat(JSON.readTree(shell.out()).path("return").get(0).path("device").asText()).isEqualTo("drive0");
         CliRunner.Result bad = ctl("qmp", "{'execute': 'no-such-command'}");
         assertThat(bad.code()).isEqualTo(1);
         assertThat(JSON.readTree(bad.out()).path("error").path("class").asText()).isEqualTo("CommandNotFound");
         assertThat(bad.err()).startsWith("jblockctl: CommandNotFound: ");
-        CliRunner.Result args = ctl("qmp", "block-job-set-speed", "device=nosuch", "speed=1");
+        CliRunner.Result args = quick("qmp", "block-job-set-speed", "device=nosuch", "speed=1");
         assertThat(JSON.readTree(args.out()).path("error").path("desc").asText())
                 .isEqualTo("Block job 'nosuch' not found");
     }
@@ -249,11 +284,11 @@ abstract class JblockCtlContract {
         CliRunner.Result m = ctl("mirror", "drive0", target.toString(), "--format", "raw");
         assertThat(m.code()).as(m.err()).isZero();
         assertThat(m.out()).contains("drive0: ready");
-        assertThat(ctl("jobs").out()).containsPattern("drive0 +mirror +ready");
+        assertThat(quick("jobs").out()).containsPattern("drive0 +mirror +ready");
         CliRunner.Result c = ctl("complete", "drive0");
         assertThat(c.code()).as(c.err()).isZero();
         assertThat(c.out()).contains("drive0: mirror completed");
-        assertThat(ctl("info").out()).containsPattern("drive0 .*" + Pattern.quote(target.toString()));
+        assertThat(quick("info").out()).containsPattern("drive0 .*" + Pattern.quote(target.toString()));
         assertThat(TestTools.qemuImgCompare(image, target)).isZero();
     }
 }
