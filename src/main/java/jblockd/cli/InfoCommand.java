@@ -24,17 +24,21 @@ final class InfoCommand implements Callable<Integer> {
         try (QmpClient qmp = top.connect()) {
             if (top.json) {
                 ObjectNode o = new ObjectMapper().createObjectNode();
-                o.set("status", qmp.execute("query-status", null));
+                o.set("status", optional(() -> qmp.execute("query-status", null)));
                 o.set("devices", qmp.execute("query-block", null));
-                o.set("nodes", qmp.execute("query-named-block-nodes", null));
+                o.set("nodes", optional(() -> qmp.execute("query-named-block-nodes", null)));
                 o.set("exports", optional(() -> qmp.execute("query-block-exports", null)));
-                o.set("jobs", qmp.execute("query-block-jobs", null));
+                o.set("jobs", optional(() -> qmp.execute("query-block-jobs", null)));
                 top.out.println(o.toString());
                 return 0;
             }
             StringBuilder sb = new StringBuilder();
-            var st = qmp.queryStatus();
-            sb.append("Run state: ").append(st.wire()).append(st.running() ? "" : " (guest I/O held)").append("\n\n");
+            try {
+                var st = qmp.queryStatus();
+                sb.append("Run state: ").append(st.wire()).append(st.running() ? "" : " (guest I/O held)").append("\n\n");
+            } catch (CommandNotFoundException e) {
+                sb.append("Run state: unknown (no query-status)\n\n");
+            }
 
             Table devices = new Table("DEVICE", "NODE", "FORMAT", "SIZE", "RO", "IO-STATUS", "FILE");
             for (BlockInfo b : qmp.block().queryBlock()) {
@@ -44,9 +48,13 @@ final class InfoCommand implements Callable<Integer> {
             section(sb, "Devices", devices);
 
             Table nodes = new Table("NODE", "DRIVER", "SIZE", "RO", "FILE");
-            for (NodeInfo n : qmp.block().queryNamedBlockNodes()) {
-                nodes.row(n.nodeName(), n.driver(), n.virtualSize() < 0 ? null : Sizes.format(n.virtualSize()),
-                        n.readOnly() ? "yes" : "no", n.file());
+            try {
+                for (NodeInfo n : qmp.block().queryNamedBlockNodes()) {
+                    nodes.row(n.nodeName(), n.driver(), n.virtualSize() < 0 ? null : Sizes.format(n.virtualSize()),
+                            n.readOnly() ? "yes" : "no", n.file());
+                }
+            } catch (CommandNotFoundException e) {
+                // section stays empty
             }
             section(sb, "Nodes", nodes);
 
@@ -60,7 +68,12 @@ final class InfoCommand implements Callable<Integer> {
             }
             section(sb, "Exports", exports);
 
-            var jobs = qmp.jobs().queryBlockJobs();
+            java.util.List<jblockd.client.BlockJobInfo> jobs;
+            try {
+                jobs = qmp.jobs().queryBlockJobs();
+            } catch (CommandNotFoundException e) {
+                jobs = java.util.List.of(); // a daemon without the job engine
+            }
             if (jobs.isEmpty()) {
                 sb.append("Jobs: none\n");
             } else {
@@ -84,7 +97,7 @@ final class InfoCommand implements Callable<Integer> {
         try {
             return query.get();
         } catch (CommandNotFoundException e) {
-            return new ObjectMapper().createArrayNode();
+            return com.fasterxml.jackson.databind.node.NullNode.getInstance();
         }
     }
 }

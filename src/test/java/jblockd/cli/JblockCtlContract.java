@@ -73,6 +73,8 @@ abstract class JblockCtlContract {
 
     @Test
     void infoShowsRunStateAndDevicesAsTablesAndJson() throws Exception {
+        assumeTrue(peer.supports("query-status"), "the peer has no query-status yet");
+        assumeTrue(peer.supports("query-block-jobs"), "the peer has no query-block-jobs yet");
         CliRunner.Result r = ctl("info");
         assertThat(r.code()).isZero();
         assertThat(r.out()).contains("Run state: running").contains("Devices:").contains("DEVICE")
@@ -87,6 +89,7 @@ abstract class JblockCtlContract {
 
     @Test
     void backupWithJsonPrintsProgressObjectsAndAFinalResult() throws Exception {
+        assumeTrue(peer.supports("drive-backup"), "the peer has no drive-backup yet");
         Path target = dir.resolve("backup.img");
         CliRunner.Result r = ctl("backup", "drive0", target.toString(), "--format", "raw", "--speed", "4M", "--json");
         assertThat(r.code()).as(r.err()).isZero();
@@ -108,6 +111,7 @@ abstract class JblockCtlContract {
 
     @Test
     void backupWhenPipedPrintsPlainLinesAndTheResult() throws Exception {
+        assumeTrue(peer.supports("drive-backup"), "the peer has no drive-backup yet");
         Path target = dir.resolve("backup.img");
         CliRunner.Result r = ctl("backup", "drive0", target.toString(), "--format", "raw");
         assertThat(r.code()).isZero();
@@ -117,6 +121,7 @@ abstract class JblockCtlContract {
 
     @Test
     void daemonErrorsAreOneLineWithExitCodeOne() throws Exception {
+        assumeTrue(peer.supports("drive-backup"), "the peer has no drive-backup yet");
         CliRunner.Result r = ctl("backup", "nosuch", dir.resolve("x.img").toString());
         assertThat(r.code()).isEqualTo(1);
         assertThat(r.err().strip().lines().count()).isEqualTo(1);
@@ -129,6 +134,7 @@ abstract class JblockCtlContract {
 
     @Test
     void usageAndConnectionErrorsExitTwo() throws Exception {
+        assumeTrue(peer.supports("query-block-jobs"), "the peer has no query-block-jobs yet");
         CliRunner.Result badSpeed = ctl("backup", "drive0", dir.resolve("x.img").toString(), "--speed", "fast");
         assertThat(badSpeed.code()).isEqualTo(2);
         assertThat(badSpeed.err()).contains("invalid size 'fast'");
@@ -146,6 +152,7 @@ abstract class JblockCtlContract {
 
     @Test
     void detachedJobIsPausedSpedUpWatchedAndCancelled() throws Exception {
+        assumeTrue(peer.supports("drive-backup"), "the peer has no drive-backup yet");
         Path target = dir.resolve("slow.img");
         CliRunner.Result start = ctl("backup", "drive0", target.toString(), "--format", "raw", "--speed", "512K",
                 "--detach");
@@ -177,6 +184,7 @@ abstract class JblockCtlContract {
 
     @Test
     void manualFinalizeAndDismiss() throws Exception {
+        assumeTrue(peer.supports("drive-backup"), "the peer has no drive-backup yet");
         Path target = dir.resolve("manual.img");
         CliRunner.Result r = ctl("backup", "drive0", target.toString(), "--format", "raw", "--no-auto-finalize",
                 "--no-auto-dismiss");
@@ -197,6 +205,7 @@ abstract class JblockCtlContract {
 
     @Test
     void eventsFollowPrintsEventsAsJsonLines() throws Exception {
+        assumeTrue(peer.supports("stop"), "the peer has no stop yet");
         Process ev = CliRunner.start(Map.of(), "--socket", peer.secondSocket().toString(), "events", "--json",
                 "--event", "STOP", "--event", "RESUME", "-n", "2");
         CompletableFuture<String> out = CliRunner.drain(ev.getInputStream());
@@ -223,6 +232,8 @@ abstract class JblockCtlContract {
 
     @Test
     void qmpPassthroughPrintsTheReply() throws Exception {
+        assumeTrue(peer.supports("query-status"), "the peer has no query-status yet");
+        assumeTrue(peer.supports("block-job-set-speed"), "the peer has no block-job-set-speed yet");
         CliRunner.Result r = ctl("qmp", "{\"execute\":\"query-status\"}");
         assertThat(r.code()).isZero();
         assertThat(JSON.readTree(r.out()).path("return").path("status").asText()).isEqualTo("running");
@@ -239,6 +250,7 @@ abstract class JblockCtlContract {
 
     @Test
     void shellRunsCommandsListsNamesAndKeepsHistory() throws Exception {
+        assumeTrue(peer.supports("query-status"), "the peer has no query-status yet");
         Path history = dir.resolve("history");
         String input = String.join("\n", "query-status", "help query-block", "query-named?", "!1",
                 "{\"execute\": \"query-version\"}", "history", "bogus-cmd", "exit", "");
@@ -257,6 +269,7 @@ abstract class JblockCtlContract {
 
     @Test
     void progressBarRedrawsInPlaceOnATerminal() throws Exception {
+        assumeTrue(peer.supports("drive-backup"), "the peer has no drive-backup yet");
         assumeTrue(TestTools.onPath("script"), "script(1) not installed");
         Path target = dir.resolve("tty.img");
         String cmd = String.join(" ", CliRunner.command(List.of("--socket", peer.socket().toString(), "backup",
@@ -280,6 +293,7 @@ abstract class JblockCtlContract {
 
     @Test
     void mirrorReturnsAtReadyAndCompletePivots() throws Exception {
+        assumeTrue(peer.supports("drive-mirror"), "the peer has no drive-mirror yet");
         Path target = dir.resolve("mirror.img");
         CliRunner.Result m = ctl("mirror", "drive0", target.toString(), "--format", "raw");
         assertThat(m.code()).as(m.err()).isZero();

@@ -19,6 +19,11 @@ public interface QmpPeer extends AutoCloseable {
         return socket();
     }
 
+    /** Whether the peer offers a command (jblockd grows command by command). */
+    default boolean supports(String command) {
+        return true;
+    }
+
     /** True for QEMU itself (where jblockd's seed rules, e.g. DeviceNotFound, do not hold). */
     boolean isQemu();
 
