@@ -21,13 +21,14 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.ParentCommand;
 
 /**
- * {@code jblockctl shell}: an interactive QMP shell in the manner of QEMU's qmp-shell. Lines are
- * read whole from the terminal (the terminal's own line editing applies); history is kept in
- * memory and appended to {@code ~/.jblockctl_history}; command names are offered through
- * {@code help [PREFIX]} and {@code PREFIX?} (no Tab completion: that needs a raw-mode terminal
- * library, which jblockd does not ship).
+ * {@code jblockctl shell}: an interactive QMP shell in the manner of QEMU's qmp-shell. On a
+ * terminal, {@link LineEditor} gives line editing, Up/Down history and Tab completion of command
+ * names; otherwise (piped input) lines are read as they come. History is kept in memory and
+ * appended to {@code ~/.jblockctl_history}; {@code help [PREFIX]} and {@code PREFIX?} list
+ * command names.
  */
 @Command(name = "shell", description = {"Interactive QMP shell (like qmp-shell): 'CMD key=value ...' or a JSON request per line.",
+        "On a terminal: line editing, Up/Down history, Tab completes command names.",
         "Built-ins: help [PREFIX] and PREFIX? (list commands), history, !N and !! (repeat), exit (or Ctrl-D).",
         "'quit' is sent to the daemon, as in qmp-shell. Events are printed as they arrive."})
 final class ShellCommand implements Callable<Integer> {
@@ -42,6 +43,7 @@ final class ShellCommand implements Callable<Integer> {
 
     private final List<String> history = new ArrayList<>();
     private Path historyFile;
+    private LineEditor editor;
 
     @Override
     public Integer call() throws IOException {
@@ -57,13 +59,21 @@ final class ShellCommand implements Callable<Integer> {
                         + "). 'help' lists commands, Ctrl-D leaves.");
             }
             BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+            if (interactive) {
+                editor = LineEditor.open(System.in, top.out, () -> commands, history);
+            }
             int rc = 0;
             while (qmp.isOpen()) {
-                if (interactive) {
-                    top.out.print("(jblockd) ");
-                    top.out.flush();
+                String line;
+                if (editor != null) {
+                    line = editor.readLine("(jblockd) ");
+                } else {
+                    if (interactive) {
+                        top.out.print("(jblockd) ");
+                        top.out.flush();
+                    }
+                    line = in.readLine();
                 }
-                String line = in.readLine();
                 if (line == null) {
                     break;
                 }
@@ -103,6 +113,10 @@ final class ShellCommand implements Callable<Integer> {
                 throw re;
             }
             throw new IOException(e.getMessage(), e);
+        } finally {
+            if (editor != null) {
+                editor.close();
+            }
         }
     }
 
@@ -158,8 +172,13 @@ final class ShellCommand implements Callable<Integer> {
     }
 
     private synchronized void printLine(String s) {
-        top.out.println(s);
-        top.out.flush();
+        LineEditor e = editor;
+        if (e != null) {
+            e.printAbove(s);
+        } else {
+            top.out.println(s);
+            top.out.flush();
+        }
     }
 
     private static Path historyPath() {

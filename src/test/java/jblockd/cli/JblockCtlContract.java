@@ -268,6 +268,25 @@ abstract class JblockCtlContract {
     }
 
     @Test
+    void shellOnATerminalCompletesCommandNamesAndRecallsHistory() throws Exception {
+        assumeTrue(TestTools.onPath("script") && TestTools.onPath("stty"), "script(1)/stty not installed");
+        String cmd = String.join(" ", CliRunner.command(List.of("--socket", peer.socket().toString(), "shell")));
+        // keys as typed, with pauses so the shell is reading when they arrive: Tab completes
+        // "query-vers" (unique), Up recalls it, Ctrl-U clears a line, a Tab on "query-" lists names
+        String keys = "sleep 3; printf 'query-vers\\t\\n'; sleep 1; printf '\\033[A\\n'; sleep 1;"
+                + " printf 'query-\\t'; sleep 1; printf '\\025exit\\n'; sleep 1";
+        StringBuilder out = new StringBuilder();
+        int rc = TestTools.run(List.of("sh", "-c", "(" + keys + ") | JBLOCKCTL_HISTORY=" + dir.resolve("h")
+                + " script -qfec '" + cmd + "' /dev/null"), out);
+        String tty = out.toString();
+        assertThat(rc).as(tty).isZero();
+        assertThat(tty).contains("(jblockd) query-version \u001b[K");
+        assertThat(tty.split("\"major\":7", -1)).as(tty).hasSize(3); // the command ran twice
+        assertThat(tty).contains("query-block  ").contains("query-named-block-nodes");
+        assertThat(Files.readAllLines(dir.resolve("h"))).containsExactly("query-version");
+    }
+
+    @Test
     void progressBarRedrawsInPlaceOnATerminal() throws Exception {
         assumeTrue(peer.supports("drive-backup"), "the peer has no drive-backup yet");
         assumeTrue(TestTools.onPath("script"), "script(1) not installed");
