@@ -118,6 +118,18 @@ public final class JobRegistry {
         }
     }
 
+    /** Stops blocking a node for a job (a job that closes its own target before it ends). */
+    public synchronized void unblock(Job job, BlockNode node) {
+        if (nodeOwners.get(node) == job) {
+            nodeOwners.remove(node);
+            List<BlockNode> nodes = jobNodes.get(job);
+            if (nodes != null) {
+                nodes.remove(node);
+            }
+            graph.removeUser(node, blockerText(job));
+        }
+    }
+
     /** Starts a created job's thread (status running before this returns). */
     public void start(Job job) {
         JobRunner.start(job);

@@ -40,6 +40,28 @@ public final class RecordingEvents implements QapiEvents {
         }
     }
 
+    /** Waits until the recorded events contain {@code seq} in this order (gaps allowed). */
+    public synchronized void awaitSequence(String... seq) throws InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (!containsSequence(seq)) {
+            long left = deadline - System.nanoTime();
+            if (left <= 0) {
+                throw new AssertionError("sequence " + List.of(seq) + " not seen; got " + events);
+            }
+            TimeUnit.NANOSECONDS.timedWait(this, left);
+        }
+    }
+
+    private boolean containsSequence(String... seq) {
+        int i = 0;
+        for (String e : events) {
+            if (i < seq.length && e.equals(seq[i])) {
+                i++;
+            }
+        }
+        return i == seq.length;
+    }
+
     public void await(String exact) throws InterruptedException {
         await(exact::equals);
     }
