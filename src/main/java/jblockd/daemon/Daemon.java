@@ -23,11 +23,16 @@ import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
 import jblockd.block.DriverRegistry;
 import jblockd.block.NodeGraph;
+import jblockd.commands.BackupCommands;
 import jblockd.commands.BlockdevCommands;
+import jblockd.commands.JobCommands;
 import jblockd.commands.BlockdevOptionsCodec;
 import jblockd.commands.ControlCommands;
+import jblockd.commands.MirrorCommands;
+import jblockd.commands.StreamCommitCommands;
 import jblockd.device.Device;
 import jblockd.device.Devices;
+import jblockd.job.JobRegistry;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.QmpError;
 import jblockd.qmp.CommandContext;
@@ -96,6 +101,7 @@ public final class Daemon implements AutoCloseable {
     private final Devices devices;
     private final EventFanout events;
     private final BlockdevCommands blockdevCommands;
+    private final JobRegistry jobs;
     private final List<QmpServer> qmpServers = new CopyOnWriteArrayList<>();
     private final List<Runnable> shutdownSteps = new CopyOnWriteArrayList<>();
     private final AtomicBoolean started = new AtomicBoolean();
@@ -118,6 +124,14 @@ public final class Daemon implements AutoCloseable {
                 Version.QEMU_MAJOR, Version.QEMU_MINOR, Version.QEMU_MICRO, Version.packageString())
                 .register(registry);
         blockdevCommands.register(registry);
+        this.jobs = new JobRegistry(events, graph);
+        new JobCommands(jobs).register(registry);
+        new BackupCommands(graph, devices, jobs).register(registry);
+        new MirrorCommands(graph, devices, jobs).register(registry);
+        new StreamCommitCommands(graph, devices, jobs).register(registry);
+        // quit / SIGTERM: running jobs are cancelled (a cancelled backup's target is simply
+        // incomplete) and concluded ones dismissed, before the nodes are flushed and closed.
+        addShutdownStep(() -> jobs.cancelAll(30, TimeUnit.SECONDS));
     }
 
     public static Builder builder() {
@@ -182,6 +196,10 @@ public final class Daemon implements AutoCloseable {
 
     public Devices devices() {
         return devices;
+    }
+
+    public JobRegistry jobs() {
+        return jobs;
     }
 
     public EventFanout events() {
