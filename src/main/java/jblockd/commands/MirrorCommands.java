@@ -196,6 +196,7 @@ public final class MirrorCommands implements CommandGroup {
         DirtyBitmap bitmap = new DirtyBitmap(size, granularity);
         JobTopFilter filter = new JobTopFilter(type == JobType.COMMIT ? "commit_top" : "mirror_top", bs, bitmap, null);
         boolean auto = filterNodeName == null;
+        filter.implicit(auto);
         BlockNode filterNode = new BlockNode(auto ? nodes.graph().nextAutoName() : filterNodeName, auto, filter, false);
         Job[] self = new Job[1];
         Actions actions = new Actions(device, bs, target, filterNode, targetOwned, self, extraRelease);

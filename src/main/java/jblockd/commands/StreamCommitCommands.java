@@ -134,6 +134,7 @@ public final class StreamCommitCommands implements CommandGroup {
         RangeLocks locks = new RangeLocks(StreamJob.CHUNK);
         JobTopFilter filter = new JobTopFilter("copy-on-read", bs, null, locks);
         boolean auto = a.filterNodeName() == null;
+        filter.implicit(auto);
         BlockNode filterNode = new BlockNode(auto ? nodes.graph().nextAutoName() : a.filterNodeName(), auto,
                 filter, false);
         BlockNode oldBacking = bs.driver().backing();

@@ -38,6 +38,7 @@ public final class JobTopFilter implements BlockDriver {
     private volatile DirtyBitmap bitmap;
     private volatile BlockNode writeThrough;
     private final RangeLocks locks;
+    private volatile boolean implicit;
 
     private final ReentrantLock gate = new ReentrantLock();
     private final Condition gateChanged = gate.newCondition();
@@ -54,6 +55,16 @@ public final class JobTopFilter implements BlockDriver {
         this.child = Objects.requireNonNull(child);
         this.bitmap = bitmap;
         this.locks = locks;
+    }
+
+    /**
+     * An implicit filter (no {@code filter-node-name}) is hidden from queries as QEMU's
+     * bdrv_skip_implicit_filters() hides it: query-block then shows the child's format and
+     * backing chain.
+     */
+    public JobTopFilter implicit(boolean value) {
+        this.implicit = value;
+        return this;
     }
 
     public BlockNode child() {
@@ -237,6 +248,16 @@ public final class JobTopFilter implements BlockDriver {
 
     @Override
     public String formatName() {
-        return driverName;
+        return implicit ? child.driver().formatName() : driverName;
+    }
+
+    @Override
+    public BlockNode backing() {
+        return implicit ? child.driver().backing() : null;
+    }
+
+    @Override
+    public int clusterSize() {
+        return child.driver().clusterSize();
     }
 }
