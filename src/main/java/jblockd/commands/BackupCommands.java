@@ -217,6 +217,7 @@ public final class BackupCommands implements CommandGroup {
             graph.unregister(bg.filter());
             throw e;
         }
+        job.context().setLen(len);
         copy.onProgress(job.context()::addOffset);
         bg.attach(jobs, job);
         bg.activate();

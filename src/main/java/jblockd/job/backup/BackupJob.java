@@ -82,7 +82,7 @@ public final class BackupJob implements JobDriver {
 
     @Override
     public void run(JobContext ctx) throws Exception {
-        ctx.setLen(copy.length());
+        // len was set to the full size when the job was created (visible before the reply).
         if (sync == MirrorSyncMode.TOP) {
             skipUnallocated(ctx);
         }

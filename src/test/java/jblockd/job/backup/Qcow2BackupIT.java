@@ -131,7 +131,12 @@ class Qcow2BackupIT {
         Proc.ok("qemu-img", "compare", "-q", top.toString(), tgt.toString());
         // only the top layer's clusters were written into the target
         String map = Proc.ok("qemu-img", "map", "--output=json", tgt.toString());
-        assertThat(map).contains("\"start\": 2097152, \"length\": 3145728, \"depth\": 0");
+        long inTop = 0;
+        var m = java.util.regex.Pattern.compile("\"length\": (\\d+), \"depth\": 0").matcher(map);
+        while (m.find()) {
+            inTop += Long.parseLong(m.group(1));
+        }
+        assertThat(inTop).isEqualTo(4L << 20);
     }
 
     @Test
