@@ -28,14 +28,16 @@ import jblockd.commands.BlockdevCommands;
 import jblockd.commands.JobCommands;
 import jblockd.commands.BlockdevOptionsCodec;
 import jblockd.commands.ControlCommands;
+import jblockd.commands.MirrorCommands;
 import jblockd.commands.NbdCommands;
 import jblockd.commands.RunStateCommands;
+import jblockd.commands.StreamCommitCommands;
 import jblockd.device.Device;
 import jblockd.device.Devices;
 import jblockd.device.RunState;
+import jblockd.job.JobRegistry;
 import jblockd.nbd.server.NbdServer;
 import jblockd.qapi.IoStatus;
-import jblockd.job.JobRegistry;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.QmpError;
 import jblockd.qmp.CommandContext;
@@ -104,10 +106,10 @@ public final class Daemon implements AutoCloseable {
     private final Devices devices;
     private final EventFanout events;
     private final BlockdevCommands blockdevCommands;
+    private final JobRegistry jobs;
     /** Guest I/O gate (stop/cont, io-error); jobs do not pass it. */
     private final RunState runState;
     private final NbdServer nbdServer = new NbdServer();
-    private final JobRegistry jobs;
     private final List<QmpServer> qmpServers = new CopyOnWriteArrayList<>();
     private final List<Runnable> shutdownSteps = new CopyOnWriteArrayList<>();
     private final AtomicBoolean started = new AtomicBoolean();
@@ -135,6 +137,8 @@ public final class Daemon implements AutoCloseable {
         this.jobs = new JobRegistry(events, graph);
         new JobCommands(jobs).register(registry);
         new BackupCommands(graph, devices, jobs).register(registry);
+        new MirrorCommands(graph, devices, jobs).register(registry);
+        new StreamCommitCommands(graph, devices, jobs).register(registry);
         // quit / SIGTERM: running jobs are cancelled (a cancelled backup's target is simply
         // incomplete) and concluded ones dismissed, before the nodes are flushed and closed.
         addShutdownStep(() -> jobs.cancelAll(30, TimeUnit.SECONDS));
