@@ -7,6 +7,9 @@ final class StandardDrivers {
 
     static void registerAll(DriverRegistry r) {
         jblockd.block.file.FileDriver.register(r);
+        jblockd.block.raw.RawDriver.register(r);
+        jblockd.block.blkdebug.BlkdebugDriver.register(r);
+        jblockd.block.nullco.NullCoDriver.register(r);
         jblockd.block.qcow2.Qcow2Driver.register(r);
     }
 }

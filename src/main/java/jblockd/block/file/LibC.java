@@ -1,0 +1,138 @@
+package jblockd.block.file;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.StructLayout;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.VarHandle;
+
+/**
+ * The few Linux libc calls the JDK has no API for: {@code lseek(SEEK_DATA/SEEK_HOLE)},
+ * {@code fallocate} and {@code ftruncate} on an fd of our own. Every call captures {@code errno}
+ * (Linker.Option.captureCallState) so a failure is reported with its real code, never guessed.
+ * Stateless: the method handles are constants; the captured state lives in a per-call arena.
+ */
+@SuppressWarnings("restricted") // jblockd runs with --enable-native-access=ALL-UNNAMED (pom, manifest)
+final class LibC {
+    static final int O_RDONLY = 0;
+    static final int O_RDWR = 2;
+    static final int O_CLOEXEC = 0x80000;
+
+    static final int SEEK_DATA = 3;
+    static final int SEEK_HOLE = 4;
+
+    /** linux/falloc.h */
+    static final int FALLOC_FL_KEEP_SIZE = 0x01;
+    static final int FALLOC_FL_PUNCH_HOLE = 0x02;
+    static final int FALLOC_FL_ZERO_RANGE = 0x10;
+
+    static final int ENOENT = 2;
+    static final int ENXIO = 6;
+    static final int EINVAL = 22;
+    static final int ENOSYS = 38;
+    static final int EOPNOTSUPP = 95;
+
+    private static final Linker LINKER = Linker.nativeLinker();
+    private static final StructLayout CAPTURE = Linker.Option.captureStateLayout();
+    private static final VarHandle ERRNO = CAPTURE.varHandle(
+            java.lang.foreign.MemoryLayout.PathElement.groupElement("errno"));
+    private static final Linker.Option CCS = Linker.Option.captureCallState("errno");
+
+    private static final MethodHandle OPEN = LINKER.downcallHandle(
+            LINKER.defaultLookup().find("open").orElseThrow(),
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
+                    ValueLayout.JAVA_INT),
+            CCS, Linker.Option.firstVariadicArg(2));
+    private static final MethodHandle CLOSE = LINKER.downcallHandle(
+            LINKER.defaultLookup().find("close").orElseThrow(),
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CCS);
+    private static final MethodHandle LSEEK = LINKER.downcallHandle(
+            LINKER.defaultLookup().find("lseek").orElseThrow(),
+            FunctionDescriptor.of(ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG,
+                    ValueLayout.JAVA_INT), CCS);
+    private static final MethodHandle FALLOCATE = LINKER.downcallHandle(
+            LINKER.defaultLookup().find("fallocate").orElseThrow(),
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT,
+                    ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG), CCS);
+    private static final MethodHandle FTRUNCATE = LINKER.downcallHandle(
+            LINKER.defaultLookup().find("ftruncate").orElseThrow(),
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG), CCS);
+
+    private LibC() {
+    }
+
+    /** A call's result: {@code value} as the function returned it, {@code errno} when it failed. */
+    record Result(long value, int errno) {
+        boolean failed() {
+            return value < 0;
+        }
+    }
+
+    static Result open(String path, int flags) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CAPTURE);
+            MemorySegment cpath = arena.allocateFrom(path);
+            int fd = (int) OPEN.invokeExact(state, cpath, flags, 0);
+            return result(fd, state);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    static Result close(int fd) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CAPTURE);
+            int r = (int) CLOSE.invokeExact(state, fd);
+            return result(r, state);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    static Result lseek(int fd, long offset, int whence) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CAPTURE);
+            long r = (long) LSEEK.invokeExact(state, fd, offset, whence);
+            return result(r, state);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    static Result fallocate(int fd, int mode, long offset, long length) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CAPTURE);
+            int r = (int) FALLOCATE.invokeExact(state, fd, mode, offset, length);
+            return result(r, state);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    static Result ftruncate(int fd, long length) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CAPTURE);
+            int r = (int) FTRUNCATE.invokeExact(state, fd, length);
+            return result(r, state);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static Result result(long value, MemorySegment state) {
+        return new Result(value, value < 0 ? (int) ERRNO.get(state, 0L) : 0);
+    }
+
+    private static RuntimeException rethrow(Throwable t) {
+        if (t instanceof RuntimeException re) {
+            throw re;
+        }
+        if (t instanceof Error e) {
+            throw e;
+        }
+        throw new IllegalStateException("native call failed", t);
+    }
+}

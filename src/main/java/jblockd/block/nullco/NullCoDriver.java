@@ -1,0 +1,103 @@
+package jblockd.block.nullco;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+
+import jblockd.block.Allocation;
+import jblockd.block.BlockDriver;
+import jblockd.block.BlockdevOptions;
+import jblockd.block.Capabilities;
+import jblockd.block.DriverRegistry;
+import jblockd.block.Errno;
+import jblockd.block.Extent;
+import jblockd.block.IoError;
+
+/**
+ * The {@code null-co} protocol driver (QEMU's block/null.c): a device of {@code size} bytes that
+ * stores nothing. Writes, zeroes, discards and flushes succeed and are dropped; reads always
+ * return zeroes (QEMU leaves the buffer untouched unless {@code read-zeroes=on}; zeroes are the
+ * deterministic choice of the allowed behaviours). Status is ZERO with {@code read-zeroes},
+ * DATA otherwise, as null.c's block_status reports. Stateless, so thread-safe.
+ */
+public final class NullCoDriver implements BlockDriver {
+    private final long size;
+    private final boolean readZeroes;
+    private final boolean readOnly;
+
+    public NullCoDriver(long size, boolean readZeroes, boolean readOnly) {
+        this.size = size;
+        this.readZeroes = readZeroes;
+        this.readOnly = readOnly;
+    }
+
+    public static void register(DriverRegistry r) {
+        r.<BlockdevOptions.NullCo>register("null-co", (o, ctx) -> open(o));
+    }
+
+    public static NullCoDriver open(BlockdevOptions.NullCo o) throws IoError {
+        if (o.size() < 0) {
+            throw new IoError(Errno.EINVAL, "Parameter 'size' expects a non-negative value");
+        }
+        return new NullCoDriver(o.size(), o.readZeroes(), o.common().readOnly());
+    }
+
+    @Override
+    public String driverName() {
+        return "null-co";
+    }
+
+    @Override
+    public void read(long offset, ByteBuffer dst) {
+        while (dst.remaining() >= 8) {
+            dst.putLong(0L);
+        }
+        while (dst.hasRemaining()) {
+            dst.put((byte) 0);
+        }
+    }
+
+    @Override
+    public void write(long offset, ByteBuffer src, boolean fua) {
+        src.position(src.limit());
+    }
+
+    @Override
+    public void writeZeroes(long offset, long length, boolean mayUnmap) {
+        // dropped
+    }
+
+    @Override
+    public void discard(long offset, long length) {
+        // dropped
+    }
+
+    @Override
+    public void flush() {
+        // nothing is ever dirty
+    }
+
+    @Override
+    public long length() {
+        return size;
+    }
+
+    @Override
+    public Extent status(long offset, long length) throws IOException {
+        return new Extent(offset, length, readZeroes ? Allocation.ZERO : Allocation.DATA);
+    }
+
+    @Override
+    public Capabilities capabilities() {
+        return new Capabilities(readOnly, true, true, true, 1, false);
+    }
+
+    @Override
+    public void close() {
+        // no resources
+    }
+
+    @Override
+    public String filename() {
+        return "null-co://";
+    }
+}
