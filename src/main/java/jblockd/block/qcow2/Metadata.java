@@ -43,6 +43,13 @@ final class Metadata {
     private final int refcountsPerBlock;
     private long[] refTable;
     private final LinkedHashMap<Long, byte[]> refBlocks;
+    private final int maxBlocks;
+    /** Refcount blocks changed in memory only: offset to the dirty byte range {from, to}. */
+    private final LinkedHashMap<Long, int[]> dirtyBlocks = new LinkedHashMap<>();
+    /** L2 tables changed in memory only. */
+    private final java.util.LinkedHashSet<L2Cache.Table> dirtyTables = new java.util.LinkedHashSet<>();
+    /** Told (under the lock) when metadata becomes dirty, so the driver can schedule a write-back. */
+    Runnable onDirty = () -> { };
     /** First cluster that may be free (QEMU's free_cluster_index). */
     private long freeHint;
     /** One past the highest cluster index in use or handed out. */
@@ -53,7 +60,7 @@ final class Metadata {
      * refcount still reads 0, and freeing (the old refcount table) may lower the hint below them.
      */
     private final java.util.ArrayDeque<long[]> reserved = new java.util.ArrayDeque<>();
-    /** Replaced L2 entries whose clusters could not be freed yet (see {@link #releaseEntry}). */
+    /** Replaced L2 entries whose clusters could not be freed yet (see {@link #releaseEntries}). */
     private final java.util.ArrayList<Long> pendingFrees = new java.util.ArrayList<>();
 
     Metadata(HostFile file, Qcow2Header header) throws IOException {
@@ -69,10 +76,11 @@ final class Metadata {
         // refcount blocks, never fewer than 4 tables.
         this.l2Cache = new L2Cache((int) Math.max(4, (8L << 20) / clusterSize));
         int maxBlocks = (int) Math.max(4, (4L << 20) / clusterSize);
+        this.maxBlocks = maxBlocks;
         this.refBlocks = new LinkedHashMap<>(64, 0.75f, true) {
             @Override
             protected boolean removeEldestEntry(Map.Entry<Long, byte[]> eldest) {
-                return size() > maxBlocks;
+                return size() > maxBlocks && !dirtyBlocks.containsKey(eldest.getKey());
             }
         };
         long fileLength = file.length();
@@ -162,6 +170,7 @@ final class Metadata {
         long newOff = allocClusters(1);
         try {
             file.write(newOff, ByteBuffer.allocate(clusterSize));
+            writeBackRefBlocks(); // the table's refcount before the L1 entry (QEMU's l2_allocate)
             setL1(l1Index, newOff | COPIED);
         } catch (IOException failure) {
             freeQuietly(newOff, 1);
@@ -178,14 +187,77 @@ final class Metadata {
         l1.set(index, value);
     }
 
-    /** Writes entries {@code [from, to)} of a table through to the file. Caller holds the lock. */
-    void writeL2(L2Cache.Table t, int from, int to) throws IOException {
-        ByteBuffer b = ByteBuffer.allocate((to - from) * 8);
-        for (int i = from; i < to; i++) {
-            b.putLong(t.entries.get(i));
+    /** Records that entries {@code [from, to)} of a table changed. Caller holds the lock. */
+    void markL2Dirty(L2Cache.Table t, int from, int to) {
+        t.dirtyFrom = Math.min(t.dirtyFrom, from);
+        t.dirtyTo = Math.max(t.dirtyTo, to);
+        if (dirtyTables.add(t) && dirtyTables.size() == 1 && dirtyBlocks.isEmpty()) {
+            onDirty.run();
         }
-        b.flip();
-        file.write(t.offset + (long) from * 8, b);
+    }
+
+    /**
+     * Writes dirty metadata back when a lot has piled up; called before a request changes
+     * anything, so a failure fails the request cleanly. Caller holds the lock.
+     */
+    void maybeWriteBack() throws IOException {
+        if (dirtyTables.size() > l2Cache.maxTables() / 2 || dirtyBlocks.size() > maxBlocks / 2) {
+            writeBack();
+        }
+    }
+
+    boolean dirty() {
+        return !dirtyTables.isEmpty() || !dirtyBlocks.isEmpty();
+    }
+
+    /**
+     * Writes dirty metadata back in QEMU's dependency order: refcount blocks (which only hold
+     * increments: decrements are written through after their L2 change, see {@link #freeEntry})
+     * before the L2 tables that point at the new clusters. What fails stays dirty for the next
+     * try. Caller holds the lock.
+     */
+    void writeBack() throws IOException {
+        writeBackRefBlocks();
+        java.util.Iterator<L2Cache.Table> it = dirtyTables.iterator();
+        while (it.hasNext()) {
+            L2Cache.Table t = it.next();
+            int from = t.dirtyFrom;
+            int to = t.dirtyTo;
+            ByteBuffer b = ByteBuffer.allocate((to - from) * 8);
+            for (int i = from; i < to; i++) {
+                b.putLong(t.entries.get(i));
+            }
+            b.flip();
+            file.write(t.offset + (long) from * 8, b);
+            t.dirtyFrom = Integer.MAX_VALUE;
+            t.dirtyTo = -1;
+            it.remove();
+        }
+        while (l2Cache.size() > l2Cache.maxTables()) {
+            int before = l2Cache.size();
+            l2Cache.trim();
+            if (l2Cache.size() == before) {
+                break;
+            }
+        }
+    }
+
+    private void writeBackRefBlocks() throws IOException {
+        java.util.Iterator<Map.Entry<Long, int[]>> it = dirtyBlocks.entrySet().iterator();
+        while (it.hasNext()) {
+            Map.Entry<Long, int[]> e = it.next();
+            byte[] blk = refBlocks.get(e.getKey());
+            int[] r = e.getValue();
+            file.write(e.getKey() + r[0], ByteBuffer.wrap(blk, r[0], r[1] - r[0]).slice());
+            it.remove();
+        }
+        if (refBlocks.size() > maxBlocks) {
+            java.util.Iterator<Long> keys = refBlocks.keySet().iterator();
+            while (refBlocks.size() > maxBlocks && keys.hasNext()) {
+                keys.next();
+                keys.remove();
+            }
+        }
     }
 
     // ---------------------------------------------------------------- refcounts
@@ -301,13 +373,26 @@ final class Metadata {
                         freeHint = tIdx * refcountsPerBlock + i;
                     }
                 }
-                try {
-                    file.write(blockOff + r[0], ByteBuffer.wrap(blk, r[0], r[1] - r[0]).slice());
-                } catch (IOException | RuntimeException e) {
-                    // Keep memory equal to the file.
-                    System.arraycopy(before, 0, blk, r[0], before.length);
-                    freeHint = hint;
-                    throw e;
+                if (delta > 0) {
+                    int[] d = dirtyBlocks.get(blockOff);
+                    if (d == null) {
+                        dirtyBlocks.put(blockOff, new int[] {r[0], r[1]});
+                        if (dirtyBlocks.size() == 1 && dirtyTables.isEmpty()) {
+                            onDirty.run();
+                        }
+                    } else {
+                        d[0] = Math.min(d[0], r[0]);
+                        d[1] = Math.max(d[1], r[1]);
+                    }
+                } else {
+                    try {
+                        file.write(blockOff + r[0], ByteBuffer.wrap(blk, r[0], r[1] - r[0]).slice());
+                    } catch (IOException | RuntimeException e) {
+                        // Keep memory equal to the file.
+                        System.arraycopy(before, 0, blk, r[0], before.length);
+                        freeHint = hint;
+                        throw e;
+                    }
                 }
                 c = upto;
             }
@@ -367,6 +452,7 @@ final class Metadata {
         }
         long off = nb << clusterBits;
         try {
+            writeBackRefBlocks();
             file.write(off, ByteBuffer.wrap(blk));
             setRefTableEntry((int) tIdx, off);
         } catch (IOException | RuntimeException e) {
@@ -390,6 +476,7 @@ final class Metadata {
      * qcow2_refcount_area()); the header switches to the new table, then the old one is freed.
      */
     private void growTable(long neededIdx) throws IOException {
+        writeBackRefBlocks();
         long start = allocEnd;
         long blocks = 0;
         long tableClusters = 0;
@@ -438,6 +525,7 @@ final class Metadata {
         } finally {
             reserved.pop();
         }
+        writeBackRefBlocks();
         ByteBuffer tb = ByteBuffer.allocate(table.length * 8);
         tb.asLongBuffer().put(table);
         file.write(tableOffset, tb);
@@ -511,16 +599,25 @@ final class Metadata {
      * allocation or flush) instead of failing the request or leaking the cluster, which is what
      * QEMU's qcow2_free_clusters() would do ("TODO Remember the clusters to free them later").
      */
-    void releaseEntry(long entry) {
+    void releaseEntries(List<Long> entries) {
+        pendingFrees.addAll(entries);
         try {
-            freeEntry(entry);
+            retryPendingFrees();
         } catch (IOException | RuntimeException e) {
-            pendingFrees.add(entry);
+            // kept in pendingFrees; retried at the next allocation or flush
         }
     }
 
-    /** Retries the frees that failed before; caller holds the lock. */
+    /**
+     * Frees the clusters of replaced L2 entries: the L2 tables go to the file first, so no
+     * table on disk points at a cluster whose refcount is already lower (QEMU makes its refcount
+     * cache depend on the L2 cache for decrements). Caller holds the lock.
+     */
     void retryPendingFrees() throws IOException {
+        if (pendingFrees.isEmpty()) {
+            return;
+        }
+        writeBack();
         while (!pendingFrees.isEmpty()) {
             freeEntry(pendingFrees.getFirst());
             pendingFrees.removeFirst();

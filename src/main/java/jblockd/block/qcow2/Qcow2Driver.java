@@ -56,6 +56,11 @@ public final class Qcow2Driver implements BlockDriver {
     private final long size;
     private final StripedLocks stripes = new StripedLocks();
     private volatile BlockNode backing;
+    private final java.util.concurrent.atomic.AtomicBoolean writeBackScheduled =
+            new java.util.concurrent.atomic.AtomicBoolean();
+    /** Set under the metadata lock; the background write-back checks it there. */
+    private volatile boolean closed;
+    private static final long WRITE_BACK_DELAY_MS = 200;
 
     private Qcow2Driver(BlockNode fileNode, Metadata meta, boolean readOnly) {
         this.fileNode = fileNode;
@@ -66,6 +71,7 @@ public final class Qcow2Driver implements BlockDriver {
         this.clusterBits = meta.clusterBits;
         this.clusterSize = meta.clusterSize;
         this.size = header.size;
+        meta.onDirty = this::scheduleWriteBack;
     }
 
     public static void register(DriverRegistry r) {
@@ -411,6 +417,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (fresh > 0) {
             meta.lock.lock();
             try {
+                meta.maybeWriteBack();
                 long before = meta.allocEndCluster();
                 hostStart = meta.allocClusters(fresh);
                 virgin = (hostStart >>> clusterBits) >= before;
@@ -464,7 +471,6 @@ public final class Qcow2Driver implements BlockDriver {
                     int idx = idx0;
                     int lastChanged = -1;
                     int firstChanged = Integer.MAX_VALUE;
-                    int i0 = i;
                     int linking = 0;
                     while (i < n && idx < meta.l2Entries) {
                         if (!ownedInPlace(old[i])) {
@@ -477,14 +483,7 @@ public final class Qcow2Driver implements BlockDriver {
                         idx++;
                     }
                     if (lastChanged >= 0) {
-                        try {
-                            meta.writeL2(t, firstChanged, lastChanged + 1);
-                        } catch (IOException e) {
-                            for (int k = i0; k < i; k++) {
-                                t.entries.set(idx0 + k - i0, old[k]);
-                            }
-                            throw e;
-                        }
+                        meta.markL2Dirty(t, firstChanged, lastChanged + 1);
                     }
                     linked += linking;
                 }
@@ -493,10 +492,15 @@ public final class Qcow2Driver implements BlockDriver {
                 meta.freeQuietly(hostStart + (long) linked * clusterSize, fresh - linked);
                 throw e;
             }
+            List<Long> replaced = new ArrayList<>();
             for (int k = 0; k < n; k++) {
-                if (!ownedInPlace(old[k])) {
-                    meta.releaseEntry(old[k]);
+                int tk = type(old[k]);
+                if (!ownedInPlace(old[k]) && (tk == NORMAL || tk == ZERO_ALLOC || tk == COMPRESSED)) {
+                    replaced.add(old[k]);
                 }
+            }
+            if (!replaced.isEmpty()) {
+                meta.releaseEntries(replaced);
             }
         } finally {
             meta.lock.unlock();
@@ -548,6 +552,7 @@ public final class Qcow2Driver implements BlockDriver {
         try (StripedLocks.Held ignored = stripes.lock(gFirst, gEnd - 1, true)) {
             meta.lock.lock();
             try {
+                meta.maybeWriteBack();
                 unmapClusters(gFirst, gEnd, mode, v3, bk != null);
             } finally {
                 meta.lock.unlock();
@@ -575,10 +580,8 @@ public final class Qcow2Driver implements BlockDriver {
             int i0 = (int) (g % meta.l2Entries);
             int i1 = i0 + (int) (tableEnd - g);
             List<Long> toFree = new ArrayList<>();
-            long[] before = new long[i1 - i0];
             for (int i = i0; i < i1; i++) {
                 long e = t.entries.get(i);
-                before[i - i0] = e;
                 long ne;
                 boolean keep = mode == Unmap.ZEROES && (e & Metadata.COPIED) != 0
                         && (type(e) == NORMAL || type(e) == ZERO_ALLOC);
@@ -593,16 +596,9 @@ public final class Qcow2Driver implements BlockDriver {
                 }
                 t.entries.set(i, ne);
             }
-            try {
-                meta.writeL2(t, i0, i1);
-            } catch (IOException e) {
-                for (int i = i0; i < i1; i++) {
-                    t.entries.set(i, before[i - i0]);
-                }
-                throw e;
-            }
-            for (long e : toFree) {
-                meta.releaseEntry(e);
+            meta.markL2Dirty(t, i0, i1);
+            if (!toFree.isEmpty()) {
+                meta.releaseEntries(toFree);
             }
             g = tableEnd;
         }
@@ -658,12 +654,42 @@ public final class Qcow2Driver implements BlockDriver {
         if (!readOnly) {
             meta.lock.lock();
             try {
+                meta.writeBack();
                 meta.retryPendingFrees();
             } finally {
                 meta.lock.unlock();
             }
         }
         file.flush();
+    }
+
+    /**
+     * Metadata changed in memory: write it back in a moment even if nobody flushes, so that an
+     * image left open still reaches a consistent state on disk soon (QEMU only writes back on
+     * flush, eviction and close). One short-lived virtual thread per burst.
+     */
+    private void scheduleWriteBack() {
+        if (readOnly || closed || !writeBackScheduled.compareAndSet(false, true)) {
+            return;
+        }
+        Thread.ofVirtual().name("qcow2-writeback").start(() -> {
+            try {
+                Thread.sleep(WRITE_BACK_DELAY_MS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            writeBackScheduled.set(false);
+            meta.lock.lock();
+            try {
+                if (!closed && meta.dirty()) {
+                    meta.writeBack();
+                }
+            } catch (IOException | RuntimeException e) {
+                // stays dirty: the next write-back or flush retries and reports it
+            } finally {
+                meta.lock.unlock();
+            }
+        });
     }
 
     @Override
@@ -678,8 +704,17 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public void close() throws IOException {
-        if (!readOnly) {
-            flush();
+        try {
+            if (!readOnly) {
+                flush();
+            }
+        } finally {
+            meta.lock.lock();
+            try {
+                closed = true;
+            } finally {
+                meta.lock.unlock();
+            }
         }
     }
 
