@@ -63,7 +63,15 @@ final class Metadata {
     /** Replaced L2 entries whose clusters could not be freed yet (see {@link #releaseEntries}). */
     private final java.util.ArrayList<Long> pendingFrees = new java.util.ArrayList<>();
 
+    /** About 8 MiB of L2 tables (64 GiB of guest with 64 KiB clusters), 4 MiB of refcount blocks. */
+    static final long DEFAULT_CACHE_BYTES = 8L << 20;
+
     Metadata(HostFile file, Qcow2Header header) throws IOException {
+        this(file, header, DEFAULT_CACHE_BYTES);
+    }
+
+    /** {@code cacheBytes}: the L2 cache budget; refcount blocks get half of it. At least 4 of each. */
+    Metadata(HostFile file, Qcow2Header header, long cacheBytes) throws IOException {
         this.file = file;
         this.header = header;
         this.clusterBits = header.clusterBits;
@@ -72,10 +80,8 @@ final class Metadata {
         this.refcountBits = 1 << header.refcountOrder;
         this.refcountMax = refcountBits == 64 ? Long.MAX_VALUE : (1L << refcountBits) - 1;
         this.refcountsPerBlock = (int) ((long) clusterSize * 8 / refcountBits);
-        // About 8 MiB of L2 tables (64 GiB of guest with 64 KiB clusters) and 4 MiB of
-        // refcount blocks, never fewer than 4 tables.
-        this.l2Cache = new L2Cache((int) Math.max(4, (8L << 20) / clusterSize));
-        int maxBlocks = (int) Math.max(4, (4L << 20) / clusterSize);
+        this.l2Cache = new L2Cache((int) Math.max(4, cacheBytes / clusterSize));
+        int maxBlocks = (int) Math.max(4, cacheBytes / 2 / clusterSize);
         this.maxBlocks = maxBlocks;
         this.refBlocks = new LinkedHashMap<>(64, 0.75f, true) {
             @Override

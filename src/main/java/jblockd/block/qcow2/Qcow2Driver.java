@@ -117,6 +117,12 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro) throws IOException {
+        return openOn(fileNode, file, ro, Metadata.DEFAULT_CACHE_BYTES);
+    }
+
+    /** {@code cacheBytes}: metadata cache budget (tests shrink it to exercise eviction). */
+    static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro, long cacheBytes)
+            throws IOException {
         long fileLength = file.length();
         ByteBuffer head = ByteBuffer.allocate((int) Math.min(fileLength, Qcow2Header.V3_LENGTH));
         file.read(0, head);
@@ -148,7 +154,7 @@ public final class Qcow2Driver implements BlockDriver {
                         "qcow2: writing images with internal snapshots is not supported; open it read-only");
             }
         }
-        Metadata meta = new Metadata(file, h);
+        Metadata meta = new Metadata(file, h, cacheBytes);
         if (!ro && h.autoclear != 0) {
             // We maintain none of the autoclear features (bitmaps, raw external data): clearing
             // the bits tells their users the data is stale (qcow2.txt "autoclear features").

@@ -75,7 +75,8 @@ class Qcow2FaultIT {
             byte[] model = new byte[8 << 20];
             Random r = new Random(failAt);
             try (FileChannel ch = FileChannel.open(img, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
-                Qcow2Driver d = Qcow2Driver.openOn(null, new FailingFile(HostFile.of(ch), failAt), false);
+                Qcow2Driver d = Qcow2Driver.openOn(null, new FailingFile(HostFile.of(ch), failAt), false,
+                        failAt % 3 == 0 ? 2048 : Metadata.DEFAULT_CACHE_BYTES); // tiny cache: evictions
                 for (int i = 0; i < 12; i++) {
                     int off = r.nextInt(model.length - 300_000);
                     int len = 1 + r.nextInt(300_000);
