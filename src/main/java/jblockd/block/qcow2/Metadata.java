@@ -62,6 +62,8 @@ final class Metadata {
     private final java.util.ArrayDeque<long[]> reserved = new java.util.ArrayDeque<>();
     /** Replaced L2 entries whose clusters could not be freed yet (see {@link #releaseEntries}). */
     private final java.util.ArrayList<Long> pendingFrees = new java.util.ArrayList<>();
+    /** For each pending free: pass a discard of the freed cluster down to the file. */
+    private final java.util.ArrayList<Boolean> pendingDiscards = new java.util.ArrayList<>();
 
     /** About 8 MiB of L2 tables (64 GiB of guest with 64 KiB clusters), 4 MiB of refcount blocks. */
     static final long DEFAULT_CACHE_BYTES = 8L << 20;
@@ -605,8 +607,11 @@ final class Metadata {
      * allocation or flush) instead of failing the request or leaking the cluster, which is what
      * QEMU's qcow2_free_clusters() would do ("TODO Remember the clusters to free them later").
      */
-    void releaseEntries(List<Long> entries) {
+    void releaseEntries(List<Long> entries, boolean passDiscard) {
         pendingFrees.addAll(entries);
+        for (int i = 0; i < entries.size(); i++) {
+            pendingDiscards.add(passDiscard);
+        }
         try {
             retryPendingFrees();
         } catch (IOException | RuntimeException e) {
@@ -625,8 +630,21 @@ final class Metadata {
         }
         writeBack();
         while (!pendingFrees.isEmpty()) {
-            freeEntry(pendingFrees.getFirst());
+            long e = pendingFrees.getFirst();
+            freeEntry(e);
             pendingFrees.removeFirst();
+            boolean discard = pendingDiscards.removeFirst();
+            long off = e & OFFSET_MASK;
+            // QEMU's pass-discard-request (on by default): a guest discard or unmapping
+            // write-zeroes that frees a cluster punches it out of the file. Under the lock, so
+            // nobody can have reallocated the cluster yet.
+            if (discard && (e & COMPRESSED) == 0 && off != 0 && refcount(off >>> clusterBits) == 0) {
+                try {
+                    file.discard(off, clusterSize);
+                } catch (IOException | RuntimeException ignored) {
+                    // a discard is a hint
+                }
+            }
         }
     }
 

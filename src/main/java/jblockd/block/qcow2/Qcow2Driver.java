@@ -506,7 +506,7 @@ public final class Qcow2Driver implements BlockDriver {
                 }
             }
             if (!replaced.isEmpty()) {
-                meta.releaseEntries(replaced);
+                meta.releaseEntries(replaced, false);
             }
         } finally {
             meta.lock.unlock();
@@ -604,7 +604,7 @@ public final class Qcow2Driver implements BlockDriver {
             }
             meta.markL2Dirty(t, i0, i1);
             if (!toFree.isEmpty()) {
-                meta.releaseEntries(toFree);
+                meta.releaseEntries(toFree, mode != Unmap.ZEROES);
             }
             g = tableEnd;
         }

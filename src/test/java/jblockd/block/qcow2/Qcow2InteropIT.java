@@ -268,6 +268,27 @@ class Qcow2InteropIT {
     }
 
     @Test
+    void discardPunchesFreedClustersOutOfTheFile() throws Exception {
+        Path img = create("punch.qcow2", 8 << 20, 65536, false, null, null);
+        BlockNode n = open(img, false);
+        n.write(0, ByteBuffer.wrap(Qcow2Workload.randomBytes(new Random(8), 8 << 20)), false);
+        n.flush();
+        long before = allocatedBytes(img);
+        n.discard(1 << 20, 6 << 20);
+        n.flush();
+        long after = allocatedBytes(img);
+        graph.closeAll();
+        assertThat(before - after).isGreaterThanOrEqualTo(5L << 20);
+        assertCheckClean(img);
+    }
+
+    private long allocatedBytes(Path p) throws Exception {
+        Result r = run("stat", "--format=%b %B", p.toString());
+        String[] f = r.out().trim().split(" ");
+        return Long.parseLong(f[0]) * Long.parseLong(f[1]);
+    }
+
+    @Test
     void refcountTableGrowsAndStaysConsistent() throws Exception {
         // 512-byte clusters: one refcount table cluster covers only 64 blocks x 256 clusters,
         // so writing 12 MiB forces the table to move (twice) and blocks to describe themselves.
