@@ -219,6 +219,39 @@ class DaemonCliIT {
     }
 
     @Test
+    void sigintShutsDownLikeSigterm() throws Exception {
+        DaemonProcess d = DaemonProcess.start(dir);
+        try (QmpTestClient c = d.connect()) {
+            Process kill = new ProcessBuilder("kill", "-INT", Long.toString(d.pid())).start();
+            assertThat(kill.waitFor(10, TimeUnit.SECONDS)).isTrue();
+            assertThat(c.waitEvent("SHUTDOWN", Duration.ofSeconds(10)).at("/data/reason").asText())
+                    .isEqualTo("host-signal");
+            assertThat(d.waitFor(EXIT)).isZero();
+        } finally {
+            d.close();
+        }
+        assertThat(d.qmpSocket()).doesNotExist();
+    }
+
+    @Test
+    void driveOverBlkdebugFileName() throws Exception {
+        assumeTrue(hasDriver("blkdebug") && hasDriver("raw"), "blkdebug and raw drivers needed");
+        Path img = dir.resolve("k.raw");
+        Files.write(img, new byte[65536]);
+        Path conf = dir.resolve("k.conf");
+        Files.writeString(conf, "[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\n");
+        try (DaemonProcess d = DaemonProcess.start(dir, "--drive",
+                "id=drive0,file=blkdebug:" + conf + ":" + img + ",format=raw");
+             QmpTestClient c = d.connect()) {
+            List<String> drivers = new java.util.ArrayList<>();
+            for (JsonNode n : c.executeOk("query-named-block-nodes")) {
+                drivers.add(n.get("drv").asText());
+            }
+            assertThat(drivers).contains("raw", "blkdebug", "file");
+        }
+    }
+
+    @Test
     void staleSocketFileIsReplaced() throws Exception {
         Path sock = dir.resolve("qmp.sock");
         try (DaemonProcess first = DaemonProcess.start(dir)) {
