@@ -44,8 +44,16 @@ public final class NbdCommands implements CommandGroup {
     public record NbdServerRemove(String name, String mode) {
     }
 
+    /**
+     * block-export-add. {@code device} is jblockd's extension (SPEC §1 {@code --export
+     * device=NAME}): export through that device; QEMU requires {@code node-name}.
+     */
     public record BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
-                                 String name, String description) {
+                                 String name, String description, String device) {
+        public BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
+                              String name, String description) {
+            this(type, id, nodeName, writable, writethrough, name, description, null);
+        }
     }
 
     public record BlockExportDel(String id, String mode) {
@@ -180,14 +188,26 @@ public final class NbdCommands implements CommandGroup {
         if (!"nbd".equals(a.type())) {
             throw QmpError.generic("Parameter 'type' does not accept value '" + a.type() + "'");
         }
+        if (a.nodeName() == null && a.device() == null) {
+            throw QmpError.generic("Parameter 'node-name' is missing");
+        }
+        if (a.nodeName() != null && a.device() != null) {
+            throw QmpError.generic("Only one of 'node-name' and 'device' can be given");
+        }
         checkId(a.id());
         Target t;
-        t = target("", a.nodeName());
+        if (a.device() != null) {
+            Device d = devices.get(a.device()).orElseThrow(() -> QmpError.generic(
+                    "Cannot find device='" + a.device() + "' nor node-name=''"));
+            t = new Target(d, d.root(), false);
+        } else {
+            t = target("", a.nodeName());
+        }
         boolean writable = Boolean.TRUE.equals(a.writable());
         if (writable && t.node().readOnly()) {
             throw QmpError.generic("Cannot export read-only node as writable");
         }
-        String name = a.name() != null ? a.name() : a.nodeName();
+        String name = a.name() != null ? a.name() : a.nodeName() != null ? a.nodeName() : a.device();
         add(a.id(), name, a.description(), writable, t);
         return null;
     }
