@@ -23,14 +23,19 @@ import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
 import jblockd.block.DriverRegistry;
 import jblockd.block.NodeGraph;
+import jblockd.commands.BackupCommands;
 import jblockd.commands.BlockdevCommands;
+import jblockd.commands.JobCommands;
 import jblockd.commands.BlockdevOptionsCodec;
 import jblockd.commands.ControlCommands;
+import jblockd.commands.MirrorCommands;
 import jblockd.commands.NbdCommands;
 import jblockd.commands.RunStateCommands;
+import jblockd.commands.StreamCommitCommands;
 import jblockd.device.Device;
 import jblockd.device.Devices;
 import jblockd.device.RunState;
+import jblockd.job.JobRegistry;
 import jblockd.nbd.server.NbdServer;
 import jblockd.qapi.IoStatus;
 import jblockd.qapi.BlockdevOnError;
@@ -101,6 +106,7 @@ public final class Daemon implements AutoCloseable {
     private final Devices devices;
     private final EventFanout events;
     private final BlockdevCommands blockdevCommands;
+    private final JobRegistry jobs;
     /** Guest I/O gate (stop/cont, io-error); jobs do not pass it. */
     private final RunState runState;
     private final NbdServer nbdServer = new NbdServer();
@@ -128,6 +134,14 @@ public final class Daemon implements AutoCloseable {
                 Version.QEMU_MAJOR, Version.QEMU_MINOR, Version.QEMU_MICRO, Version.packageString())
                 .register(registry);
         blockdevCommands.register(registry);
+        this.jobs = new JobRegistry(events, graph);
+        new JobCommands(jobs).register(registry);
+        new BackupCommands(graph, devices, jobs).register(registry);
+        new MirrorCommands(graph, devices, jobs).register(registry);
+        new StreamCommitCommands(graph, devices, jobs).register(registry);
+        // quit / SIGTERM: running jobs are cancelled (a cancelled backup's target is simply
+        // incomplete) and concluded ones dismissed, before the nodes are flushed and closed.
+        addShutdownStep(() -> jobs.cancelAll(30, TimeUnit.SECONDS));
         new RunStateCommands(runState).register(registry);
         new NbdCommands(nbdServer, devices, graph, runState, events).register(registry);
         // NBD clients go before the nodes close (steps run after the QMP servers close)
@@ -196,6 +210,10 @@ public final class Daemon implements AutoCloseable {
 
     public Devices devices() {
         return devices;
+    }
+
+    public JobRegistry jobs() {
+        return jobs;
     }
 
     public EventFanout events() {
