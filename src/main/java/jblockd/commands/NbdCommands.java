@@ -284,6 +284,19 @@ public final class NbdCommands implements CommandGroup {
             throw QmpError.generic(ex.getMessage());
         }
         graph.addUser(t.node(), user(e));
+        if (t.anonymous()) {
+            // a job inserting a filter above the node re-points this device too (Devices.attachedTo)
+            devices.addAnonymous(t.device());
+        }
+    }
+
+    /** Drops what {@link #add} recorded for an export that is gone. */
+    private void forget(NbdExport e) {
+        graph.node(e.nodeName()).ifPresent(n -> graph.removeUser(n, user(e)));
+        Device d = e.io().device();
+        if (d.name().isEmpty()) {
+            devices.removeAnonymous(d);
+        }
     }
 
     private static String user(NbdExport e) {
@@ -311,11 +324,8 @@ public final class NbdCommands implements CommandGroup {
         if (!hard && server.clientCount(e) > 0) {
             throw QmpError.generic("export '" + a.id() + "' still in use");
         }
-        BlockNode node = graph.node(e.nodeName()).orElse(null);
         server.removeExport(e, hard);
-        if (node != null) {
-            graph.removeUser(node, user(e));
-        }
+        forget(e);
         return null;
     }
 
@@ -326,7 +336,7 @@ public final class NbdCommands implements CommandGroup {
         List<NbdExport> all = server.exports();
         server.stop();
         for (NbdExport e : all) {
-            graph.node(e.nodeName()).ifPresent(n -> graph.removeUser(n, user(e)));
+            forget(e);
         }
         return null;
     }

@@ -350,6 +350,27 @@ class NbdDaemonIT {
     }
 
     @Test
+    void guestWritesThroughTheExportDuringABackupLeaveAPointInTimeCopy() throws Exception {
+        Path img = dir.resolve("src.raw");
+        Path target = dir.resolve("target.raw");
+        ok(Tools.run(30, "qemu-img", "create", "-f", "raw", img.toString(), "8M"));
+        ok(Tools.run(30, "qemu-io", "-f", "raw", "-c", "write -P 0xaa 0 8M", img.toString()));
+        try (DaemonProcess d = daemonWithDrive("id=drive0,file=" + img + ",format=raw");
+             QmpTestClient q = d.connect()) {
+            // 1 MiB/s: the guest's writes below land long before the copy reaches them
+            q.executeOk("drive-backup", Map.of("device", "drive0", "target", target.toString(), "format", "raw",
+                    "sync", "full", "speed", 1 << 20));
+            ok(qemuIo("disk", "write -P 0xbb 0 8M", "read -P 0xbb 0 8M"));
+            q.executeOk("block-job-set-speed", Map.of("device", "drive0", "speed", 0));
+            JsonNode done = q.waitEvent("BLOCK_JOB_COMPLETED", Duration.ofSeconds(60)).path("data");
+            assertThat(done.has("error")).as(done.toString()).isFalse();
+            ok(qemuIo("disk", "read -P 0xbb 0 8M"));
+        }
+        ok(Tools.run(30, "qemu-io", "-f", "raw", "-c", "read -P 0xaa 0 8M", target.toString()));
+        ok(Tools.run(30, "qemu-io", "-f", "raw", "-c", "read -P 0xbb 0 8M", img.toString()));
+    }
+
+    @Test
     void manualStopHoldsGuestIoAndContReleasesIt() throws Exception {
         Path img = dir.resolve("s.raw");
         ok(Tools.run(30, "qemu-img", "create", "-f", "raw", img.toString(), "2M"));
