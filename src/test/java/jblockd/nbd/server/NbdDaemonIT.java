@@ -204,6 +204,29 @@ class NbdDaemonIT {
     }
 
     @Test
+    void commandLineTcpServerAndDeviceExport() throws Exception {
+        Path img = dir.resolve("t.raw");
+        ok(Tools.run(30, "qemu-img", "create", "-f", "raw", img.toString(), "1M"));
+        int port;
+        try (ServerSocket s = new ServerSocket(0)) {
+            port = s.getLocalPort();
+        }
+        try (DaemonProcess d = DaemonProcess.start(dir, "--drive", "id=drive0,file=" + img + ",format=raw",
+                "--nbd-server", "addr.type=inet,addr.host=127.0.0.1,addr.port=" + port + ",max-connections=4",
+                "--export", "nbd,id=e0,device=drive0,writable=on,description=the disk");
+             QmpTestClient q = d.connect()) {
+            String u = "nbd://127.0.0.1:" + port + "/drive0";
+            ok(Tools.run(30, "qemu-io", "-f", "raw", "-c", "write -P 0x4d 0 128k", "-c", "read -P 0x4d 0 128k", u));
+            if (Tools.present("nbdinfo")) {
+                assertThat(ok(Tools.run(30, "nbdinfo", u)).out()).contains("the disk");
+            }
+            JsonNode e = q.executeOk("query-block-exports").get(0);
+            assertThat(e.path("id").asText()).isEqualTo("e0");
+        }
+        assertThat(Files.readAllBytes(img)[131071]).isEqualTo((byte) 0x4d);
+    }
+
+    @Test
     void werrorStopHoldsTheWriteUntilContThenItLands() throws Exception {
         Path img = dir.resolve("w.raw");
         ok(Tools.run(30, "qemu-img", "create", "-f", "raw", img.toString(), "2M"));
