@@ -21,6 +21,7 @@ import jblockd.device.RunState;
 import jblockd.nbd.proto.Nbd;
 import jblockd.nbd.server.NbdExport;
 import jblockd.nbd.server.NbdServer;
+import jblockd.qapi.ErrorClass;
 import jblockd.qapi.QapiEvents;
 import jblockd.qapi.QmpError;
 import jblockd.qmp.CommandGroup;
@@ -44,12 +45,10 @@ public final class NbdCommands implements CommandGroup {
     public record NbdServerRemove(String name, String mode) {
     }
 
-    /**
-     * block-export-add. {@code device} is jblockd's extension (SPEC §1 {@code --export
-     * device=NAME}): export through that device; QEMU requires {@code node-name}.
-     */
+    /** {@code device} is jblockd's addition (SPEC §1): export a device by name instead of a node. */
     public record BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
                                  String name, String description, String device) {
+        /** QEMU's members only (no {@code device}). */
         public BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
                               String name, String description) {
             this(type, id, nodeName, writable, writethrough, name, description, null);
@@ -192,13 +191,13 @@ public final class NbdCommands implements CommandGroup {
             throw QmpError.generic("Parameter 'node-name' is missing");
         }
         if (a.nodeName() != null && a.device() != null) {
-            throw QmpError.generic("Only one of 'node-name' and 'device' can be given");
+            throw QmpError.generic("Parameters 'node-name' and 'device' are mutually exclusive");
         }
         checkId(a.id());
         Target t;
         if (a.device() != null) {
-            Device d = devices.get(a.device()).orElseThrow(() -> QmpError.generic(
-                    "Cannot find device='" + a.device() + "' nor node-name=''"));
+            Device d = devices.get(a.device()).orElseThrow(() -> new QmpError(ErrorClass.DEVICE_NOT_FOUND,
+                    "Device '" + a.device() + "' not found"));
             t = new Target(d, d.root(), false);
         } else {
             t = target("", a.nodeName());

@@ -135,7 +135,7 @@ class NbdCommandsTest {
         assertThat(server.export("vianode").orElseThrow().io().device().rerror()).isEqualTo(BlockdevOnError.REPORT);
         assertThat(server.export("vianode").orElseThrow().io().device().werror()).isEqualTo(BlockdevOnError.REPORT);
         assertThatThrownBy(() -> cmds.blockExportAdd(new NbdCommands.BlockExportAdd("nbd", "x", null, true, null,
-                null, null, "nodev"))).hasMessage("Cannot find device='nodev' nor node-name=''");
+                null, null, "nodev"))).hasMessage("Device 'nodev' not found");
         assertThatThrownBy(() -> cmds.blockExportAdd(new NbdCommands.BlockExportAdd("nbd", "x", null, true, null,
                 null, null, null))).hasMessage("Parameter 'node-name' is missing");
     }
