@@ -394,6 +394,30 @@ class NbdDaemonIT {
     }
 
     @Test
+    void quitWhileGuestIoIsHeldExitsCleanly() throws Exception {
+        Path img = dir.resolve("h.raw");
+        ok(Tools.run(30, "qemu-img", "create", "-f", "raw", img.toString(), "1M"));
+        try (DaemonProcess d = daemonWithDrive("id=drive0,file=" + img + ",format=raw");
+             QmpTestClient q = d.connect()) {
+            q.executeOk("stop");
+            CompletableFuture<Tools.Result> writer = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return qemuIo("disk", "write -P 0x66 0 64k");
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            Thread.sleep(500);
+            assertThat(writer).isNotDone();
+            q.executeOk("quit");
+            assertThat(d.waitFor(Duration.ofSeconds(30))).isZero();
+            // the held write was never answered as done: the client sees the connection drop
+            Tools.Result w = writer.get(30, TimeUnit.SECONDS);
+            assertThat(w.all()).doesNotContain("wrote 65536/65536");
+        }
+    }
+
+    @Test
     void manualStopHoldsGuestIoAndContReleasesIt() throws Exception {
         Path img = dir.resolve("s.raw");
         ok(Tools.run(30, "qemu-img", "create", "-f", "raw", img.toString(), "2M"));
