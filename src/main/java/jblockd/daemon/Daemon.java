@@ -28,8 +28,13 @@ import jblockd.commands.BlockdevCommands;
 import jblockd.commands.JobCommands;
 import jblockd.commands.BlockdevOptionsCodec;
 import jblockd.commands.ControlCommands;
+import jblockd.commands.NbdCommands;
+import jblockd.commands.RunStateCommands;
 import jblockd.device.Device;
 import jblockd.device.Devices;
+import jblockd.device.RunState;
+import jblockd.nbd.server.NbdServer;
+import jblockd.qapi.IoStatus;
 import jblockd.job.JobRegistry;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.QmpError;
@@ -99,6 +104,9 @@ public final class Daemon implements AutoCloseable {
     private final Devices devices;
     private final EventFanout events;
     private final BlockdevCommands blockdevCommands;
+    /** Guest I/O gate (stop/cont, io-error); jobs do not pass it. */
+    private final RunState runState;
+    private final NbdServer nbdServer = new NbdServer();
     private final JobRegistry jobs;
     private final List<QmpServer> qmpServers = new CopyOnWriteArrayList<>();
     private final List<Runnable> shutdownSteps = new CopyOnWriteArrayList<>();
@@ -116,6 +124,8 @@ public final class Daemon implements AutoCloseable {
         this.devices = new Devices(graph);
         this.events = new EventFanout(json, InstantSource.system());
         this.blockdevCommands = new BlockdevCommands(graph, devices);
+        // cont resets every drive's io-status (QEMU's bdrv_iostatus_reset_all)
+        this.runState = new RunState(events, () -> devices.all().forEach(d -> d.setIoStatus(IoStatus.OK)));
 
         // Command groups, one per schema file. Other groups register here too.
         new ControlCommands(schema, registry, events, this::shutdownAsync,
@@ -128,6 +138,10 @@ public final class Daemon implements AutoCloseable {
         // quit / SIGTERM: running jobs are cancelled (a cancelled backup's target is simply
         // incomplete) and concluded ones dismissed, before the nodes are flushed and closed.
         addShutdownStep(() -> jobs.cancelAll(30, TimeUnit.SECONDS));
+        new RunStateCommands(runState).register(registry);
+        new NbdCommands(nbdServer, devices, graph, runState, events).register(registry);
+        // NBD clients go before the nodes close (steps run after the QMP servers close)
+        addShutdownStep(nbdServer::stop);
     }
 
     public static Builder builder() {
@@ -216,6 +230,14 @@ public final class Daemon implements AutoCloseable {
 
     public QmpJson json() {
         return json;
+    }
+
+    public RunState runState() {
+        return runState;
+    }
+
+    public NbdServer nbdServer() {
+        return nbdServer;
     }
 
     public List<QmpServer> qmpServers() {
