@@ -15,6 +15,10 @@
 #      discard=unmap,detect-zeroes=unmap — QEMU's best sparse configuration.
 #   3. rate limit accuracy: jblockd and QEMU back up 256 MiB at speed=32 MiB/s; the rate between
 #      two query-block-jobs samples at 1 s and 7 s (steady state, no start-up or final flush).
+#   4. guest write throughput during a backup: the 2 GiB source is exported over NBD (jblockd:
+#      --nbd-server/--export; QEMU: nbd-server-start/nbd-server-add), a full backup starts at
+#      full speed and `qemu-img bench -w` writes 512 MiB (64 KiB requests, depth 16, spread
+#      over the disk) through the export at once; time of the guest writes, side by side.
 # Env: SIZE_MB (default 2048), SPARSE_GB (64), SPARSE_DATA_MB (512), RUNS (1), CASES ("1 2 3").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,12 +42,12 @@ drop_cache() { # FILE...
 }
 
 echo "== preparing images in $W"
-CASES=${CASES:-1 2 3}
+CASES=${CASES:-1 2 3 4}
 has() { [[ " $CASES " == *" $1 "* ]]; }
 SRC=$W/src.raw
 SPARSE=$W/sparse.raw
 DATA=$W/data.raw
-if has 1; then
+if has 1 || has 4; then
 qemu-img create -q -f raw "$SRC" "${SIZE_MB}M"
 # fully allocated, not compressible to nothing: a distinct pattern per 64 MiB
 for ((i = 0; i < SIZE_MB; i += 64)); do
@@ -241,4 +245,48 @@ if "3" in cases:
           try: p.wait(timeout=30)
           except subprocess.TimeoutExpired: p.kill()
       os.unlink(tgt)
+
+if "4" in cases:
+  size = os.path.getsize(src)
+  print(f"\n== case 4: guest writes over NBD during a full backup of the {size >> 20} MiB image")
+  for kind in ("qemu", "jblockd"):
+      sock = f"{w}/{kind}.sock"; nsock = f"{w}/{kind}-nbd.sock"; tgt = f"{w}/{kind}-gw.raw"
+      for f in (sock, nsock):
+          if os.path.exists(f): os.unlink(f)
+      gsrc = f"{w}/gw-src.raw"
+      subprocess.run(["cp", "--reflink=auto", src, gsrc], check=True)
+      if kind == "jblockd":
+          p = subprocess.Popen([f"{root}/bin/jblockd", "--qmp", f"unix:{sock}", "--drive",
+                                f"id=drive0,file={gsrc},format=raw", "--nbd-server",
+                                f"addr.type=unix,addr.path={nsock}", "--export",
+                                "type=nbd,id=e0,node-name=drive0,name=drive0,writable=on"],
+                               stdout=subprocess.DEVNULL, stderr=open(f"{w}/jblockd.log", "a"))
+          q = Qmp(sock)
+      else:
+          p, q = start_qemu(sock, f"if=none,id=drive0,file={gsrc},format=raw")
+          q.cmd("nbd-server-start", addr={"type": "unix", "data": {"path": nsock}})
+          q.cmd("nbd-server-add", device="drive0", writable=True)
+      try:
+          # idle guest write speed first (no backup running)
+          def bench():
+              t0 = time.monotonic()
+              subprocess.run(["qemu-img", "bench", "-w", "-f", "raw", "-c", "8192", "-s", "65536", "-d", "16",
+                              "-S", str(size // 8192 // 65536 * 65536 or 65536), "-P", "7",
+                              f"nbd+unix:///drive0?socket={nsock}"], check=True, stdout=subprocess.DEVNULL)
+              return time.monotonic() - t0
+          idle = bench()
+          t0 = time.monotonic()
+          q.cmd("drive-backup", device="drive0", target=tgt, format="raw", sync="full")
+          during = bench()
+          ev = q.wait_event("BLOCK_JOB_COMPLETED")
+          total = time.monotonic() - t0
+          mib = 8192 * 65536 / 2**20
+          print(f"  {kind:8s}: guest writes idle {mib / idle:7.1f} MiB/s, during backup {mib / during:7.1f} MiB/s;"
+                f" backup took {total:6.2f} s")
+          q.cmd("quit")
+      finally:
+          try: p.wait(timeout=30)
+          except subprocess.TimeoutExpired: p.kill()
+          for f in (tgt, gsrc):
+              if os.path.exists(f): os.unlink(f)
 PY

@@ -409,10 +409,12 @@ public final class Job {
             if (isForce) {
                 forceCancel = true;
             }
-            // job_cancel_async(): a user pause is lifted so the job can see the cancel.
+            // job_cancel_async(): a user pause is lifted (and io-status reset, as a resume does)
+            // so the job can see the cancel.
             if (userPaused) {
                 userPaused = false;
                 pauseCount--;
+                ioStatus = IoStatus.OK;
             }
             if (forceCancel && status == JobStatus.PENDING && !finishing) {
                 finishing = true;

@@ -44,6 +44,13 @@ import jblockd.qapi.MirrorSyncMode;
  * </ul>
  * {@code offset} counts bytes copied (or found to be zero); {@code len} the bytes to process
  * (sync=top: only what the top layer allocates).
+ *
+ * <h2>Cancel and shutdown</h2>
+ * A cancelled backup (block-job-cancel, job-cancel, quit, SIGTERM) stops starting chunks, waits
+ * for those in flight, removes the filter and flushes and closes the target. The target is then
+ * a consistent image (qcow2 passes {@code qemu-img check}) whose content is simply incomplete:
+ * nothing in it claims completeness, the job's end event ({@code BLOCK_JOB_CANCELLED}, or none
+ * at shutdown) is what says so. jblockd never deletes the target file: it is the user's.
  */
 public final class BackupJob implements JobDriver {
     private static final Logger LOG = Logger.getLogger(BackupJob.class.getName());
