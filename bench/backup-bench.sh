@@ -271,7 +271,7 @@ if "4" in cases:
           def bench():
               t0 = time.monotonic()
               subprocess.run(["qemu-img", "bench", "-w", "-f", "raw", "-c", "8192", "-s", "65536", "-d", "16",
-                              "-S", str(size // 8192 // 65536 * 65536 or 65536), "-P", "7",
+                              "-S", str(size // 8192 // 65536 * 65536 or 65536), "--pattern=7",
                               f"nbd+unix:///drive0?socket={nsock}"], check=True, stdout=subprocess.DEVNULL)
               return time.monotonic() - t0
           idle = bench()
