@@ -66,8 +66,14 @@ public final class JblockCtl implements Runnable {
         }
     }
 
+    /** The progress display for jobs started by this command. */
     ProgressView progressView() {
-        return ProgressView.forOutput(json, out);
+        return ProgressView.forOutput(json, out, true);
+    }
+
+    /** The progress display for jobs that were already running. */
+    ProgressView attachedView() {
+        return ProgressView.forOutput(json, out, false);
     }
 
     public static void main(String[] args) {

@@ -120,7 +120,7 @@ final class JobVerbCommands {
                 }
                 Job job = qmp.jobs().attach(id); // subscribe first: the end may precede the reply
                 send(qmp);
-                return JobWaiter.await(List.of(job), top.progressView(), JobWaiter.OnReady.WAIT,
+                return JobWaiter.await(List.of(job), top.attachedView(), JobWaiter.OnReady.WAIT,
                         cancelledIsSuccess());
             }
         }

@@ -35,7 +35,7 @@ final class WatchCommand implements Callable<Integer> {
             for (String id : which) {
                 jobs.add(qmp.jobs().attach(id));
             }
-            return JobWaiter.await(jobs, top.progressView(), JobWaiter.OnReady.WAIT, false);
+            return JobWaiter.await(jobs, top.attachedView(), JobWaiter.OnReady.WAIT, false);
         }
     }
 }
