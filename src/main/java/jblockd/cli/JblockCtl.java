@@ -86,6 +86,9 @@ public final class JblockCtl implements Runnable {
         top.out = out;
         top.err = err;
         CommandLine cl = new CommandLine(top);
+        for (CommandLine sub : cl.getSubcommands().values()) {
+            sub.getCommandSpec().mixinStandardHelpOptions(true); // 'jblockctl backup --help'
+        }
         cl.setOut(new PrintWriter(out, true, StandardCharsets.UTF_8));
         cl.setErr(new PrintWriter(err, true, StandardCharsets.UTF_8));
         cl.setParameterExceptionHandler((ex, a) -> {

@@ -126,8 +126,8 @@ final class JobVerbCommands {
         }
     }
 
-    @Command(name = "cancel", description = {"Cancel a job (block-job-cancel) and wait for it to end.",
-            "A READY mirror cancelled without --force completes, leaving the device on its source."})
+    @Command(name = "cancel", header = "Cancel a job (block-job-cancel) and wait for it to end.",
+        description = "A READY mirror cancelled without --force completes, leaving the device on its source.")
     static final class Cancel extends EndingVerb {
         @Option(names = "--force", description = "Also cancel a paused job, and a READY mirror without completing")
         boolean force;
