@@ -21,6 +21,7 @@ import jblockd.device.RunState;
 import jblockd.nbd.proto.Nbd;
 import jblockd.nbd.server.NbdExport;
 import jblockd.nbd.server.NbdServer;
+import jblockd.qapi.ErrorClass;
 import jblockd.qapi.QapiEvents;
 import jblockd.qapi.QmpError;
 import jblockd.qmp.CommandGroup;
@@ -44,8 +45,14 @@ public final class NbdCommands implements CommandGroup {
     public record NbdServerRemove(String name, String mode) {
     }
 
+    /** {@code device} is jblockd's addition (SPEC §1): export a device by name instead of a node. */
     public record BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
-                                 String name, String description) {
+                                 String name, String description, String device) {
+        /** QEMU's members only (no {@code device}). */
+        public BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
+                              String name, String description) {
+            this(type, id, nodeName, writable, writethrough, name, description, null);
+        }
     }
 
     public record BlockExportDel(String id, String mode) {
@@ -181,13 +188,25 @@ public final class NbdCommands implements CommandGroup {
             throw QmpError.generic("Parameter 'type' does not accept value '" + a.type() + "'");
         }
         checkId(a.id());
+        if (a.nodeName() != null && a.device() != null) {
+            throw QmpError.generic("Parameters 'node-name' and 'device' are mutually exclusive");
+        }
+        if (a.nodeName() == null && a.device() == null) {
+            throw QmpError.generic("Parameter 'node-name' is missing");
+        }
         Target t;
-        t = target("", a.nodeName());
+        if (a.device() != null) {
+            Device d = devices.get(a.device()).orElseThrow(() -> new QmpError(ErrorClass.DEVICE_NOT_FOUND,
+                    "Device '" + a.device() + "' not found"));
+            t = new Target(d, d.root(), false);
+        } else {
+            t = target("", a.nodeName());
+        }
         boolean writable = Boolean.TRUE.equals(a.writable());
         if (writable && t.node().readOnly()) {
             throw QmpError.generic("Cannot export read-only node as writable");
         }
-        String name = a.name() != null ? a.name() : a.nodeName();
+        String name = a.name() != null ? a.name() : (a.nodeName() != null ? a.nodeName() : a.device());
         add(a.id(), name, a.description(), writable, t);
         return null;
     }
@@ -264,6 +283,12 @@ public final class NbdCommands implements CommandGroup {
             throw QmpError.generic(ex.getMessage());
         }
         graph.addUser(t.node(), user(e));
+        if (t.anonymous()) {
+            // Jobs that put a filter above the node (backup's copy-before-write, mirror's dirty
+            // tracking) re-point every device attached to it; an export's anonymous device must
+            // be one of them, or guest writes would bypass the filter.
+            devices.addAnonymous(t.device());
+        }
     }
 
     private static String user(NbdExport e) {
@@ -293,6 +318,7 @@ public final class NbdCommands implements CommandGroup {
         }
         BlockNode node = graph.node(e.nodeName()).orElse(null);
         server.removeExport(e, hard);
+        devices.removeAnonymous(e.io().device());
         if (node != null) {
             graph.removeUser(node, user(e));
         }
@@ -306,6 +332,7 @@ public final class NbdCommands implements CommandGroup {
         List<NbdExport> all = server.exports();
         server.stop();
         for (NbdExport e : all) {
+            devices.removeAnonymous(e.io().device());
             graph.node(e.nodeName()).ifPresent(n -> graph.removeUser(n, user(e)));
         }
         return null;
