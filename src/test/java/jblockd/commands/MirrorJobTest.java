@@ -186,6 +186,28 @@ class MirrorJobTest {
     }
 
     @Test
+    void manualFinalizeKeepsGuestsWritingUntilThePivot() throws Exception {
+        setUp();
+        guest = new Guest();
+        Job job = mirror.blockdevMirror(new MirrorCommands.BlockdevMirrorArgs(null, "drive0", "tgt", null,
+                MirrorSyncMode.FULL, null, null, null, null, null, null, null, false, false));
+        events.await("READY");
+        job.complete();
+        events.await("PENDING");
+        long before = guest.writes;
+        Thread.sleep(100);
+        assertThat(guest.writes).as("guest writes go on while the job waits in pending").isGreaterThan(before);
+        assertThat(device.root()).isNotSameAs(tgt);
+        job.finalizeJob();
+        assertThat(events.events()).containsSubsequence("J(pending)", "PENDING", "COMPLETED", "J(concluded)");
+        assertThat(device.root()).isSameAs(tgt);
+        job.dismiss();
+        Thread.sleep(30);
+        guest.stop();
+        assertThat(read(tgt)).isEqualTo(model);
+    }
+
+    @Test
     void syncNoneIsReadyAtOnceAndCopiesOnlyNewWrites() throws Exception {
         setUp();
         Job job = mirror.blockdevMirror(args(MirrorSyncMode.NONE, null, null));
