@@ -7,7 +7,7 @@
 # Cases
 #   1. drive-mirror sync=full of a 2 GiB fully allocated raw image: time to BLOCK_JOB_READY
 #      (MiB/s), then block-job-complete; the target is checked with qemu-img compare.
-#   2. the same mirror while a guest writes 20 MiB/s through an NBD export (qemu-io: 1 MiB
+#   2. the same mirror (of src.raw, which the guest changes) while a guest writes 20 MiB/s through an NBD export (qemu-io: 1 MiB
 #      writes every 50 ms at spread offsets): time to READY.
 #   3. block-stream of a qcow2 top (empty) over a 2 GiB fully allocated qcow2 base: time to
 #      BLOCK_JOB_COMPLETED (MiB/s); the result checked with qemu-img check + compare.
@@ -156,7 +156,8 @@ def stream(kind):
     finally:
         stop(p, q)
     ok = subprocess.run(["qemu-img", "check", "-q", top]).returncode == 0
-    same = subprocess.run(["qemu-img", "compare", "-q", "-F", "raw", top, src]).returncode == 0
+    # against the base: case 2's guest wrote into src.raw meanwhile
+    same = subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2", top, base]).returncode == 0
     info = subprocess.run(["qemu-img", "info", top], capture_output=True, text=True).stdout
     os.unlink(top)
     return dt, ("check ok" if ok else "CHECK FAILED") + (", identical" if same else ", DIFFERENT") + \
