@@ -175,6 +175,37 @@ class MirrorJobTest {
     }
 
     @Test
+    void pauseWhileReadyIsStandbyAndResumeGoesBackToReady() throws Exception {
+        setUp();
+        Job job = mirror.blockdevMirror(args(MirrorSyncMode.FULL, null, null));
+        events.await("READY");
+        job.userPause();
+        assertThat(job.info().status()).isEqualTo(JobStatus.STANDBY);
+        assertThat(job.info().paused()).isTrue();
+        job.complete();
+        Thread.sleep(50);
+        assertThat(job.info().status()).isEqualTo(JobStatus.STANDBY);
+        job.userResume();
+        assertThat(job.awaitStatus(JobStatus.NULL, 10, TimeUnit.SECONDS)).isTrue();
+        assertThat(events.events()).containsSubsequence("READY", "J(standby)", "J(ready)", "J(waiting)", "COMPLETED");
+        assertThat(device.root()).isSameAs(tgt);
+    }
+
+    @Test
+    void speedLimitHoldsAndSetSpeedAppliesLive() throws Exception {
+        setUp();
+        long t0 = System.nanoTime();
+        Job job = mirror.blockdevMirror(args(MirrorSyncMode.FULL, 16L << 20, null));
+        Thread.sleep(250);
+        long offset = job.info().offset();
+        // 16 MiB/s for ~0.25 s (plus the first request QEMU also grants up front)
+        assertThat(offset).isBetween(2L << 20, 7L << 20);
+        job.setSpeed(0);
+        events.await("READY");
+        assertThat(System.nanoTime() - t0).isLessThan(java.util.concurrent.TimeUnit.SECONDS.toNanos(5));
+    }
+
+    @Test
     void forceCancelAfterReadyIsCancelled() throws Exception {
         setUp();
         Job job = mirror.blockdevMirror(args(MirrorSyncMode.FULL, null, null));
