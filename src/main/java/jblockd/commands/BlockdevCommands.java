@@ -68,6 +68,11 @@ public final class BlockdevCommands implements CommandGroup {
     private final Devices devices;
     /** Nodes added at the top level of blockdev-add: the only ones blockdev-del may delete. */
     private final Set<String> monitorOwned = ConcurrentHashMap.newKeySet();
+    /**
+     * Children opened inline with a monitor-owned node (by its name), parents before children:
+     * QEMU drops them with their parent (their only reference), whatever their names.
+     */
+    private final Map<String, List<BlockNode>> inlineChildren = new ConcurrentHashMap<>();
     /** Cache options of nodes by name, for query-block's {@code cache} member. */
     private final Map<String, BlockdevOptions.Common> commons = new ConcurrentHashMap<>();
 
@@ -94,9 +99,25 @@ public final class BlockdevCommands implements CommandGroup {
         if (devices.get(name).isPresent()) {
             throw QmpError.generic("node-name=" + name + " is conflicting with a device id");
         }
+        Set<BlockNode> before = Set.copyOf(graph.nodes());
         BlockNode node = openNode(options);
         monitorOwned.add(node.nodeName());
+        List<BlockNode> inline = new ArrayList<>();
+        collectNew(node, before, inline);
+        inline.remove(node);
+        inlineChildren.put(node.nodeName(), inline);
         return null;
+    }
+
+    /** The subtree under {@code node} that did not exist before (parents first). */
+    private static void collectNew(BlockNode node, Set<BlockNode> before, List<BlockNode> out) {
+        if (node == null || before.contains(node) || out.contains(node)) {
+            return;
+        }
+        out.add(node);
+        for (jblockd.block.BlockChild c : node.driver().children()) {
+            collectNew(c.node(), before, out);
+        }
     }
 
     /** Opens a node (and its inline children) and remembers its cache options for queries. */
@@ -138,10 +159,17 @@ public final class BlockdevCommands implements CommandGroup {
         }
         try {
             graph.remove(node);
+            for (BlockNode child : inlineChildren.getOrDefault(name, List.of())) {
+                if (graph.node(child.nodeName()).orElse(null) == child && graph.usersOf(child).isEmpty()) {
+                    graph.remove(child);
+                    commons.remove(child.nodeName());
+                }
+            }
         } catch (IOException e) {
             throw QmpError.generic(e.getMessage());
         }
         monitorOwned.remove(name);
+        inlineChildren.remove(name);
         commons.remove(name);
         return null;
     }

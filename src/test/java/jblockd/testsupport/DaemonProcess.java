@@ -19,7 +19,7 @@ import java.util.concurrent.TimeUnit;
  *       c.executeOk("query-block");
  *   }
  * </pre>
- * The daemon is started with {@code --qmp unix:TMP/qmp.sock} added (unless {@link #startRaw}
+ * The daemon is started with {@code --qmp unix:TMP/qmp.sock} appended (unless {@link #startRaw}
  * is used) and {@link #start} returns once that socket accepts connections. The classpath comes from the
  * system properties Failsafe sets ({@code jblockd.jar}, {@code jblockd.classpath.file}), falling
  * back to {@code target/classes} + {@code target/runtime-classpath.txt}. stderr and stdout are
@@ -48,8 +48,10 @@ public final class DaemonProcess implements AutoCloseable {
     /** Starts the daemon with {@code --qmp unix:DIR/qmp.sock} plus {@code args}; waits for the socket. */
     public static DaemonProcess start(Path dir, String... args) throws IOException {
         Path sock = dir.resolve("qmp.sock");
-        List<String> all = new ArrayList<>(List.of("--qmp", "unix:" + sock));
-        all.addAll(List.of(args));
+        // appended last: QMP sockets are bound in option order, so when this one accepts, every
+        // socket the test asked for exists too
+        List<String> all = new ArrayList<>(List.of(args));
+        all.addAll(List.of("--qmp", "unix:" + sock));
         DaemonProcess d = launch(dir, sock, all);
         d.awaitSocket(sock);
         return d;
@@ -86,7 +88,7 @@ public final class DaemonProcess implements AutoCloseable {
     public static String classpath() {
         String jar = System.getProperty("jblockd.jar");
         String cpFile = System.getProperty("jblockd.classpath.file");
-        Path target = Path.of("target");
+        Path target = Path.of("target").toAbsolutePath();
         Path main = jar != null && Files.exists(Path.of(jar)) ? Path.of(jar) : target.resolve("classes");
         Path deps = cpFile != null && Files.exists(Path.of(cpFile)) ? Path.of(cpFile)
                 : target.resolve("runtime-classpath.txt");

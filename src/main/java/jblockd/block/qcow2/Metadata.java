@@ -63,8 +63,10 @@ final class Metadata {
         this.refcountBits = 1 << header.refcountOrder;
         this.refcountMax = refcountBits == 64 ? Long.MAX_VALUE : (1L << refcountBits) - 1;
         this.refcountsPerBlock = (int) ((long) clusterSize * 8 / refcountBits);
-        this.l2Cache = new L2Cache((int) Math.max(16, (8L << 20) / clusterSize));
-        int maxBlocks = (int) Math.max(16, (4L << 20) / clusterSize);
+        // About 8 MiB of L2 tables (64 GiB of guest with 64 KiB clusters) and 4 MiB of
+        // refcount blocks, never fewer than 4 tables.
+        this.l2Cache = new L2Cache((int) Math.max(4, (8L << 20) / clusterSize));
+        int maxBlocks = (int) Math.max(4, (4L << 20) / clusterSize);
         this.refBlocks = new LinkedHashMap<>(64, 0.75f, true) {
             @Override
             protected boolean removeEldestEntry(Map.Entry<Long, byte[]> eldest) {
