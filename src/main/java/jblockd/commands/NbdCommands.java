@@ -264,6 +264,10 @@ public final class NbdCommands implements CommandGroup {
             throw QmpError.generic(ex.getMessage());
         }
         graph.addUser(t.node(), user(e));
+        if (t.anonymous()) {
+            // so that a job inserting a filter above this node re-points the export too
+            devices.addAnonymous(t.device());
+        }
     }
 
     private static String user(NbdExport e) {
@@ -293,6 +297,7 @@ public final class NbdCommands implements CommandGroup {
         }
         BlockNode node = graph.node(e.nodeName()).orElse(null);
         server.removeExport(e, hard);
+        devices.removeAnonymous(e.io().device());
         if (node != null) {
             graph.removeUser(node, user(e));
         }
@@ -306,6 +311,7 @@ public final class NbdCommands implements CommandGroup {
         List<NbdExport> all = server.exports();
         server.stop();
         for (NbdExport e : all) {
+            devices.removeAnonymous(e.io().device());
             graph.node(e.nodeName()).ifPresent(n -> graph.removeUser(n, user(e)));
         }
         return null;

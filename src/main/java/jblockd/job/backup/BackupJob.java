@@ -123,25 +123,31 @@ public final class BackupJob implements JobDriver {
                 if (failure.get() != null) {
                     break;
                 }
+                try {
+                    next = copy.skipZeroes(next);
+                } catch (BlockCopy.CopyError e) {
+                    // a status error: let the chunk copy meet (and report) it with its policy
+                }
                 BlockCopy.Claim c = copy.claimNext(next);
                 if (c == null && next > 0) {
-                    next = 0; // wrap: chunks released after a stop or failure are dirty again
-                    continue;
+                    c = copy.claimNext(0); // wrap: chunks released after a stop or failure are dirty again
                 }
                 if (c == null) {
                     if (!copy.hasWork()) {
                         break;
                     }
                     // The rest is in flight (our workers or guest copy-before-writes).
+                    next = 0;
                     ctx.sleep(TimeUnit.MILLISECONDS.toNanos(2));
                     continue;
                 }
-                next = c.first() + c.count();
-                charge = copy.bytes(c);
+                BlockCopy.Claim claim = c;
+                next = claim.first() + claim.count();
+                charge = copy.bytes(claim);
                 slots.acquireUninterruptibly();
                 inFlight.submit(() -> {
                     try {
-                        copyChunk(ctx, c, failure);
+                        copyChunk(ctx, claim, failure);
                     } finally {
                         slots.release();
                     }
