@@ -116,6 +116,35 @@ class MirrorGuestWritesIT {
     }
 
     @Test
+    void blockdevMirrorOfANodeExportedByNodeNamePivotsTheExport() throws Exception {
+        List<String> script = script(300, 3, 13);
+        Tools.ok(qemuIo("raw", expected.toString(), script).toArray(String[]::new));
+        Tools.ok("qemu-img", "create", "-q", "-f", "raw", tgt.toString(), "32M");
+        try (DaemonProcess d = DaemonProcess.start(dir, "--nbd-server",
+                "addr.type=unix,addr.path=" + dir.resolve("nbd.sock")); QmpTestClient c = d.connect()) {
+            c.executeOk("blockdev-add", Map.of("driver", "raw", "node-name", "src0",
+                    "file", Map.of("driver", "file", "filename", src.toString())));
+            c.executeOk("blockdev-add", Map.of("driver", "raw", "node-name", "tgt0",
+                    "file", Map.of("driver", "file", "filename", tgt.toString())));
+            c.executeOk("block-export-add", Map.of("type", "nbd", "id", "e0", "node-name", "src0", "name", "disk",
+                    "writable", true));
+            writer = startWriter(script);
+            Thread.sleep(100);
+            assertThat(c.executeError("blockdev-mirror", Map.of("device", "src0", "target", "tgt0", "sync", "full"))
+                    .path("desc").asText()).isEqualTo("Invalid job ID ''");
+            c.executeOk("blockdev-mirror", Map.of("job-id", "m0", "device", "src0", "target", "tgt0", "sync", "full"));
+            c.waitEvent("BLOCK_JOB_READY", T);
+            assertThat(writer.isAlive()).isTrue();
+            c.executeOk("block-job-complete", Map.of("device", "m0"));
+            c.waitEvent("BLOCK_JOB_COMPLETED", T);
+            assertThat(writer.waitFor(60, TimeUnit.SECONDS)).isTrue();
+            assertThat(writer.exitValue()).isZero();
+            c.executeOk("quit");
+        }
+        Tools.ok("qemu-img", "compare", "-f", "raw", "-F", "raw", expected.toString(), tgt.toString());
+    }
+
+    @Test
     void cancelAfterReadyLeavesTheSourceInUseAndAnExactCopy() throws Exception {
         List<String> script = script(200, 2, 12);
         Tools.ok(qemuIo("raw", expected.toString(), script).toArray(String[]::new));
