@@ -142,8 +142,11 @@ public final class StreamCommitCommands implements CommandGroup {
         StreamJob driver = new StreamJob(bs, base, onError, locks, new StreamJob.GraphActions() {
             @Override
             public void rebase() throws Exception {
-                // stream_prepare(): the top's header names base (or no backing file at all)
-                bs.driver().setBacking(fbase, backingName, backingFmt);
+                // stream_prepare(): the top's header names base (or no backing file at all);
+                // an image without a backing file is left alone
+                if (bs.driver().backing() != null) {
+                    bs.driver().setBacking(fbase, backingName, backingFmt);
+                }
             }
 
             @Override
