@@ -317,6 +317,26 @@ class MirrorJobTest {
     }
 
     @Test
+    void persistentErrorWithIgnoreBacksOffInsteadOfSpinning() throws Exception {
+        setUp();
+        FaultyDriver[] f = new FaultyDriver[1];
+        faultyTarget(f);
+        f[0].arm(1 << 20, 4096, false, Errno.EIO, -1);
+        Job job = mirror.blockdevMirror(new MirrorCommands.BlockdevMirrorArgs(null, "drive0", "ftgt", null,
+                MirrorSyncMode.FULL, null, null, null, null, BlockdevOnError.IGNORE, null, null, null, null));
+        Thread.sleep(1500);
+        long errors = events.events().stream().filter(e -> e.equals("ERROR(write,ignore)")).count();
+        // QEMU 7.2 retries in a tight loop (SPEC §7); the back-off keeps it to a handful
+        assertThat(errors).isBetween(2L, 20L);
+        assertThat(job.info().ready()).isFalse();
+        assertThat(job.info().offset()).isEqualTo(SIZE - (1L << 20));
+        f[0].remaining.set(0);
+        events.await("READY");
+        job.complete();
+        assertThat(job.awaitStatus(JobStatus.NULL, 10, TimeUnit.SECONDS)).isTrue();
+    }
+
+    @Test
     void sourceErrorWithStopPausesAndResumeRetries() throws Exception {
         setUp();
         FaultyDriver fd = new FaultyDriver(src);
