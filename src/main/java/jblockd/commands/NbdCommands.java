@@ -21,6 +21,7 @@ import jblockd.device.RunState;
 import jblockd.nbd.proto.Nbd;
 import jblockd.nbd.server.NbdExport;
 import jblockd.nbd.server.NbdServer;
+import jblockd.qapi.ErrorClass;
 import jblockd.qapi.QapiEvents;
 import jblockd.qapi.QmpError;
 import jblockd.qmp.CommandGroup;
@@ -44,8 +45,14 @@ public final class NbdCommands implements CommandGroup {
     public record NbdServerRemove(String name, String mode) {
     }
 
+    /** {@code device} is jblockd's addition (SPEC §1): export a device by name instead of a node. */
     public record BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
-                                 String name, String description) {
+                                 String name, String description, String device) {
+        /** QEMU's members only (no {@code device}). */
+        public BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
+                              String name, String description) {
+            this(type, id, nodeName, writable, writethrough, name, description, null);
+        }
     }
 
     public record BlockExportDel(String id, String mode) {
@@ -180,14 +187,26 @@ public final class NbdCommands implements CommandGroup {
         if (!"nbd".equals(a.type())) {
             throw QmpError.generic("Parameter 'type' does not accept value '" + a.type() + "'");
         }
+        if (a.nodeName() == null && a.device() == null) {
+            throw QmpError.generic("Parameter 'node-name' is missing");
+        }
+        if (a.nodeName() != null && a.device() != null) {
+            throw QmpError.generic("Parameters 'node-name' and 'device' are mutually exclusive");
+        }
         checkId(a.id());
         Target t;
-        t = target("", a.nodeName());
+        if (a.device() != null) {
+            Device d = devices.get(a.device()).orElseThrow(() -> new QmpError(ErrorClass.DEVICE_NOT_FOUND,
+                    "Device '" + a.device() + "' not found"));
+            t = new Target(d, d.root(), false);
+        } else {
+            t = target("", a.nodeName());
+        }
         boolean writable = Boolean.TRUE.equals(a.writable());
         if (writable && t.node().readOnly()) {
             throw QmpError.generic("Cannot export read-only node as writable");
         }
-        String name = a.name() != null ? a.name() : a.nodeName();
+        String name = a.name() != null ? a.name() : a.nodeName() != null ? a.nodeName() : a.device();
         add(a.id(), name, a.description(), writable, t);
         return null;
     }
@@ -264,6 +283,19 @@ public final class NbdCommands implements CommandGroup {
             throw QmpError.generic(ex.getMessage());
         }
         graph.addUser(t.node(), user(e));
+        if (t.anonymous()) {
+            // a job inserting a filter above the node re-points this device too (Devices.attachedTo)
+            devices.addAnonymous(t.device());
+        }
+    }
+
+    /** Drops what {@link #add} recorded for an export that is gone. */
+    private void forget(NbdExport e) {
+        graph.node(e.nodeName()).ifPresent(n -> graph.removeUser(n, user(e)));
+        Device d = e.io().device();
+        if (d.name().isEmpty()) {
+            devices.removeAnonymous(d);
+        }
     }
 
     private static String user(NbdExport e) {
@@ -291,11 +323,8 @@ public final class NbdCommands implements CommandGroup {
         if (!hard && server.clientCount(e) > 0) {
             throw QmpError.generic("export '" + a.id() + "' still in use");
         }
-        BlockNode node = graph.node(e.nodeName()).orElse(null);
         server.removeExport(e, hard);
-        if (node != null) {
-            graph.removeUser(node, user(e));
-        }
+        forget(e);
         return null;
     }
 
@@ -306,7 +335,7 @@ public final class NbdCommands implements CommandGroup {
         List<NbdExport> all = server.exports();
         server.stop();
         for (NbdExport e : all) {
-            graph.node(e.nodeName()).ifPresent(n -> graph.removeUser(n, user(e)));
+            forget(e);
         }
         return null;
     }
