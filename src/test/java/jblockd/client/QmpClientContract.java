@@ -66,7 +66,7 @@ abstract class QmpClientContract {
     void stopAndContDeliverStopAndResumeEvents() throws Exception {
         assumeTrue(peer.supports("stop"), "no stop/cont yet");
         List<String> seen = new CopyOnWriteArrayList<>();
-        try (EventStream events = qmp.events(); AutoCloseable sub = qmp.onEvent(ev -> seen.add(ev.name()))) {
+        try (EventStream events = qmp.events(); Subscription sub = qmp.onEvent(ev -> seen.add(ev.name()))) {
             qmp.stop();
             QmpEvent stop = events.await(QmpEvent.STOP, WAIT);
             assertThat(stop).isNotNull();
