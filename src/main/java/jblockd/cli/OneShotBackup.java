@@ -92,11 +92,19 @@ final class OneShotBackup {
         } catch (Daemon.StartupException e) {
             throw new CliException("cannot start the embedded daemon: " + e.getMessage(), 2);
         }
+        // Ctrl-C: the daemon still shuts down properly (job cancelled, images flushed and closed)
+        Thread hook = new Thread(daemon::close, "jblockctl-daemon-shutdown");
+        Runtime.getRuntime().addShutdownHook(hook);
         try (QmpClient qmp = QmpClient.connectUnix(sock)) {
             Job job = qmp.jobs().driveBackup(cmd.arguments("drive0", target.toString()));
             return JobWaiter.await(List.of(job), cmd.top.progressView(), JobWaiter.OnReady.WAIT, false);
         } finally {
             daemon.close();
+            try {
+                Runtime.getRuntime().removeShutdownHook(hook);
+            } catch (IllegalStateException e) {
+                // already shutting down
+            }
         }
     }
 
