@@ -26,6 +26,7 @@ import jblockd.qapi.NewImageMode;
 final class OneShotBackup {
     static final Path DEMO_DIR = Path.of("jblockd-demo");
     static final long DEMO_SIZE = 64L << 20;
+    static final long DEMO_SPEED = 32L << 20;
     private static final int CHUNK = 1 << 20;
 
     private OneShotBackup() {
@@ -48,8 +49,15 @@ final class OneShotBackup {
             source = DEMO_DIR.resolve("source.img");
             target = cmd.positional.isEmpty() ? DEMO_DIR.resolve("backup.img") : Path.of(cmd.positional.get(0));
             SampleImage.create(source, DEMO_SIZE);
-            cmd.top.out.println("demo: created " + source + " (" + Sizes.format(DEMO_SIZE)
-                    + " raw, patterned data and holes)");
+            if (cmd.speed == null) {
+                // 64 MiB would be copied in a blink: a limit lets a newcomer watch the bar move
+                cmd.speed = DEMO_SPEED;
+            }
+            if (!cmd.top.json) {
+                cmd.top.out.println("demo: created " + source + " (" + Sizes.format(DEMO_SIZE)
+                        + " raw, patterned data and holes); backup limited to " + Sizes.formatRate(cmd.speed)
+                        + (cmd.speed == DEMO_SPEED ? " (--speed 0: unlimited)" : ""));
+            }
             if (cmd.mode != NewImageMode.EXISTING) {
                 Files.deleteIfExists(target); // the demo's own previous result
             }
