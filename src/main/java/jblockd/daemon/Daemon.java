@@ -23,11 +23,21 @@ import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
 import jblockd.block.DriverRegistry;
 import jblockd.block.NodeGraph;
+import jblockd.commands.BackupCommands;
 import jblockd.commands.BlockdevCommands;
+import jblockd.commands.JobCommands;
 import jblockd.commands.BlockdevOptionsCodec;
 import jblockd.commands.ControlCommands;
+import jblockd.commands.MirrorCommands;
+import jblockd.commands.NbdCommands;
+import jblockd.commands.RunStateCommands;
+import jblockd.commands.StreamCommitCommands;
 import jblockd.device.Device;
 import jblockd.device.Devices;
+import jblockd.device.RunState;
+import jblockd.job.JobRegistry;
+import jblockd.nbd.server.NbdServer;
+import jblockd.qapi.IoStatus;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.QmpError;
 import jblockd.qmp.CommandContext;
@@ -52,7 +62,7 @@ import jblockd.qmp.QmpServer;
  * {@link #start()} applies the options in command-line order (QMP sockets are bound last, after
  * every image opened, so a client that can connect finds the daemon complete) and undoes
  * everything when one fails. {@link #close()} (also reached by QMP {@code quit} and SIGTERM)
- * closes the QMP servers, runs the registered shutdown steps in reverse order, flushes and closes
+ * runs the registered shutdown steps in reverse order, closes the QMP servers, flushes and closes
  * every node and removes the pidfile. Thread-safe.
  */
 public final class Daemon implements AutoCloseable {
@@ -96,6 +106,10 @@ public final class Daemon implements AutoCloseable {
     private final Devices devices;
     private final EventFanout events;
     private final BlockdevCommands blockdevCommands;
+    private final JobRegistry jobs;
+    /** Guest I/O gate (stop/cont, io-error); jobs do not pass it. */
+    private final RunState runState;
+    private final NbdServer nbdServer = new NbdServer();
     private final List<QmpServer> qmpServers = new CopyOnWriteArrayList<>();
     private final List<Runnable> shutdownSteps = new CopyOnWriteArrayList<>();
     private final AtomicBoolean started = new AtomicBoolean();
@@ -112,12 +126,26 @@ public final class Daemon implements AutoCloseable {
         this.devices = new Devices(graph);
         this.events = new EventFanout(json, InstantSource.system());
         this.blockdevCommands = new BlockdevCommands(graph, devices);
+        // cont resets every drive's io-status (QEMU's bdrv_iostatus_reset_all)
+        this.runState = new RunState(events, () -> devices.all().forEach(d -> d.setIoStatus(IoStatus.OK)));
 
         // Command groups, one per schema file. Other groups register here too.
         new ControlCommands(schema, registry, events, this::shutdownAsync,
                 Version.QEMU_MAJOR, Version.QEMU_MINOR, Version.QEMU_MICRO, Version.packageString())
                 .register(registry);
         blockdevCommands.register(registry);
+        this.jobs = new JobRegistry(events, graph);
+        new JobCommands(jobs).register(registry);
+        new BackupCommands(graph, devices, jobs).register(registry);
+        new MirrorCommands(graph, devices, jobs).register(registry);
+        new StreamCommitCommands(graph, devices, jobs).register(registry);
+        // quit / SIGTERM: running jobs are cancelled (a cancelled backup's target is simply
+        // incomplete) and concluded ones dismissed, before the nodes are flushed and closed.
+        addShutdownStep(() -> jobs.cancelAll(30, TimeUnit.SECONDS));
+        new RunStateCommands(runState).register(registry);
+        new NbdCommands(nbdServer, devices, graph, runState, events).register(registry);
+        // NBD clients go before the jobs are cancelled and the nodes close
+        addShutdownStep(nbdServer::stop);
     }
 
     public static Builder builder() {
@@ -184,6 +212,10 @@ public final class Daemon implements AutoCloseable {
         return devices;
     }
 
+    public JobRegistry jobs() {
+        return jobs;
+    }
+
     public EventFanout events() {
         return events;
     }
@@ -204,11 +236,19 @@ public final class Daemon implements AutoCloseable {
         return json;
     }
 
+    public RunState runState() {
+        return runState;
+    }
+
+    public NbdServer nbdServer() {
+        return nbdServer;
+    }
+
     public List<QmpServer> qmpServers() {
         return Collections.unmodifiableList(qmpServers);
     }
 
-    /** Runs at shutdown (after QMP servers close, before nodes close), last added first. */
+    /** Runs at shutdown (before QMP servers and nodes close), last added first. */
     public void addShutdownStep(Runnable step) {
         shutdownSteps.add(step);
     }
@@ -541,8 +581,8 @@ public final class Daemon implements AutoCloseable {
     }
 
     /**
-     * Stops everything: QMP servers (queued replies are flushed first), shutdown steps (last
-     * added first), then every node is flushed and closed; the pidfile is removed. Idempotent;
+     * Stops everything: shutdown steps (last added first), then the QMP servers (queued replies and
+     * events are flushed first), then every node is flushed and closed; the pidfile is removed. Idempotent;
      * a second caller waits for the first to finish.
      */
     @Override
@@ -556,9 +596,10 @@ public final class Daemon implements AutoCloseable {
             return;
         }
         try {
-            for (QmpServer s : qmpServers) {
-                s.close();
-            }
+            // The steps (NBD clients out, jobs cancelled) run while the QMP servers are still
+            // up, so connected clients get each job's BLOCK_JOB_CANCELLED after SHUTDOWN, as in
+            // QEMU's qemu_cleanup() (job_cancel_sync_all() before monitor_cleanup()). Closing
+            // QMP first lost those events.
             List<Runnable> steps = new ArrayList<>(shutdownSteps);
             Collections.reverse(steps);
             for (Runnable r : steps) {
@@ -567,6 +608,9 @@ public final class Daemon implements AutoCloseable {
                 } catch (RuntimeException e) {
                     System.err.println("jblockd: shutdown step failed: " + e);
                 }
+            }
+            for (QmpServer s : qmpServers) {
+                s.close();
             }
             for (Device d : devices.all()) {
                 devices.remove(d.name());

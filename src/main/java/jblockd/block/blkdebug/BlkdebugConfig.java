@@ -25,21 +25,29 @@ import jblockd.block.IoError;
  * sector = "2048"
  * once = "on"
  * </pre>
- * QEMU requires the double quotes; we also accept bare values (cut at a '#').
- * {@code [set-state]} sections (state machines) are refused with a clear error, and rules of a
- * state other than 0/1 are kept but can never fire, because the state never leaves 1.
+ * [set-state]
+ * event = "write_aio"
+ * state = "1"
+ * new_state = "2"
+ * </pre>
+ * QEMU requires the double quotes; we also accept bare values (cut at a '#'). The state starts
+ * at 1; rules of state 0 apply in every state.
  */
 final class BlkdebugConfig {
-    private static final System.Logger LOG = System.getLogger(BlkdebugConfig.class.getName());
     private static final Set<String> INJECT_KEYS = Set.of("event", "state", "iotype", "errno", "sector",
             "once", "immediately");
+    private static final Set<String> SET_STATE_KEYS = Set.of("event", "state", "new_state");
+
+    /** The rules of a config file, in file order. */
+    record Rules(List<Rule> inject, List<StateRule> setState) {
+    }
     private static final int MAX_LINE = 4096;
     private static final long MAX_FILE = 1 << 20;
 
     private BlkdebugConfig() {
     }
 
-    static List<Rule> read(Path file) throws IoError {
+    static Rules read(Path file) throws IoError {
         String text;
         try {
             if (Files.size(file) > MAX_FILE) {
@@ -56,9 +64,11 @@ final class BlkdebugConfig {
         return parse(text, file.toString());
     }
 
-    static List<Rule> parse(String text, String name) throws IoError {
+    static Rules parse(String text, String name) throws IoError {
         List<Rule> rules = new ArrayList<>();
+        List<StateRule> states = new ArrayList<>();
         Map<String, String> section = null;
+        boolean setState = false;
         int sectionLine = 0;
         String[] lines = text.split("\r?\n", -1);
         for (int i = 0; i < lines.length; i++) {
@@ -72,7 +82,7 @@ final class BlkdebugConfig {
             }
             if (line.startsWith("[")) {
                 if (section != null) {
-                    rules.add(toRule(section, name, sectionLine));
+                    add(section, setState, rules, states, name, sectionLine);
                 }
                 if (!line.endsWith("]")) {
                     throw parseError(name, lineNo, "parse error");
@@ -82,13 +92,10 @@ final class BlkdebugConfig {
                 if (sp > 0) {
                     group = group.substring(0, sp); // [group "id"]: the id is irrelevant here
                 }
-                if (group.equals("set-state")) {
-                    throw new IoError(Errno.ENOTSUP, "Could not parse blkdebug config file: " + name + ":"
-                            + lineNo + ": [set-state] sections are not supported by jblockd");
-                }
-                if (!group.equals("inject-error")) {
+                if (!group.equals("inject-error") && !group.equals("set-state")) {
                     throw parseError(name, lineNo, "There is no option group '" + group + "'");
                 }
+                setState = group.equals("set-state");
                 section = new LinkedHashMap<>();
                 sectionLine = lineNo;
                 continue;
@@ -102,15 +109,36 @@ final class BlkdebugConfig {
             }
             String key = line.substring(0, eq).strip();
             String value = unquote(line.substring(eq + 1).strip(), name, lineNo);
-            if (!INJECT_KEYS.contains(key)) {
+            if (!(setState ? SET_STATE_KEYS : INJECT_KEYS).contains(key)) {
                 throw parseError(name, lineNo, "Invalid parameter '" + key + "'");
             }
             section.put(key, value);
         }
         if (section != null) {
-            rules.add(toRule(section, name, sectionLine));
+            add(section, setState, rules, states, name, sectionLine);
         }
-        return rules;
+        return new Rules(List.copyOf(rules), List.copyOf(states));
+    }
+
+    private static void add(Map<String, String> section, boolean setState, List<Rule> rules,
+                            List<StateRule> states, String name, int line) throws IoError {
+        if (setState) {
+            states.add(toStateRule(section, name, line));
+        } else {
+            rules.add(toRule(section, name, line));
+        }
+    }
+
+    private static StateRule toStateRule(Map<String, String> s, String name, int line) throws IoError {
+        try {
+            return StateRule.of(s.get("event"), number(s.get("state"), "state"),
+                    number(s.get("new_state"), "new_state"));
+        } catch (IoError e) {
+            throw new IoError(e.errno(), "Could not parse blkdebug config file: " + name + ":" + line + ": "
+                    + e.getMessage(), e);
+        } catch (ArithmeticException e) {
+            throw parseError(name, line, "number out of range");
+        }
     }
 
     private static String unquote(String v, String name, int lineNo) throws IoError {
@@ -131,12 +159,8 @@ final class BlkdebugConfig {
 
     private static Rule toRule(Map<String, String> s, String name, int line) throws IoError {
         try {
-            Integer state = number(s.get("state"), "state") == null ? null
-                    : Math.toIntExact(number(s.get("state"), "state"));
-            if (state != null && state != 0 && state != 1) {
-                LOG.log(System.Logger.Level.WARNING, "{0}:{1}: blkdebug rule for state {2} can never fire: "
-                        + "jblockd has no [set-state], the state stays 1", name, line, state);
-            }
+            Long st = number(s.get("state"), "state");
+            Integer state = st == null ? null : Math.toIntExact(st);
             bool(s.get("immediately"), "immediately"); // accepted; requests here never complete async
             Long errno = number(s.get("errno"), "errno");
             return Rule.of(s.get("event"), errno == null ? null : Math.toIntExact(errno),

@@ -32,13 +32,19 @@ public final class BlkdebugDriver implements BlockDriver {
     private final String config;
     private final int align;
     private final ReentrantLock lock = new ReentrantLock();
+    /** Guarded by {@link #lock}. */
     private final List<Rule> rules;
+    private final List<StateRule> stateRules;
+    /** Guarded by {@link #lock}; QEMU's initial state is 1. */
+    private int state = 1;
 
-    private BlkdebugDriver(BlockNode image, String config, int align, List<Rule> rules) {
+    private BlkdebugDriver(BlockNode image, String config, int align, List<Rule> rules,
+                           List<StateRule> stateRules) {
         this.image = image;
         this.config = config;
         this.align = align;
         this.rules = rules;
+        this.stateRules = stateRules;
     }
 
     public static void register(DriverRegistry r) {
@@ -48,8 +54,11 @@ public final class BlkdebugDriver implements BlockDriver {
     public static BlkdebugDriver open(BlockdevOptions.Blkdebug o, OpenContext ctx) throws IOException {
         // Rules first, so a bad config fails before the child is opened (blkdebug_open order).
         List<Rule> rules = new ArrayList<>();
+        List<StateRule> stateRules = List.of();
         if (o.config() != null && !o.config().isEmpty()) {
-            rules.addAll(BlkdebugConfig.read(Path.of(o.config())));
+            BlkdebugConfig.Rules file = BlkdebugConfig.read(Path.of(o.config()));
+            rules.addAll(file.inject());
+            stateRules = file.setState();
         }
         if (o.injectError() != null) {
             for (BlockdevOptions.InjectError e : o.injectError()) {
@@ -74,21 +83,32 @@ public final class BlkdebugDriver implements BlockDriver {
         if (!o.common().readOnly() && image.readOnly()) {
             throw new IoError(Errno.EPERM, "Block node is read-only");
         }
-        return new BlkdebugDriver(image, o.config(), align, rules);
+        return new BlkdebugDriver(image, o.config(), align, rules, stateRules);
     }
 
-    /** blkdebug.c rule_check(): fail the request if an active rule matches it. */
+    /**
+     * One request is one event step: find the first inject rule of the current state that
+     * matches it (blkdebug.c rule_check(); a fired once-rule is removed), then move the state
+     * by the first matching set-state rule (QEMU processes its head-inserted list, so the rule
+     * written first wins there too).
+     */
     private void check(Rule.Op op, long offset, long bytes) throws IoError {
         Rule hit = null;
         lock.lock();
         try {
             for (Iterator<Rule> it = rules.iterator(); it.hasNext(); ) {
                 Rule r = it.next();
-                if (r.matches(op, offset, bytes)) {
+                if (r.matches(op, offset, bytes, state)) {
                     hit = r;
                     if (r.once() && r.errno() != 0) {
                         it.remove();
                     }
+                    break;
+                }
+            }
+            for (StateRule s : stateRules) {
+                if (s.fires(op, state)) {
+                    state = s.newState();
                     break;
                 }
             }
@@ -97,6 +117,16 @@ public final class BlkdebugDriver implements BlockDriver {
         }
         if (hit != null && hit.errno() != 0) {
             throw IoError.of(Errno.fromCode(hit.errno()));
+        }
+    }
+
+    /** The current blkdebug state (1 at open); for tests and queries. */
+    public int state() {
+        lock.lock();
+        try {
+            return state;
+        } finally {
+            lock.unlock();
         }
     }
 

@@ -84,19 +84,8 @@ record Rule(String event, Set<Op> ops, int errno, long offset, boolean once, int
      */
     static Rule of(String event, Integer errno, Long sector, boolean once, String iotype, Integer state)
             throws IoError {
-        if (event == null) {
-            throw new IoError(Errno.EINVAL, "Missing event name for rule");
-        }
+        Set<Op> ops = eventOps(event);
         String ev = event.toLowerCase(Locale.ROOT).replace('.', '_');
-        Set<Op> ops = EVENTS.get(ev);
-        if (ops == null) {
-            if (QEMU_ONLY_EVENTS.contains(ev)) {
-                throw new IoError(Errno.ENOTSUP, "blkdebug event '" + event + "' is not supported by "
-                        + "jblockd (supported: read_aio, write_aio, pwritev, pwritev_zero, flush_to_os, "
-                        + "flush_to_disk)");
-            }
-            throw new IoError(Errno.EINVAL, "Invalid parameter '" + event + "'");
-        }
         if (iotype != null) {
             ops = EnumSet.of(Op.fromIotype(iotype));
         }
@@ -112,14 +101,34 @@ record Rule(String event, Set<Op> ops, int errno, long offset, boolean once, int
                 state == null ? 0 : state);
     }
 
+    /** The request kinds of a QEMU event name; refuses names jblockd cannot honour. */
+    static Set<Op> eventOps(String event) throws IoError {
+        if (event == null) {
+            throw new IoError(Errno.EINVAL, "Missing event name for rule");
+        }
+        String ev = event.toLowerCase(Locale.ROOT).replace('.', '_');
+        Set<Op> ops = EVENTS.get(ev);
+        if (ops == null) {
+            if (QEMU_ONLY_EVENTS.contains(ev)) {
+                throw new IoError(Errno.ENOTSUP, "blkdebug event '" + event + "' is not supported by "
+                        + "jblockd (supported: read_aio, write_aio, pwritev, pwritev_zero, flush_to_os, "
+                        + "flush_to_disk)");
+            }
+            throw new IoError(Errno.EINVAL, "Invalid parameter '" + event + "'");
+        }
+        return ops;
+    }
+
     static Rule of(BlockdevOptions.InjectError e) throws IoError {
         return of(e.event(), e.errno(), e.sector(), e.once(), e.iotype(), null);
     }
 
-    /** blkdebug.c rule_check(): kind matches and the request covers the offset (or any). */
-    boolean matches(Op op, long reqOffset, long reqBytes) {
-        if (!ops.contains(op) || (state != 0 && state != 1)) {
-            // State 1 is the initial state and, without [set-state], the only one.
+    /**
+     * blkdebug.c rule_check(): kind matches, the rule belongs to the current state (0: any),
+     * and the request covers the offset (or any).
+     */
+    boolean matches(Op op, long reqOffset, long reqBytes, int currentState) {
+        if (!ops.contains(op) || (state != 0 && state != currentState)) {
             return false;
         }
         return offset == -1 || (reqBytes > 0 && offset >= reqOffset && offset - reqOffset < reqBytes);

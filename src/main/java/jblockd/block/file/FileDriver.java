@@ -173,7 +173,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         long pos = offset;
         while (dst.hasRemaining()) {
             long at = pos;
-            int n = io(ch -> ch.read(dst, at));
+            int n = readAt(dst, at);
             if (n < 0 || (direct && n % alignment != 0)) {
                 // EOF (an O_DIRECT short read only happens there): the rest reads as zeroes,
                 // as file-posix.c pads short reads of a growable file.
@@ -237,7 +237,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
             long pos = offset;
             while (src.hasRemaining()) {
                 long at = pos;
-                pos += io(ch -> ch.write(src, at));
+                pos += writeAt(src, at);
             }
         }
         grownTo(offset + (src.position() - startPos));
@@ -256,21 +256,25 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     /** O_DIRECT write; the caller holds the range lock of the aligned range. */
     private void writeDirectLocked(long offset, ByteBuffer src) throws IOException {
         long end = offset + src.remaining();
-        // An aligned end lands exactly where the file should end: no fix-up, no fstat.
-        if (end % alignment == 0 || alignUp(end) <= realSize()) {
+        if (alignUp(end) <= size.get()) {
+            // Wholly inside the file (the cached length only lags behind the real one, so this
+            // is conservative): the length cannot change, no other writer can cut it.
             writeDirectBlocks(offset, src);
             return;
         }
-        // The last aligned block reaches past EOF: O_DIRECT can only write whole blocks, so the
-        // file would end up block-aligned. Serialise extenders and cut back to the exact end.
+        // The last aligned block reaches past EOF: O_DIRECT only writes whole blocks, so the file
+        // would end block-aligned. Extenders run one at a time (extendLock, also taken by
+        // write-zeroes past EOF and truncate) and cut the file back to its exact end; another
+        // extender running meanwhile could otherwise lose its data to that cut.
         extendLock.lock();
         try {
             long before = realSize();
             writeDirectBlocks(offset, src);
             long want = Math.max(before, end);
-            if (realSize() > want) {
+            if (end % alignment != 0 && realSize() > want) {
                 ftruncate(want);
             }
+            grownTo(end);
         } finally {
             extendLock.unlock();
         }
@@ -281,7 +285,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
             long pos = offset;
             while (src.hasRemaining()) {
                 long at = pos;
-                pos += io(ch -> ch.write(src, at));
+                pos += writeAt(src, at);
             }
             return;
         }
@@ -330,13 +334,18 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
         long end = offset + length;
         RangeLock.Held h = direct ? ranges.acquire(alignDown(offset), alignUp(end)) : null;
+        // With O_DIRECT, growing the file must not overlap an unaligned extender's cut-back.
+        boolean extending = direct && alignUp(end) > size.get();
+        if (extending) {
+            extendLock.lock();
+        }
         try {
-            long size = length();
-            if (mayUnmap && !punchUnsupported && offset < size) {
-                long inside = Math.min(end, size) - offset;
+            long eof = length();
+            if (mayUnmap && !punchUnsupported && offset < eof) {
+                long inside = Math.min(end, eof) - offset;
                 if (fallocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset, inside)) {
-                    if (end > size) {
-                        zeroRange(size, end - size);
+                    if (end > eof) {
+                        zeroRange(eof, end - eof);
                     }
                     grownTo(end);
                     return;
@@ -346,6 +355,9 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
             zeroRange(offset, length);
             grownTo(end);
         } finally {
+            if (extending) {
+                extendLock.unlock();
+            }
             if (h != null) {
                 h.close();
             }
@@ -393,12 +405,12 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         long end = offset + length;
         RangeLock.Held h = direct ? ranges.acquire(alignDown(offset), alignUp(end)) : null;
         try {
-            long size = length();
-            if (offset >= size) {
+            long eof = length();
+            if (offset >= eof) {
                 return;
             }
             if (!fallocate(LibC.FALLOC_FL_PUNCH_HOLE | LibC.FALLOC_FL_KEEP_SIZE, offset,
-                    Math.min(end, size) - offset)) {
+                    Math.min(end, eof) - offset)) {
                 punchUnsupported = true;
             }
         } finally {
@@ -613,6 +625,36 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     private void checkOpen() throws IoError {
         if (closed) {
             throw new IoError(Errno.EIO, "'" + path + "' is closed");
+        }
+    }
+
+    /**
+     * The JDK copies a heap buffer through a temporary direct buffer of the same size, cached
+     * per carrier thread; at most 1 MiB per call keeps those bounded whatever the request size.
+     */
+    private static final int HEAP_CHUNK = 1 << 20;
+
+    private int readAt(ByteBuffer dst, long at) throws IoError {
+        int limit = dst.limit();
+        if (!dst.isDirect() && dst.remaining() > HEAP_CHUNK) {
+            dst.limit(dst.position() + HEAP_CHUNK);
+        }
+        try {
+            return io(ch -> ch.read(dst, at));
+        } finally {
+            dst.limit(limit);
+        }
+    }
+
+    private int writeAt(ByteBuffer src, long at) throws IoError {
+        int limit = src.limit();
+        if (!src.isDirect() && src.remaining() > HEAP_CHUNK) {
+            src.limit(src.position() + HEAP_CHUNK);
+        }
+        try {
+            return io(ch -> ch.write(src, at));
+        } finally {
+            src.limit(limit);
         }
     }
 

@@ -137,4 +137,22 @@ class BlkdebugIT {
                 List.of("write 0 4096", "write 4096 512", "write 4096 512", "write 4608 512", "write 0 8192"),
                 List.of("ok", "Input/output error", "Input/output error", "ok", "Input/output error"));
     }
+
+    @Test
+    void setStateMachineMatchesQemu() throws Exception {
+        compare("""
+                [set-state]
+                event = "write_aio"
+                state = "1"
+                new_state = "2"
+
+                [inject-error]
+                event = "read_aio"
+                state = "2"
+                errno = "5"
+                sector = "0"
+                """,
+                List.of("read 0 512", "read 0 512", "write 4096 512", "read 4096 512", "read 0 512", "read 0 4096"),
+                List.of("ok", "ok", "ok", "ok", "Input/output error", "Input/output error"));
+    }
 }

@@ -215,10 +215,41 @@ class BlkdebugTest {
     }
 
     @Test
+    void setStateArmsRulesOfTheNewStateFromTheNextRequestOn() throws IOException {
+        BlockNode n = blkdebug("""
+                [set-state]
+                event = "write_aio"
+                state = "1"
+                new_state = "2"
+
+                [set-state]
+                event = "flush_to_disk"
+                state = "2"
+                new_state = "3"
+
+                [inject-error]
+                event = "read_aio"
+                state = "2"
+                errno = "28"
+                """, List.of(), null);
+        BlkdebugDriver d = (BlkdebugDriver) n.driver();
+        assertThat(readErrno(n, 0, 512)).as("state 1: reads pass").isNull();
+        assertThat(d.state()).isEqualTo(1);
+        assertThat(writeErrno(n, 0, 512)).isNull();
+        assertThat(d.state()).isEqualTo(2);
+        assertThat(readErrno(n, 0, 512)).isEqualTo(Errno.ENOSPC);
+        assertThat(readErrno(n, 4096, 512)).isEqualTo(Errno.ENOSPC);
+        n.flush();
+        assertThat(d.state()).isEqualTo(3);
+        assertThat(readErrno(n, 0, 512)).as("state 3: the rule is off again").isNull();
+    }
+
+    @Test
     void badConfigsAreRefusedClearlyAndOpenNothing() throws IOException {
-        assertThatThrownBy(() -> blkdebug("[set-state]\nevent = \"read_aio\"\nnew_state = \"2\"\n", List.of(), null))
-                .isInstanceOfSatisfying(IoError.class, e -> assertThat(e.errno()).isEqualTo(Errno.ENOTSUP))
-                .hasMessageContaining("[set-state] sections are not supported");
+        assertThatThrownBy(() -> blkdebug("[set-state]\nevent = \"read_aio\"\n", List.of(), null))
+                .hasMessageContaining("Parameter 'new_state' is missing");
+        assertThatThrownBy(() -> blkdebug("[set-state]\nevent = \"read_aio\"\nnew_state = \"2\"\nerrno = \"5\"\n",
+                List.of(), null)).hasMessageContaining("Invalid parameter 'errno'");
         assertThatThrownBy(() -> blkdebug("[inject-error]\nevent = \"no_such_event\"\n", List.of(), null))
                 .hasMessageContaining("Invalid parameter 'no_such_event'");
         assertThatThrownBy(() -> blkdebug("[inject-error]\nevent = \"l2_load\"\n", List.of(), null))

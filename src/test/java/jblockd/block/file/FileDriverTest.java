@@ -295,4 +295,50 @@ class FileDriverTest {
         }
         assertThat(Files.readAllBytes(img)).isEqualTo(model);
     }
+
+    @Test
+    void directWritesRacingPastTheEndKeepEveryWriteAndTheExactLength() throws Exception {
+        // qcow2 allocates clusters by writing past the end of its file from many requests at
+        // once; with O_DIRECT an unaligned extender cuts the file back to its exact end, which
+        // must never cut off what a concurrent extender wrote.
+        for (int round = 0; round < 5; round++) {
+            Path img = dir.resolve("extend" + round + ".raw");
+            Files.write(img, new byte[1000]);
+            int writers = 32;
+            byte[][] data = new byte[writers][];
+            long[] offsets = new long[writers];
+            try (FileDriver f = FileDriver.open(img, false, true, false)) {
+                AtomicReference<Throwable> failure = new AtomicReference<>();
+                Thread[] threads = new Thread[writers];
+                for (int w = 0; w < writers; w++) {
+                    offsets[w] = 8192L * (w + 1);
+                    data[w] = new byte[w % 2 == 0 ? 8192 : 5000]; // aligned and unaligned ends
+                    new Random(round * 100 + w).nextBytes(data[w]);
+                    int id = w;
+                    threads[w] = Thread.ofVirtual().start(() -> {
+                        try {
+                            f.write(offsets[id], ByteBuffer.wrap(data[id]), false);
+                        } catch (Throwable t) {
+                            failure.compareAndSet(null, t);
+                        }
+                    });
+                }
+                for (Thread t : threads) {
+                    t.join();
+                }
+                if (failure.get() != null) {
+                    throw new AssertionError(failure.get());
+                }
+                long end = offsets[writers - 1] + data[writers - 1].length;
+                assertThat(f.length()).isEqualTo(end);
+            }
+            byte[] onDisk = Files.readAllBytes(img);
+            assertThat(onDisk.length).isEqualTo((int) (offsets[writers - 1] + data[writers - 1].length));
+            for (int w = 0; w < writers; w++) {
+                int o = (int) offsets[w];
+                assertThat(Arrays.copyOfRange(onDisk, o, o + data[w].length)).as("round %d writer %d", round, w)
+                        .isEqualTo(data[w]);
+            }
+        }
+    }
 }

@@ -170,6 +170,124 @@ class Qcow2InteropIT {
         assertSameAsRaw(img, model);
     }
 
+    @ParameterizedTest(name = "cluster {0}, backing {1}")
+    @CsvSource({"4096,false", "65536,true", "512,false"})
+    void overlappingConcurrentRequestsKeepMetadataConsistent(int cs, boolean withBacking) throws Exception {
+        // Many threads, all over the same few clusters, with different data: the content is
+        // a race by design, but every cluster must be allocated once and counted right, and
+        // what we read must be what QEMU reads.
+        int size = 2 << 20;
+        if (withBacking) {
+            ok("qemu-img", "create", "-q", "-f", "qcow2", "base.qcow2", "2M");
+            ok("qemu-io", "-f", "qcow2", "-c", "write -P 0x3c 0 2M", "base.qcow2");
+        }
+        Path img = create("race.qcow2", size, cs, false, withBacking ? "base.qcow2" : null,
+                withBacking ? "qcow2" : null);
+        BlockNode n = open(img, false);
+        List<Thread> threads = new ArrayList<>();
+        List<Throwable> errors = java.util.Collections.synchronizedList(new ArrayList<>());
+        for (int t = 0; t < 12; t++) {
+            long seed = t;
+            threads.add(Thread.ofVirtual().name("race-" + t).start(() -> {
+                Random r = new Random(seed);
+                try {
+                    for (int i = 0; i < 150; i++) {
+                        long off = r.nextInt(256 * 1024) + (r.nextBoolean() ? 0 : 1 << 20);
+                        int len = 1 + r.nextInt(3 * cs);
+                        len = (int) Math.min(len, size - off);
+                        switch (r.nextInt(6)) {
+                            case 0 -> n.writeZeroes(off, len, r.nextBoolean());
+                            case 1 -> n.discard(off, len);
+                            case 2 -> n.read(off, ByteBuffer.allocate(len));
+                            default -> n.write(off, ByteBuffer.wrap(Qcow2Workload.randomBytes(r, len)), false);
+                        }
+                    }
+                } catch (Throwable e) {
+                    errors.add(e);
+                }
+            }));
+        }
+        for (Thread t : threads) {
+            t.join();
+        }
+        assertThat(errors).isEmpty();
+        byte[] mine = new byte[size];
+        n.read(0, ByteBuffer.wrap(mine));
+        graph.closeAll();
+        assertCheckClean(img);
+        assertThat(qemuRead(img)).isEqualTo(mine);
+    }
+
+    @Test
+    void tinyMetadataCacheEvictsAndWritesBackCorrectly() throws Exception {
+        // 512-byte clusters and a 2 KiB cache: 4 L2 tables (32 KiB of guest each) and 4
+        // refcount blocks, so nearly every request evicts, and dirty tables must survive it.
+        int size = 3 << 20;
+        Path img = create("tiny.qcow2", size, 512, false, null, null);
+        byte[] model = new byte[size];
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(img,
+                java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE)) {
+            Qcow2Driver d = Qcow2Driver.openOn(null, HostFile.of(ch), false, 2048);
+            Random r = new Random(99);
+            for (int i = 0; i < 300; i++) {
+                int off = r.nextInt(size - 70_000);
+                int len = 1 + r.nextInt(70_000);
+                if (r.nextInt(5) == 0) {
+                    d.discard(off, len);
+                    long a = (off + 511L) / 512 * 512;
+                    long b = (off + (long) len) / 512 * 512;
+                    if (a < b) {
+                        Arrays.fill(model, (int) a, (int) b, (byte) 0);
+                    }
+                } else {
+                    byte[] data = Qcow2Workload.randomBytes(r, len);
+                    d.write(off, ByteBuffer.wrap(data), false);
+                    System.arraycopy(data, 0, model, off, len);
+                }
+            }
+            byte[] back = new byte[size];
+            d.read(0, ByteBuffer.wrap(back));
+            assertThat(Arrays.mismatch(back, model)).isEqualTo(-1);
+            d.close();
+        }
+        assertCheckClean(img);
+        assertSameAsRaw(img, model);
+    }
+
+    @Test
+    void metadataReachesTheFileSoonWithoutAFlush() throws Exception {
+        Path img = create("lazy.qcow2", 4 << 20, 65536, false, null, null);
+        BlockNode n = open(img, false);
+        byte[] data = Qcow2Workload.randomBytes(new Random(4), 300_000);
+        n.write(12345, ByteBuffer.wrap(data), false);
+        byte[] model = new byte[4 << 20];
+        System.arraycopy(data, 0, model, 12345, data.length);
+        Thread.sleep(700); // the background write-back runs 200 ms after the first change
+        assertCheckClean(img); // still open, never flushed
+        assertSameAsRaw(img, model);
+    }
+
+    @Test
+    void discardPunchesFreedClustersOutOfTheFile() throws Exception {
+        Path img = create("punch.qcow2", 8 << 20, 65536, false, null, null);
+        BlockNode n = open(img, false);
+        n.write(0, ByteBuffer.wrap(Qcow2Workload.randomBytes(new Random(8), 8 << 20)), false);
+        n.flush();
+        long before = allocatedBytes(img);
+        n.discard(1 << 20, 6 << 20);
+        n.flush();
+        long after = allocatedBytes(img);
+        graph.closeAll();
+        assertThat(before - after).isGreaterThanOrEqualTo(5L << 20);
+        assertCheckClean(img);
+    }
+
+    private long allocatedBytes(Path p) throws Exception {
+        Result r = run("stat", "--format=%b %B", p.toString());
+        String[] f = r.out().trim().split(" ");
+        return Long.parseLong(f[0]) * Long.parseLong(f[1]);
+    }
+
     @Test
     void refcountTableGrowsAndStaysConsistent() throws Exception {
         // 512-byte clusters: one refcount table cluster covers only 64 blocks x 256 clusters,
@@ -241,6 +359,38 @@ class Qcow2InteropIT {
         graph.closeAll();
         assertCheckClean(c);
         assertSameAsRaw(c, raw);
+    }
+
+    @Test
+    void setBackingIsWhatQemuImgInfoAndReadsSee() throws Exception {
+        ok("qemu-img", "create", "-q", "-f", "qcow2", "old.qcow2", "2M");
+        ok("qemu-io", "-f", "qcow2", "-c", "write -P 0x0a 0 2M", "old.qcow2");
+        ok("qemu-img", "create", "-q", "-f", "qcow2", "new.qcow2", "2M");
+        ok("qemu-io", "-f", "qcow2", "-c", "write -P 0x0b 0 2M", "new.qcow2");
+        for (boolean v2 : new boolean[] {false, true}) {
+            Path top = create("top" + v2 + ".qcow2", 2 << 20, 65536, v2, "old.qcow2", "qcow2");
+            BlockNode n = open(top, false);
+            assertThat(n.driver().backing().driver().filename()).isEqualTo(dir.resolve("old.qcow2").toString());
+            n.write(0, ByteBuffer.wrap(new byte[] {1, 2, 3}), false);
+            BlockNode newBase = graph.add(graph.imageOptions(dir.resolve("new.qcow2"), "qcow2", true, false, null));
+            n.driver().setBacking(newBase, "new.qcow2", "qcow2");
+            byte[] mine = new byte[2 << 20];
+            n.read(0, ByteBuffer.wrap(mine));
+            assertThat(mine[5]).isEqualTo((byte) 0x0a); // copied up with the first write
+            assertThat(mine[100_000]).isEqualTo((byte) 0x0b);
+            graph.closeAll();
+            Result info = run("qemu-img", "info", top.toString());
+            assertThat(info.out()).contains("backing file: new.qcow2").contains("backing file format: qcow2");
+            assertCheckClean(top);
+            assertThat(qemuRead(top)).isEqualTo(mine);
+
+            // Dropping the backing link: the header has no name and no format extension.
+            n = open(top, false);
+            n.driver().setBacking(null, null, null);
+            graph.closeAll();
+            assertThat(run("qemu-img", "info", top.toString()).out()).doesNotContain("backing file");
+            assertCheckClean(top);
+        }
     }
 
     @Test

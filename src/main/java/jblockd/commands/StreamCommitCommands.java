@@ -1,0 +1,338 @@
+package jblockd.commands;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+import jblockd.block.BlockNode;
+import jblockd.block.IoError;
+import jblockd.block.NodeGraph;
+import jblockd.device.Device;
+import jblockd.device.Devices;
+import jblockd.job.Job;
+import jblockd.job.JobRegistry;
+import jblockd.job.commit.CommitJob;
+import jblockd.job.mirror.Chain;
+import jblockd.job.mirror.JobTopFilter;
+import jblockd.job.mirror.RangeLocks;
+import jblockd.job.stream.StreamJob;
+import jblockd.qapi.BlockdevOnError;
+import jblockd.qapi.ErrorClass;
+import jblockd.qapi.JobType;
+import jblockd.qapi.MirrorSyncMode;
+import jblockd.qapi.QmpError;
+import jblockd.qmp.CommandGroup;
+import jblockd.qmp.CommandRegistry;
+
+/**
+ * block-stream and block-commit (QEMU 7.2 blockdev.c qmp_block_stream(), qmp_block_commit()),
+ * checks in QEMU's order with its texts (reference/mirror-stream-commit.md §2, §3). Intermediate
+ * commit is a {@link CommitJob}; committing the active layer is a mirror job of type
+ * {@code commit} built by {@link MirrorCommands#startMirror}.
+ */
+public final class StreamCommitCommands implements CommandGroup {
+
+    public record BlockStreamArgs(String jobId, String device, String base, String baseNode, String backingFile,
+                                  String bottom, Long speed, BlockdevOnError onError, String filterNodeName,
+                                  Boolean autoFinalize, Boolean autoDismiss) {
+    }
+
+    public record BlockCommitArgs(String jobId, String device, String baseNode, String base, String topNode,
+                                  String top, String backingFile, Long speed, BlockdevOnError onError,
+                                  String filterNodeName, Boolean autoFinalize, Boolean autoDismiss) {
+    }
+
+    private final JobNodes nodes;
+    private final JobRegistry jobs;
+    private final MirrorCommands mirror;
+
+    public StreamCommitCommands(NodeGraph graph, Devices devices, JobRegistry jobs) {
+        this.nodes = new JobNodes(graph, devices);
+        this.jobs = jobs;
+        this.mirror = new MirrorCommands(graph, devices, jobs);
+    }
+
+    @Override
+    public void register(CommandRegistry r) {
+        r.register("block-stream", BlockStreamArgs.class, a -> {
+            blockStream(a);
+            return null;
+        });
+        r.register("block-commit", BlockCommitArgs.class, a -> {
+            blockCommit(a);
+            return null;
+        });
+    }
+
+    /**
+     * bdrv_find_backing_image(): a layer below {@code top} whose file name is {@code name}
+     * (as given, or as an absolute path).
+     */
+    static BlockNode findBackingImage(BlockNode top, String name) {
+        String abs = Path.of(name).toAbsolutePath().normalize().toString();
+        for (BlockNode n = top.driver().backing(); n != null; n = n.driver().backing()) {
+            String f = n.driver().filename();
+            if (f.equals(name) || Path.of(f).toAbsolutePath().normalize().toString().equals(abs)) {
+                return n;
+            }
+        }
+        return null;
+    }
+
+    // ------------------------------------------------------------------ block-stream
+
+    public Job blockStream(BlockStreamArgs a) throws QmpError {
+        if (a.base() != null && a.baseNode() != null) {
+            throw QmpError.generic("'base' and 'base-node' cannot be specified at the same time");
+        }
+        if (a.base() != null && a.bottom() != null) {
+            throw QmpError.generic("'base' and 'bottom' cannot be specified at the same time");
+        }
+        if (a.bottom() != null && a.baseNode() != null) {
+            throw QmpError.generic("'bottom' and 'base-node' cannot be specified at the same time");
+        }
+        BlockdevOnError onError = MirrorCommands.orReport(a.onError());
+        BlockNode bs = nodes.lookup(a.device());
+        BlockNode base = null;
+        if (a.base() != null) {
+            base = findBackingImage(bs, a.base());
+            if (base == null) {
+                throw QmpError.generic("Can't find '" + a.base() + "' in the backing chain");
+            }
+        }
+        if (a.baseNode() != null) {
+            base = nodes.graph().node(a.baseNode()).orElseThrow(() ->
+                    QmpError.generic("Cannot find device='' nor node-name='" + a.baseNode() + "'"));
+            if (base == bs || !Chain.contains(bs, base)) {
+                throw QmpError.generic("Node '" + a.baseNode() + "' is not a backing image of '" + a.device() + "'");
+            }
+        }
+        if (a.bottom() != null) {
+            BlockNode bottom = nodes.graph().node(a.bottom()).orElseThrow(() ->
+                    QmpError.generic("Cannot find device='' nor node-name='" + a.bottom() + "'"));
+            if (bottom == bs || !Chain.contains(bs, bottom)) {
+                throw QmpError.generic("Node '" + a.bottom() + "' is not in a chain starting from '"
+                        + a.device() + "'");
+            }
+            base = bottom.driver().backing();
+        }
+        List<BlockNode> layers = Chain.layers(bs, base);
+        for (BlockNode n : layers) {
+            jobs.checkNotBusy(n, nodes.displayName(n));
+        }
+        if (base == null && a.backingFile() != null) {
+            throw QmpError.generic("backing file specified, but streaming the entire chain");
+        }
+        if (bs.readOnly()) {
+            throw QmpError.generic("Block node is read-only");
+        }
+        String backingName = base == null ? null : a.backingFile() != null ? a.backingFile() : base.driver().filename();
+        String backingFmt = base == null ? null : base.driver().formatName();
+        final BlockNode fbase = base;
+        List<Device> attached = nodes.devices().attachedTo(bs);
+        RangeLocks locks = new RangeLocks(StreamJob.CHUNK);
+        JobTopFilter filter = new JobTopFilter("copy-on-read", bs, null, locks);
+        boolean auto = a.filterNodeName() == null;
+        filter.implicit(auto);
+        BlockNode filterNode = new BlockNode(auto ? nodes.graph().nextAutoName() : a.filterNodeName(), auto,
+                filter, false);
+        BlockNode oldBacking = bs.driver().backing();
+        Job[] self = new Job[1];
+        StreamJob driver = new StreamJob(bs, base, onError, locks, new StreamJob.GraphActions() {
+            @Override
+            public void rebase() throws Exception {
+                // stream_prepare(): the top's header names base (or no backing file at all);
+                // an image without a backing file is left alone
+                if (bs.driver().backing() != null) {
+                    bs.driver().setBacking(fbase, backingName, backingFmt);
+                }
+            }
+
+            @Override
+            public void release(boolean rebased) {
+                removeFilter(attached, filterNode, bs);
+                if (rebased && oldBacking != null && oldBacking != fbase && self[0] != null) {
+                    nodes.removeWhenGone(self[0], oldBacking, false);
+                }
+            }
+        });
+        Job job = jobs.create(nodes.defaultJobId(a.jobId(), bs), driver, layers,
+                a.speed() == null ? 0 : a.speed(), a.autoFinalize() == null || a.autoFinalize(),
+                a.autoDismiss() == null || a.autoDismiss());
+        self[0] = job;
+        insertFilter(job, attached, filterNode);
+        jobs.start(job);
+        return job;
+    }
+
+    private void insertFilter(Job job, List<Device> attached, BlockNode filterNode) throws QmpError {
+        try {
+            nodes.graph().register(filterNode);
+        } catch (IoError e) {
+            jobs.discard(job);
+            throw QmpError.generic(e.getMessage());
+        }
+        jobs.block(job, filterNode);
+        for (Device d : attached) {
+            nodes.devices().replaceRoot(d, filterNode);
+        }
+    }
+
+    private void removeFilter(List<Device> attached, BlockNode filterNode, BlockNode below) {
+        for (Device d : attached) {
+            if (d.root() == filterNode) {
+                nodes.devices().replaceRoot(d, below);
+            }
+        }
+        nodes.graph().unregister(filterNode);
+    }
+
+    // ------------------------------------------------------------------ block-commit
+
+    public Job blockCommit(BlockCommitArgs a) throws QmpError {
+        BlockdevOnError onError = MirrorCommands.orReport(a.onError());
+        BlockNode bs;
+        // libvirt probes with DeviceNotFound, so the lookup comes first (blockdev.c comment).
+        BlockNode any = nodes.devices().lookupNode(a.device()).orElseThrow(() ->
+                new QmpError(ErrorClass.DEVICE_NOT_FOUND, "Device '" + a.device() + "' not found"));
+        if (!nodes.isRoot(any)) {
+            throw QmpError.generic("Need a root block node");
+        }
+        bs = any;
+        jobs.checkNotBusy(bs, nodes.displayName(bs));
+        BlockNode top = bs;
+        if (a.topNode() != null && a.top() != null) {
+            throw QmpError.generic("'top-node' and 'top' are mutually exclusive");
+        } else if (a.topNode() != null) {
+            top = nodes.graph().node(a.topNode()).orElseThrow(() ->
+                    QmpError.generic("Cannot find device='' nor node-name='" + a.topNode() + "'"));
+            if (!Chain.contains(bs, top)) {
+                throw QmpError.generic("'" + a.topNode() + "' is not in this backing file chain");
+            }
+        } else if (a.top() != null) {
+            if (!bs.driver().filename().equals(a.top())) {
+                top = findBackingImage(bs, a.top());
+            }
+        }
+        if (top == null) {
+            throw QmpError.generic("Top image file " + (a.top() != null ? a.top() : "NULL") + " not found");
+        }
+        BlockNode base;
+        if (a.baseNode() != null && a.base() != null) {
+            throw QmpError.generic("'base-node' and 'base' are mutually exclusive");
+        } else if (a.baseNode() != null) {
+            base = nodes.graph().node(a.baseNode()).orElseThrow(() ->
+                    QmpError.generic("Cannot find device='' nor node-name='" + a.baseNode() + "'"));
+            if (!Chain.contains(top, base)) {
+                throw QmpError.generic("'" + a.baseNode() + "' is not in this backing file chain");
+            }
+        } else if (a.base() != null) {
+            base = findBackingImage(top, a.base());
+            if (base == null) {
+                throw QmpError.generic("Can't find '" + a.base() + "' in the backing chain");
+            }
+        } else {
+            base = top;
+            while (base.driver().backing() != null) {
+                base = base.driver().backing();
+            }
+        }
+        List<BlockNode> layers = Chain.layers(top, base);
+        for (BlockNode n : layers) {
+            jobs.checkNotBusy(n, nodes.displayName(n));
+        }
+        if (top == base) {
+            throw QmpError.generic("cannot commit an image into itself");
+        }
+        if (top == bs && a.backingFile() != null) {
+            throw QmpError.generic("'backing-file' specified, but 'top' is the active layer");
+        }
+        String jobId = nodes.defaultJobId(a.jobId(), bs);
+        BlockNode writer = baseWriter(base);
+        boolean ownWriter = writer != base;
+        try {
+            if (top == bs) {
+                return activeCommit(a, jobId, bs, base, writer, ownWriter, onError);
+            }
+            return intermediateCommit(a, jobId, bs, top, base, writer, ownWriter, layers, onError);
+        } catch (QmpError | RuntimeException e) {
+            if (ownWriter) {
+                try {
+                    nodes.graph().remove(writer);
+                } catch (IOException ignored) {
+                    // already failing
+                }
+            }
+            throw e;
+        }
+    }
+
+    /**
+     * The node commit writes through: the base itself when it is writable, else the base image
+     * opened once more read-write (QEMU reopens base read-write for the job instead).
+     */
+    private BlockNode baseWriter(BlockNode base) throws QmpError {
+        if (!base.readOnly()) {
+            return base;
+        }
+        try {
+            return nodes.graph().add(nodes.graph().imageOptions(Path.of(base.driver().filename()),
+                    base.driver().formatName(), false, false, null));
+        } catch (IOException e) {
+            throw QmpError.generic(IoError.wrap(e).getMessage());
+        }
+    }
+
+    private Job activeCommit(BlockCommitArgs a, String jobId, BlockNode bs, BlockNode base, BlockNode writer,
+                             boolean ownWriter, BlockdevOnError onError) throws QmpError {
+        int granularity = MirrorCommands.defaultGranularity(writer);
+        return mirror.startMirror(JobType.COMMIT, jobId, bs, writer, base, MirrorSyncMode.TOP, granularity,
+                jblockd.job.mirror.MirrorJob.DEFAULT_BUF_SIZE, onError, onError, true, a.filterNodeName(),
+                a.speed(), a.autoFinalize(), a.autoDismiss(), false, (job, pivoted) -> {
+                    if (!pivoted && ownWriter) {
+                        nodes.removeWhenGone(job, writer, true);
+                    }
+                });
+    }
+
+    private Job intermediateCommit(BlockCommitArgs a, String jobId, BlockNode bs, BlockNode top, BlockNode base,
+                                   BlockNode writer, boolean ownWriter, List<BlockNode> layers,
+                                   BlockdevOnError onError) throws QmpError {
+        BlockNode overlay = Chain.overlayOf(bs, top);
+        if (overlay == null) {
+            throw QmpError.generic("Top image file " + top.driver().filename() + " not found");
+        }
+        jobs.checkNotBusy(overlay, nodes.displayName(overlay));
+        String backingName = a.backingFile() != null ? a.backingFile() : base.driver().filename();
+        String backingFmt = base.driver().formatName();
+        Job[] self = new Job[1];
+        CommitJob driver = new CommitJob(top, base, writer, onError, new CommitJob.GraphActions() {
+            @Override
+            public void rebase() throws Exception {
+                // commit_prepare(): the overlay now reads from base, the committed layers go
+                overlay.driver().setBacking(writer, backingName, backingFmt);
+            }
+
+            @Override
+            public void release(boolean rebased) {
+                Job j = self[0];
+                if (j == null) {
+                    return;
+                }
+                if (rebased) {
+                    nodes.removeWhenGone(j, top, false);
+                } else if (ownWriter) {
+                    nodes.removeWhenGone(j, writer, true);
+                }
+            }
+        });
+        List<BlockNode> blocked = new ArrayList<>(layers);
+        blocked.add(writer);
+        Job job = jobs.create(jobId, driver, blocked, a.speed() == null ? 0 : a.speed(),
+                a.autoFinalize() == null || a.autoFinalize(), a.autoDismiss() == null || a.autoDismiss());
+        self[0] = job;
+        jobs.start(job);
+        return job;
+    }
+}

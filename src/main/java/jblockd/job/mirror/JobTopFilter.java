@@ -1,0 +1,263 @@
+package jblockd.job.mirror;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.List;
+import java.util.Objects;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+
+import jblockd.block.BlockChild;
+import jblockd.block.BlockDriver;
+import jblockd.block.BlockNode;
+import jblockd.block.Capabilities;
+import jblockd.block.Extent;
+import jblockd.block.bitmap.DirtyBitmap;
+
+/**
+ * The filter a job puts above the node it works on, as the device's root, so that every guest
+ * request passes it (QEMU's {@code mirror_top}, {@code commit_top} and stream's
+ * {@code copy-on-read} filters). It forwards everything to its child and, depending on the job:
+ * <ul>
+ *   <li>marks guest writes, write-zeroes and discards in a {@link DirtyBitmap} after they
+ *       completed (mirror, active commit: the job clears a granule before it reads the source,
+ *       so a write racing with the copy leaves the granule dirty);</li>
+ *   <li>holds {@link RangeLocks} around guest writes (stream: its copy-on-read of a chunk and
+ *       a guest write to that chunk never interleave);</li>
+ *   <li>can be quiesced: new guest writes wait and writes in flight finish (QEMU's drained
+ *       section), used for mirror's final sync and its pivot;</li>
+ *   <li>can write guest writes through to a second node (a completed mirror between its final
+ *       sync and its pivot, so guests never wait for the job to be finalized).</li>
+ * </ul>
+ * Thread-safe. After a pivot the filter is {@link #retarget retargeted} at the new root so that
+ * requests that already picked the filter as the device root land on the right node.
+ */
+public final class JobTopFilter implements BlockDriver {
+    private final String driverName;
+    private volatile BlockNode child;
+    private volatile DirtyBitmap bitmap;
+    private volatile BlockNode writeThrough;
+    private final RangeLocks locks;
+    private volatile boolean implicit;
+
+    private final ReentrantLock gate = new ReentrantLock();
+    private final Condition gateChanged = gate.newCondition();
+    private int writesInFlight;
+    private int quiesceDepth;
+
+    /**
+     * @param driverName {@code mirror_top}, {@code commit_top} or {@code copy-on-read}
+     * @param bitmap     marks guest writes, or null
+     * @param locks      serialises guest writes with the job's chunks, or null
+     */
+    public JobTopFilter(String driverName, BlockNode child, DirtyBitmap bitmap, RangeLocks locks) {
+        this.driverName = driverName;
+        this.child = Objects.requireNonNull(child);
+        this.bitmap = bitmap;
+        this.locks = locks;
+    }
+
+    /**
+     * An implicit filter (no {@code filter-node-name}) is hidden from queries as QEMU's
+     * bdrv_skip_implicit_filters() hides it: query-block then shows the child's format and
+     * backing chain.
+     */
+    public JobTopFilter implicit(boolean value) {
+        this.implicit = value;
+        return this;
+    }
+
+    public BlockNode child() {
+        return child;
+    }
+
+    /** Forwards every later request to {@code node} and stops marking and writing through. */
+    public void retarget(BlockNode node) {
+        this.bitmap = null;
+        this.writeThrough = null;
+        this.child = Objects.requireNonNull(node);
+    }
+
+    /** Stops marking guest writes (the job is over); requests still go to the child. */
+    public void stopTracking() {
+        this.bitmap = null;
+    }
+
+    /** Writes every later guest write to {@code node} as well, after the child (null: stop). */
+    public void setWriteThrough(BlockNode node) {
+        this.writeThrough = node;
+    }
+
+    /** Blocks new guest writes and waits until those in flight are done. Nests. */
+    public void quiesce() {
+        gate.lock();
+        try {
+            quiesceDepth++;
+            while (writesInFlight > 0) {
+                gateChanged.awaitUninterruptibly();
+            }
+        } finally {
+            gate.unlock();
+        }
+    }
+
+    /** Ends one {@link #quiesce}; the held writes go on. */
+    public void unquiesce() {
+        gate.lock();
+        try {
+            if (quiesceDepth > 0) {
+                quiesceDepth--;
+            }
+            gateChanged.signalAll();
+        } finally {
+            gate.unlock();
+        }
+    }
+
+    public boolean quiesced() {
+        gate.lock();
+        try {
+            return quiesceDepth > 0;
+        } finally {
+            gate.unlock();
+        }
+    }
+
+    private void enterWrite() {
+        gate.lock();
+        try {
+            while (quiesceDepth > 0) {
+                gateChanged.awaitUninterruptibly();
+            }
+            writesInFlight++;
+        } finally {
+            gate.unlock();
+        }
+    }
+
+    private void leaveWrite() {
+        gate.lock();
+        try {
+            writesInFlight--;
+            gateChanged.signalAll();
+        } finally {
+            gate.unlock();
+        }
+    }
+
+    private interface WriteOp {
+        void apply(BlockNode node) throws IOException;
+    }
+
+    private void guestWrite(long offset, long length, WriteOp op) throws IOException {
+        enterWrite();
+        RangeLocks l = locks;
+        try {
+            if (l != null) {
+                l.lock(offset, length);
+            }
+            try {
+                op.apply(child);
+                BlockNode second = writeThrough;
+                if (second != null) {
+                    op.apply(second);
+                }
+                DirtyBitmap b = bitmap;
+                if (b != null) {
+                    b.mark(offset, length);
+                }
+            } finally {
+                if (l != null) {
+                    l.unlock(offset, length);
+                }
+            }
+        } finally {
+            leaveWrite();
+        }
+    }
+
+    @Override
+    public String driverName() {
+        return driverName;
+    }
+
+    @Override
+    public void read(long offset, ByteBuffer dst) throws IOException {
+        child.read(offset, dst);
+    }
+
+    @Override
+    public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
+        int pos = src.position();
+        int len = src.remaining();
+        guestWrite(offset, len, n -> n.write(offset, src.duplicate().position(pos), fua));
+        src.position(pos + len);
+    }
+
+    @Override
+    public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
+        guestWrite(offset, length, n -> n.writeZeroes(offset, length, mayUnmap));
+    }
+
+    @Override
+    public void discard(long offset, long length) throws IOException {
+        guestWrite(offset, length, n -> n.discard(offset, length));
+    }
+
+    @Override
+    public void flush() throws IOException {
+        child.flush();
+        BlockNode second = writeThrough;
+        if (second != null) {
+            second.flush();
+        }
+    }
+
+    @Override
+    public long length() throws IOException {
+        return child.length();
+    }
+
+    @Override
+    public Extent status(long offset, long length) throws IOException {
+        return child.status(offset, length);
+    }
+
+    @Override
+    public Capabilities capabilities() {
+        Capabilities c = child.capabilities();
+        // Never growable: guests must not write past the device's end through the filter.
+        return new Capabilities(c.readOnly(), c.canDiscard(), c.canWriteZeroes(), c.canFua(),
+                c.requestAlignment(), false);
+    }
+
+    @Override
+    public void close() {
+        // the child belongs to the graph
+    }
+
+    @Override
+    public String filename() {
+        return child.driver().filename();
+    }
+
+    @Override
+    public List<BlockChild> children() {
+        return List.of(new BlockChild("backing", child));
+    }
+
+    @Override
+    public String formatName() {
+        return implicit ? child.driver().formatName() : driverName;
+    }
+
+    @Override
+    public BlockNode backing() {
+        return implicit ? child.driver().backing() : null;
+    }
+
+    @Override
+    public int clusterSize() {
+        return child.driver().clusterSize();
+    }
+}

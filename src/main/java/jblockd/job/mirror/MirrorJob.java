@@ -1,0 +1,530 @@
+package jblockd.job.mirror;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.logging.Level;
+import java.util.logging.Logger;
+
+import jblockd.block.Allocation;
+import jblockd.block.BlockNode;
+import jblockd.block.Extent;
+import jblockd.block.IoError;
+import jblockd.block.bitmap.DirtyBitmap;
+import jblockd.job.JobCancelledException;
+import jblockd.job.JobContext;
+import jblockd.job.JobDriver;
+import jblockd.qapi.BlockdevOnError;
+import jblockd.qapi.ErrorAction;
+import jblockd.qapi.IoOperation;
+import jblockd.qapi.JobType;
+import jblockd.qapi.MirrorSyncMode;
+import jblockd.qapi.QmpError;
+
+/**
+ * drive-mirror / blockdev-mirror and active block-commit (QEMU block/mirror.c): copies the
+ * dirty parts of {@code source} to {@code target} until both are in sync, reports READY, keeps
+ * them in sync, and on {@code block-job-complete} pivots the device onto the target.
+ *
+ * <h2>Copy engine</h2>
+ * A {@link DirtyBitmap} at the job's granularity, fed by the {@link JobTopFilter} above the
+ * source, says what still has to be copied. The job thread walks dirty runs round-robin and
+ * dispatches copy operations of at most 1 MiB (at least one granule) on virtual threads: at most
+ * {@value #MAX_IN_FLIGHT} at once and never more than {@code buf-size} bytes of buffers. Each
+ * operation's range is cleared in the bitmap before the source is read, and a guest write marks
+ * its granules after it completed, so a write racing with a copy leaves them dirty and they are
+ * copied again. Two operations never overlap (a dirty run that overlaps one in flight waits),
+ * so an older copy can never land on the target after a newer one. Ranges that read as zeroes
+ * through the source's chain are written as zeroes on the target (unmapped when {@code unmap}).
+ *
+ * <h2>End</h2>
+ * Complete, or a soft cancel after READY: the filter is quiesced (guest writes wait, those in
+ * flight finish), the rest of the bitmap is copied, the target flushed. For complete, guest
+ * writes are then written through to the target as well and the guests go on at once; the pivot
+ * itself ({@link #commit}) swaps the device's root under a brief second quiesce. For a soft
+ * cancel the filter is removed and the device stays on the source (QEMU 7.2 mirror_cancel()).
+ *
+ * <h2>Errors</h2>
+ * Source reads go through {@code on-source-error}, target writes through {@code on-target-error}
+ * ({@link JobContext#handleError}): {@code ignore} marks the range dirty again, so it is retried
+ * later (the framework backs off when it keeps failing); {@code stop} retries after resume;
+ * {@code report} fails the job once every operation in flight has finished.
+ */
+public final class MirrorJob implements JobDriver {
+    private static final Logger LOG = Logger.getLogger(MirrorJob.class.getName());
+    /** QEMU mirror.c MAX_IO_BYTES. */
+    public static final int MAX_OP_BYTES = 1 << 20;
+    /** QEMU mirror.c MAX_IN_FLIGHT. */
+    public static final int MAX_IN_FLIGHT = 16;
+    public static final long DEFAULT_BUF_SIZE = 16L << 20;
+    /** How often an idle READY job looks at the bitmap again (a guest write's copy latency). */
+    private static final long IDLE_POLL_NANOS = TimeUnit.MILLISECONDS.toNanos(10);
+
+    /**
+     * @param base        initial pass: only ranges allocated above this node are dirty
+     *                    (sync=top: the source's backing; active commit: the base); null for
+     *                    sync=full (everything)
+     */
+    public record Params(JobType type, MirrorSyncMode sync, BlockNode base, long bufSize,
+                         BlockdevOnError onSourceError, BlockdevOnError onTargetError, boolean unmap) {
+    }
+
+    /** What the end of the job does to the graph; provided by the command that started it. */
+    public interface GraphActions {
+        /** Pivot: make the target the device's root. Runs with guest writes quiesced. */
+        void pivot() throws Exception;
+
+        /** Put the source back as the device's root (soft cancel, failure). Idempotent. */
+        void detach();
+
+        /** Release what the job opened (after pivot or not); must not throw. */
+        void release(boolean pivoted);
+    }
+
+    private final Params params;
+    private final BlockNode source;
+    private final BlockNode target;
+    private final JobTopFilter filter;
+    private final DirtyBitmap bitmap;
+    private final GraphActions actions;
+
+    private volatile boolean completeRequested;
+    private volatile boolean pivotPending;
+    private volatile boolean pivoted;
+
+    private final ReentrantLock lock = new ReentrantLock();
+    private final Condition opDone = lock.newCondition();
+    // guarded by lock
+    private int opsInFlight;
+    private long bytesInFlight;
+    private final List<long[]> inFlight = new ArrayList<>();
+    private Throwable opFailure;
+
+    private final ArrayBlockingQueue<ByteBuffer> buffers = new ArrayBlockingQueue<>(MAX_IN_FLIGHT);
+
+    public MirrorJob(Params params, BlockNode source, BlockNode target, JobTopFilter filter,
+                     DirtyBitmap bitmap, GraphActions actions) {
+        this.params = params;
+        this.source = source;
+        this.target = target;
+        this.filter = filter;
+        this.bitmap = bitmap;
+        this.actions = actions;
+    }
+
+    @Override
+    public JobType type() {
+        return params.type();
+    }
+
+    public DirtyBitmap bitmap() {
+        return bitmap;
+    }
+
+    @Override
+    public boolean canComplete() {
+        return true;
+    }
+
+    @Override
+    public void complete() throws QmpError {
+        completeRequested = true;
+    }
+
+    /** mirror_cancel(): only a READY job can be cancelled softly (it then ends COMPLETED). */
+    @Override
+    public boolean cancel(boolean force, boolean ready) {
+        return force || !ready;
+    }
+
+    // ------------------------------------------------------------------ run
+
+    @Override
+    public void run(JobContext ctx) throws Exception {
+        boolean finishedInSync = false;
+        try {
+            initialDirty(ctx);
+            loop(ctx);
+            finishedInSync = true;
+        } finally {
+            awaitAllOps();
+            if (!finishedInSync) {
+                if (filter.quiesced()) {
+                    filter.unquiesce();
+                }
+            }
+        }
+        // In sync, guest writes quiesced, target flushed.
+        if (completeRequested && !ctx.cancelRequested()) {
+            filter.stopTracking();
+            filter.setWriteThrough(target);
+            pivotPending = true;
+        } else {
+            actions.detach();
+        }
+        filter.unquiesce();
+    }
+
+    /** mirror_dirty_init(): what the initial pass has to copy. */
+    private void initialDirty(JobContext ctx) throws IOException, JobCancelledException {
+        long size = source.length();
+        switch (params.sync()) {
+            case FULL -> bitmap.markAll();
+            case NONE -> {
+                // only new guest writes
+            }
+            default -> {
+                long off = 0;
+                int steps = 0;
+                while (off < size) {
+                    Extent e = Chain.statusAbove(source, params.base(), off, size - off);
+                    if (e.allocation() != Allocation.UNALLOCATED) {
+                        bitmap.mark(e.offset(), e.length());
+                    }
+                    off = e.end();
+                    if (++steps % 256 == 0) {
+                        ctx.pausePoint();
+                    }
+                }
+            }
+        }
+        ctx.setLen(bitmap.dirtyBytes());
+    }
+
+    private void loop(JobContext ctx) throws Exception {
+        long cursor = 0;
+        long maxOp = Math.max(MAX_OP_BYTES, bitmap.granularity());
+        while (true) {
+            rethrowFailure();
+            ctx.pausePoint();
+            long dirty = bitmap.dirtyBytes();
+            long inflightBytes = inFlightBytes();
+            ctx.setLen(ctx.offset() + dirty + inflightBytes);
+            if (dirty > 0) {
+                long[] run = bitmap.nextDirtyRun(cursor, maxOp);
+                if (run == null) {
+                    run = bitmap.nextDirtyRun(0, maxOp);
+                    if (run == null) {
+                        continue;
+                    }
+                }
+                long[] clipped = clipToInFlight(run);
+                if (clipped == null) {
+                    // every dirty range ahead overlaps an operation in flight: wait for one
+                    cursor = run[0] + run[1];
+                    if (!anyDirtyFree(maxOp)) {
+                        awaitOpDone(IDLE_POLL_NANOS);
+                    }
+                    continue;
+                }
+                if (!awaitCapacity(clipped[1])) {
+                    continue;
+                }
+                ctx.rateLimit(clipped[1]);
+                bitmap.clear(clipped[0], clipped[1]);
+                dispatch(ctx, clipped[0], clipped[1]);
+                cursor = clipped[0] + clipped[1];
+                continue;
+            }
+            if (inflightBytes > 0 || opsInFlight() > 0) {
+                awaitOpDone(IDLE_POLL_NANOS);
+                continue;
+            }
+            // In sync: nothing dirty, nothing in flight.
+            if (!ctx.isReady()) {
+                ctx.setLen(ctx.offset());
+                ctx.ready();
+            }
+            if (completeRequested || ctx.cancelRequested()) {
+                if (!filter.quiesced()) {
+                    // mirror_run(): drain, then look at the bitmap once more.
+                    filter.quiesce();
+                    continue;
+                }
+                flushTarget(ctx);
+                return;
+            }
+            ctx.sleep(IDLE_POLL_NANOS);
+        }
+    }
+
+    private void flushTarget(JobContext ctx) throws Exception {
+        while (true) {
+            try {
+                target.flush();
+                return;
+            } catch (IOException e) {
+                ErrorAction a = ctx.handleError(params.onTargetError(), IoOperation.WRITE, IoError.wrap(e), -1);
+                if (a == ErrorAction.IGNORE) {
+                    return;
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ operations
+
+    private long[] clipToInFlight(long[] run) {
+        lock.lock();
+        try {
+            long start = run[0];
+            long end = run[0] + run[1];
+            for (long[] r : inFlight) {
+                long rs = r[0];
+                long re = r[0] + r[1];
+                if (rs < end && start < re) {
+                    if (rs <= start) {
+                        start = Math.max(start, re);
+                    } else {
+                        end = Math.min(end, rs);
+                    }
+                }
+            }
+            if (start >= end) {
+                return null;
+            }
+            return new long[] {start, end - start};
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** True when some dirty run does not overlap an operation in flight. */
+    private boolean anyDirtyFree(long maxOp) {
+        long from = 0;
+        long size = bitmap.length();
+        int guard = 0;
+        while (from < size && guard++ < 64) {
+            long[] run = bitmap.nextDirtyRun(from, maxOp);
+            if (run == null) {
+                return false;
+            }
+            if (clipToInFlight(run) != null) {
+                return true;
+            }
+            from = run[0] + run[1];
+        }
+        return false;
+    }
+
+    private boolean awaitCapacity(long len) throws InterruptedException {
+        lock.lock();
+        try {
+            if (opsInFlight < MAX_IN_FLIGHT && (opsInFlight == 0 || bytesInFlight + len <= params.bufSize())) {
+                return true;
+            }
+            opDone.await(IDLE_POLL_NANOS, TimeUnit.NANOSECONDS);
+            return opsInFlight < MAX_IN_FLIGHT && (opsInFlight == 0 || bytesInFlight + len <= params.bufSize());
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private void awaitOpDone(long nanos) throws InterruptedException {
+        lock.lock();
+        try {
+            if (opsInFlight > 0) {
+                opDone.awaitNanos(nanos);
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private void awaitAllOps() {
+        lock.lock();
+        try {
+            while (opsInFlight > 0) {
+                opDone.awaitUninterruptibly();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private long inFlightBytes() {
+        lock.lock();
+        try {
+            return bytesInFlight;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private int opsInFlight() {
+        lock.lock();
+        try {
+            return opsInFlight;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private void rethrowFailure() throws Exception {
+        Throwable t;
+        lock.lock();
+        try {
+            t = opFailure;
+        } finally {
+            lock.unlock();
+        }
+        if (t == null) {
+            return;
+        }
+        if (t instanceof Exception e) {
+            throw e;
+        }
+        throw (Error) t;
+    }
+
+    private void dispatch(JobContext ctx, long off, long len) {
+        long[] range = {off, len};
+        lock.lock();
+        try {
+            opsInFlight++;
+            bytesInFlight += len;
+            inFlight.add(range);
+        } finally {
+            lock.unlock();
+        }
+        Thread.ofVirtual().name("mirror-op-" + ctx.id()).start(() -> {
+            boolean done = false;
+            try {
+                done = copy(ctx, off, len);
+            } catch (JobCancelledException e) {
+                // the job is going away; nothing to record
+            } catch (Throwable t) {
+                lock.lock();
+                try {
+                    if (opFailure == null) {
+                        opFailure = t;
+                    }
+                } finally {
+                    lock.unlock();
+                }
+            } finally {
+                if (!done) {
+                    bitmap.mark(off, len);
+                }
+                lock.lock();
+                try {
+                    opsInFlight--;
+                    bytesInFlight -= len;
+                    inFlight.remove(range);
+                    opDone.signalAll();
+                } finally {
+                    lock.unlock();
+                }
+            }
+        });
+    }
+
+    /**
+     * Copies one range, applying the error policies. Returns true when the range is on the
+     * target, false when an ignored error left it to be copied again.
+     */
+    private boolean copy(JobContext ctx, long off, long len) throws Exception {
+        while (true) {
+            IoOperation op = IoOperation.READ;
+            try {
+                long pos = off;
+                long end = off + len;
+                while (pos < end) {
+                    Extent e = Chain.statusAbove(source, null, pos, end - pos);
+                    int n = (int) e.length();
+                    if (e.allocation() == Allocation.DATA) {
+                        ByteBuffer buf = takeBuffer(n);
+                        try {
+                            op = IoOperation.READ;
+                            source.read(pos, buf);
+                            buf.flip();
+                            op = IoOperation.WRITE;
+                            target.write(pos, buf, false);
+                        } finally {
+                            returnBuffer(buf);
+                        }
+                    } else {
+                        op = IoOperation.WRITE;
+                        target.writeZeroes(pos, n, params.unmap());
+                    }
+                    pos += n;
+                }
+                ctx.addOffset(len);
+                return true;
+            } catch (IOException e) {
+                BlockdevOnError policy = op == IoOperation.READ ? params.onSourceError() : params.onTargetError();
+                ErrorAction a = ctx.handleError(policy, op, IoError.wrap(e), off);
+                if (a == ErrorAction.IGNORE) {
+                    // mirror: the range is marked dirty again and retried later (seed 000)
+                    return false;
+                }
+                // STOP: resumed; copy the same range again
+            }
+        }
+    }
+
+    private ByteBuffer takeBuffer(int n) {
+        if (n > MAX_OP_BYTES) {
+            return ByteBuffer.allocateDirect(n);
+        }
+        ByteBuffer b = buffers.poll();
+        if (b == null) {
+            b = ByteBuffer.allocateDirect(MAX_OP_BYTES);
+        }
+        b.clear().limit(n);
+        return b;
+    }
+
+    private void returnBuffer(ByteBuffer b) {
+        if (b.capacity() == MAX_OP_BYTES) {
+            buffers.offer(b);
+        }
+    }
+
+    // ------------------------------------------------------------------ finish
+
+    @Override
+    public void commit() {
+        if (!pivotPending) {
+            return;
+        }
+        filter.quiesce();
+        try {
+            actions.pivot();
+            filter.retarget(target);
+            pivoted = true;
+        } catch (Exception e) {
+            LOG.log(Level.WARNING, "mirror pivot failed", e);
+            filter.setWriteThrough(null);
+            actions.detach();
+        } finally {
+            filter.unquiesce();
+        }
+    }
+
+    @Override
+    public void abort() {
+        filter.setWriteThrough(null);
+        actions.detach();
+    }
+
+    @Override
+    public void clean() {
+        filter.stopTracking();
+        if (!pivoted) {
+            filter.setWriteThrough(null);
+            actions.detach();
+        }
+        actions.release(pivoted);
+    }
+
+    /** True once {@link #commit} moved the device onto the target. */
+    public boolean pivoted() {
+        return pivoted;
+    }
+}
