@@ -353,7 +353,11 @@ public final class Qcow2Driver implements BlockDriver {
             }
         }
         if (fua) {
-            file.flush();
+            // FUA must make the write durable *including* the L2/refcount updates that make it
+            // visible, which the write-back metadata cache still holds: a full flush, as QEMU's
+            // generic layer emulates FUA for qcow2 (bdrv_co_flush after the write). Flushing
+            // only the file loses acknowledged writes on kill -9 (KillNineIT).
+            flush();
         }
     }
 
