@@ -29,7 +29,7 @@ SIZE_MB=${SIZE_MB:-2048}
 SPARSE_GB=${SPARSE_GB:-64}
 SPARSE_DATA_MB=${SPARSE_DATA_MB:-512}
 RUNS=${RUNS:-1}
-trap 'rm -f "$W"/*.raw "$W"/*.sock; [ -n "${KEEP:-}" ] || rmdir "$W" 2>/dev/null || true' EXIT
+trap 'rm -f "$W"/*.raw "$W"/*.sock; [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT  # KEEP=1 keeps the logs
 
 . bin/_jdk.sh >/dev/null 2>&1 || true
 # Build once (bin/jblockd builds on first use; do it outside the timed region).
