@@ -23,13 +23,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-W=${1:-$(mktemp -d /var/tmp/jblockd-backup-bench.XXXXXX)}
+if [ -n "${1:-}" ]; then W=$1; OWN_W=; else W=$(mktemp -d /var/tmp/jblockd-backup-bench.XXXXXX); OWN_W=1; fi
 mkdir -p "$W"
 SIZE_MB=${SIZE_MB:-2048}
 SPARSE_GB=${SPARSE_GB:-64}
 SPARSE_DATA_MB=${SPARSE_DATA_MB:-512}
 RUNS=${RUNS:-1}
-trap 'rm -f "$W"/*.raw "$W"/*.sock; [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT  # KEEP=1 keeps the logs
+# Our images and sockets always go; a directory we created goes too unless KEEP=1 (logs).
+trap 'rm -f "$W"/*.raw "$W"/*.sock; [ -z "$OWN_W" ] || [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
 
 . bin/_jdk.sh >/dev/null 2>&1 || true
 # Build once (bin/jblockd builds on first use; do it outside the timed region).
