@@ -62,7 +62,7 @@ import jblockd.qmp.QmpServer;
  * {@link #start()} applies the options in command-line order (QMP sockets are bound last, after
  * every image opened, so a client that can connect finds the daemon complete) and undoes
  * everything when one fails. {@link #close()} (also reached by QMP {@code quit} and SIGTERM)
- * closes the QMP servers, runs the registered shutdown steps in reverse order, flushes and closes
+ * runs the registered shutdown steps in reverse order, closes the QMP servers, flushes and closes
  * every node and removes the pidfile. Thread-safe.
  */
 public final class Daemon implements AutoCloseable {
@@ -144,7 +144,7 @@ public final class Daemon implements AutoCloseable {
         addShutdownStep(() -> jobs.cancelAll(30, TimeUnit.SECONDS));
         new RunStateCommands(runState).register(registry);
         new NbdCommands(nbdServer, devices, graph, runState, events).register(registry);
-        // NBD clients go before the nodes close (steps run after the QMP servers close)
+        // NBD clients go before the jobs are cancelled and the nodes close
         addShutdownStep(nbdServer::stop);
     }
 
@@ -248,7 +248,7 @@ public final class Daemon implements AutoCloseable {
         return Collections.unmodifiableList(qmpServers);
     }
 
-    /** Runs at shutdown (after QMP servers close, before nodes close), last added first. */
+    /** Runs at shutdown (before QMP servers and nodes close), last added first. */
     public void addShutdownStep(Runnable step) {
         shutdownSteps.add(step);
     }
@@ -581,8 +581,8 @@ public final class Daemon implements AutoCloseable {
     }
 
     /**
-     * Stops everything: QMP servers (queued replies are flushed first), shutdown steps (last
-     * added first), then every node is flushed and closed; the pidfile is removed. Idempotent;
+     * Stops everything: shutdown steps (last added first), then the QMP servers (queued replies and
+     * events are flushed first), then every node is flushed and closed; the pidfile is removed. Idempotent;
      * a second caller waits for the first to finish.
      */
     @Override
@@ -596,9 +596,10 @@ public final class Daemon implements AutoCloseable {
             return;
         }
         try {
-            for (QmpServer s : qmpServers) {
-                s.close();
-            }
+            // The steps (NBD clients out, jobs cancelled) run while the QMP servers are still
+            // up, so connected clients get each job's BLOCK_JOB_CANCELLED after SHUTDOWN, as in
+            // QEMU's qemu_cleanup() (job_cancel_sync_all() before monitor_cleanup()). Closing
+            // QMP first lost those events.
             List<Runnable> steps = new ArrayList<>(shutdownSteps);
             Collections.reverse(steps);
             for (Runnable r : steps) {
@@ -607,6 +608,9 @@ public final class Daemon implements AutoCloseable {
                 } catch (RuntimeException e) {
                     System.err.println("jblockd: shutdown step failed: " + e);
                 }
+            }
+            for (QmpServer s : qmpServers) {
+                s.close();
             }
             for (Device d : devices.all()) {
                 devices.remove(d.name());

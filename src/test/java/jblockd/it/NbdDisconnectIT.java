@@ -1,0 +1,121 @@
+package jblockd.it;
+
+import static jblockd.it.Peers.checkQcow2;
+import static jblockd.it.Peers.content;
+import static jblockd.it.Peers.run;
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Arrays;
+import java.util.concurrent.atomic.AtomicInteger;
+
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+import jblockd.testsupport.DaemonProcess;
+import jblockd.testsupport.QmpTestClient;
+
+/**
+ * NBD clients that vanish mid-request: one sends a WRITE header and half its payload, then
+ * closes; one pipelines 32 FUA writes and closes before reading a reply. Meanwhile a well-behaved
+ * client writes and reads back. Its I/O completes and is correct, a half-received write is never
+ * applied (NBD doc/proto.md: the request is incomplete, QEMU's nbd_co_receive_request drops it),
+ * each pipelined write is applied whole or not at all, and the daemon keeps serving.
+ */
+class NbdDisconnectIT {
+    private static final int MIB = 1 << 20;
+    private static final int BLOCK = 64 * 1024;
+
+    @TempDir
+    Path dir;
+
+    @BeforeEach
+    void tools() {
+        Peers.assumeTools("qemu-img", "qemu-io");
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"raw", "qcow2"})
+    void abruptClientsDisturbNobody(String format) throws Exception {
+        Path img = dir.resolve("disk." + format);
+        Path nbd = dir.resolve("nbd.sock");
+        run("qemu-img", "create", "-q", "-f", format, img.toString(), "8M");
+        run("qemu-io", "-f", format, "-c", "write -P 0x11 0 8M", img.toString());
+        try (DaemonProcess d = DaemonProcess.start(dir,
+                "--drive", "id=drive0,file=" + img + ",format=" + format,
+                "--nbd-server", "addr.type=unix,addr.path=" + nbd,
+                "--export", "type=nbd,id=exp0,device=drive0,name=disk,writable=on");
+             QmpTestClient c = d.connect();
+             RawNbdClient good = new RawNbdClient(nbd, "disk")) {
+            AtomicInteger badDone = new AtomicInteger();
+            Thread bad = Thread.ofPlatform().name("bad-clients").start(() -> {
+                try {
+                    for (int round = 0; round < 10; round++) {
+                        // half a 1 MiB write at 4M, then gone
+                        try (RawNbdClient h = new RawNbdClient(nbd, "disk")) {
+                            byte[] half = new byte[MIB / 2];
+                            Arrays.fill(half, (byte) 0xee);
+                            h.send(RawNbdClient.CMD_WRITE, 0, 7, 4L * MIB, MIB, null);
+                            h.out.write(half);
+                            h.out.flush();
+                        }
+                        // 32 pipelined FUA writes over 6M..8M, closed before any reply is read
+                        try (RawNbdClient p = new RawNbdClient(nbd, "disk")) {
+                            for (int i = 0; i < 32; i++) {
+                                byte[] b = new byte[BLOCK];
+                                Arrays.fill(b, (byte) (0x40 + i));
+                                p.send(RawNbdClient.CMD_WRITE, RawNbdClient.FLAG_FUA, i, 6L * MIB + (long) i * BLOCK,
+                                        BLOCK, b);
+                            }
+                        }
+                        badDone.incrementAndGet();
+                    }
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            // the good client keeps working meanwhile, each write read back at once
+            int rounds = 0;
+            while (bad.isAlive() || rounds < 20) {
+                int blk = rounds % 32;
+                byte[] b = new byte[BLOCK];
+                Arrays.fill(b, (byte) (0x80 + (rounds & 0x3f)));
+                good.write((long) blk * BLOCK, b, rounds % 2 == 0);
+                assertThat(good.read((long) blk * BLOCK, BLOCK)).isEqualTo(b);
+                rounds++;
+                assertThat(rounds).as("bad clients never finished").isLessThan(200_000);
+            }
+            bad.join();
+            assertThat(badDone.get()).isEqualTo(10);
+            good.flush();
+            // the daemon still serves NBD (a new peer) and QMP
+            run("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 2M 2M", "nbd+unix:///disk?socket=" + nbd);
+            assertThat(c.executeOk("query-block").get(0).at("/device").asText()).isEqualTo("drive0");
+            assertThat(c.executeOk("query-block-exports")).hasSize(1);
+            // the half-sent write at 4M was never applied
+            assertThat(good.read(4L * MIB, MIB)).containsOnly((byte) 0x11);
+            byte[] pipelined = good.read(6L * MIB, 2 * MIB);
+            for (int i = 0; i < 32; i++) {
+                byte[] blk = Arrays.copyOfRange(pipelined, i * BLOCK, (i + 1) * BLOCK);
+                byte first = blk[0];
+                assertThat(first == 0x11 || first == (byte) (0x40 + i)).as("block %d: %02x", i, first).isTrue();
+                assertThat(blk).as("pipelined write %d applied whole or not at all", i).containsOnly(first);
+            }
+            int last = (rounds - 1) % 32;
+            byte[] disk = content(img, format, dir);
+            for (int blk = 0; blk < 32; blk++) {
+                // every good write was acknowledged and then flushed: it is in the image file
+                int lastRound = blk <= last ? rounds - 1 - (last - blk) : rounds - 1 - (last + 32 - blk);
+                if (lastRound >= 0) {
+                    assertThat(disk[blk * BLOCK]).as("block %d", blk).isEqualTo((byte) (0x80 + (lastRound & 0x3f)));
+                }
+            }
+        }
+        if (format.equals("qcow2")) {
+            checkQcow2(img, false);
+        }
+    }
+}
