@@ -43,9 +43,7 @@ class StreamCommitGuestWritesIT {
         Path mid = dir.resolve("mid.qcow2");
         top = dir.resolve("top.qcow2");
         expected = dir.resolve("expected.raw");
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", base.toString(), "32M");
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", base.toString(), "-F", "qcow2", mid.toString());
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", mid.toString(), "-F", "qcow2", top.toString());
+        Tools.qcow2Chain(base, mid, top, "32M");
         Tools.write(base, "qcow2", 0x11, 0, 12 * MIB);
         Tools.write(mid, "qcow2", 0x22, 8 * MIB, 12 * MIB);
         Tools.write(top, "qcow2", 0x33, 16 * MIB, 8 * MIB);

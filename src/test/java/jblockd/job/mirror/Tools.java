@@ -62,4 +62,39 @@ final class Tools {
             throw new AssertionError("pattern " + pattern + " at " + off + "+" + len + " of " + img + ": " + r.out());
         }
     }
+
+    /** qemu-img create: a qcow2 {@code base} of {@code size}, {@code mid} over it, {@code top} over mid. */
+    static void qcow2Chain(Path base, Path mid, Path top, String size) throws Exception {
+        ok("qemu-img", "create", "-q", "-f", "qcow2", base.toString(), size);
+        qcow2Overlay(base, mid);
+        qcow2Overlay(mid, top);
+    }
+
+    /** qemu-img create: a qcow2 {@code overlay} over the qcow2 {@code backing}, of its size. */
+    static void qcow2Overlay(Path backing, Path overlay) throws Exception {
+        ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", backing.toString(), "-F", "qcow2", overlay.toString());
+    }
+
+    /**
+     * Starts QEMU 7.2 as the reference peer ({@code -M none}, QMP on the unix socket {@code sock},
+     * the image as {@code if=none} drive0, output to {@code log}) and waits at most 20 s for the
+     * socket to appear.
+     */
+    static Process startQemu(Path sock, Path log, Path image, String format) throws IOException {
+        Process p = new ProcessBuilder("qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none",
+                "-qmp", "unix:" + sock + ",server=on,wait=off",
+                "-drive", "if=none,id=drive0,file=" + image + ",format=" + format)
+                .redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (!Files.exists(sock) && System.nanoTime() < deadline) {
+            try {
+                Thread.sleep(20);
+            } catch (InterruptedException e) {
+                p.destroyForcibly();
+                Thread.currentThread().interrupt();
+                throw new java.io.InterruptedIOException("waiting for " + sock);
+            }
+        }
+        return p;
+    }
 }
