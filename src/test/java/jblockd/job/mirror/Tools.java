@@ -6,8 +6,11 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+
+import jblockd.testsupport.DaemonProcess;
 
 /** Runs the real QEMU tools for the mirror/stream/commit tests. */
 final class Tools {
@@ -96,5 +99,26 @@ final class Tools {
             }
         }
         return p;
+    }
+
+    /** The qemu-io command line that runs {@code script} (its -c options) on {@code target}. */
+    static String[] qemuIo(String fmt, String target, List<String> script) {
+        List<String> cmd = new ArrayList<>(List.of("qemu-io", "-f", fmt));
+        cmd.addAll(script);
+        cmd.add(target);
+        return cmd.toArray(String[]::new);
+    }
+
+    /** The daemon with {@code drive} as drive0, exported writable as "disk" on {@code dir}/nbd.sock. */
+    static DaemonProcess daemonWithExport(Path dir, String drive) throws Exception {
+        return DaemonProcess.start(dir, "--drive", drive,
+                "--nbd-server", "addr.type=unix,addr.path=" + dir.resolve("nbd.sock"),
+                "--export", "type=nbd,id=e0,node-name=drive0,name=disk,writable=on");
+    }
+
+    /** The guest: qemu-io running {@code script} through that export, output in {@code dir}/writer.log. */
+    static Process startGuestWriter(Path dir, List<String> script) throws IOException {
+        return new ProcessBuilder(qemuIo("raw", "nbd+unix:///disk?socket=" + dir.resolve("nbd.sock"), script))
+                .redirectErrorStream(true).redirectOutput(dir.resolve("writer.log").toFile()).start();
     }
 }
