@@ -31,13 +31,8 @@ public final class CommitJob extends ChainCopyJob {
     /** {@code actions.rebase()} is commit_prepare(): the overlay of top is rebased onto base. */
     public CommitJob(BlockNode top, BlockNode base, BlockNode baseWriter, BlockdevOnError onError,
                      GraphActions actions) {
-        super(top, base, onError, actions);
+        super(JobType.COMMIT, top, base, onError, actions);
         this.baseWriter = baseWriter;
-    }
-
-    @Override
-    public JobType type() {
-        return JobType.COMMIT;
     }
 
     @Override

@@ -12,6 +12,7 @@ import jblockd.job.JobDriver;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.ErrorAction;
 import jblockd.qapi.IoOperation;
+import jblockd.qapi.JobType;
 
 /**
  * What block-stream and intermediate block-commit share (QEMU stream_run(), commit_run()): a
@@ -69,17 +70,25 @@ public abstract class ChainCopyJob implements JobDriver {
         }
     }
 
+    private final JobType type;
     protected final BlockNode top;
     protected final BlockNode base;
     private final BlockdevOnError onError;
     private final GraphActions actions;
     private volatile boolean rebased;
 
-    protected ChainCopyJob(BlockNode top, BlockNode base, BlockdevOnError onError, GraphActions actions) {
+    protected ChainCopyJob(JobType type, BlockNode top, BlockNode base, BlockdevOnError onError,
+                           GraphActions actions) {
+        this.type = type;
         this.top = top;
         this.base = base;
         this.onError = onError;
         this.actions = actions;
+    }
+
+    @Override
+    public final JobType type() {
+        return type;
     }
 
     /** Runs {@code chunk} over {@code [0, size)} in {@code chunkSize} pieces, see the class comment. */

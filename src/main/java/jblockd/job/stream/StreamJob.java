@@ -35,13 +35,8 @@ public final class StreamJob extends ChainCopyJob {
 
     public StreamJob(BlockNode top, BlockNode base, BlockdevOnError onError, RangeLocks locks,
                      GraphActions actions) {
-        super(top, base, onError, actions);
+        super(JobType.STREAM, top, base, onError, actions);
         this.locks = locks;
-    }
-
-    @Override
-    public JobType type() {
-        return JobType.STREAM;
     }
 
     @Override
