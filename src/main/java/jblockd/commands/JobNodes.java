@@ -3,6 +3,7 @@ package jblockd.commands;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.logging.Level;
 import java.util.logging.Logger;
@@ -14,25 +15,32 @@ import jblockd.block.NodeGraph;
 import jblockd.device.Device;
 import jblockd.device.Devices;
 import jblockd.job.Job;
+import jblockd.job.JobDriver;
+import jblockd.job.JobRegistry;
+import jblockd.job.mirror.JobTopFilter;
 import jblockd.qapi.JobStatus;
 import jblockd.qapi.NewImageMode;
 import jblockd.qapi.QmpError;
 
 /**
  * Graph chores the mirror, stream and commit commands share: finding a job's root node, its
- * default id, creating and opening a drive-* target image, and releasing nodes once a job is
- * gone. (drive-backup needs the same target creation; {@link #openNewTarget} is the shared
- * helper.) Stateless apart from the graph and devices it is given.
+ * default id, creating the job with QAPI's defaults, putting a job's filter node above a
+ * device's root and taking it away again, creating and opening a drive-* target image, and
+ * releasing nodes once a job is gone. (drive-backup needs the same target creation;
+ * {@link #openNewTarget} is the shared helper.) Stateless apart from the graph, devices and job
+ * registry it is given.
  */
 final class JobNodes {
     private static final Logger LOG = Logger.getLogger(JobNodes.class.getName());
 
     private final NodeGraph graph;
     private final Devices devices;
+    private final JobRegistry jobs;
 
-    JobNodes(NodeGraph graph, Devices devices) {
+    JobNodes(NodeGraph graph, Devices devices, JobRegistry jobs) {
         this.graph = graph;
         this.devices = devices;
+        this.jobs = jobs;
     }
 
     NodeGraph graph() {
@@ -56,6 +64,12 @@ final class JobNodes {
             throw QmpError.generic("Need a root block node");
         }
         return n;
+    }
+
+    /** A node given by node name only (base-node, top-node, bottom): QEMU's text names no device. */
+    BlockNode namedNode(String nodeName) throws QmpError {
+        return graph.node(nodeName).orElseThrow(() ->
+                QmpError.generic("Cannot find device='' nor node-name='" + nodeName + "'"));
     }
 
     boolean isRoot(BlockNode n) {
@@ -88,6 +102,56 @@ final class JobNodes {
     }
 
     /**
+     * block_job_create() with the QAPI defaults of the optional arguments: no speed limit,
+     * auto-finalize and auto-dismiss on.
+     */
+    Job createJob(String jobId, JobDriver driver, List<BlockNode> blocked, Long speed, Boolean autoFinalize,
+                  Boolean autoDismiss) throws QmpError {
+        return jobs.create(jobId, driver, blocked, speed == null ? 0 : speed,
+                autoFinalize == null || autoFinalize, autoDismiss == null || autoDismiss);
+    }
+
+    /**
+     * The node of a job's filter (mirror_top, commit_top, copy-on-read): implicit and auto-named
+     * unless the user named it with {@code filter-node-name}, as QEMU hides only its own.
+     */
+    BlockNode filterNode(JobTopFilter filter, String filterNodeName) {
+        boolean auto = filterNodeName == null;
+        filter.implicit(auto);
+        return new BlockNode(auto ? graph.nextAutoName() : filterNodeName, auto, filter, false);
+    }
+
+    /**
+     * bdrv_append(filter, bs): registers {@code filterNode} (a clash discards the job, which has
+     * not started) and moves the devices onto it; from then on every guest write goes through it.
+     */
+    void insertFilter(Job job, List<Device> attached, BlockNode filterNode) throws QmpError {
+        try {
+            graph.register(filterNode);
+        } catch (IoError e) {
+            jobs.discard(job);
+            throw QmpError.generic(e.getMessage());
+        }
+        jobs.block(job, filterNode);
+        for (Device d : attached) {
+            devices.replaceRoot(d, filterNode);
+        }
+    }
+
+    /**
+     * Takes {@code filterNode} out again: the devices still on it move onto {@code to} (the node
+     * below, or a mirror's target after the pivot), those moved elsewhere meanwhile stay.
+     */
+    void removeFilter(List<Device> attached, BlockNode filterNode, BlockNode to) {
+        for (Device d : attached) {
+            if (d.root() == filterNode) {
+                devices.replaceRoot(d, to);
+            }
+        }
+        graph.unregister(filterNode);
+    }
+
+    /**
      * drive-mirror / drive-backup target: with {@code absolute-paths} the image is created
      * ({@code format}, {@code size}, backing file and its format when given), with
      * {@code existing} it must exist; then it is opened read-write as a new node.
@@ -111,6 +175,22 @@ final class JobNodes {
             return graph.add(graph.imageOptions(path, format, false, false, nodeName));
         } catch (IOException e) {
             throw QmpError.generic(IoError.wrap(e).getMessage());
+        }
+    }
+
+    /**
+     * The release at a job's end: when it succeeded (pivoted, rebased), the node it replaced
+     * (dropped out of the chain) goes, if auto-named; otherwise the node the command opened for
+     * it ({@code opened}, null: none) goes even when named. Nothing when the job was never made.
+     */
+    void releaseAfterJob(Job job, boolean succeeded, BlockNode replaced, BlockNode opened) {
+        if (job == null) {
+            return;
+        }
+        if (succeeded) {
+            removeWhenGone(job, replaced, false);
+        } else if (opened != null) {
+            removeWhenGone(job, opened, true);
         }
     }
 

@@ -56,7 +56,7 @@ public final class MirrorCommands implements CommandGroup {
     private final JobRegistry jobs;
 
     public MirrorCommands(NodeGraph graph, Devices devices, JobRegistry jobs) {
-        this.nodes = new JobNodes(graph, devices);
+        this.nodes = new JobNodes(graph, devices, jobs);
         this.jobs = jobs;
     }
 
@@ -196,27 +196,15 @@ public final class MirrorCommands implements CommandGroup {
         List<Device> attached = nodes.devices().attachedTo(bs);
         DirtyBitmap bitmap = new DirtyBitmap(size, granularity);
         JobTopFilter filter = new JobTopFilter(type == JobType.COMMIT ? "commit_top" : "mirror_top", bs, bitmap, null);
-        boolean auto = filterNodeName == null;
-        filter.implicit(auto);
-        BlockNode filterNode = new BlockNode(auto ? nodes.graph().nextAutoName() : filterNodeName, auto, filter, false);
+        BlockNode filterNode = nodes.filterNode(filter, filterNodeName);
         Job[] self = new Job[1];
         Actions actions = new Actions(attached, bs, target, filterNode, targetOwned, self, extraRelease);
         MirrorJob driver = new MirrorJob(new MirrorJob.Params(type, sync, base, bufSize, onSource, onTarget, unmap),
                 bs, target, filter, bitmap, actions);
-        Job job = jobs.create(jobId, driver, List.of(bs, target), speed == null ? 0 : speed,
-                autoFinalize == null || autoFinalize, autoDismiss == null || autoDismiss);
+        Job job = nodes.createJob(jobId, driver, List.of(bs, target), speed, autoFinalize, autoDismiss);
         self[0] = job;
-        try {
-            nodes.graph().register(filterNode);
-        } catch (IoError e) {
-            jobs.discard(job);
-            throw QmpError.generic(e.getMessage());
-        }
-        jobs.block(job, filterNode);
         // bdrv_append(mirror_top_bs, bs): from now on every guest write is tracked.
-        for (Device d : attached) {
-            nodes.devices().replaceRoot(d, filterNode);
-        }
+        nodes.insertFilter(job, attached, filterNode);
         jobs.start(job);
         return job;
     }
@@ -265,31 +253,22 @@ public final class MirrorCommands implements CommandGroup {
         }
 
         @Override
-        public synchronized void pivot() {
-            if (detached) {
-                return;
-            }
-            detached = true;
-            moveDevices(target);
-            nodes.graph().unregister(filterNode);
+        public void pivot() {
+            removeFilterOnce(target);
         }
 
         @Override
-        public synchronized void detach() {
+        public void detach() {
+            removeFilterOnce(source);
+        }
+
+        /** Pivot and detach both end the filter; whichever comes first decides where devices go. */
+        private synchronized void removeFilterOnce(BlockNode to) {
             if (detached) {
                 return;
             }
             detached = true;
-            moveDevices(source);
-            nodes.graph().unregister(filterNode);
-        }
-
-        private void moveDevices(BlockNode to) {
-            for (Device d : attached) {
-                if (d.root() == filterNode) {
-                    nodes.devices().replaceRoot(d, to);
-                }
-            }
+            nodes.removeFilter(attached, filterNode, to);
         }
 
         @Override
@@ -298,11 +277,7 @@ public final class MirrorCommands implements CommandGroup {
             if (j == null) {
                 return;
             }
-            if (pivoted) {
-                nodes.removeWhenGone(j, source, false);
-            } else if (targetOwned) {
-                nodes.removeWhenGone(j, target, true);
-            }
+            nodes.releaseAfterJob(j, pivoted, source, targetOwned ? target : null);
             if (extraRelease != null) {
                 extraRelease.accept(j, pivoted);
             }

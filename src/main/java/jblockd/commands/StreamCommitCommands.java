@@ -48,7 +48,7 @@ public final class StreamCommitCommands implements CommandGroup {
     private final MirrorCommands mirror;
 
     public StreamCommitCommands(NodeGraph graph, Devices devices, JobRegistry jobs) {
-        this.nodes = new JobNodes(graph, devices);
+        this.nodes = new JobNodes(graph, devices, jobs);
         this.jobs = jobs;
         this.mirror = new MirrorCommands(graph, devices, jobs);
     }
@@ -102,15 +102,13 @@ public final class StreamCommitCommands implements CommandGroup {
             }
         }
         if (a.baseNode() != null) {
-            base = nodes.graph().node(a.baseNode()).orElseThrow(() ->
-                    QmpError.generic("Cannot find device='' nor node-name='" + a.baseNode() + "'"));
+            base = nodes.namedNode(a.baseNode());
             if (base == bs || !Chain.contains(bs, base)) {
                 throw QmpError.generic("Node '" + a.baseNode() + "' is not a backing image of '" + a.device() + "'");
             }
         }
         if (a.bottom() != null) {
-            BlockNode bottom = nodes.graph().node(a.bottom()).orElseThrow(() ->
-                    QmpError.generic("Cannot find device='' nor node-name='" + a.bottom() + "'"));
+            BlockNode bottom = nodes.namedNode(a.bottom());
             if (bottom == bs || !Chain.contains(bs, bottom)) {
                 throw QmpError.generic("Node '" + a.bottom() + "' is not in a chain starting from '"
                         + a.device() + "'");
@@ -132,11 +130,8 @@ public final class StreamCommitCommands implements CommandGroup {
         final BlockNode fbase = base;
         List<Device> attached = nodes.devices().attachedTo(bs);
         RangeLocks locks = new RangeLocks(StreamJob.CHUNK);
-        JobTopFilter filter = new JobTopFilter("copy-on-read", bs, null, locks);
-        boolean auto = a.filterNodeName() == null;
-        filter.implicit(auto);
-        BlockNode filterNode = new BlockNode(auto ? nodes.graph().nextAutoName() : a.filterNodeName(), auto,
-                filter, false);
+        BlockNode filterNode = nodes.filterNode(new JobTopFilter("copy-on-read", bs, null, locks),
+                a.filterNodeName());
         BlockNode oldBacking = bs.driver().backing();
         Job[] self = new Job[1];
         StreamJob driver = new StreamJob(bs, base, onError, locks, new StreamJob.GraphActions() {
@@ -151,41 +146,18 @@ public final class StreamCommitCommands implements CommandGroup {
 
             @Override
             public void release(boolean rebased) {
-                removeFilter(attached, filterNode, bs);
+                nodes.removeFilter(attached, filterNode, bs);
                 if (rebased && oldBacking != null && oldBacking != fbase && self[0] != null) {
                     nodes.removeWhenGone(self[0], oldBacking, false);
                 }
             }
         });
-        Job job = jobs.create(nodes.defaultJobId(a.jobId(), bs), driver, layers,
-                a.speed() == null ? 0 : a.speed(), a.autoFinalize() == null || a.autoFinalize(),
-                a.autoDismiss() == null || a.autoDismiss());
+        Job job = nodes.createJob(nodes.defaultJobId(a.jobId(), bs), driver, layers, a.speed(), a.autoFinalize(),
+                a.autoDismiss());
         self[0] = job;
-        insertFilter(job, attached, filterNode);
+        nodes.insertFilter(job, attached, filterNode);
         jobs.start(job);
         return job;
-    }
-
-    private void insertFilter(Job job, List<Device> attached, BlockNode filterNode) throws QmpError {
-        try {
-            nodes.graph().register(filterNode);
-        } catch (IoError e) {
-            jobs.discard(job);
-            throw QmpError.generic(e.getMessage());
-        }
-        jobs.block(job, filterNode);
-        for (Device d : attached) {
-            nodes.devices().replaceRoot(d, filterNode);
-        }
-    }
-
-    private void removeFilter(List<Device> attached, BlockNode filterNode, BlockNode below) {
-        for (Device d : attached) {
-            if (d.root() == filterNode) {
-                nodes.devices().replaceRoot(d, below);
-            }
-        }
-        nodes.graph().unregister(filterNode);
     }
 
     // ------------------------------------------------------------------ block-commit
@@ -205,11 +177,7 @@ public final class StreamCommitCommands implements CommandGroup {
         if (a.topNode() != null && a.top() != null) {
             throw QmpError.generic("'top-node' and 'top' are mutually exclusive");
         } else if (a.topNode() != null) {
-            top = nodes.graph().node(a.topNode()).orElseThrow(() ->
-                    QmpError.generic("Cannot find device='' nor node-name='" + a.topNode() + "'"));
-            if (!Chain.contains(bs, top)) {
-                throw QmpError.generic("'" + a.topNode() + "' is not in this backing file chain");
-            }
+            top = namedInChain(a.topNode(), bs);
         } else if (a.top() != null) {
             if (!bs.driver().filename().equals(a.top())) {
                 top = findBackingImage(bs, a.top());
@@ -222,11 +190,7 @@ public final class StreamCommitCommands implements CommandGroup {
         if (a.baseNode() != null && a.base() != null) {
             throw QmpError.generic("'base-node' and 'base' are mutually exclusive");
         } else if (a.baseNode() != null) {
-            base = nodes.graph().node(a.baseNode()).orElseThrow(() ->
-                    QmpError.generic("Cannot find device='' nor node-name='" + a.baseNode() + "'"));
-            if (!Chain.contains(top, base)) {
-                throw QmpError.generic("'" + a.baseNode() + "' is not in this backing file chain");
-            }
+            base = namedInChain(a.baseNode(), top);
         } else if (a.base() != null) {
             base = findBackingImage(top, a.base());
             if (base == null) {
@@ -268,6 +232,15 @@ public final class StreamCommitCommands implements CommandGroup {
         }
     }
 
+    /** block-commit's top-node / base-node: a node name whose node is in {@code chainTop}'s chain. */
+    private BlockNode namedInChain(String nodeName, BlockNode chainTop) throws QmpError {
+        BlockNode n = nodes.namedNode(nodeName);
+        if (!Chain.contains(chainTop, n)) {
+            throw QmpError.generic("'" + nodeName + "' is not in this backing file chain");
+        }
+        return n;
+    }
+
     /**
      * The node commit writes through: the base itself when it is writable, else the base image
      * opened once more read-write (QEMU reopens base read-write for the job instead).
@@ -289,11 +262,9 @@ public final class StreamCommitCommands implements CommandGroup {
         int granularity = MirrorCommands.defaultGranularity(writer);
         return mirror.startMirror(JobType.COMMIT, jobId, bs, writer, base, MirrorSyncMode.TOP, granularity,
                 jblockd.job.mirror.MirrorJob.DEFAULT_BUF_SIZE, onError, onError, true, a.filterNodeName(),
-                a.speed(), a.autoFinalize(), a.autoDismiss(), false, (job, pivoted) -> {
-                    if (!pivoted && ownWriter) {
-                        nodes.removeWhenGone(job, writer, true);
-                    }
-                });
+                a.speed(), a.autoFinalize(), a.autoDismiss(), false, (job, pivoted) ->
+                        // the mirror releases the replaced chain itself; the base writer is ours
+                        nodes.releaseAfterJob(job, pivoted, null, ownWriter ? writer : null));
     }
 
     private Job intermediateCommit(BlockCommitArgs a, String jobId, BlockNode bs, BlockNode top, BlockNode base,
@@ -316,21 +287,12 @@ public final class StreamCommitCommands implements CommandGroup {
 
             @Override
             public void release(boolean rebased) {
-                Job j = self[0];
-                if (j == null) {
-                    return;
-                }
-                if (rebased) {
-                    nodes.removeWhenGone(j, top, false);
-                } else if (ownWriter) {
-                    nodes.removeWhenGone(j, writer, true);
-                }
+                nodes.releaseAfterJob(self[0], rebased, top, ownWriter ? writer : null);
             }
         });
         List<BlockNode> blocked = new ArrayList<>(layers);
         blocked.add(writer);
-        Job job = jobs.create(jobId, driver, blocked, a.speed() == null ? 0 : a.speed(),
-                a.autoFinalize() == null || a.autoFinalize(), a.autoDismiss() == null || a.autoDismiss());
+        Job job = nodes.createJob(jobId, driver, blocked, a.speed(), a.autoFinalize(), a.autoDismiss());
         self[0] = job;
         jobs.start(job);
         return job;

@@ -48,13 +48,7 @@ public final class DirtyBitmap {
 
     /** Marks every granule that {@code [offset, offset+len)} touches (clipped to the length). */
     public synchronized void mark(long offset, long len) {
-        int[] r = range(offset, len);
-        if (r == null) {
-            return;
-        }
-        int before = bits.get(r[0], r[1]).cardinality();
-        bits.set(r[0], r[1]);
-        dirtyGranules += (r[1] - r[0]) - before;
+        set(offset, len, true);
     }
 
     /** Marks everything (mirror sync=full's initial state). */
@@ -64,13 +58,18 @@ public final class DirtyBitmap {
 
     /** Clears every granule that {@code [offset, offset+len)} touches. */
     public synchronized void clear(long offset, long len) {
+        set(offset, len, false);
+    }
+
+    /** Sets the granules {@code [offset, offset+len)} touches, keeping the dirty count exact. */
+    private void set(long offset, long len, boolean dirty) {
         int[] r = range(offset, len);
         if (r == null) {
             return;
         }
         int before = bits.get(r[0], r[1]).cardinality();
-        bits.clear(r[0], r[1]);
-        dirtyGranules -= before;
+        bits.set(r[0], r[1], dirty);
+        dirtyGranules += (dirty ? r[1] - r[0] : 0) - before;
     }
 
     public synchronized boolean isDirty(long offset) {

@@ -73,29 +73,18 @@ class MirrorGuestWritesIT {
         return cmds;
     }
 
-    private static List<String> qemuIo(String fmt, String target, List<String> script) {
-        List<String> cmd = new ArrayList<>(List.of("qemu-io", "-f", fmt));
-        cmd.addAll(script);
-        cmd.add(target);
-        return cmd;
-    }
-
     private Process startWriter(List<String> script) throws Exception {
-        Path sock = dir.resolve("nbd.sock");
-        return new ProcessBuilder(qemuIo("raw", "nbd+unix:///disk?socket=" + sock, script))
-                .redirectErrorStream(true).redirectOutput(dir.resolve("writer.log").toFile()).start();
+        return Tools.startGuestWriter(dir, script);
     }
 
     private DaemonProcess daemon() throws Exception {
-        return DaemonProcess.start(dir, "--drive", "id=drive0,file=" + src + ",format=raw",
-                "--nbd-server", "addr.type=unix,addr.path=" + dir.resolve("nbd.sock"),
-                "--export", "type=nbd,id=e0,node-name=drive0,name=disk,writable=on");
+        return Tools.daemonWithExport(dir, "id=drive0,file=" + src + ",format=raw");
     }
 
     @Test
     void completeUnderSteadyGuestWritesLosesNothing() throws Exception {
         List<String> script = script(600, 3, 11);
-        Tools.ok(qemuIo("raw", expected.toString(), script).toArray(String[]::new));
+        Tools.ok(Tools.qemuIo("raw", expected.toString(), script));
         try (DaemonProcess d = daemon(); QmpTestClient c = d.connect()) {
             writer = startWriter(script);
             Thread.sleep(200);
@@ -118,7 +107,7 @@ class MirrorGuestWritesIT {
     @Test
     void blockdevMirrorOfANodeExportedByNodeNamePivotsTheExport() throws Exception {
         List<String> script = script(300, 3, 13);
-        Tools.ok(qemuIo("raw", expected.toString(), script).toArray(String[]::new));
+        Tools.ok(Tools.qemuIo("raw", expected.toString(), script));
         Tools.ok("qemu-img", "create", "-q", "-f", "raw", tgt.toString(), "32M");
         try (DaemonProcess d = DaemonProcess.start(dir, "--nbd-server",
                 "addr.type=unix,addr.path=" + dir.resolve("nbd.sock")); QmpTestClient c = d.connect()) {
@@ -147,7 +136,7 @@ class MirrorGuestWritesIT {
     @Test
     void cancelAfterReadyLeavesTheSourceInUseAndAnExactCopy() throws Exception {
         List<String> script = script(200, 2, 12);
-        Tools.ok(qemuIo("raw", expected.toString(), script).toArray(String[]::new));
+        Tools.ok(Tools.qemuIo("raw", expected.toString(), script));
         try (DaemonProcess d = daemon(); QmpTestClient c = d.connect()) {
             writer = startWriter(script);
             c.executeOk("drive-mirror", Map.of("device", "drive0", "target", tgt.toString(), "sync", "full"));

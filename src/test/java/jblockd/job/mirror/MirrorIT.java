@@ -96,7 +96,7 @@ class MirrorIT {
         Path out = dir.resolve("out.qcow2");
         Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", base.toString(), "16M");
         Tools.write(base, "qcow2", 0x11, 0, 8 * MIB);
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", base.toString(), "-F", "qcow2", top.toString());
+        Tools.qcow2Overlay(base, top);
         Tools.write(top, "qcow2", 0x33, 4 * MIB, 2 * MIB);
         try (DaemonProcess d = DaemonProcess.start(dir, "--drive", "id=drive0,file=" + top + ",format=qcow2");
              QmpTestClient c = d.connect()) {

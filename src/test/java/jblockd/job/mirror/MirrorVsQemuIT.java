@@ -51,18 +51,7 @@ class MirrorVsQemuIT {
 
     private Peer qemu(Path src) throws IOException {
         Path sock = dir.resolve("qemu-" + System.nanoTime() + ".sock");
-        Process p = new ProcessBuilder("qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none",
-                "-qmp", "unix:" + sock + ",server=on,wait=off",
-                "-drive", "if=none,id=drive0,file=" + src + ",format=raw")
-                .redirectErrorStream(true).redirectOutput(dir.resolve("qemu.log").toFile()).start();
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-        while (!Files.exists(sock) && System.nanoTime() < deadline) {
-            try {
-                Thread.sleep(20);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
-        }
+        Process p = Tools.startQemu(sock, dir.resolve("qemu.log"), src, "raw");
         QmpTestClient c = QmpTestClient.connectUnix(sock);
         return new Peer() {
             public QmpTestClient client() {

@@ -43,9 +43,7 @@ class StreamCommitGuestWritesIT {
         Path mid = dir.resolve("mid.qcow2");
         top = dir.resolve("top.qcow2");
         expected = dir.resolve("expected.raw");
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", base.toString(), "32M");
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", base.toString(), "-F", "qcow2", mid.toString());
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", mid.toString(), "-F", "qcow2", top.toString());
+        Tools.qcow2Chain(base, mid, top, "32M");
         Tools.write(base, "qcow2", 0x11, 0, 12 * MIB);
         Tools.write(mid, "qcow2", 0x22, 8 * MIB, 12 * MIB);
         Tools.write(top, "qcow2", 0x33, 16 * MIB, 8 * MIB);
@@ -74,22 +72,12 @@ class StreamCommitGuestWritesIT {
         return cmds;
     }
 
-    private static String[] qemuIo(String fmt, String target, List<String> script) {
-        List<String> cmd = new ArrayList<>(List.of("qemu-io", "-f", fmt));
-        cmd.addAll(script);
-        cmd.add(target);
-        return cmd.toArray(String[]::new);
-    }
-
     private DaemonProcess daemon() throws Exception {
-        return DaemonProcess.start(dir, "--drive", "id=drive0,file=" + top + ",format=qcow2",
-                "--nbd-server", "addr.type=unix,addr.path=" + dir.resolve("nbd.sock"),
-                "--export", "type=nbd,id=e0,node-name=drive0,name=disk,writable=on");
+        return Tools.daemonWithExport(dir, "id=drive0,file=" + top + ",format=qcow2");
     }
 
     private void startWriter(List<String> script) throws Exception {
-        writer = new ProcessBuilder(qemuIo("raw", "nbd+unix:///disk?socket=" + dir.resolve("nbd.sock"), script))
-                .redirectErrorStream(true).redirectOutput(dir.resolve("writer.log").toFile()).start();
+        writer = Tools.startGuestWriter(dir, script);
     }
 
     private void awaitWriter() throws Exception {
@@ -102,7 +90,7 @@ class StreamCommitGuestWritesIT {
     @Test
     void streamUnderGuestWritesKeepsEveryGuestWrite() throws Exception {
         List<String> script = script(400, 21);
-        Tools.ok(qemuIo("raw", expected.toString(), script));
+        Tools.ok(Tools.qemuIo("raw", expected.toString(), script));
         try (DaemonProcess d = daemon(); QmpTestClient c = d.connect()) {
             startWriter(script);
             Thread.sleep(100);
@@ -121,7 +109,7 @@ class StreamCommitGuestWritesIT {
     @Test
     void activeCommitUnderGuestWritesLosesNothing() throws Exception {
         List<String> script = script(400, 22);
-        Tools.ok(qemuIo("raw", expected.toString(), script));
+        Tools.ok(Tools.qemuIo("raw", expected.toString(), script));
         try (DaemonProcess d = daemon(); QmpTestClient c = d.connect()) {
             startWriter(script);
             Thread.sleep(100);

@@ -38,9 +38,7 @@ class StreamCommitIT {
         base = dir.resolve("base.qcow2");
         mid = dir.resolve("mid.qcow2");
         top = dir.resolve("top.qcow2");
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", base.toString(), "16M");
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", base.toString(), "-F", "qcow2", mid.toString());
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", mid.toString(), "-F", "qcow2", top.toString());
+        Tools.qcow2Chain(base, mid, top, "16M");
         Tools.write(base, "qcow2", 0x11, 0, 4 * MIB);
         Tools.write(mid, "qcow2", 0x22, 4 * MIB, 4 * MIB);
         Tools.write(top, "qcow2", 0x33, 8 * MIB, 4 * MIB);

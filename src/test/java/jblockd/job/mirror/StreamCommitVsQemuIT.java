@@ -42,9 +42,7 @@ class StreamCommitVsQemuIT {
         Path base = d.resolve("base.qcow2");
         Path mid = d.resolve("mid.qcow2");
         Path top = d.resolve("top.qcow2");
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", base.toString(), "16M");
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", base.toString(), "-F", "qcow2", mid.toString());
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", mid.toString(), "-F", "qcow2", top.toString());
+        Tools.qcow2Chain(base, mid, top, "16M");
         Tools.write(base, "qcow2", 0x11, 0, 4 * MIB);
         Tools.write(mid, "qcow2", 0x22, 4 * MIB, 4 * MIB);
         Tools.write(top, "qcow2", 0x33, 8 * MIB, 4 * MIB);
@@ -115,15 +113,8 @@ class StreamCommitVsQemuIT {
         Path qd = chain("qemu");
         List<String> qev;
         Path sock = qd.resolve("qmp.sock");
-        Process p = new ProcessBuilder("qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none",
-                "-qmp", "unix:" + sock + ",server=on,wait=off",
-                "-drive", "if=none,id=drive0,file=" + qd.resolve("top.qcow2") + ",format=qcow2")
-                .redirectErrorStream(true).redirectOutput(qd.resolve("qemu.log").toFile()).start();
+        Process p = Tools.startQemu(sock, qd.resolve("qemu.log"), qd.resolve("top.qcow2"), "qcow2");
         try {
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-            while (!Files.exists(sock) && System.nanoTime() < deadline) {
-                Thread.sleep(20);
-            }
             try (QmpTestClient c = QmpTestClient.connectUnix(sock)) {
                 qev = scenario.run(c, qd);
                 c.executeOk("quit");

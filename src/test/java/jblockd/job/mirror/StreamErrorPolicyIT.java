@@ -38,7 +38,7 @@ class StreamErrorPolicyIT {
         Path top = dir.resolve("top.qcow2");
         Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", base.toString(), "16M");
         Tools.write(base, "qcow2", 0x11, 0, 4 * MIB);
-        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", base.toString(), "-F", "qcow2", mid.toString());
+        Tools.qcow2Overlay(base, mid);
         Tools.write(mid, "qcow2", 0x22, 4 * MIB, 4 * MIB);
         JsonNode map = QmpTestClient.json(Tools.ok("qemu-img", "map", "--output=json", mid.toString()));
         long midData = 0;
