@@ -143,6 +143,7 @@ public final class Qcow2Driver implements BlockDriver {
             }
         }
         Metadata meta = new Metadata(file, h);
+        meta.markCorruptOnDisk = !ro;
         if (!ro && h.autoclear != 0) {
             // We maintain none of the autoclear features (bitmaps, raw external data): clearing
             // the bits tells their users the data is stale (qcow2.txt "autoclear features").
@@ -320,6 +321,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (len == 0) {
             return;
         }
+        refuseWritesIfCorrupt();
         long g0 = offset >>> clusterBits;
         long g1 = (offset + len - 1) >>> clusterBits;
         boolean done = false;
@@ -487,7 +489,19 @@ public final class Qcow2Driver implements BlockDriver {
         unmapRange(offset, length, Unmap.DISCARD);
     }
 
+    /**
+     * Once corruption was found at runtime no write reaches the image: allocating on top of
+     * broken metadata could overwrite data or other metadata (QEMU stops all I/O to it).
+     */
+    private void refuseWritesIfCorrupt() throws IoError {
+        String c = meta.corruption();
+        if (c != null) {
+            throw new IoError(Errno.EIO, "qcow2: image is marked corrupt (" + c + "); writes are refused");
+        }
+    }
+
     private void unmapRange(long offset, long length, Unmap mode) throws IOException {
+        refuseWritesIfCorrupt();
         long end = offset + length;
         long a = (offset + clusterMask()) & ~clusterMask();
         // The partial last cluster of the image counts as whole (nothing follows it).
