@@ -438,7 +438,24 @@ public final class Qcow2Driver implements BlockDriver {
                 cow[i] = old[i];
             }
         }
-        writeData(offset, src, hosts, cow);
+        try {
+            writeData(offset, src, hosts, cow);
+        } catch (IOException e) {
+            // The data write failed (ENOSPC, EIO) before any L2 entry points at the fresh
+            // clusters: give them back, or each failed write leaks them (qemu-img check:
+            // "leaked clusters"). QEMU does the same in qcow2_alloc_cluster_abort().
+            if (fresh > 0) {
+                meta.lock.lock();
+                try {
+                    meta.addRefcount(hostStart >>> clusterBits, fresh, -1);
+                } catch (IOException e2) {
+                    e.addSuppressed(e2); // only a leak remains
+                } finally {
+                    meta.lock.unlock();
+                }
+            }
+            throw e;
+        }
         if (fresh == 0) {
             return;
         }
