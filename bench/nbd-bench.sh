@@ -6,6 +6,8 @@
 #     and --connections=4 (nbdcopy uses multi-conn only when the server advertises
 #     CAN_MULTI_CONN: jblockd does, qemu-nbd 7.2 does not for writable exports);
 #   - fio --ioengine=nbd 4 KiB random read and write IOPS, iodepth 16, 10 s each.
+# Both servers first get one unmeasured read pass (JIT warm-up, page cache).
+# The machine is shared: run it when idle, or several times, and compare the ratios.
 # Prints one line per figure and the jblockd/qemu-nbd ratios.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -65,8 +67,14 @@ copy() { # name server conns direction
 fio_iops() { # name server rw
     R[$1]=$(fio --name=b --ioengine=nbd --uri="$(uri "$2")" --rw="$3" --bs=4k --iodepth=16 \
         --runtime="$FIO_SECONDS" --time_based --size="${SIZE_MIB}m" --output-format=terse 2>/dev/null |
-        awk -F';' -v rw="$3" '{ print (rw == "randread") ? $8 : $49 }')
+        awk -F';' -v rw="$3" '$1 == "3" { print (rw == "randread") ? $8 : $49; exit }')
 }
+
+# Warm-up, the same for both servers: one read pass each (the JVM compiles its hot paths,
+# both page caches hold the image). Not measured.
+for s in j q; do
+    nbdcopy --connections=1 "$(uri "$s")" null:
+done
 
 for s in j q; do
     copy "$s-read-1" "$s" 1 read

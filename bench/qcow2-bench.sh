@@ -3,7 +3,8 @@
 # `qemu-img bench` on the same kind of file, same run, same request shapes:
 #   sequential 1 MiB writes then reads over a fresh 1 GiB image (COUNT1M requests),
 #   "random" 4 KiB writes then reads: offset = i * STEP mod 1 GiB (qemu-img bench -S), COUNT4K requests,
-# DEPTH requests in flight (qemu-img bench -d; virtual threads for us).
+# DEPTH requests in flight (qemu-img bench -d; virtual threads for us), both with the same cache
+# mode (QEMU_CACHE=none: O_DIRECT, cache.direct=on for us; writeback: the page cache).
 # Usage: bench/qcow2-bench.sh [workdir]   (env: COUNT1M=1024 COUNT4K=20000 DEPTH=64 QEMU_CACHE=none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ declare -A J
 while read -r tag name secs _count _bytes; do
     [ "$tag" = RESULT ] && J[$name]=$secs
 done < <("$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -cp "$CP" jblockd.bench.Qcow2Bench \
-    "$IMG" "$COUNT1M" "$COUNT4K" "$DEPTH" "$STEP")
+    "$IMG" "$COUNT1M" "$COUNT4K" "$DEPTH" "$STEP" "$QEMU_CACHE")
 
 printf '%-14s %14s %14s %8s   (qemu-img bench -t %s, depth %s)\n' phase jblockd qemu-img ratio "$QEMU_CACHE" "$DEPTH"
 for p in seq-write-1M seq-read-1M rand-write-4k rand-read-4k; do

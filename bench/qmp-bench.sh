@@ -8,4 +8,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ -d target/test-classes/jblockd/bench ] || ./mvnw -q -B -o test-compile >&2
 cp="target/test-classes:target/classes:$(cat target/runtime-classpath.txt)"
 # test dependencies (jackson is already in the runtime classpath)
-exec "$JAVA" --enable-native-access=ALL-UNNAMED -cp "$cp" jblockd.bench.QmpLatencyBench "${1:-5000}" ${2:+"$2"}
+exec "$JAVA" --enable-native-access=ALL-UNNAMED -Djblockd.daemon.jvmArgs= -cp "$cp" jblockd.bench.QmpLatencyBench "${1:-5000}" ${2:+"$2"}

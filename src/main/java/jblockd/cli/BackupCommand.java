@@ -18,11 +18,12 @@ import picocli.CommandLine.Parameters;
  */
 @Command(name = "backup", sortOptions = false,
         customSynopsis = {"jblockctl backup [OPTIONS] DEVICE TARGET",
-                "jblockctl backup --image SOURCE [OPTIONS] TARGET",
-                "jblockctl backup --demo [OPTIONS] [TARGET]"},
-        description = {"Point-in-time backup (drive-backup) of DEVICE into the image file TARGET, with a live",
-                "progress bar. With --image, runs an embedded daemon on SOURCE instead of connecting to one,",
-                "backs it up and verifies TARGET against it; --demo does the same on a sample image it creates."})
+                "       jblockctl backup --image SOURCE [OPTIONS] TARGET",
+                "       jblockctl backup --demo [OPTIONS] [TARGET]"},
+        header = "Point-in-time backup (drive-backup) of DEVICE into the image file TARGET, with progress.",
+        description = "With --image, runs an embedded daemon on SOURCE instead of connecting to one, backs it up"
+                + " and verifies TARGET against it (exit 0 only when identical); --demo does the same on a sample"
+                + " image it creates in ./jblockd-demo/.")
 final class BackupCommand extends JobStartCommand {
 
     @Parameters(arity = "0..2", paramLabel = "ARGS", hidden = true)

@@ -10,9 +10,9 @@ import picocli.CommandLine.Parameters;
 
 /** {@code jblockctl commit DEVICE}: block-commit. */
 @Command(name = "commit", sortOptions = false,
-        description = {"Push the data of TOP (default: the active layer) down into BASE (block-commit).",
-                "Committing the active layer reaches READY: like mirror, the command then returns,",
-                "or pivots with --complete, or follows to the end with --wait."})
+        header = "Push the data of TOP (default: the active layer) down into BASE (block-commit).",
+        description = "Committing the active layer reaches READY: like mirror, the command then returns,"
+                + " or completes with --complete, or follows to the end with --wait.")
 final class CommitCommand extends JobStartCommand {
     @Parameters(index = "0", paramLabel = "DEVICE")
     String device;

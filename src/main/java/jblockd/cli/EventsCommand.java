@@ -19,8 +19,8 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.ParentCommand;
 
 /** {@code jblockctl events}: follows the event stream. */
-@Command(name = "events", description = {"Print events as they arrive, one per line, until interrupted or the daemon quits.",
-        "With --json, each event exactly as the daemon sent it."})
+@Command(name = "events", header = "Print events as they arrive, one per line, until interrupted or the daemon quits.",
+        description = "With --json, each event exactly as the daemon sent it.")
 final class EventsCommand implements Callable<Integer> {
     private static final DateTimeFormatter TIME = DateTimeFormatter.ofPattern("HH:mm:ss.SSSSSS")
             .withZone(ZoneId.systemDefault());

@@ -13,8 +13,8 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.ParentCommand;
 
 /** {@code jblockctl info}: run state, devices, nodes, exports and jobs as tables. */
-@Command(name = "info", description = {"Show the run state, devices, nodes, exports and jobs as tables",
-        "(query-status, query-block, query-named-block-nodes, query-block-exports, query-block-jobs)."})
+@Command(name = "info", header = "Show the run state, devices, nodes, exports and jobs as tables.",
+        description = "From query-status, query-block, query-named-block-nodes, query-block-exports, query-block-jobs.")
 final class InfoCommand implements Callable<Integer> {
     @ParentCommand
     JblockCtl top;

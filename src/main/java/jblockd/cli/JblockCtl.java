@@ -66,8 +66,14 @@ public final class JblockCtl implements Runnable {
         }
     }
 
+    /** The progress display for jobs started by this command. */
     ProgressView progressView() {
-        return ProgressView.forOutput(json, out);
+        return ProgressView.forOutput(json, out, true);
+    }
+
+    /** The progress display for jobs that were already running. */
+    ProgressView attachedView() {
+        return ProgressView.forOutput(json, out, false);
     }
 
     public static void main(String[] args) {
@@ -80,6 +86,9 @@ public final class JblockCtl implements Runnable {
         top.out = out;
         top.err = err;
         CommandLine cl = new CommandLine(top);
+        for (CommandLine sub : cl.getSubcommands().values()) {
+            sub.getCommandSpec().mixinStandardHelpOptions(true); // 'jblockctl backup --help'
+        }
         cl.setOut(new PrintWriter(out, true, StandardCharsets.UTF_8));
         cl.setErr(new PrintWriter(err, true, StandardCharsets.UTF_8));
         cl.setParameterExceptionHandler((ex, a) -> {

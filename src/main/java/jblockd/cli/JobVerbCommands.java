@@ -120,14 +120,14 @@ final class JobVerbCommands {
                 }
                 Job job = qmp.jobs().attach(id); // subscribe first: the end may precede the reply
                 send(qmp);
-                return JobWaiter.await(List.of(job), top.progressView(), JobWaiter.OnReady.WAIT,
+                return JobWaiter.await(List.of(job), top.attachedView(), JobWaiter.OnReady.WAIT,
                         cancelledIsSuccess());
             }
         }
     }
 
-    @Command(name = "cancel", description = {"Cancel a job (block-job-cancel) and wait for it to end.",
-            "A READY mirror cancelled without --force completes, leaving the device on its source."})
+    @Command(name = "cancel", header = "Cancel a job (block-job-cancel) and wait for it to end.",
+        description = "A READY mirror cancelled without --force completes, leaving the device on its source.")
     static final class Cancel extends EndingVerb {
         @Option(names = "--force", description = "Also cancel a paused job, and a READY mirror without completing")
         boolean force;

@@ -12,9 +12,9 @@ import picocli.CommandLine.Parameters;
 
 /** {@code jblockctl mirror DEVICE TARGET}: drive-mirror, followed until READY (or the end). */
 @Command(name = "mirror", sortOptions = false,
-        description = {"Mirror DEVICE into the image file TARGET (drive-mirror) and keep it in sync.",
-                "Waits until the mirror is READY and returns, leaving it in sync (then 'complete' pivots,",
-                "'cancel' stops); --complete pivots at once when READY; --wait follows it to its end."})
+        header = "Mirror DEVICE into the image file TARGET (drive-mirror) and keep it in sync.",
+        description = "Waits until the mirror is READY and returns, leaving it in sync (then 'complete' pivots,"
+                + " 'cancel' stops); --complete pivots at once when READY; --wait follows it to its end.")
 final class MirrorCommand extends JobStartCommand {
     @Parameters(index = "0", paramLabel = "DEVICE")
     String device;

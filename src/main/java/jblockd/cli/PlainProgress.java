@@ -16,10 +16,12 @@ final class PlainProgress implements ProgressView {
     private final PrintStream out;
     private final Map<String, Long> lastPrint = new HashMap<>();
     private final Map<String, String> lastState = new HashMap<>();
-    private final long start = System.nanoTime();
+    private final long start;
 
-    PlainProgress(PrintStream out) {
+    /** {@code timed}: the jobs start now (their duration is shown at the end). */
+    PlainProgress(PrintStream out, boolean timed) {
         this.out = out;
+        this.start = timed ? System.nanoTime() : Long.MIN_VALUE;
     }
 
     @Override
@@ -38,7 +40,7 @@ final class PlainProgress implements ProgressView {
     @Override
     public synchronized void finish(JobProgress last, JobResult r) {
         out.println(ProgressLine.render(last, false));
-        out.println(ProgressLine.result(r, (System.nanoTime() - start) / 1e9));
+        out.println(ProgressLine.result(r, start == Long.MIN_VALUE ? -1 : (System.nanoTime() - start) / 1e9));
         out.flush();
     }
 

@@ -16,11 +16,14 @@ interface ProgressView {
     /** A one-line note (e.g. "mirror is ready"). */
     void note(String jobId, String text);
 
-    /** Chooses the view for this process's stdout. */
-    static ProgressView forOutput(boolean json, java.io.PrintStream out) {
+    /**
+     * Chooses the view for this process's stdout; {@code timed}: the jobs are started now, so
+     * their duration can be shown (not for jobs we only attach to).
+     */
+    static ProgressView forOutput(boolean json, java.io.PrintStream out, boolean timed) {
         if (json) {
             return new JsonProgress(out);
         }
-        return Terminal.stdoutIsTerminal() ? new TtyProgress(out) : new PlainProgress(out);
+        return Terminal.stdoutIsTerminal() ? new TtyProgress(out, timed) : new PlainProgress(out, timed);
     }
 }

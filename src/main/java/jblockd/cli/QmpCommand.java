@@ -12,9 +12,8 @@ import picocli.CommandLine.Parameters;
 import picocli.CommandLine.ParentCommand;
 
 /** {@code jblockctl qmp 'JSON'} / {@code jblockctl qmp CMD key=value ...}: passthrough. */
-@Command(name = "qmp", description = {"Send one QMP request and print the reply as the daemon sent it.",
-        "REQUEST is a JSON object ('{\"execute\":\"query-status\"}') or qmp-shell syntax: CMD key=value ...",
-        "Exit code 1 when the reply is an error."})
+@Command(name = "qmp", header = "Send one QMP request and print the reply as the daemon sent it.",
+        description = "REQUEST is a JSON object ('{\"execute\":\"query-status\"}') or qmp-shell syntax: CMD key=value ... Exit code 1 when the reply is an error.")
 final class QmpCommand implements Callable<Integer> {
     @ParentCommand
     JblockCtl top;

@@ -27,10 +27,8 @@ import picocli.CommandLine.ParentCommand;
  * appended to {@code ~/.jblockctl_history}; {@code help [PREFIX]} and {@code PREFIX?} list
  * command names.
  */
-@Command(name = "shell", description = {"Interactive QMP shell (like qmp-shell): 'CMD key=value ...' or a JSON request per line.",
-        "On a terminal: line editing, Up/Down history, Tab completes command names.",
-        "Built-ins: help [PREFIX] and PREFIX? (list commands), history, !N and !! (repeat), exit (or Ctrl-D).",
-        "'quit' is sent to the daemon, as in qmp-shell. Events are printed as they arrive."})
+@Command(name = "shell", header = "Interactive QMP shell (like qmp-shell): 'CMD key=value ...' or a JSON request per line.",
+        description = "On a terminal: line editing, Up/Down history, Tab completes command names. Built-ins: help [PREFIX] and PREFIX? (list commands), history, !N and !! (repeat), exit (or Ctrl-D). 'quit' is sent to the daemon, as in qmp-shell. Events are printed as they arrive.")
 final class ShellCommand implements Callable<Integer> {
     static final String HISTORY_ENV = "JBLOCKCTL_HISTORY";
     private static final int HISTORY_KEEP = 1000;

@@ -14,11 +14,13 @@ import jblockd.client.JobResult;
 final class TtyProgress implements ProgressView {
     private final PrintStream out;
     private final Map<String, String> lines = new LinkedHashMap<>();
-    private final long start = System.nanoTime();
+    private final long start;
     private int drawn;
 
-    TtyProgress(PrintStream out) {
+    /** {@code timed}: the jobs start now (their duration is shown at the end). */
+    TtyProgress(PrintStream out, boolean timed) {
         this.out = out;
+        this.start = timed ? System.nanoTime() : Long.MIN_VALUE;
     }
 
     @Override
@@ -32,7 +34,7 @@ final class TtyProgress implements ProgressView {
         // the finished job's final bar and its result move above the bars still running
         lines.remove(r.id());
         redraw("\r" + ProgressLine.render(last, true) + "\u001b[K\n\r"
-                + ProgressLine.result(r, (System.nanoTime() - start) / 1e9) + "\u001b[K\n");
+                + ProgressLine.result(r, start == Long.MIN_VALUE ? -1 : (System.nanoTime() - start) / 1e9) + "\u001b[K\n");
     }
 
     @Override

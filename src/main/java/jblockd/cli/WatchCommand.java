@@ -11,8 +11,8 @@ import picocli.CommandLine.Parameters;
 import picocli.CommandLine.ParentCommand;
 
 /** {@code jblockctl watch [JOB...]}: progress bars of running jobs until they end. */
-@Command(name = "watch", description = {"Follow jobs (default: every current block job) with progress bars until they end.",
-        "Exit code 0 when all completed, 1 when any failed or was cancelled."})
+@Command(name = "watch", header = "Follow jobs (default: every current block job) with progress bars until they end.",
+        description = "Exit code 0 when all completed, 1 when any failed or was cancelled.")
 final class WatchCommand implements Callable<Integer> {
     @ParentCommand
     JblockCtl top;
@@ -35,7 +35,7 @@ final class WatchCommand implements Callable<Integer> {
             for (String id : which) {
                 jobs.add(qmp.jobs().attach(id));
             }
-            return JobWaiter.await(jobs, top.progressView(), JobWaiter.OnReady.WAIT, false);
+            return JobWaiter.await(jobs, top.attachedView(), JobWaiter.OnReady.WAIT, false);
         }
     }
 }

@@ -1,5 +1,6 @@
 package jblockd.client;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -240,18 +241,40 @@ public final class Job {
         speed = r.speed();
     }
 
-    /** One query-block-jobs round. */
-    private void poll() {
-        List<BlockJobInfo> jobs = qmp.jobs().queryBlockJobs();
+    /**
+     * One query-block-jobs round. The reply is applied on the reader thread, in order with the
+     * events: a reply generated before {@code J(pending)} cannot overwrite the status after it.
+     */
+    private void poll() throws InterruptedException {
+        CompletableFuture<JsonNode> f = qmp.connection().send("query-block-jobs", null, this::applyPoll);
+        try {
+            f.get();
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof QmpConnectionException c) {
+                throw c;
+            }
+        }
+    }
+
+    private void applyPoll(JsonNode reply) {
+        JsonNode list = reply.get("return");
+        if (list == null || !list.isArray()) {
+            return; // an error reply: the next round retries
+        }
+        BlockJobInfo info = null;
+        for (JsonNode n : list) {
+            if (n.path("device").asText().equals(id)) {
+                info = BlockJobInfo.from(n);
+            }
+        }
         JobResult finished = null;
         synchronized (lock) {
             if (outcome != null) {
                 return;
             }
-            BlockJobInfo info = jobs.stream().filter(j -> j.device().equals(id)).findFirst().orElse(null);
             if (info == null) {
-                // Replies and events share one ordered stream and events are applied before later
-                // replies complete, so a job missing here has ended without us seeing its end.
+                // Events are applied before later replies, so a job missing here has ended
+                // without us seeing its end (attached too late).
                 if (seenInQuery || status != JobStatus.CREATED) {
                     finished = new JobResult(id, type, JobResult.Outcome.FAILED, offset, len,
                             "job disappeared without a completion event");
@@ -289,9 +312,9 @@ public final class Job {
         while (!result.isDone() && qmp.isOpen()) {
             try {
                 poll();
-            } catch (QmpException e) {
-                // a transient refusal; the next round retries
             } catch (QmpConnectionException e) {
+                return;
+            } catch (InterruptedException e) {
                 return;
             }
             try {

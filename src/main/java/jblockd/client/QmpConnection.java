@@ -90,9 +90,37 @@ final class QmpConnection implements AutoCloseable {
         return sendRaw(req);
     }
 
+    /**
+     * Like {@link #send(String, JsonNode)}, and {@code inline} sees the reply on the reader
+     * thread, in stream order with the events: what it applies is never overtaken by an event
+     * the daemon sent after the reply. It must be quick and must not block.
+     */
+    CompletableFuture<JsonNode> send(String command, JsonNode arguments, Consumer<JsonNode> inline) {
+        ObjectNode req = MAPPER.createObjectNode();
+        req.put("execute", command);
+        if (arguments != null && !(arguments.isObject() && arguments.isEmpty())) {
+            req.set("arguments", arguments);
+        }
+        return sendRaw(req, inline);
+    }
+
     /** Sends a request object as it is, adding an {@code id} unless it has one. */
     CompletableFuture<JsonNode> sendRaw(ObjectNode req) {
+        return sendRaw(req, null);
+    }
+
+    private CompletableFuture<JsonNode> sendRaw(ObjectNode req, Consumer<JsonNode> inline) {
         CompletableFuture<JsonNode> f = new CompletableFuture<>();
+        if (inline != null) {
+            // registered before the request is written, so it runs where f is completed: the reader
+            f.thenAccept(reply -> {
+                try {
+                    inline.accept(reply);
+                } catch (RuntimeException e) {
+                    LOG.log(System.Logger.Level.WARNING, "reply handler failed", e);
+                }
+            });
+        }
         synchronized (writeLock) {
             if (closed) {
                 f.completeExceptionally(new QmpConnectionException("QMP connection to " + peer

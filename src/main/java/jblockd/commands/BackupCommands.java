@@ -221,9 +221,12 @@ public final class BackupCommands implements CommandGroup {
         copy.onProgress(job.context()::addOffset);
         bg.attach(jobs, job);
         bg.activate();
-        jobs.start(job);
-        // QEMU drains the source once at the start (jobs.md §5): J(paused) J(running) before the reply.
+        // QEMU drains the source once at the start (jobs.md §5): J(running) J(paused) J(running)
+        // before the reply. The pause is requested before the thread starts, so the job stops at
+        // its entry pause point and no I/O happens before the reply.
         job.drainBegin();
+        jobs.start(job);
+        job.awaitPaused(5, java.util.concurrent.TimeUnit.SECONDS);
         job.drainEnd();
         return job;
     }

@@ -105,7 +105,7 @@ final class JobNodes {
                     throw QmpError.generic("Backing file not supported for file format 'raw'");
                 }
                 creator.create(new ImageCreator.Options(path, size, backingFile, backingFormat, 0, false));
-            } else if (!Files.exists(path)) {
+            } else if (!target.startsWith("blkdebug:") && !Files.exists(path)) {
                 throw QmpError.generic("Could not open '" + target + "': No such file or directory");
             }
             return graph.add(graph.imageOptions(path, format, false, false, nodeName));

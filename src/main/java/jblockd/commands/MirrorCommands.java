@@ -192,14 +192,15 @@ public final class MirrorCommands implements CommandGroup {
         if (filterNodeName != null && nodes.graph().node(filterNodeName).isPresent()) {
             throw QmpError.generic("Duplicate nodes with node-name='" + filterNodeName + "'");
         }
-        Device device = nodes.deviceOf(bs);
+        // Named drives and anonymous users (an NBD export on the node name) all move onto the filter.
+        List<Device> attached = nodes.devices().attachedTo(bs);
         DirtyBitmap bitmap = new DirtyBitmap(size, granularity);
         JobTopFilter filter = new JobTopFilter(type == JobType.COMMIT ? "commit_top" : "mirror_top", bs, bitmap, null);
         boolean auto = filterNodeName == null;
         filter.implicit(auto);
         BlockNode filterNode = new BlockNode(auto ? nodes.graph().nextAutoName() : filterNodeName, auto, filter, false);
         Job[] self = new Job[1];
-        Actions actions = new Actions(device, bs, target, filterNode, targetOwned, self, extraRelease);
+        Actions actions = new Actions(attached, bs, target, filterNode, targetOwned, self, extraRelease);
         MirrorJob driver = new MirrorJob(new MirrorJob.Params(type, sync, base, bufSize, onSource, onTarget, unmap),
                 bs, target, filter, bitmap, actions);
         Job job = jobs.create(jobId, driver, List.of(bs, target), speed == null ? 0 : speed,
@@ -213,8 +214,8 @@ public final class MirrorCommands implements CommandGroup {
         }
         jobs.block(job, filterNode);
         // bdrv_append(mirror_top_bs, bs): from now on every guest write is tracked.
-        if (device != null) {
-            nodes.devices().replaceRoot(device, filterNode);
+        for (Device d : attached) {
+            nodes.devices().replaceRoot(d, filterNode);
         }
         jobs.start(job);
         return job;
@@ -243,7 +244,7 @@ public final class MirrorCommands implements CommandGroup {
 
     /** The graph side of a mirror's end: pivot, detach, release. */
     private final class Actions implements MirrorJob.GraphActions {
-        private final Device device;
+        private final List<Device> attached;
         private final BlockNode source;
         private final BlockNode target;
         private final BlockNode filterNode;
@@ -252,9 +253,9 @@ public final class MirrorCommands implements CommandGroup {
         private final java.util.function.BiConsumer<Job, Boolean> extraRelease;
         private boolean detached;
 
-        Actions(Device device, BlockNode source, BlockNode target, BlockNode filterNode, boolean targetOwned,
+        Actions(List<Device> attached, BlockNode source, BlockNode target, BlockNode filterNode, boolean targetOwned,
                 Job[] job, java.util.function.BiConsumer<Job, Boolean> extraRelease) {
-            this.device = device;
+            this.attached = attached;
             this.source = source;
             this.target = target;
             this.filterNode = filterNode;
@@ -269,9 +270,7 @@ public final class MirrorCommands implements CommandGroup {
                 return;
             }
             detached = true;
-            if (device != null && device.root() == filterNode) {
-                nodes.devices().replaceRoot(device, target);
-            }
+            moveDevices(target);
             nodes.graph().unregister(filterNode);
         }
 
@@ -281,10 +280,16 @@ public final class MirrorCommands implements CommandGroup {
                 return;
             }
             detached = true;
-            if (device != null && device.root() == filterNode) {
-                nodes.devices().replaceRoot(device, source);
-            }
+            moveDevices(source);
             nodes.graph().unregister(filterNode);
+        }
+
+        private void moveDevices(BlockNode to) {
+            for (Device d : attached) {
+                if (d.root() == filterNode) {
+                    nodes.devices().replaceRoot(d, to);
+                }
+            }
         }
 
         @Override

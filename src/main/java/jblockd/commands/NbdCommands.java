@@ -187,13 +187,13 @@ public final class NbdCommands implements CommandGroup {
         if (!"nbd".equals(a.type())) {
             throw QmpError.generic("Parameter 'type' does not accept value '" + a.type() + "'");
         }
-        checkId(a.id());
-        if (a.nodeName() != null && a.device() != null) {
-            throw QmpError.generic("Parameters 'node-name' and 'device' are mutually exclusive");
-        }
         if (a.nodeName() == null && a.device() == null) {
             throw QmpError.generic("Parameter 'node-name' is missing");
         }
+        if (a.nodeName() != null && a.device() != null) {
+            throw QmpError.generic("Parameters 'node-name' and 'device' are mutually exclusive");
+        }
+        checkId(a.id());
         Target t;
         if (a.device() != null) {
             Device d = devices.get(a.device()).orElseThrow(() -> new QmpError(ErrorClass.DEVICE_NOT_FOUND,
@@ -206,7 +206,7 @@ public final class NbdCommands implements CommandGroup {
         if (writable && t.node().readOnly()) {
             throw QmpError.generic("Cannot export read-only node as writable");
         }
-        String name = a.name() != null ? a.name() : (a.nodeName() != null ? a.nodeName() : a.device());
+        String name = a.name() != null ? a.name() : a.nodeName() != null ? a.nodeName() : a.device();
         add(a.id(), name, a.description(), writable, t);
         return null;
     }
@@ -284,10 +284,17 @@ public final class NbdCommands implements CommandGroup {
         }
         graph.addUser(t.node(), user(e));
         if (t.anonymous()) {
-            // Jobs that put a filter above the node (backup's copy-before-write, mirror's dirty
-            // tracking) re-point every device attached to it; an export's anonymous device must
-            // be one of them, or guest writes would bypass the filter.
+            // a job inserting a filter above the node re-points this device too (Devices.attachedTo)
             devices.addAnonymous(t.device());
+        }
+    }
+
+    /** Drops what {@link #add} recorded for an export that is gone. */
+    private void forget(NbdExport e) {
+        graph.node(e.nodeName()).ifPresent(n -> graph.removeUser(n, user(e)));
+        Device d = e.io().device();
+        if (d.name().isEmpty()) {
+            devices.removeAnonymous(d);
         }
     }
 
@@ -316,12 +323,8 @@ public final class NbdCommands implements CommandGroup {
         if (!hard && server.clientCount(e) > 0) {
             throw QmpError.generic("export '" + a.id() + "' still in use");
         }
-        BlockNode node = graph.node(e.nodeName()).orElse(null);
         server.removeExport(e, hard);
-        devices.removeAnonymous(e.io().device());
-        if (node != null) {
-            graph.removeUser(node, user(e));
-        }
+        forget(e);
         return null;
     }
 
@@ -332,8 +335,7 @@ public final class NbdCommands implements CommandGroup {
         List<NbdExport> all = server.exports();
         server.stop();
         for (NbdExport e : all) {
-            devices.removeAnonymous(e.io().device());
-            graph.node(e.nodeName()).ifPresent(n -> graph.removeUser(n, user(e)));
+            forget(e);
         }
         return null;
     }

@@ -130,7 +130,7 @@ public final class StreamCommitCommands implements CommandGroup {
         String backingName = base == null ? null : a.backingFile() != null ? a.backingFile() : base.driver().filename();
         String backingFmt = base == null ? null : base.driver().formatName();
         final BlockNode fbase = base;
-        Device device = nodes.deviceOf(bs);
+        List<Device> attached = nodes.devices().attachedTo(bs);
         RangeLocks locks = new RangeLocks(StreamJob.CHUNK);
         JobTopFilter filter = new JobTopFilter("copy-on-read", bs, null, locks);
         boolean auto = a.filterNodeName() == null;
@@ -142,13 +142,16 @@ public final class StreamCommitCommands implements CommandGroup {
         StreamJob driver = new StreamJob(bs, base, onError, locks, new StreamJob.GraphActions() {
             @Override
             public void rebase() throws Exception {
-                // stream_prepare(): the top's header names base (or no backing file at all)
-                bs.driver().setBacking(fbase, backingName, backingFmt);
+                // stream_prepare(): the top's header names base (or no backing file at all);
+                // an image without a backing file is left alone
+                if (bs.driver().backing() != null) {
+                    bs.driver().setBacking(fbase, backingName, backingFmt);
+                }
             }
 
             @Override
             public void release(boolean rebased) {
-                removeFilter(device, filterNode, bs);
+                removeFilter(attached, filterNode, bs);
                 if (rebased && oldBacking != null && oldBacking != fbase && self[0] != null) {
                     nodes.removeWhenGone(self[0], oldBacking, false);
                 }
@@ -158,12 +161,12 @@ public final class StreamCommitCommands implements CommandGroup {
                 a.speed() == null ? 0 : a.speed(), a.autoFinalize() == null || a.autoFinalize(),
                 a.autoDismiss() == null || a.autoDismiss());
         self[0] = job;
-        insertFilter(job, device, filterNode);
+        insertFilter(job, attached, filterNode);
         jobs.start(job);
         return job;
     }
 
-    private void insertFilter(Job job, Device device, BlockNode filterNode) throws QmpError {
+    private void insertFilter(Job job, List<Device> attached, BlockNode filterNode) throws QmpError {
         try {
             nodes.graph().register(filterNode);
         } catch (IoError e) {
@@ -171,14 +174,16 @@ public final class StreamCommitCommands implements CommandGroup {
             throw QmpError.generic(e.getMessage());
         }
         jobs.block(job, filterNode);
-        if (device != null) {
-            nodes.devices().replaceRoot(device, filterNode);
+        for (Device d : attached) {
+            nodes.devices().replaceRoot(d, filterNode);
         }
     }
 
-    private void removeFilter(Device device, BlockNode filterNode, BlockNode below) {
-        if (device != null && device.root() == filterNode) {
-            nodes.devices().replaceRoot(device, below);
+    private void removeFilter(List<Device> attached, BlockNode filterNode, BlockNode below) {
+        for (Device d : attached) {
+            if (d.root() == filterNode) {
+                nodes.devices().replaceRoot(d, below);
+            }
         }
         nodes.graph().unregister(filterNode);
     }

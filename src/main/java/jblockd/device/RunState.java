@@ -130,14 +130,4 @@ public final class RunState {
             lock.unlock();
         }
     }
-
-    /** Shutdown: the state QEMU reports while quitting; guests stay held. */
-    public void shutdown() {
-        lock.lock();
-        try {
-            status = RunStatus.SHUTDOWN;
-        } finally {
-            lock.unlock();
-        }
-    }
 }

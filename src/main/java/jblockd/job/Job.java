@@ -312,7 +312,11 @@ public final class Job {
 
     // ------------------------------------------------------------------ verbs (QMP threads)
 
-    /** job-pause / block-job-pause (QEMU job_user_pause()). */
+    /**
+     * job-pause / block-job-pause (QEMU job_user_pause()). Waits (bounded) for the job to reach
+     * a pause point, so that JOB_STATUS_CHANGE(paused) precedes the reply as reference/jobs.md §5
+     * records (QEMU 7.2 itself sends the two in either order; clients must not rely on it).
+     */
     public void userPause() throws QmpError {
         lock.lock();
         try {
@@ -323,14 +327,38 @@ public final class Job {
             userPaused = true;
             pauseCount++;
             changed.signalAll();
-            // QEMU enters the job at once, so JOB_STATUS_CHANGE(paused) precedes the reply.
             awaitLocked(() -> atPausePoint > 0 || !isLive(status));
         } finally {
             lock.unlock();
         }
     }
 
-    /** job-resume / block-job-resume: also resets io-status to ok (block_job_user_resume()). */
+    /** Waits (bounded) until the job is at a pause point or no longer running; for tests and drains. */
+    public boolean awaitPaused(long timeout, TimeUnit unit) {
+        long deadline = System.nanoTime() + unit.toNanos(timeout);
+        lock.lock();
+        try {
+            while (atPausePoint == 0 && isLive(status)) {
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    return false;
+                }
+                changed.awaitNanos(left);
+            }
+            return true;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * job-resume / block-job-resume: also resets io-status to ok (block_job_user_resume()).
+     * Waits (bounded) for the job to leave its pause point: QEMU 7.2 emits
+     * JOB_STATUS_CHANGE(running) before the reply.
+     */
     public void userResume() throws QmpError {
         lock.lock();
         try {
@@ -409,10 +437,12 @@ public final class Job {
             if (isForce) {
                 forceCancel = true;
             }
-            // job_cancel_async(): a user pause is lifted so the job can see the cancel.
+            // job_cancel_async(): a user pause is lifted (and io-status reset, as a resume does)
+            // so the job can see the cancel.
             if (userPaused) {
                 userPaused = false;
                 pauseCount--;
+                ioStatus = IoStatus.OK;
             }
             if (forceCancel && status == JobStatus.PENDING && !finishing) {
                 finishing = true;

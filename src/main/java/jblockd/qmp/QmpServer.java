@@ -83,19 +83,32 @@ public final class QmpServer implements Closeable {
         acceptor = Thread.ofVirtual().name("qmp-accept " + address).start(this::acceptLoop);
     }
 
+    /** sun_path holds 108 bytes including the terminating NUL. */
+    private static final int MAX_UNIX_PATH = 107;
+
     private void bindUnix(Path path) throws IOException {
         Path abs = path.toAbsolutePath();
         if (Files.exists(abs, java.nio.file.LinkOption.NOFOLLOW_LINKS) && !isSocket(abs)) {
             throw new IOException("Failed to bind socket to " + path + ": Address already in use");
         }
-        Path dir = Files.createTempDirectory(abs.getParent(), ".jblockd-qmp-",
+        if (abs.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8).length > MAX_UNIX_PATH) {
+            throw new IOException("Failed to bind socket to " + path + ": path too long for a UNIX socket");
+        }
+        Path dir = Files.createTempDirectory(abs.getParent(), ".qmp",
                 PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
         Path tmp = dir.resolve("s");
         try {
             server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
-            server.bind(UnixDomainSocketAddress.of(tmp));
-            Files.setPosixFilePermissions(tmp, PosixFilePermissions.fromString("rw-------"));
-            Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+            if (tmp.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8).length <= MAX_UNIX_PATH) {
+                server.bind(UnixDomainSocketAddress.of(tmp));
+                Files.setPosixFilePermissions(tmp, PosixFilePermissions.fromString("rw-------"));
+                Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+            } else {
+                // the private directory's name does not fit: bind in place, restrict at once
+                Files.deleteIfExists(abs);
+                server.bind(UnixDomainSocketAddress.of(abs));
+                Files.setPosixFilePermissions(abs, PosixFilePermissions.fromString("rw-------"));
+            }
             unixPath = abs;
         } catch (IOException e) {
             if (server != null) {

@@ -27,8 +27,9 @@ import jblockd.qapi.QmpError;
  * <p>
  * Threads: the connection's own (virtual) thread reads, frames ({@link QmpFramer}), parses and
  * dispatches requests one after the other, so replies leave in request order. A second virtual
- * thread writes the outbox: greeting, replies and events, each one JSON line ending in
- * {@code \r\n} as QEMU writes them.
+ * thread writes the outbox: greeting, events and replies that found output pending, each one
+ * JSON line ending in {@code \r\n} as QEMU writes them. When nothing is pending the reader
+ * writes its reply itself (saves a thread hand-off per request).
  * <p>
  * Slow clients: the outbox holds at most {@code outboxCapacity} messages. A reply waits for room
  * (that client's own requests stall, nobody else's); an event that finds the outbox full drops
@@ -50,6 +51,10 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
     private final BlockingQueue<byte[]> outbox;
     private final Consumer<QmpSession> onClose;
     private final CountDownLatch writerDone = new CountDownLatch(1);
+    /** Serialises socket writes between the writer thread and the reader's direct replies. */
+    private final java.util.concurrent.locks.ReentrantLock writeLock = new java.util.concurrent.locks.ReentrantLock();
+    /** Messages queued or taken by the writer but not yet written (guarded by writeLock for reads that matter). */
+    private final java.util.concurrent.atomic.AtomicInteger pending = new java.util.concurrent.atomic.AtomicInteger();
     private volatile boolean negotiated;
     private volatile boolean closed;
     private volatile boolean stopReading;
@@ -75,6 +80,7 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
         Thread.ofVirtual().name("qmp-writer " + peer).start(this::writeLoop);
         fanout.subscribe(this);
         try {
+            pending.incrementAndGet();
             outbox.put(greeting);
             ByteBuffer buf = ByteBuffer.allocate(64 * 1024);
             QmpFramer.Sink sink = new QmpFramer.Sink() {
@@ -263,14 +269,34 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
         return rsp;
     }
 
-    /** Queues a reply, waiting for room (back-pressure on this client only). */
+    /**
+     * Sends a reply. Fast path: when nothing is queued or being written, the reader thread writes
+     * the reply itself (one thread hand-off less per request); otherwise it is queued behind the
+     * pending output, waiting for room (back-pressure on this client only). Either way replies
+     * leave in request order, and never before output queued earlier.
+     */
     private void reply(ObjectNode rsp) {
         byte[] bytes = dispatcher.json().write(rsp);
+        if (writeLock.tryLock()) {
+            try {
+                if (pending.get() == 0 && !closed) {
+                    writeFully(ByteBuffer.wrap(withCrlf(bytes)));
+                    return;
+                }
+            } catch (IOException e) {
+                close();
+                return;
+            } finally {
+                writeLock.unlock();
+            }
+        }
         try {
             while (!closed) {
+                pending.incrementAndGet();
                 if (outbox.offer(bytes, 100, TimeUnit.MILLISECONDS)) {
                     return;
                 }
+                pending.decrementAndGet();
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
@@ -285,7 +311,9 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
 
     @Override
     public void offerEvent(byte[] message) {
+        pending.incrementAndGet();
         if (!outbox.offer(message)) {
+            pending.decrementAndGet();
             System.err.println("jblockd: QMP client " + peer + " dropped: it does not read its output ("
                     + (outbox.size() + outbox.remainingCapacity()) + " messages queued)");
             close();
@@ -302,33 +330,50 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
         negotiated = true;
     }
 
+    private static byte[] withCrlf(byte[] b) {
+        byte[] out = java.util.Arrays.copyOf(b, b.length + 2);
+        out[b.length] = '\r';
+        out[b.length + 1] = '\n';
+        return out;
+    }
+
+    private void writeFully(ByteBuffer out) throws IOException {
+        while (out.hasRemaining()) {
+            channel.write(out);
+        }
+    }
+
+    /** Drains the outbox in batches; holds the write lock while writing a batch. */
     private void writeLoop() {
         List<byte[]> batch = new ArrayList<>();
         try {
             while (true) {
                 byte[] first = outbox.take();
-                batch.clear();
-                batch.add(first);
-                outbox.drainTo(batch, 255);
-                int size = 0;
+                writeLock.lock();
                 boolean end = false;
-                for (byte[] b : batch) {
-                    if (b == POISON) {
-                        end = true;
-                        break;
+                try {
+                    batch.clear();
+                    batch.add(first);
+                    outbox.drainTo(batch, 255);
+                    int size = 0;
+                    int messages = 0;
+                    for (byte[] b : batch) {
+                        if (b == POISON) {
+                            end = true;
+                            break;
+                        }
+                        size += b.length + 2;
+                        messages++;
                     }
-                    size += b.length + 2;
-                }
-                ByteBuffer out = ByteBuffer.allocate(size);
-                for (byte[] b : batch) {
-                    if (b == POISON) {
-                        break;
+                    ByteBuffer out = ByteBuffer.allocate(size);
+                    for (int i = 0; i < messages; i++) {
+                        out.put(batch.get(i)).put(CRLF);
                     }
-                    out.put(b).put(CRLF);
-                }
-                out.flip();
-                while (out.hasRemaining()) {
-                    channel.write(out);
+                    out.flip();
+                    writeFully(out);
+                    pending.addAndGet(-messages);
+                } finally {
+                    writeLock.unlock();
                 }
                 if (end) {
                     return;

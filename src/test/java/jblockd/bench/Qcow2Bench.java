@@ -18,7 +18,7 @@ import jblockd.block.NodeGraph;
  * {@code offset = i * step mod image size}, {@code depth} in flight (virtual threads), on a fresh
  * 1 GiB image. Not run by the tests.
  * <pre>
- * Qcow2Bench IMAGE [count1M=1024] [count4k=20000] [depth=64] [step4k=134541312]
+ * Qcow2Bench IMAGE [count1M=1024] [count4k=20000] [depth=64] [step4k=134541312] [cache=none|writeback]
  * </pre>
  * Prints one {@code RESULT name seconds requests bytes flush-seconds} line per phase; a write
  * phase's time includes its final flush (the data is on disk, as with qemu-img bench -t none).
@@ -35,13 +35,14 @@ public final class Qcow2Bench {
         int count4k = args.length > 2 ? Integer.parseInt(args[2]) : 20000;
         int depth = args.length > 3 ? Integer.parseInt(args[3]) : 64;
         long step4k = args.length > 4 ? Long.parseLong(args[4]) : 134541312L;
+        boolean direct = args.length <= 5 || args[5].equals("none");
 
-        warmUp(img, depth, step4k);
+        warmUp(img, depth, step4k, direct);
         NodeGraph graph = new NodeGraph(DriverRegistry.standard());
         try {
             Files.deleteIfExists(img);
             graph.drivers().creator("qcow2").orElseThrow().create(ImageCreator.Options.of(img, IMAGE_SIZE));
-            BlockNode node = graph.add(graph.imageOptions(img, "qcow2", false, false, null));
+            BlockNode node = graph.add(graph.imageOptions(img, "qcow2", false, direct, null));
             run("seq-write-1M", node, true, 1 << 20, 1 << 20, count1m, depth);
             run("seq-read-1M", node, false, 1 << 20, 1 << 20, count1m, depth);
             graph.closeAll();
@@ -49,7 +50,7 @@ public final class Qcow2Bench {
             Files.deleteIfExists(img);
             graph = new NodeGraph(DriverRegistry.standard());
             graph.drivers().creator("qcow2").orElseThrow().create(ImageCreator.Options.of(img, IMAGE_SIZE));
-            node = graph.add(graph.imageOptions(img, "qcow2", false, false, null));
+            node = graph.add(graph.imageOptions(img, "qcow2", false, direct, null));
             run("rand-write-4k", node, true, 4096, step4k, count4k, depth);
             run("rand-read-4k", node, false, 4096, step4k, count4k, depth);
         } finally {
@@ -58,12 +59,12 @@ public final class Qcow2Bench {
     }
 
     /** JIT warm-up on a scratch image (untimed): a JVM's first seconds say little about its speed. */
-    private static void warmUp(Path img, int depth, long step4k) throws Exception {
+    private static void warmUp(Path img, int depth, long step4k, boolean direct) throws Exception {
         Path scratch = img.resolveSibling(img.getFileName() + ".warmup");
         NodeGraph graph = new NodeGraph(DriverRegistry.standard());
         try {
             graph.drivers().creator("qcow2").orElseThrow().create(ImageCreator.Options.of(scratch, IMAGE_SIZE));
-            BlockNode node = graph.add(graph.imageOptions(scratch, "qcow2", false, false, null));
+            BlockNode node = graph.add(graph.imageOptions(scratch, "qcow2", false, direct, null));
             for (int round = 0; round < 3; round++) {
                 quiet(node, true, 1 << 20, 1 << 20, 64, depth);
                 quiet(node, false, 1 << 20, 1 << 20, 64, depth);
@@ -95,7 +96,8 @@ public final class Qcow2Bench {
         long t0 = System.nanoTime();
         for (int w = 0; w < depth; w++) {
             workers.add(Thread.ofVirtual().name("bench-" + w).start(() -> {
-                ByteBuffer buf = ByteBuffer.allocateDirect(size);
+                // Page-aligned, as an O_DIRECT user (qemu-img bench, an NBD server) would have it.
+                ByteBuffer buf = ByteBuffer.allocateDirect(size + 4096).alignedSlice(4096);
                 for (int i = 0; i < size; i += 8) {
                     buf.putLong(i, 0x6a626c6f636b6400L + i);
                 }

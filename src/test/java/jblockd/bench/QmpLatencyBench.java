@@ -13,7 +13,8 @@ import jblockd.testsupport.QmpTestClient;
 
 /**
  * QMP round-trip latency, jblockd vs QEMU 7.2 in the same run: N sequential calls of one
- * command over a UNIX socket after a warm-up, p50/p99/mean. Usage (bench/qmp-bench.sh):
+ * command over a UNIX socket after a warm-up, in interleaved blocks of 250 (so background load
+ * hits both peers alike), p50/p99/mean. Usage (bench/qmp-bench.sh):
  * {@code QmpLatencyBench [N] [command]} (defaults 5000, query-status if jblockd has it, else
  * query-version). QEMU: {@code qemu-system-x86_64 -M none -nodefaults -display none}.
  */
@@ -29,20 +30,30 @@ public final class QmpLatencyBench {
         }
     }
 
-    static Result measure(String who, QmpTestClient c, String command, int n) throws IOException {
-        for (int i = 0; i < Math.min(2000, n); i++) {
-            c.executeOk(command); // warm-up (JIT, caches)
-        }
-        long[] t = new long[n];
-        long sum = 0;
+    static void warm(QmpTestClient c, String command, int n) throws IOException {
         for (int i = 0; i < n; i++) {
+            c.executeOk(command); // JIT, caches
+        }
+    }
+
+    /** Times {@code n} calls into {@code into} starting at {@code from}. */
+    static void timeCalls(QmpTestClient c, String command, long[] into, int from, int n) throws IOException {
+        for (int i = from; i < from + n; i++) {
             long t0 = System.nanoTime();
             c.executeOk(command);
-            t[i] = System.nanoTime() - t0;
-            sum += t[i];
+            into[i] = System.nanoTime() - t0;
         }
-        Arrays.sort(t);
-        return new Result(who, command, n, t[n / 2] / 1e3, t[(int) (n * 0.99)] / 1e3, sum / 1e3 / n);
+    }
+
+    static Result summarize(String who, String command, long[] t) {
+        long[] s = t.clone();
+        Arrays.sort(s);
+        long sum = 0;
+        for (long x : s) {
+            sum += x;
+        }
+        int n = s.length;
+        return new Result(who, command, n, s[n / 2] / 1e3, s[(int) (n * 0.99)] / 1e3, sum / 1e3 / n);
     }
 
     public static void main(String[] args) throws Exception {
@@ -50,26 +61,44 @@ public final class QmpLatencyBench {
         Path dir = Files.createTempDirectory("qmp-bench");
         List<Result> results = new ArrayList<>();
         String command;
+        Path qsock = dir.resolve("qemu.sock");
+        Process q = new ProcessBuilder("qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none",
+                "-qmp", "unix:" + qsock + ",server=on,wait=off").redirectErrorStream(true).start();
         try (DaemonProcess d = DaemonProcess.start(dir); QmpTestClient c = d.connect()) {
             boolean hasStatus = false;
             for (var e : c.executeOk("query-commands")) {
                 hasStatus |= e.get("name").asText().equals("query-status");
             }
             command = args.length > 1 ? args[1] : hasStatus ? "query-status" : "query-version";
-            results.add(measure("jblockd", c, command, n));
-        }
-        Path qsock = dir.resolve("qemu.sock");
-        Process q = new ProcessBuilder("qemu-system-x86_64", "-M", "none", "-nodefaults", "-display", "none",
-                "-qmp", "unix:" + qsock + ",server=on,wait=off").redirectErrorStream(true).start();
-        try {
             for (int i = 0; i < 200 && !Files.exists(qsock); i++) {
                 Thread.sleep(25);
             }
-            try (QmpTestClient c = QmpTestClient.connectUnix(qsock)) {
-                results.add(measure("qemu", c, command, n));
+            QmpTestClient qc = null;
+            try {
+                qc = QmpTestClient.connectUnix(qsock);
+            } catch (IOException e) {
+                System.out.println("qemu-system-x86_64 not usable: " + e.getMessage());
             }
-        } catch (IOException e) {
-            System.out.println("qemu-system-x86_64 not usable: " + e.getMessage());
+            // Interleave blocks of calls so both peers see the same background load.
+            int block = 250;
+            long[] tj = new long[n];
+            long[] tq = new long[n];
+            warm(c, command, Math.min(3000, n));
+            if (qc != null) {
+                warm(qc, command, Math.min(3000, n));
+            }
+            for (int from = 0; from < n; from += block) {
+                int len = Math.min(block, n - from);
+                timeCalls(c, command, tj, from, len);
+                if (qc != null) {
+                    timeCalls(qc, command, tq, from, len);
+                }
+            }
+            results.add(summarize("jblockd", command, tj));
+            if (qc != null) {
+                results.add(summarize("qemu", command, tq));
+                qc.close();
+            }
         } finally {
             q.destroy();
             q.waitFor(5, TimeUnit.SECONDS);

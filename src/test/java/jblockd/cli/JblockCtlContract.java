@@ -145,6 +145,9 @@ abstract class JblockCtlContract {
         assertThat(missing.code()).isEqualTo(2);
         assertThat(missing.err()).startsWith("jblockctl: cannot connect to ");
         assertThat(CliRunner.run("frobnicate").code()).isEqualTo(2);
+        CliRunner.Result help = quick("backup", "--help");
+        assertThat(help.code()).isZero();
+        assertThat(help.out()).startsWith("Point-in-time backup").contains("Usage: jblockctl backup [OPTIONS] DEVICE TARGET");
         CliRunner.Result env = CliRunner.run(Map.of(JblockCtl.SOCKET_ENV, peer.socket().toString()), null, "jobs");
         assertThat(env.code()).isZero();
         assertThat(env.out()).isEqualTo("no block jobs\n");

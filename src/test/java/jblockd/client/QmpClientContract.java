@@ -156,6 +156,57 @@ abstract class QmpClientContract {
     }
 
     @Test
+    void graphAndExportCommandsRoundTrip() throws Exception {
+        assumeTrue(peer.supports("block-export-add") && peer.supports("nbd-server-add"), "no exports yet");
+        Path extra = TestTools.patternedRaw(dir.resolve("extra.img"), 1 << 20);
+        qmp.block().blockdevAdd(Blockdev.raw("extra", Blockdev.file("extra-file", extra.toString())));
+        assertThat(qmp.block().queryNamedBlockNodes()).extracting(NodeInfo::nodeName).contains("extra", "extra-file");
+        NodeInfo node = qmp.block().queryNamedBlockNodes().stream().filter(n -> n.nodeName().equals("extra"))
+                .findFirst().orElseThrow();
+        assertThat(node.driver()).isEqualTo("raw");
+        assertThat(node.virtualSize()).isEqualTo(1 << 20);
+
+        Path nbd = dir.resolve("nbd.sock");
+        qmp.exports().nbdServerStartUnix(nbd.toString());
+        qmp.exports().blockExportAdd("exp1", "extra", "extra", false);
+        assertThat(qmp.exports().queryBlockExports()).containsExactly(new ExportInfo("exp1", "nbd", "extra", false));
+        if (TestTools.onPath("nbdinfo")) {
+            StringBuilder size = new StringBuilder();
+            assertThat(TestTools.run(List.of("nbdinfo", "--size", "nbd+unix:///extra?socket=" + nbd), size)).isZero();
+            assertThat(size.toString().strip()).isEqualTo(Long.toString(1 << 20));
+        }
+        qmp.exports().blockExportDel("exp1", false);
+        waitFor(() -> qmp.exports().queryBlockExports().isEmpty());
+        qmp.exports().nbdServerAdd("drive0", "d0", false);
+        assertThat(qmp.exports().queryBlockExports()).extracting(ExportInfo::id).containsExactly("d0");
+        qmp.exports().nbdServerRemove("d0", false);
+        waitFor(() -> qmp.exports().queryBlockExports().isEmpty());
+        qmp.exports().nbdServerStop();
+        qmp.block().blockdevDel("extra");
+        assertThat(qmp.block().queryNamedBlockNodes()).extracting(NodeInfo::nodeName).doesNotContain("extra");
+    }
+
+    @Test
+    void genericJobVerbsAndQueryJobs() throws Exception {
+        assumeJobs();
+        Job job = qmp.jobs().driveBackup(DriveBackup.of("drive0", dir.resolve("g.img").toString())
+                .sync(MirrorSyncMode.FULL).format("raw").jobId("g1").speed(256 << 10));
+        qmp.jobs().jobPause("g1");
+        waitFor(() -> qmp.jobs().queryJobs().stream().anyMatch(j -> j.id().equals("g1")
+                && j.status() == JobStatus.PAUSED));
+        JobInfo info = qmp.jobs().queryJobs().stream().filter(j -> j.id().equals("g1")).findFirst().orElseThrow();
+        assertThat(info.type()).isEqualTo(JobType.BACKUP);
+        assertThat(info.totalProgress()).isEqualTo(IMAGE_SIZE);
+        waitFor(() -> job.progress().paused());
+        qmp.jobs().jobResume("g1");
+        waitFor(() -> !job.progress().paused());
+        qmp.jobs().jobCancel("g1");
+        assertThat(job.awaitCompletion(WAIT).outcome()).isEqualTo(JobResult.Outcome.CANCELLED);
+        assertThatThrownBy(() -> qmp.jobs().jobDismiss("g1"))
+                .isInstanceOfSatisfying(QmpException.class, e -> assertThat(e.desc()).isEqualTo("Job not found"));
+    }
+
+    @Test
     void badArgumentIsGenericError() {
         assumeJobs();
         assertThatThrownBy(() -> qmp.execute("drive-backup",

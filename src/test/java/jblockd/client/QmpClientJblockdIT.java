@@ -27,6 +27,18 @@ class QmpClientJblockdIT extends QmpClientContract {
     }
 
     @Test
+    void connectsOverTcpToo() throws Exception {
+        jblockd.daemon.Daemon d = jblockd.daemon.Daemon.builder().qmp("tcp:127.0.0.1:0").build();
+        d.start();
+        try (QmpClient tcp = QmpClient.connect("tcp:127.0.0.1:" + d.qmpServers().get(0).port())) {
+            assertThat(tcp.queryVersion().major()).isEqualTo(7);
+            assertThat(tcp.peer()).startsWith("127.0.0.1:");
+        } finally {
+            d.close();
+        }
+    }
+
+    @Test
     void severalClientsAtOnceEachGetEveryEvent() throws Exception {
         assumeTrue(peer.supports("stop"), "no stop/cont yet");
         try (QmpClient second = QmpClient.connectUnix(peer.socket());

@@ -175,6 +175,37 @@ class MirrorJobTest {
     }
 
     @Test
+    void pauseWhileReadyIsStandbyAndResumeGoesBackToReady() throws Exception {
+        setUp();
+        Job job = mirror.blockdevMirror(args(MirrorSyncMode.FULL, null, null));
+        events.await("READY");
+        job.userPause();
+        assertThat(job.info().status()).isEqualTo(JobStatus.STANDBY);
+        assertThat(job.info().paused()).isTrue();
+        job.complete();
+        Thread.sleep(50);
+        assertThat(job.info().status()).isEqualTo(JobStatus.STANDBY);
+        job.userResume();
+        assertThat(job.awaitStatus(JobStatus.NULL, 10, TimeUnit.SECONDS)).isTrue();
+        assertThat(events.events()).containsSubsequence("READY", "J(standby)", "J(ready)", "J(waiting)", "COMPLETED");
+        assertThat(device.root()).isSameAs(tgt);
+    }
+
+    @Test
+    void speedLimitHoldsAndSetSpeedAppliesLive() throws Exception {
+        setUp();
+        long t0 = System.nanoTime();
+        Job job = mirror.blockdevMirror(args(MirrorSyncMode.FULL, 16L << 20, null));
+        Thread.sleep(250);
+        long offset = job.info().offset();
+        // 16 MiB/s for ~0.25 s (plus the first request QEMU also grants up front)
+        assertThat(offset).isBetween(2L << 20, 7L << 20);
+        job.setSpeed(0);
+        events.await("READY");
+        assertThat(System.nanoTime() - t0).isLessThan(java.util.concurrent.TimeUnit.SECONDS.toNanos(5));
+    }
+
+    @Test
     void forceCancelAfterReadyIsCancelled() throws Exception {
         setUp();
         Job job = mirror.blockdevMirror(args(MirrorSyncMode.FULL, null, null));
@@ -183,6 +214,28 @@ class MirrorJobTest {
         assertThat(job.awaitStatus(JobStatus.NULL, 10, TimeUnit.SECONDS)).isTrue();
         assertThat(events.events()).containsSubsequence("READY", "J(aborting)", "CANCELLED", "J(null)");
         assertThat(device.root()).isSameAs(src);
+    }
+
+    @Test
+    void manualFinalizeKeepsGuestsWritingUntilThePivot() throws Exception {
+        setUp();
+        guest = new Guest();
+        Job job = mirror.blockdevMirror(new MirrorCommands.BlockdevMirrorArgs(null, "drive0", "tgt", null,
+                MirrorSyncMode.FULL, null, null, null, null, null, null, null, false, false));
+        events.await("READY");
+        job.complete();
+        events.await("PENDING");
+        long before = guest.writes;
+        Thread.sleep(100);
+        assertThat(guest.writes).as("guest writes go on while the job waits in pending").isGreaterThan(before);
+        assertThat(device.root()).isNotSameAs(tgt);
+        job.finalizeJob();
+        assertThat(events.events()).containsSubsequence("J(pending)", "PENDING", "COMPLETED", "J(concluded)");
+        assertThat(device.root()).isSameAs(tgt);
+        job.dismiss();
+        Thread.sleep(30);
+        guest.stop();
+        assertThat(read(tgt)).isEqualTo(model);
     }
 
     @Test
@@ -261,6 +314,26 @@ class MirrorJobTest {
         assertThat(job.awaitStatus(JobStatus.NULL, 10, TimeUnit.SECONDS)).isTrue();
         assertThat(events.events()).contains("COMPLETED");
         assertThat(read(ft)).isEqualTo(model);
+    }
+
+    @Test
+    void persistentErrorWithIgnoreBacksOffInsteadOfSpinning() throws Exception {
+        setUp();
+        FaultyDriver[] f = new FaultyDriver[1];
+        faultyTarget(f);
+        f[0].arm(1 << 20, 4096, false, Errno.EIO, -1);
+        Job job = mirror.blockdevMirror(new MirrorCommands.BlockdevMirrorArgs(null, "drive0", "ftgt", null,
+                MirrorSyncMode.FULL, null, null, null, null, BlockdevOnError.IGNORE, null, null, null, null));
+        Thread.sleep(1500);
+        long errors = events.events().stream().filter(e -> e.equals("ERROR(write,ignore)")).count();
+        // QEMU 7.2 retries in a tight loop (SPEC §7); the back-off keeps it to a handful
+        assertThat(errors).isBetween(2L, 20L);
+        assertThat(job.info().ready()).isFalse();
+        assertThat(job.info().offset()).isEqualTo(SIZE - (1L << 20));
+        f[0].remaining.set(0);
+        events.await("READY");
+        job.complete();
+        assertThat(job.awaitStatus(JobStatus.NULL, 10, TimeUnit.SECONDS)).isTrue();
     }
 
     @Test

@@ -124,6 +124,23 @@ class NbdCommandsTest {
     }
 
     @Test
+    void exportOnADeviceGoesThroughThatDeviceAndOnANodeThroughAnAnonymousOne() throws Exception {
+        start();
+        cmds.blockExportAdd(new NbdCommands.BlockExportAdd("nbd", "d", null, true, null, "viadev", null, "drive0"));
+        cmds.blockExportAdd(new NbdCommands.BlockExportAdd("nbd", "n", "disk0", true, null, "vianode", null));
+        cmds.blockExportAdd(new NbdCommands.BlockExportAdd("nbd", "byname", "drive0", true, null, "byname", null));
+        assertThat(server.export("viadev").orElseThrow().io().device().name()).isEqualTo("drive0");
+        assertThat(server.export("byname").orElseThrow().io().device().name()).isEqualTo("drive0");
+        assertThat(server.export("vianode").orElseThrow().io().device().name()).isEmpty();
+        assertThat(server.export("vianode").orElseThrow().io().device().rerror()).isEqualTo(BlockdevOnError.REPORT);
+        assertThat(server.export("vianode").orElseThrow().io().device().werror()).isEqualTo(BlockdevOnError.REPORT);
+        assertThatThrownBy(() -> cmds.blockExportAdd(new NbdCommands.BlockExportAdd("nbd", "x", null, true, null,
+                null, null, "nodev"))).hasMessage("Device 'nodev' not found");
+        assertThatThrownBy(() -> cmds.blockExportAdd(new NbdCommands.BlockExportAdd("nbd", "x", null, true, null,
+                null, null, null))).hasMessage("Parameter 'node-name' is missing");
+    }
+
+    @Test
     void safeRemoveRefusesWhileAClientIsConnectedAndHardDisconnectsIt() throws Exception {
         start();
         cmds.nbdServerAdd(new NbdCommands.NbdServerAdd("drive0", "exp", null, true, null));

@@ -270,6 +270,32 @@ class StreamCommitTest {
     }
 
     @Test
+    void commitWriteErrorWithIgnoreRetriesTheChunk() throws Exception {
+        baseFault.arm(5 * MIB, 4096, false, Errno.EIO, 2);
+        Job job = cmds.blockCommit(new StreamCommitCommands.BlockCommitArgs(null, "drive0", "base", null, "mid",
+                null, null, null, BlockdevOnError.IGNORE, null, null, null));
+        assertThat(job.awaitStatus(JobStatus.NULL, 10, TimeUnit.SECONDS)).isTrue();
+        assertThat(events.events()).containsSubsequence("ERROR(write,ignore)", "ERROR(write,ignore)", "COMPLETED",
+                "J(null)").doesNotContain("J(aborting)");
+        assertThat(top.driver().backing()).isSameAs(base);
+        assertThat(read(top)).isEqualTo(model);
+    }
+
+    @Test
+    void commitEnospcWithEnospcPolicyStopsWithNospaceAndForceCancelKeepsTheChain() throws Exception {
+        baseFault.arm(5 * MIB, 4096, false, Errno.ENOSPC, -1);
+        Job job = cmds.blockCommit(new StreamCommitCommands.BlockCommitArgs(null, "drive0", "base", null, "mid",
+                null, null, null, BlockdevOnError.ENOSPC, null, null, null));
+        events.await("J(paused)");
+        assertThat(job.info().ioStatus()).isEqualTo(jblockd.qapi.IoStatus.NOSPACE);
+        new JobCommands(jobs).blockJobCancel(job.id(), true);
+        assertThat(job.awaitStatus(JobStatus.NULL, 10, TimeUnit.SECONDS)).isTrue();
+        assertThat(events.events()).containsSubsequence("ERROR(write,stop)", "J(paused)", "J(aborting)", "CANCELLED");
+        assertThat(top.driver().backing()).isSameAs(mid);
+        assertThat(read(top)).isEqualTo(model);
+    }
+
+    @Test
     void commitErrorsUseQemuTexts() throws Exception {
         assertThatThrownBy(() -> cmds.blockCommit(commit("base", "base")))
                 .hasMessage("cannot commit an image into itself");

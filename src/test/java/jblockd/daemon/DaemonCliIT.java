@@ -87,6 +87,7 @@ class DaemonCliIT {
         assertThat(pid).doesNotExist();
     }
 
+    /** The process side of start-up errors; the texts of many more are in DaemonStartupTest. */
     @Test
     void badOptionsFailWithOneLineNamingTheOption() throws Exception {
         Path img = dir.resolve("d.raw");
@@ -94,18 +95,6 @@ class DaemonCliIT {
         String missing = dir.resolve("missing.img").toString();
         assertStartupFails("jblockd: --drive id=d0,file=" + missing + ",format=raw: Could not open '" + missing
                 + "': No such file or directory", "--drive", "id=d0,file=" + missing + ",format=raw");
-        assertStartupFails("jblockd: --drive id=d0,file=" + img + ",rerror=enospc: 'enospc' invalid read error action",
-                "--drive", "id=d0,file=" + img + ",rerror=enospc");
-        assertStartupFails("jblockd: --drive id=d0,file=" + img + ",werror=auto: 'auto' invalid write error action",
-                "--drive", "id=d0,file=" + img + ",werror=auto");
-        assertStartupFails("jblockd: --drive id=d0,file=" + img + ",werror=bogus: 'bogus' invalid write error action",
-                "--drive", "id=d0,file=" + img + ",werror=bogus");
-        assertStartupFails("jblockd: --blockdev driver=file,node-name=f,filename=" + img + ",bogus=1: "
-                + "Parameter 'bogus' is unexpected", "--blockdev", "driver=file,node-name=f,filename=" + img + ",bogus=1");
-        assertStartupFails("jblockd: --blockdev {\"driver\":\"file\",\"node-name\":\"f\"}: Parameter 'filename' is missing",
-                "--blockdev", "{\"driver\":\"file\",\"node-name\":\"f\"}");
-        assertStartupFails("jblockd: --qmp bogus: expected unix:PATH or tcp:HOST:PORT, got 'bogus'", "--qmp", "bogus");
-        assertStartupFails("jblockd: --monitor chardev=nope: chardev \"nope\" not found", "--monitor", "chardev=nope");
         // a later failure undoes what earlier options opened (the text is the file driver's)
         assertStartupFails(null, "--blockdev", "driver=file,node-name=ok,filename=" + img,
                 "--blockdev", "driver=file,node-name=f,filename=" + missing);
@@ -227,6 +216,39 @@ class DaemonCliIT {
         }
         assertThat(d.qmpSocket()).doesNotExist();
         assertThat(pid).doesNotExist();
+    }
+
+    @Test
+    void sigintShutsDownLikeSigterm() throws Exception {
+        DaemonProcess d = DaemonProcess.start(dir);
+        try (QmpTestClient c = d.connect()) {
+            Process kill = new ProcessBuilder("kill", "-INT", Long.toString(d.pid())).start();
+            assertThat(kill.waitFor(10, TimeUnit.SECONDS)).isTrue();
+            assertThat(c.waitEvent("SHUTDOWN", Duration.ofSeconds(10)).at("/data/reason").asText())
+                    .isEqualTo("host-signal");
+            assertThat(d.waitFor(EXIT)).isZero();
+        } finally {
+            d.close();
+        }
+        assertThat(d.qmpSocket()).doesNotExist();
+    }
+
+    @Test
+    void driveOverBlkdebugFileName() throws Exception {
+        assumeTrue(hasDriver("blkdebug") && hasDriver("raw"), "blkdebug and raw drivers needed");
+        Path img = dir.resolve("k.raw");
+        Files.write(img, new byte[65536]);
+        Path conf = dir.resolve("k.conf");
+        Files.writeString(conf, "[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\n");
+        try (DaemonProcess d = DaemonProcess.start(dir, "--drive",
+                "id=drive0,file=blkdebug:" + conf + ":" + img + ",format=raw");
+             QmpTestClient c = d.connect()) {
+            List<String> drivers = new java.util.ArrayList<>();
+            for (JsonNode n : c.executeOk("query-named-block-nodes")) {
+                drivers.add(n.get("drv").asText());
+            }
+            assertThat(drivers).contains("raw", "blkdebug", "file");
+        }
     }
 
     @Test

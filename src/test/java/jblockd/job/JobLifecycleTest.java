@@ -251,6 +251,7 @@ class JobLifecycleTest {
         LoopDriver d = new LoopDriver(1000, 1 << 20, BlockdevOnError.REPORT);
         Job job = start("j0", d, 10L << 20, true, true);
         job.userPause();
+        assertThat(job.awaitPaused(5, TimeUnit.SECONDS)).isTrue();
         assertThat(events.events()).endsWith("J(paused)");
         assertThat(job.info().paused()).isTrue();
         assertThat(job.info().busy()).isFalse();
@@ -312,6 +313,7 @@ class JobLifecycleTest {
         events.await("READY");
         assertThat(job.info().ready()).isTrue();
         job.userPause();
+        assertThat(job.awaitPaused(5, TimeUnit.SECONDS)).isTrue();
         assertThat(events.events()).endsWith("J(standby)");
         job.userResume();
         assertThat(events.events()).endsWith("J(ready)");
@@ -361,7 +363,7 @@ class JobLifecycleTest {
         events.clear();
         assertThatThrownBy(() -> registry.checkNotBusy(node, "drive0"))
                 .hasMessage("Node 'drive0' is busy: block device is in use by block job: backup");
-        assertThat(events.events()).containsExactly("J(paused)", "J(running)");
+        assertThat(events.events()).containsExactly("J(paused)", "J(running)", "J(paused)", "J(running)");
         assertThat(graph.usersOf(node)).contains("block device is in use by block job: backup");
         job.userCancel(true);
         assertThat(graph.usersOf(node)).isEmpty();

@@ -136,14 +136,22 @@ class QmpRobustnessIT {
             for (int i = 0; i < 100; i++) {
                 clients.add(d.connect());
             }
+            QmpTestClient unnegotiated = QmpTestClient.connectUnixRaw(d.qmpSocket());
+            clients.add(unnegotiated);
             clients.getFirst().execute("quit");
-            for (QmpTestClient c : clients) {
+            for (QmpTestClient c : clients.subList(0, 100)) {
                 JsonNode ev = c.waitEvent("SHUTDOWN", Duration.ofSeconds(10));
                 assertThat(ev.at("/data/reason").asText()).isEqualTo("host-qmp-quit");
                 assertThat(ev.at("/timestamp/seconds").asLong()).isPositive();
                 assertThat(ev.at("/timestamp/microseconds").asLong()).isBetween(0L, 999_999L);
             }
             assertThat(d.waitFor(Duration.ofSeconds(20))).isZero();
+            // no event before negotiation (reference/qmp.md §1.2): it only saw the connection close
+            for (int i = 0; i < 100 && !unnegotiated.isEof(); i++) {
+                Thread.sleep(20);
+            }
+            assertThat(unnegotiated.isEof()).isTrue();
+            assertThat(unnegotiated.events()).isEmpty();
         } finally {
             clients.forEach(QmpTestClient::close);
             d.close();

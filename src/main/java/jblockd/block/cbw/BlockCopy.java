@@ -186,6 +186,48 @@ public final class BlockCopy {
     }
 
     /**
+     * Fast path of the background copy over a fresh target: if the first dirty cluster at or
+     * after {@code from} starts a range the source chain reports as zero/unallocated, the whole
+     * range is dropped from the bitmap at once (a fresh target already reads zeroes there) and
+     * counted as progress. Returns the cluster to continue from.
+     * <p>
+     * Safe against guest writes: a write always claims (and copies) a dirty cluster before it
+     * changes the source, so a cluster still dirty when it is dropped here still holds the zeroes
+     * the status reported, and a cluster a write claimed first is simply no longer dirty.
+     */
+    public long skipZeroes(long from) throws CopyError {
+        if (!targetReadsZero || from >= clusters) {
+            return from;
+        }
+        int c;
+        lock.lock();
+        try {
+            c = dirty.nextSetBit((int) from);
+        } finally {
+            lock.unlock();
+        }
+        if (c < 0) {
+            return clusters;
+        }
+        long pos = (long) c * clusterSize;
+        Extent e;
+        try {
+            e = chainStatus(source, pos, length - pos);
+        } catch (IOException ex) {
+            throw new CopyError(IoOperation.READ, pos, IoError.wrap(ex));
+        }
+        if (e.allocation() == Allocation.DATA) {
+            return c;
+        }
+        long dropped = reset(pos, e.length());
+        if (dropped > 0) {
+            progress.accept(dropped);
+        }
+        long endCluster = e.end() >= length ? clusters : e.end() / clusterSize;
+        return Math.max(c + 1, endCluster);
+    }
+
+    /**
      * Claims the next run of dirty clusters at or after cluster {@code from}, up to one chunk.
      * Null when no dirty cluster is left at or after {@code from} (clusters in flight are
      * someone else's).

@@ -21,6 +21,10 @@ interface HostFile {
 
     long length() throws IOException;
 
+    /** A hint that the range is free now (a freed cluster): the file may punch a hole. */
+    default void discard(long offset, long length) throws IOException {
+    }
+
     static HostFile of(BlockNode node) {
         return new HostFile() {
             @Override
@@ -41,6 +45,13 @@ interface HostFile {
             @Override
             public long length() throws IOException {
                 return node.length();
+            }
+
+            @Override
+            public void discard(long offset, long length) throws IOException {
+                if (node.capabilities().canDiscard() && !node.readOnly()) {
+                    node.discard(offset, length);
+                }
             }
         };
     }

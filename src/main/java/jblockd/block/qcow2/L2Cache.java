@@ -8,8 +8,8 @@ import java.util.concurrent.atomic.AtomicLongArray;
  * A bounded cache of L2 tables keyed by their host offset. Lookups are lock-free (the read hot
  * path); inserts and evictions happen under the driver's metadata lock only, which is also the
  * only place entries change, so a stale copy can never be put back over a newer one. Eviction is
- * a clock: a hit sets {@code referenced}, the sweep spares a referenced table once. Tables are
- * written through on every change, so eviction never writes.
+ * a clock: a hit sets {@code referenced}, the sweep spares a referenced table once, and never
+ * takes a dirty table (changed in memory, not yet written back: {@link Metadata#writeBack}).
  */
 final class L2Cache {
 
@@ -18,6 +18,13 @@ final class L2Cache {
         final long offset;
         final AtomicLongArray entries;
         volatile boolean referenced = true;
+        /** Entries {@code [dirtyFrom, dirtyTo)} differ from the file; guarded by the metadata lock. */
+        int dirtyFrom = Integer.MAX_VALUE;
+        int dirtyTo = -1;
+
+        boolean dirty() {
+            return dirtyTo >= 0;
+        }
 
         Table(long offset, AtomicLongArray entries) {
             this.offset = offset;
@@ -48,11 +55,28 @@ final class L2Cache {
         tables.put(t.offset, t);
     }
 
+    /** Caller holds the metadata lock. */
+    int size() {
+        return tables.size();
+    }
+
+    int maxTables() {
+        return maxTables;
+    }
+
+    /** Evicts one clean table if there is one. Caller holds the metadata lock. */
+    void trim() {
+        evictOne();
+    }
+
     private void evictOne() {
         for (int pass = 0; pass < 2; pass++) {
             Iterator<Table> it = tables.values().iterator();
             while (it.hasNext()) {
                 Table t = it.next();
+                if (t.dirty()) {
+                    continue;
+                }
                 if (!t.referenced || pass == 1) {
                     it.remove();
                     return;
@@ -60,5 +84,6 @@ final class L2Cache {
                 t.referenced = false;
             }
         }
+        // Every table is dirty: the cache grows until the next write-back.
     }
 }

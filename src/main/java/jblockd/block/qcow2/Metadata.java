@@ -46,6 +46,13 @@ final class Metadata {
     private final int refcountsPerBlock;
     private long[] refTable;
     private final LinkedHashMap<Long, byte[]> refBlocks;
+    private final int maxBlocks;
+    /** Refcount blocks changed in memory only: offset to the dirty byte range {from, to}. */
+    private final LinkedHashMap<Long, int[]> dirtyBlocks = new LinkedHashMap<>();
+    /** L2 tables changed in memory only. */
+    private final java.util.LinkedHashSet<L2Cache.Table> dirtyTables = new java.util.LinkedHashSet<>();
+    /** Told (under the lock) when metadata becomes dirty, so the driver can schedule a write-back. */
+    Runnable onDirty = () -> { };
     /** First cluster that may be free (QEMU's free_cluster_index). */
     private long freeHint;
     /** One past the highest cluster index in use or handed out. */
@@ -56,8 +63,20 @@ final class Metadata {
      * refcount still reads 0, and freeing (the old refcount table) may lower the hint below them.
      */
     private final java.util.ArrayDeque<long[]> reserved = new java.util.ArrayDeque<>();
+    /** Replaced L2 entries whose clusters could not be freed yet (see {@link #releaseEntries}). */
+    private final java.util.ArrayList<Long> pendingFrees = new java.util.ArrayList<>();
+    /** For each pending free: pass a discard of the freed cluster down to the file. */
+    private final java.util.ArrayList<Boolean> pendingDiscards = new java.util.ArrayList<>();
+
+    /** About 8 MiB of L2 tables (64 GiB of guest with 64 KiB clusters), 4 MiB of refcount blocks. */
+    static final long DEFAULT_CACHE_BYTES = 8L << 20;
 
     Metadata(HostFile file, Qcow2Header header) throws IOException {
+        this(file, header, DEFAULT_CACHE_BYTES);
+    }
+
+    /** {@code cacheBytes}: the L2 cache budget; refcount blocks get half of it. At least 4 of each. */
+    Metadata(HostFile file, Qcow2Header header, long cacheBytes) throws IOException {
         this.file = file;
         this.header = header;
         this.clusterBits = header.clusterBits;
@@ -66,14 +85,13 @@ final class Metadata {
         this.refcountBits = 1 << header.refcountOrder;
         this.refcountMax = refcountBits == 64 ? Long.MAX_VALUE : (1L << refcountBits) - 1;
         this.refcountsPerBlock = (int) ((long) clusterSize * 8 / refcountBits);
-        // About 8 MiB of L2 tables (64 GiB of guest with 64 KiB clusters) and 4 MiB of
-        // refcount blocks, never fewer than 4 tables.
-        this.l2Cache = new L2Cache((int) Math.max(4, (8L << 20) / clusterSize));
-        int maxBlocks = (int) Math.max(4, (4L << 20) / clusterSize);
+        this.l2Cache = new L2Cache((int) Math.max(4, cacheBytes / clusterSize));
+        int maxBlocks = (int) Math.max(4, cacheBytes / 2 / clusterSize);
+        this.maxBlocks = maxBlocks;
         this.refBlocks = new LinkedHashMap<>(64, 0.75f, true) {
             @Override
             protected boolean removeEldestEntry(Map.Entry<Long, byte[]> eldest) {
-                return size() > maxBlocks;
+                return size() > maxBlocks && !dirtyBlocks.containsKey(eldest.getKey());
             }
         };
         long fileLength = file.length();
@@ -224,10 +242,16 @@ final class Metadata {
             return l2Table(off);
         }
         long newOff = allocClusters(1);
-        file.write(newOff, ByteBuffer.allocate(clusterSize));
+        try {
+            file.write(newOff, ByteBuffer.allocate(clusterSize));
+            writeBackRefBlocks(); // the table's refcount before the L1 entry (QEMU's l2_allocate)
+            setL1(l1Index, newOff | COPIED);
+        } catch (IOException failure) {
+            freeQuietly(newOff, 1);
+            throw failure;
+        }
         L2Cache.Table t = new L2Cache.Table(newOff, new AtomicLongArray(l2Entries));
         l2Cache.put(t);
-        setL1(l1Index, newOff | COPIED);
         return t;
     }
 
@@ -237,14 +261,77 @@ final class Metadata {
         l1.set(index, value);
     }
 
-    /** Writes entries {@code [from, to)} of a table through to the file. Caller holds the lock. */
-    void writeL2(L2Cache.Table t, int from, int to) throws IOException {
-        ByteBuffer b = ByteBuffer.allocate((to - from) * 8);
-        for (int i = from; i < to; i++) {
-            b.putLong(t.entries.get(i));
+    /** Records that entries {@code [from, to)} of a table changed. Caller holds the lock. */
+    void markL2Dirty(L2Cache.Table t, int from, int to) {
+        t.dirtyFrom = Math.min(t.dirtyFrom, from);
+        t.dirtyTo = Math.max(t.dirtyTo, to);
+        if (dirtyTables.add(t) && dirtyTables.size() == 1 && dirtyBlocks.isEmpty()) {
+            onDirty.run();
         }
-        b.flip();
-        file.write(t.offset + (long) from * 8, b);
+    }
+
+    /**
+     * Writes dirty metadata back when a lot has piled up; called before a request changes
+     * anything, so a failure fails the request cleanly. Caller holds the lock.
+     */
+    void maybeWriteBack() throws IOException {
+        if (dirtyTables.size() > l2Cache.maxTables() / 2 || dirtyBlocks.size() > maxBlocks / 2) {
+            writeBack();
+        }
+    }
+
+    boolean dirty() {
+        return !dirtyTables.isEmpty() || !dirtyBlocks.isEmpty();
+    }
+
+    /**
+     * Writes dirty metadata back in QEMU's dependency order: refcount blocks (which only hold
+     * increments: decrements are written through after their L2 change, see {@link #freeEntry})
+     * before the L2 tables that point at the new clusters. What fails stays dirty for the next
+     * try. Caller holds the lock.
+     */
+    void writeBack() throws IOException {
+        writeBackRefBlocks();
+        java.util.Iterator<L2Cache.Table> it = dirtyTables.iterator();
+        while (it.hasNext()) {
+            L2Cache.Table t = it.next();
+            int from = t.dirtyFrom;
+            int to = t.dirtyTo;
+            ByteBuffer b = ByteBuffer.allocate((to - from) * 8);
+            for (int i = from; i < to; i++) {
+                b.putLong(t.entries.get(i));
+            }
+            b.flip();
+            file.write(t.offset + (long) from * 8, b);
+            t.dirtyFrom = Integer.MAX_VALUE;
+            t.dirtyTo = -1;
+            it.remove();
+        }
+        while (l2Cache.size() > l2Cache.maxTables()) {
+            int before = l2Cache.size();
+            l2Cache.trim();
+            if (l2Cache.size() == before) {
+                break;
+            }
+        }
+    }
+
+    private void writeBackRefBlocks() throws IOException {
+        java.util.Iterator<Map.Entry<Long, int[]>> it = dirtyBlocks.entrySet().iterator();
+        while (it.hasNext()) {
+            Map.Entry<Long, int[]> e = it.next();
+            byte[] blk = refBlocks.get(e.getKey());
+            int[] r = e.getValue();
+            file.write(e.getKey() + r[0], ByteBuffer.wrap(blk, r[0], r[1] - r[0]).slice());
+            it.remove();
+        }
+        if (refBlocks.size() > maxBlocks) {
+            java.util.Iterator<Long> keys = refBlocks.keySet().iterator();
+            while (refBlocks.size() > maxBlocks && keys.hasNext()) {
+                keys.next();
+                keys.remove();
+            }
+        }
     }
 
     // ---------------------------------------------------------------- refcounts
@@ -331,31 +418,68 @@ final class Metadata {
     void addRefcount(long first, long count, int delta) throws IOException {
         long c = first;
         long end = first + count;
-        while (c < end) {
-            long tIdx = c / refcountsPerBlock;
-            long blockOff = delta > 0 ? ensureBlock(tIdx) : existingBlock(tIdx);
-            if (blockOff == 0) {
-                throw new IoError(Errno.EIO, "qcow2: corrupt image: freeing cluster " + c
-                        + " which has no refcount block");
-            }
-            byte[] blk = block(blockOff);
-            long upto = Math.min(end, (tIdx + 1) * refcountsPerBlock);
-            int i0 = (int) (c % refcountsPerBlock);
-            int i1 = (int) ((upto - 1) % refcountsPerBlock);
-            for (int i = i0; i <= i1; i++) {
-                long v = get(blk, i) + delta;
-                if (v < 0 || v > refcountMax) {
-                    throw new IoError(Errno.EIO, "qcow2: corrupt image: refcount of cluster "
-                            + (tIdx * refcountsPerBlock + i) + " out of range");
+        try {
+            while (c < end) {
+                long tIdx = c / refcountsPerBlock;
+                long blockOff = delta > 0 ? ensureBlock(tIdx) : existingBlock(tIdx);
+                if (blockOff == 0) {
+                    throw new IoError(Errno.EIO, "qcow2: corrupt image: freeing cluster " + c
+                            + " which has no refcount block");
                 }
-                set(blk, i, v);
-                if (v == 0 && tIdx * refcountsPerBlock + i < freeHint) {
-                    freeHint = tIdx * refcountsPerBlock + i;
+                byte[] blk = block(blockOff);
+                long upto = Math.min(end, (tIdx + 1) * refcountsPerBlock);
+                int i0 = (int) (c % refcountsPerBlock);
+                int i1 = (int) ((upto - 1) % refcountsPerBlock);
+                for (int i = i0; i <= i1; i++) {
+                    long v = get(blk, i) + delta;
+                    if (v < 0 || v > refcountMax) {
+                        throw new IoError(Errno.EIO, "qcow2: corrupt image: refcount of cluster "
+                                + (tIdx * refcountsPerBlock + i) + " out of range");
+                    }
+                }
+                int[] r = byteRange(i0, i1);
+                byte[] before = java.util.Arrays.copyOfRange(blk, r[0], r[1]);
+                long hint = freeHint;
+                for (int i = i0; i <= i1; i++) {
+                    long v = get(blk, i) + delta;
+                    set(blk, i, v);
+                    if (v == 0 && tIdx * refcountsPerBlock + i < freeHint) {
+                        freeHint = tIdx * refcountsPerBlock + i;
+                    }
+                }
+                if (delta > 0) {
+                    int[] d = dirtyBlocks.get(blockOff);
+                    if (d == null) {
+                        dirtyBlocks.put(blockOff, new int[] {r[0], r[1]});
+                        if (dirtyBlocks.size() == 1 && dirtyTables.isEmpty()) {
+                            onDirty.run();
+                        }
+                    } else {
+                        d[0] = Math.min(d[0], r[0]);
+                        d[1] = Math.max(d[1], r[1]);
+                    }
+                } else {
+                    try {
+                        file.write(blockOff + r[0], ByteBuffer.wrap(blk, r[0], r[1] - r[0]).slice());
+                    } catch (IOException | RuntimeException e) {
+                        // Keep memory equal to the file.
+                        System.arraycopy(before, 0, blk, r[0], before.length);
+                        freeHint = hint;
+                        throw e;
+                    }
+                }
+                c = upto;
+            }
+        } catch (IOException | RuntimeException e) {
+            // Undo (best effort) the chunks this call already wrote.
+            if (c > first) {
+                try {
+                    addRefcount(first, c - first, -delta);
+                } catch (IOException | RuntimeException ignored) {
+                    // the first error is the one to report
                 }
             }
-            int[] r = byteRange(i0, i1);
-            file.write(blockOff + r[0], ByteBuffer.wrap(blk, r[0], r[1] - r[0]).slice());
-            c = upto;
+            throw e;
         }
     }
 
@@ -401,9 +525,17 @@ final class Metadata {
             }
         }
         long off = nb << clusterBits;
-        file.write(off, ByteBuffer.wrap(blk));
+        try {
+            writeBackRefBlocks();
+            file.write(off, ByteBuffer.wrap(blk));
+            setRefTableEntry((int) tIdx, off);
+        } catch (IOException | RuntimeException e) {
+            if (nb / refcountsPerBlock != tIdx) {
+                freeQuietly(off, 1);
+            }
+            throw e;
+        }
         refBlocks.put(off, blk);
-        setRefTableEntry((int) tIdx, off);
         return off;
     }
 
@@ -418,6 +550,7 @@ final class Metadata {
      * qcow2_refcount_area()); the header switches to the new table, then the old one is freed.
      */
     private void growTable(long neededIdx) throws IOException {
+        writeBackRefBlocks();
         long start = allocEnd;
         long blocks = 0;
         long tableClusters = 0;
@@ -466,6 +599,7 @@ final class Metadata {
         } finally {
             reserved.pop();
         }
+        writeBackRefBlocks();
         ByteBuffer tb = ByteBuffer.allocate(table.length * 8);
         tb.asLongBuffer().put(table);
         file.write(tableOffset, tb);
@@ -509,6 +643,9 @@ final class Metadata {
 
     /** Allocates {@code n} contiguous clusters with refcount 1; returns the host offset. */
     long allocClusters(long n) throws IOException {
+        if (!pendingFrees.isEmpty() && reserved.isEmpty()) {
+            retryPendingFrees();
+        }
         long start = findFree(n);
         freeHint = start + n;
         allocEnd = Math.max(allocEnd, start + n);
@@ -519,6 +656,62 @@ final class Metadata {
             reserved.pop();
         }
         return start << clusterBits;
+    }
+
+    /** Gives back clusters after a failed request; a failure here only leaks them. */
+    void freeQuietly(long offset, long clusters) {
+        try {
+            addRefcount(offset >>> clusterBits, clusters, -1);
+        } catch (IOException | RuntimeException ignored) {
+            // leaked clusters are harmless (qemu-img check -r leaks)
+        }
+    }
+
+    /**
+     * Drops the reference of an L2 entry that was just replaced. Its new value is on disk, so
+     * the request has succeeded: a failure here is kept and retried later (at the next
+     * allocation or flush) instead of failing the request or leaking the cluster, which is what
+     * QEMU's qcow2_free_clusters() would do ("TODO Remember the clusters to free them later").
+     */
+    void releaseEntries(List<Long> entries, boolean passDiscard) {
+        pendingFrees.addAll(entries);
+        for (int i = 0; i < entries.size(); i++) {
+            pendingDiscards.add(passDiscard);
+        }
+        try {
+            retryPendingFrees();
+        } catch (IOException | RuntimeException e) {
+            // kept in pendingFrees; retried at the next allocation or flush
+        }
+    }
+
+    /**
+     * Frees the clusters of replaced L2 entries: the L2 tables go to the file first, so no
+     * table on disk points at a cluster whose refcount is already lower (QEMU makes its refcount
+     * cache depend on the L2 cache for decrements). Caller holds the lock.
+     */
+    void retryPendingFrees() throws IOException {
+        if (pendingFrees.isEmpty()) {
+            return;
+        }
+        writeBack();
+        while (!pendingFrees.isEmpty()) {
+            long e = pendingFrees.getFirst();
+            freeEntry(e);
+            pendingFrees.removeFirst();
+            boolean discard = pendingDiscards.removeFirst();
+            long off = e & OFFSET_MASK;
+            // QEMU's pass-discard-request (on by default): a guest discard or unmapping
+            // write-zeroes that frees a cluster punches it out of the file. Under the lock, so
+            // nobody can have reallocated the cluster yet.
+            if (discard && (e & COMPRESSED) == 0 && off != 0 && refcount(off >>> clusterBits) == 0) {
+                try {
+                    file.discard(off, clusterSize);
+                } catch (IOException | RuntimeException ignored) {
+                    // a discard is a hint
+                }
+            }
+        }
     }
 
     /** Drops one reference to what an L2 entry points at (QEMU's qcow2_free_any_cluster). */

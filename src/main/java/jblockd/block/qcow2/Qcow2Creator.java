@@ -74,6 +74,7 @@ final class Qcow2Creator {
                         f.write(l1Offset + done, ByteBuffer.allocate(n));
                         done += n;
                     }
+                    m.writeBack();
                     h.l1Size = (int) l1Size;
                     h.l1Offset = l1Offset;
                 } finally {

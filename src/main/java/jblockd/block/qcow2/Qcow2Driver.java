@@ -56,6 +56,11 @@ public final class Qcow2Driver implements BlockDriver {
     private final long size;
     private final StripedLocks stripes = new StripedLocks();
     private volatile BlockNode backing;
+    private final java.util.concurrent.atomic.AtomicBoolean writeBackScheduled =
+            new java.util.concurrent.atomic.AtomicBoolean();
+    /** Set under the metadata lock; the background write-back checks it there. */
+    private volatile boolean closed;
+    private static final long WRITE_BACK_DELAY_MS = 200;
 
     private Qcow2Driver(BlockNode fileNode, Metadata meta, boolean readOnly) {
         this.fileNode = fileNode;
@@ -66,6 +71,7 @@ public final class Qcow2Driver implements BlockDriver {
         this.clusterBits = meta.clusterBits;
         this.clusterSize = meta.clusterSize;
         this.size = header.size;
+        meta.onDirty = this::scheduleWriteBack;
     }
 
     public static void register(DriverRegistry r) {
@@ -111,6 +117,12 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro) throws IOException {
+        return openOn(fileNode, file, ro, Metadata.DEFAULT_CACHE_BYTES);
+    }
+
+    /** {@code cacheBytes}: metadata cache budget (tests shrink it to exercise eviction). */
+    static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro, long cacheBytes)
+            throws IOException {
         long fileLength = file.length();
         ByteBuffer head = ByteBuffer.allocate((int) Math.min(fileLength, Qcow2Header.V3_LENGTH));
         file.read(0, head);
@@ -142,7 +154,7 @@ public final class Qcow2Driver implements BlockDriver {
                         "qcow2: writing images with internal snapshots is not supported; open it read-only");
             }
         }
-        Metadata meta = new Metadata(file, h);
+        Metadata meta = new Metadata(file, h, cacheBytes);
         meta.markCorruptOnDisk = !ro;
         if (!ro && h.autoclear != 0) {
             // We maintain none of the autoclear features (bitmaps, raw external data): clearing
@@ -413,6 +425,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (fresh > 0) {
             meta.lock.lock();
             try {
+                meta.maybeWriteBack();
                 long before = meta.allocEndCluster();
                 hostStart = meta.allocClusters(fresh);
                 virgin = (hostStart >>> clusterBits) >= before;
@@ -440,16 +453,11 @@ public final class Qcow2Driver implements BlockDriver {
         }
         try {
             writeData(offset, src, hosts, cow);
-        } catch (IOException e) {
-            // The data write failed (ENOSPC, EIO) before any L2 entry points at the fresh
-            // clusters: give them back, or each failed write leaks them (qemu-img check:
-            // "leaked clusters"). QEMU does the same in qcow2_alloc_cluster_abort().
+        } catch (IOException | RuntimeException e) {
             if (fresh > 0) {
                 meta.lock.lock();
                 try {
-                    meta.addRefcount(hostStart >>> clusterBits, fresh, -1);
-                } catch (IOException e2) {
-                    e.addSuppressed(e2); // only a leak remains
+                    meta.freeQuietly(hostStart, fresh);
                 } finally {
                     meta.lock.unlock();
                 }
@@ -462,30 +470,45 @@ public final class Qcow2Driver implements BlockDriver {
         meta.lock.lock();
         try {
             int i = 0;
-            while (i < n) {
-                long g = g0 + i;
-                L2Cache.Table t = meta.l2TableForWrite(g);
-                int idx0 = (int) (g % meta.l2Entries);
-                int idx = idx0;
-                int lastChanged = -1;
-                int firstChanged = Integer.MAX_VALUE;
-                while (i < n && idx < meta.l2Entries) {
-                    if (!ownedInPlace(old[i])) {
-                        t.entries.set(idx, hosts[i] | Metadata.COPIED);
-                        firstChanged = Math.min(firstChanged, idx);
-                        lastChanged = idx;
+            int linked = 0; // fresh clusters whose L2 entry is on disk
+            try {
+                while (i < n) {
+                    long g = g0 + i;
+                    L2Cache.Table t = meta.l2TableForWrite(g);
+                    int idx0 = (int) (g % meta.l2Entries);
+                    int idx = idx0;
+                    int lastChanged = -1;
+                    int firstChanged = Integer.MAX_VALUE;
+                    int linking = 0;
+                    while (i < n && idx < meta.l2Entries) {
+                        if (!ownedInPlace(old[i])) {
+                            t.entries.set(idx, hosts[i] | Metadata.COPIED);
+                            firstChanged = Math.min(firstChanged, idx);
+                            lastChanged = idx;
+                            linking++;
+                        }
+                        i++;
+                        idx++;
                     }
-                    i++;
-                    idx++;
+                    if (lastChanged >= 0) {
+                        meta.markL2Dirty(t, firstChanged, lastChanged + 1);
+                    }
+                    linked += linking;
                 }
-                if (lastChanged >= 0) {
-                    meta.writeL2(t, firstChanged, lastChanged + 1);
+            } catch (IOException | RuntimeException e) {
+                // The clusters not linked yet go back; the linked ones hold the new data.
+                meta.freeQuietly(hostStart + (long) linked * clusterSize, fresh - linked);
+                throw e;
+            }
+            List<Long> replaced = new ArrayList<>();
+            for (int k = 0; k < n; k++) {
+                int tk = type(old[k]);
+                if (!ownedInPlace(old[k]) && (tk == NORMAL || tk == ZERO_ALLOC || tk == COMPRESSED)) {
+                    replaced.add(old[k]);
                 }
             }
-            for (int k = 0; k < n; k++) {
-                if (!ownedInPlace(old[k])) {
-                    meta.freeEntry(old[k]);
-                }
+            if (!replaced.isEmpty()) {
+                meta.releaseEntries(replaced, false);
             }
         } finally {
             meta.lock.unlock();
@@ -549,6 +572,7 @@ public final class Qcow2Driver implements BlockDriver {
         try (StripedLocks.Held ignored = stripes.lock(gFirst, gEnd - 1, true)) {
             meta.lock.lock();
             try {
+                meta.maybeWriteBack();
                 unmapClusters(gFirst, gEnd, mode, v3, bk != null);
             } finally {
                 meta.lock.unlock();
@@ -592,9 +616,9 @@ public final class Qcow2Driver implements BlockDriver {
                 }
                 t.entries.set(i, ne);
             }
-            meta.writeL2(t, i0, i1);
-            for (long e : toFree) {
-                meta.freeEntry(e);
+            meta.markL2Dirty(t, i0, i1);
+            if (!toFree.isEmpty()) {
+                meta.releaseEntries(toFree, mode != Unmap.ZEROES);
             }
             g = tableEnd;
         }
@@ -647,7 +671,45 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public void flush() throws IOException {
+        if (!readOnly) {
+            meta.lock.lock();
+            try {
+                meta.writeBack();
+                meta.retryPendingFrees();
+            } finally {
+                meta.lock.unlock();
+            }
+        }
         file.flush();
+    }
+
+    /**
+     * Metadata changed in memory: write it back in a moment even if nobody flushes, so that an
+     * image left open still reaches a consistent state on disk soon (QEMU only writes back on
+     * flush, eviction and close). One short-lived virtual thread per burst.
+     */
+    private void scheduleWriteBack() {
+        if (readOnly || closed || !writeBackScheduled.compareAndSet(false, true)) {
+            return;
+        }
+        Thread.ofVirtual().name("qcow2-writeback").start(() -> {
+            try {
+                Thread.sleep(WRITE_BACK_DELAY_MS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            writeBackScheduled.set(false);
+            meta.lock.lock();
+            try {
+                if (!closed && meta.dirty()) {
+                    meta.writeBack();
+                }
+            } catch (IOException | RuntimeException e) {
+                // stays dirty: the next write-back or flush retries and reports it
+            } finally {
+                meta.lock.unlock();
+            }
+        });
     }
 
     @Override
@@ -662,8 +724,17 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public void close() throws IOException {
-        if (!readOnly) {
-            file.flush();
+        try {
+            if (!readOnly) {
+                flush();
+            }
+        } finally {
+            meta.lock.lock();
+            try {
+                closed = true;
+            } finally {
+                meta.lock.unlock();
+            }
         }
     }
 

@@ -44,6 +44,13 @@ import jblockd.qapi.MirrorSyncMode;
  * </ul>
  * {@code offset} counts bytes copied (or found to be zero); {@code len} the bytes to process
  * (sync=top: only what the top layer allocates).
+ *
+ * <h2>Cancel and shutdown</h2>
+ * A cancelled backup (block-job-cancel, job-cancel, quit, SIGTERM) stops starting chunks, waits
+ * for those in flight, removes the filter and flushes and closes the target. The target is then
+ * a consistent image (qcow2 passes {@code qemu-img check}) whose content is simply incomplete:
+ * nothing in it claims completeness, the job's end event ({@code BLOCK_JOB_CANCELLED}, or none
+ * at shutdown) is what says so. jblockd never deletes the target file: it is the user's.
  */
 public final class BackupJob implements JobDriver {
     private static final Logger LOG = Logger.getLogger(BackupJob.class.getName());
@@ -123,25 +130,31 @@ public final class BackupJob implements JobDriver {
                 if (failure.get() != null) {
                     break;
                 }
+                try {
+                    next = copy.skipZeroes(next);
+                } catch (BlockCopy.CopyError e) {
+                    // a status error: let the chunk copy meet (and report) it with its policy
+                }
                 BlockCopy.Claim c = copy.claimNext(next);
                 if (c == null && next > 0) {
-                    next = 0; // wrap: chunks released after a stop or failure are dirty again
-                    continue;
+                    c = copy.claimNext(0); // wrap: chunks released after a stop or failure are dirty again
                 }
                 if (c == null) {
                     if (!copy.hasWork()) {
                         break;
                     }
                     // The rest is in flight (our workers or guest copy-before-writes).
+                    next = 0;
                     ctx.sleep(TimeUnit.MILLISECONDS.toNanos(2));
                     continue;
                 }
-                next = c.first() + c.count();
-                charge = copy.bytes(c);
+                BlockCopy.Claim claim = c;
+                next = claim.first() + claim.count();
+                charge = copy.bytes(claim);
                 slots.acquireUninterruptibly();
                 inFlight.submit(() -> {
                     try {
-                        copyChunk(ctx, c, failure);
+                        copyChunk(ctx, claim, failure);
                     } finally {
                         slots.release();
                     }

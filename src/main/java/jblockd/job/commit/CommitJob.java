@@ -11,7 +11,6 @@ import jblockd.job.JobContext;
 import jblockd.job.JobDriver;
 import jblockd.job.mirror.Chain;
 import jblockd.qapi.BlockdevOnError;
-import jblockd.qapi.ErrorAction;
 import jblockd.qapi.IoOperation;
 import jblockd.qapi.JobType;
 
@@ -21,6 +20,9 @@ import jblockd.qapi.JobType;
  * the overlay of {@code top} is rebased onto {@code base} and the committed layers leave the
  * chain. Guests write only to layers above {@code top}, so nothing they do races with the copy.
  * Committing the active layer is a {@link jblockd.job.mirror.MirrorJob} instead.
+ * <p>
+ * Errors go through {@code on-error} (reads of top..base: {@code read}, writes into base:
+ * {@code write}); as in QEMU's commit_run(), {@code ignore} and {@code stop} both retry the chunk.
  * <p>
  * {@code baseWriter} is the node the data is written through: the base opened read-write (the
  * chain's own base node is read-only, as backing files are); its reads of committed ranges are
@@ -96,12 +98,9 @@ public final class CommitJob implements JobDriver {
                         pos += len;
                     }
                 } catch (IOException e) {
-                    ErrorAction a = ctx.handleError(onError, op, IoError.wrap(e), off);
-                    if (a == ErrorAction.IGNORE) {
-                        ctx.recordIgnoredError(IoError.wrap(e));
-                        ctx.addOffset(n);
-                        break;
-                    }
+                    // commit_run(): for both ignore and stop the chunk is tried again ("n = 0;
+                    // continue"); handleError backs off when it keeps failing (SPEC §7).
+                    ctx.handleError(onError, op, IoError.wrap(e), off);
                     continue;
                 }
                 ctx.addOffset(n);

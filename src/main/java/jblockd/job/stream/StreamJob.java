@@ -67,13 +67,13 @@ public final class StreamJob implements JobDriver {
 
     @Override
     public void run(JobContext ctx) throws Exception {
-        long size = top.length();
-        ctx.setLen(size);
         BlockNode below = top.driver().backing();
         if (below == null || below == base) {
-            ctx.setOffset(size);
+            // stream_run(): "Nothing to stream" before the progress is even set (len stays 0)
             return;
         }
+        long size = top.length();
+        ctx.setLen(size);
         ByteBuffer buf = ByteBuffer.allocateDirect(CHUNK);
         for (long off = 0; off < size; off += CHUNK) {
             ctx.pausePoint();

@@ -14,6 +14,11 @@ import java.util.concurrent.locks.ReentrantLock;
 public final class NbdWriter {
     private final GatheringByteChannel channel;
     private final ReentrantLock lock = new ReentrantLock();
+    /**
+     * Headers are built in small heap buffers and copied here under the lock: a heap buffer
+     * handed to the channel would be copied into a temporary direct buffer on every write.
+     */
+    private final ByteBuffer header = ByteBuffer.allocateDirect(256);
 
     public NbdWriter(GatheringByteChannel channel) {
         this.channel = channel;
@@ -22,12 +27,19 @@ public final class NbdWriter {
     private void writeAll(ByteBuffer... parts) throws IOException {
         lock.lock();
         try {
+            ByteBuffer[] out = parts;
+            if (!parts[0].isDirect() && parts[0].remaining() <= header.capacity()) {
+                header.clear();
+                header.put(parts[0]).flip();
+                out = parts.clone();
+                out[0] = header;
+            }
             long left = 0;
-            for (ByteBuffer b : parts) {
+            for (ByteBuffer b : out) {
                 left += b.remaining();
             }
             while (left > 0) {
-                left -= channel.write(parts);
+                left -= channel.write(out);
             }
         } finally {
             lock.unlock();

@@ -292,13 +292,18 @@ final class NbdConnection {
 
     private void transmission() throws IOException {
         Semaphore slots = new Semaphore(NbdServer.MAX_IN_FLIGHT);
+        Semaphore kib = new Semaphore(NbdServer.MAX_IN_FLIGHT_KIB);
         try {
             while (true) {
                 NbdRequest r = reader.readRequest();
                 if (r.type() == Nbd.CMD_DISC) {
                     return; // finally: outstanding requests finish, then we close
                 }
+                // READ and WRITE carry payloads: count them against the byte budget
+                int cost = (r.type() == Nbd.CMD_READ || r.type() == Nbd.CMD_WRITE)
+                        ? (int) Math.min(NbdServer.MAX_IN_FLIGHT_KIB, Math.max(1, r.length() >> 10)) : 0;
                 slots.acquireUninterruptibly();
+                kib.acquireUninterruptibly(cost);
                 ByteBuffer payload = null;
                 boolean dispatched = false;
                 try {
@@ -320,6 +325,7 @@ final class NbdConnection {
                             handle(r, p);
                         } finally {
                             buffers.release(p);
+                            kib.release(cost);
                             slots.release();
                         }
                     });
@@ -327,6 +333,7 @@ final class NbdConnection {
                 } finally {
                     if (!dispatched) {
                         buffers.release(payload);
+                        kib.release(cost);
                         slots.release();
                     }
                 }

@@ -30,8 +30,16 @@ import java.util.logging.Logger;
 public final class NbdServer {
     private static final Logger LOG = Logger.getLogger(NbdServer.class.getName());
 
-    /** Requests served concurrently per connection; the reader waits when all are busy. */
-    static final int MAX_IN_FLIGHT = 16;
+    /**
+     * Requests served concurrently per connection; the reader waits when all are busy. 64 is
+     * what libnbd clients (nbdcopy) keep in flight by default.
+     */
+    static final int MAX_IN_FLIGHT = 64;
+    /**
+     * Payload bytes in flight per connection, in KiB: bounds memory (64 requests of 32 MiB
+     * would be 2 GiB). A request larger than the budget takes all of it.
+     */
+    static final int MAX_IN_FLIGHT_KIB = 128 * 1024;
 
     private final Map<String, NbdExport> exportsByName = new LinkedHashMap<>();
     private final Set<NbdConnection> connections = ConcurrentHashMap.newKeySet();

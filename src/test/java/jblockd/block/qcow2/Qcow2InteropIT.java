@@ -219,6 +219,76 @@ class Qcow2InteropIT {
     }
 
     @Test
+    void tinyMetadataCacheEvictsAndWritesBackCorrectly() throws Exception {
+        // 512-byte clusters and a 2 KiB cache: 4 L2 tables (32 KiB of guest each) and 4
+        // refcount blocks, so nearly every request evicts, and dirty tables must survive it.
+        int size = 3 << 20;
+        Path img = create("tiny.qcow2", size, 512, false, null, null);
+        byte[] model = new byte[size];
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(img,
+                java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE)) {
+            Qcow2Driver d = Qcow2Driver.openOn(null, HostFile.of(ch), false, 2048);
+            Random r = new Random(99);
+            for (int i = 0; i < 300; i++) {
+                int off = r.nextInt(size - 70_000);
+                int len = 1 + r.nextInt(70_000);
+                if (r.nextInt(5) == 0) {
+                    d.discard(off, len);
+                    long a = (off + 511L) / 512 * 512;
+                    long b = (off + (long) len) / 512 * 512;
+                    if (a < b) {
+                        Arrays.fill(model, (int) a, (int) b, (byte) 0);
+                    }
+                } else {
+                    byte[] data = Qcow2Workload.randomBytes(r, len);
+                    d.write(off, ByteBuffer.wrap(data), false);
+                    System.arraycopy(data, 0, model, off, len);
+                }
+            }
+            byte[] back = new byte[size];
+            d.read(0, ByteBuffer.wrap(back));
+            assertThat(Arrays.mismatch(back, model)).isEqualTo(-1);
+            d.close();
+        }
+        assertCheckClean(img);
+        assertSameAsRaw(img, model);
+    }
+
+    @Test
+    void metadataReachesTheFileSoonWithoutAFlush() throws Exception {
+        Path img = create("lazy.qcow2", 4 << 20, 65536, false, null, null);
+        BlockNode n = open(img, false);
+        byte[] data = Qcow2Workload.randomBytes(new Random(4), 300_000);
+        n.write(12345, ByteBuffer.wrap(data), false);
+        byte[] model = new byte[4 << 20];
+        System.arraycopy(data, 0, model, 12345, data.length);
+        Thread.sleep(700); // the background write-back runs 200 ms after the first change
+        assertCheckClean(img); // still open, never flushed
+        assertSameAsRaw(img, model);
+    }
+
+    @Test
+    void discardPunchesFreedClustersOutOfTheFile() throws Exception {
+        Path img = create("punch.qcow2", 8 << 20, 65536, false, null, null);
+        BlockNode n = open(img, false);
+        n.write(0, ByteBuffer.wrap(Qcow2Workload.randomBytes(new Random(8), 8 << 20)), false);
+        n.flush();
+        long before = allocatedBytes(img);
+        n.discard(1 << 20, 6 << 20);
+        n.flush();
+        long after = allocatedBytes(img);
+        graph.closeAll();
+        assertThat(before - after).isGreaterThanOrEqualTo(5L << 20);
+        assertCheckClean(img);
+    }
+
+    private long allocatedBytes(Path p) throws Exception {
+        Result r = run("stat", "--format=%b %B", p.toString());
+        String[] f = r.out().trim().split(" ");
+        return Long.parseLong(f[0]) * Long.parseLong(f[1]);
+    }
+
+    @Test
     void refcountTableGrowsAndStaysConsistent() throws Exception {
         // 512-byte clusters: one refcount table cluster covers only 64 blocks x 256 clusters,
         // so writing 12 MiB forces the table to move (twice) and blocks to describe themselves.

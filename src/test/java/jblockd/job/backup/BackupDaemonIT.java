@@ -70,6 +70,7 @@ class BackupDaemonIT {
             c.executeOk("block-job-pause", Map.of("device", "drive0"));
             assertThat(c.executeError("block-job-pause", Map.of("device", "drive0")).get("desc").asText())
                     .isEqualTo("Job is already paused");
+            c.waitEvent("JOB_STATUS_CHANGE", e -> e.at("/data/status").asText().equals("paused"), T);
             assertThat(c.executeOk("query-block-jobs").get(0).get("paused").asBoolean()).isTrue();
             c.executeOk("block-job-set-speed", Map.of("device", "drive0", "speed", 0));
             c.executeOk("block-job-resume", Map.of("device", "drive0"));

@@ -104,4 +104,30 @@ class BackupErrorPolicyIT {
                     "-c", "read -P 0x5a 2M 6M", tgt.toString());
         }
     }
+
+    @org.junit.jupiter.api.Test
+    void failedCopyBeforeWriteFailsTheGuestWriteNotTheJob() throws Exception {
+        Path conf = dir.resolve("tgt.conf");
+        Files.writeString(conf, "[inject-error]\nevent = \"write_aio\"\nerrno = \"5\"\n");
+        Path src = dir.resolve("src.raw");
+        Path tgt = dir.resolve("tgt.raw");
+        Proc.ok("qemu-img", "create", "-q", "-f", "raw", src.toString(), String.valueOf(SIZE));
+        Proc.ok("qemu-img", "create", "-q", "-f", "raw", tgt.toString(), String.valueOf(SIZE));
+        Proc.ok("qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 8M", src.toString());
+        var drive = h.drive("drive0", src.toString(), "raw");
+        h.node("tgt0", "blkdebug:" + conf + ":" + tgt, "raw");
+        // sync=none: only guest writes copy, and every copy to the target fails
+        Job job = h.backup.blockdevBackup(BackupHarness.blockdev("drive0", "tgt0", MirrorSyncMode.NONE, null,
+                null, BlockdevOnError.REPORT));
+        h.events.clear();
+        org.assertj.core.api.Assertions.assertThatThrownBy(() ->
+                        drive.root().write(0, java.nio.ByteBuffer.wrap(new byte[4096]), false))
+                .isInstanceOfSatisfying(jblockd.block.IoError.class,
+                        e -> assertThat(e.errno()).isEqualTo(Errno.EIO));
+        // the job is untouched (on-target-error is for the background copy only) and the source
+        // was not overwritten
+        assertThat(h.events.events()).isEmpty();
+        assertThat(job.info().status().wire()).isEqualTo("running");
+        Proc.ok("qemu-io", "-f", "raw", "-r", "-U", "-c", "read -P 0x5a 0 64k", src.toString());
+    }
 }

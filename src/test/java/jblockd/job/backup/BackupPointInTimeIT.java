@@ -205,7 +205,7 @@ class BackupPointInTimeIT {
         org.assertj.core.api.Assertions.assertThatThrownBy(() ->
                         backup.blockdevBackup(args("drive0", "t2", MirrorSyncMode.FULL, 0, null, null)))
                 .hasMessage("Node 'drive0' is busy: block device is in use by block job: backup");
-        assertThat(events.events()).containsExactly("J(paused)", "J(running)");
+        assertThat(events.events()).containsExactly("J(paused)", "J(running)", "J(paused)", "J(running)");
         org.assertj.core.api.Assertions.assertThatThrownBy(() ->
                         backup.blockdevBackup(args("drive0", "drive0", MirrorSyncMode.FULL, 0, null, null)))
                 .hasMessage("Source and target cannot be the same");

@@ -162,6 +162,7 @@ class DriveBackupIT {
         assertThat(rate).isBetween(speed * 0.85, speed * 1.15);
 
         h.jobCommands.blockJob("drive0").userPause();
+        assertThat(job.awaitPaused(5, TimeUnit.SECONDS)).isTrue();
         assertThat(h.events.events()).endsWith("J(paused)");
         var info = h.jobCommands.queryBlockJobs().getFirst();
         assertThat(info.paused()).isTrue();

@@ -116,6 +116,17 @@ class MirrorIT {
     }
 
     @Test
+    void streamOfARawDriveWithoutBackingCompletesWithNothingToDo() throws Exception {
+        try (DaemonProcess d = daemon(src.toString()); QmpTestClient c = d.connect()) {
+            c.executeOk("block-stream", Map.of("device", "drive0"));
+            JsonNode done = c.waitEvent("BLOCK_JOB_COMPLETED", T);
+            assertThat(done.path("data").has("error")).isFalse();
+            assertThat(done.path("data").path("len").asLong()).isZero();
+            c.executeOk("quit");
+        }
+    }
+
+    @Test
     void parameterErrorsMatchQemu() throws Exception {
         try (DaemonProcess d = daemon(src.toString()); QmpTestClient c = d.connect()) {
             assertThat(c.executeError("drive-mirror", Map.of("device", "drive0", "target", tgt.toString(),

@@ -204,6 +204,29 @@ class NbdDaemonIT {
     }
 
     @Test
+    void commandLineTcpServerAndDeviceExport() throws Exception {
+        Path img = dir.resolve("t.raw");
+        ok(Tools.run(30, "qemu-img", "create", "-f", "raw", img.toString(), "1M"));
+        int port;
+        try (ServerSocket s = new ServerSocket(0)) {
+            port = s.getLocalPort();
+        }
+        try (DaemonProcess d = DaemonProcess.start(dir, "--drive", "id=drive0,file=" + img + ",format=raw",
+                "--nbd-server", "addr.type=inet,addr.host=127.0.0.1,addr.port=" + port + ",max-connections=4",
+                "--export", "nbd,id=e0,device=drive0,writable=on,description=the disk");
+             QmpTestClient q = d.connect()) {
+            String u = "nbd://127.0.0.1:" + port + "/drive0";
+            ok(Tools.run(30, "qemu-io", "-f", "raw", "-c", "write -P 0x4d 0 128k", "-c", "read -P 0x4d 0 128k", u));
+            if (Tools.present("nbdinfo")) {
+                assertThat(ok(Tools.run(30, "nbdinfo", u)).out()).contains("the disk");
+            }
+            JsonNode e = q.executeOk("query-block-exports").get(0);
+            assertThat(e.path("id").asText()).isEqualTo("e0");
+        }
+        assertThat(Files.readAllBytes(img)[131071]).isEqualTo((byte) 0x4d);
+    }
+
+    @Test
     void werrorStopHoldsTheWriteUntilContThenItLands() throws Exception {
         Path img = dir.resolve("w.raw");
         ok(Tools.run(30, "qemu-img", "create", "-f", "raw", img.toString(), "2M"));
@@ -346,6 +369,51 @@ class NbdDaemonIT {
             assertThat(err.path("action").asText()).isEqualTo("report");
             assertThat(err.path("nospace").asBoolean(true)).isFalse();
             assertThat(q.executeOk("query-status").path("status").asText()).isEqualTo("running");
+        }
+    }
+
+    @Test
+    void guestWritesThroughTheExportDuringABackupLeaveAPointInTimeCopy() throws Exception {
+        Path img = dir.resolve("src.raw");
+        Path target = dir.resolve("target.raw");
+        ok(Tools.run(30, "qemu-img", "create", "-f", "raw", img.toString(), "8M"));
+        ok(Tools.run(30, "qemu-io", "-f", "raw", "-c", "write -P 0xaa 0 8M", img.toString()));
+        try (DaemonProcess d = daemonWithDrive("id=drive0,file=" + img + ",format=raw");
+             QmpTestClient q = d.connect()) {
+            // 1 MiB/s: the guest's writes below land long before the copy reaches them
+            q.executeOk("drive-backup", Map.of("device", "drive0", "target", target.toString(), "format", "raw",
+                    "sync", "full", "speed", 1 << 20));
+            ok(qemuIo("disk", "write -P 0xbb 0 8M", "read -P 0xbb 0 8M"));
+            q.executeOk("block-job-set-speed", Map.of("device", "drive0", "speed", 0));
+            JsonNode done = q.waitEvent("BLOCK_JOB_COMPLETED", Duration.ofSeconds(60)).path("data");
+            assertThat(done.has("error")).as(done.toString()).isFalse();
+            ok(qemuIo("disk", "read -P 0xbb 0 8M"));
+        }
+        ok(Tools.run(30, "qemu-io", "-f", "raw", "-c", "read -P 0xaa 0 8M", target.toString()));
+        ok(Tools.run(30, "qemu-io", "-f", "raw", "-c", "read -P 0xbb 0 8M", img.toString()));
+    }
+
+    @Test
+    void quitWhileGuestIoIsHeldExitsCleanly() throws Exception {
+        Path img = dir.resolve("h.raw");
+        ok(Tools.run(30, "qemu-img", "create", "-f", "raw", img.toString(), "1M"));
+        try (DaemonProcess d = daemonWithDrive("id=drive0,file=" + img + ",format=raw");
+             QmpTestClient q = d.connect()) {
+            q.executeOk("stop");
+            CompletableFuture<Tools.Result> writer = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return qemuIo("disk", "write -P 0x66 0 64k");
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            Thread.sleep(500);
+            assertThat(writer).isNotDone();
+            q.executeOk("quit");
+            assertThat(d.waitFor(Duration.ofSeconds(30))).isZero();
+            // the held write was never answered as done: the client sees the connection drop
+            Tools.Result w = writer.get(30, TimeUnit.SECONDS);
+            assertThat(w.all()).doesNotContain("wrote 65536/65536");
         }
     }
 

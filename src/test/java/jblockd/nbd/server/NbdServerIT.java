@@ -463,6 +463,32 @@ class NbdServerIT {
         assertThat(server.export("k").orElseThrow().connections()).isEmpty();
     }
 
+    @Test
+    void maxConnectionsHoldsFurtherClientsInTheBacklog() throws Exception {
+        server.stop();
+        server = new NbdServer();
+        server.start(UnixDomainSocketAddress.of(sock), 1);
+        export("one", fileNode(dir.resolve("one.raw"), 1 << 20), true, null);
+        try (RawClient first = new RawClient(sock)) {
+            first.greeting();
+            try (SocketChannel second = SocketChannel.open(UnixDomainSocketAddress.of(sock))) {
+                second.configureBlocking(false);
+                ByteBuffer b = ByteBuffer.allocate(18);
+                Thread.sleep(300);
+                assertThat(second.read(b)).as("no greeting while the first client is connected").isZero();
+                first.close();
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                while (b.hasRemaining() && System.nanoTime() < deadline) {
+                    if (second.read(b) < 0) {
+                        break;
+                    }
+                    Thread.sleep(10);
+                }
+                assertThat(b.flip().getLong()).isEqualTo(Nbd.NBDMAGIC);
+            }
+        }
+    }
+
     /** A minimal scripted NBD client on a real socket, for byte-level checks. */
     static final class RawClient implements AutoCloseable {
         record OptReply(int option, int type, byte[] data) {
