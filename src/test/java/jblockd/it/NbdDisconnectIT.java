@@ -118,4 +118,58 @@ class NbdDisconnectIT {
             checkQcow2(img, false);
         }
     }
+
+    /**
+     * Requests a hostile client can send: a read past the end, a read and a write claiming
+     * about 4 GiB (more than any buffer the server should allocate), an unknown command, a bad
+     * magic. Each earns an error reply or a closed connection, never an allocation of the
+     * claimed size or a dead daemon; a concurrent well-behaved client is unaffected.
+     */
+    @org.junit.jupiter.api.Test
+    void hostileRequestsAreRefusedWithoutHarm() throws Exception {
+        Path img = dir.resolve("disk.raw");
+        Path nbd = dir.resolve("nbd.sock");
+        run("qemu-img", "create", "-q", "-f", "raw", img.toString(), "8M");
+        run("qemu-io", "-f", "raw", "-c", "write -P 0x11 0 8M", img.toString());
+        try (DaemonProcess d = DaemonProcess.start(dir,
+                "--drive", "id=drive0,file=" + img + ",format=raw",
+                "--nbd-server", "addr.type=unix,addr.path=" + nbd,
+                "--export", "type=nbd,id=exp0,device=drive0,name=disk,writable=on");
+             QmpTestClient c = d.connect();
+             RawNbdClient good = new RawNbdClient(nbd, "disk")) {
+            // past the end: EINVAL (22), connection stays usable
+            try (RawNbdClient h = new RawNbdClient(nbd, "disk")) {
+                RawNbdClient.NbdErrorReply e = org.junit.jupiter.api.Assertions.assertThrows(
+                        RawNbdClient.NbdErrorReply.class, () -> h.read(8L * MIB - 512, 4096));
+                assertThat(e.code).isEqualTo(22);
+                assertThat(h.read(0, 4096)).containsOnly((byte) 0x11);
+            }
+            // huge claimed lengths, unknown command, bad magic: error reply or disconnect
+            int[][] hostile = {{RawNbdClient.CMD_READ, 0xfffff000}, {RawNbdClient.CMD_WRITE, 0xfffff000},
+                {42, 4096}};
+            for (int[] h : hostile) {
+                try (RawNbdClient x = new RawNbdClient(nbd, "disk")) {
+                    x.send(h[0], 0, 9, 0, h[1], null);
+                    try {
+                        x.reply(new byte[0]);
+                        org.junit.jupiter.api.Assertions.fail("request " + h[0] + " len " + h[1] + " succeeded");
+                    } catch (RawNbdClient.NbdErrorReply expected) {
+                        assertThat(expected.code).isNotZero();
+                    } catch (java.io.IOException closed) {
+                        // the server hung up: allowed for a request it cannot frame
+                    }
+                }
+            }
+            try (RawNbdClient x = new RawNbdClient(nbd, "disk")) {
+                x.out.writeInt(0xdeadbeef);
+                x.out.write(new byte[24]);
+                x.out.flush();
+                assertThat(x.in.read()).as("bad magic closes the connection").isEqualTo(-1);
+            }
+            assertThat(good.read(0, 65536)).containsOnly((byte) 0x11);
+            run("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 0 8M", "nbd+unix:///disk?socket=" + nbd);
+            assertThat(c.executeOk("query-block-exports")).hasSize(1);
+            assertThat(d.isAlive()).isTrue();
+        }
+    }
 }
