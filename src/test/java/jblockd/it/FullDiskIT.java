@@ -138,4 +138,50 @@ class FullDiskIT {
             Peers.checkQcow2(tgt, false);
         }
     }
+
+    /**
+     * A job whose target cannot even be created (no space left at all, or a missing directory)
+     * fails at the command with an error; nothing is half-added (no job, no filter node left
+     * above the device, no new node), and the device keeps serving and can run the job later.
+     */
+    @ParameterizedTest(name = "{0} into {1}")
+    @CsvSource({"drive-backup, full-fs", "drive-mirror, full-fs", "drive-backup, missing-dir",
+        "drive-mirror, missing-dir"})
+    void targetThatCannotBeCreatedLeavesNothingBehind(String command, String where) throws Exception {
+        Path src = source();
+        Path filler = filler(0);
+        try (java.io.FileOutputStream more = new java.io.FileOutputStream(filler.toFile(), true)) {
+            byte[] b = new byte[65536];
+            while (true) {
+                more.write(b); // until the filesystem is completely full
+            }
+        } catch (java.io.IOException full) {
+            // ENOSPC: good
+        }
+        Path tgt = where.equals("full-fs") ? small.resolve("tgt.qcow2") : dir.resolve("nodir/tgt.qcow2");
+        Path nbd = dir.resolve("nbd.sock");
+        try (DaemonProcess d = daemon(src, nbd); QmpTestClient c = d.connect()) {
+            JsonNode nodesBefore = c.executeOk("query-named-block-nodes");
+            JsonNode blockBefore = c.executeOk("query-block");
+            JsonNode err = c.executeError(command, Map.of("device", "drive0", "target", tgt.toString(),
+                    "format", "qcow2", "sync", "full"));
+            assertThat(err.get("class").asText()).isEqualTo("GenericError");
+            assertThat(err.get("desc").asText()).isNotBlank();
+            assertThat(c.executeOk("query-block-jobs")).isEmpty();
+            assertThat(c.executeOk("query-named-block-nodes")).isEqualTo(nodesBefore);
+            assertThat(c.executeOk("query-block")).isEqualTo(blockBefore);
+            assertStillServing(c, nbd);
+            // and with room, the same job now works
+            Files.delete(filler);
+            Files.createDirectories(tgt.getParent());
+            c.executeOk(command, Map.of("device", "drive0", "target", tgt.toString(), "format", "qcow2",
+                    "sync", "full"));
+            if (command.equals("drive-mirror")) {
+                c.waitEvent("BLOCK_JOB_READY", T);
+                c.executeOk("block-job-cancel", Map.of("device", "drive0"));
+            }
+            assertThat(c.waitEvent("BLOCK_JOB_COMPLETED", T).get("data").has("error")).isFalse();
+            run("qemu-img", "compare", "-U", src.toString(), tgt.toString());
+        }
+    }
 }
