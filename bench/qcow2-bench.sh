@@ -5,6 +5,7 @@
 #   "random" 4 KiB writes then reads: offset = i * STEP mod 1 GiB (qemu-img bench -S), COUNT4K requests,
 # DEPTH requests in flight (qemu-img bench -d; virtual threads for us), both with the same cache
 # mode (QEMU_CACHE=none: O_DIRECT, cache.direct=on for us; writeback: the page cache).
+# Write phases end with one flush on both sides (--flush-interval=COUNT; Qcow2Bench flushes).
 # Usage: bench/qcow2-bench.sh [workdir]   (env: COUNT1M=1024 COUNT4K=20000 DEPTH=64 QEMU_CACHE=none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +30,10 @@ qemu_aio=()
 
 declare -A Q
 rm -f "$IMG"; qemu-img create -q -f qcow2 "$IMG" 1G
-Q[seq-write-1M]=$(qemu_secs -f qcow2 -t "$QEMU_CACHE" "${qemu_aio[@]}" -d "$DEPTH" -w -s 1M -c "$COUNT1M" "$IMG")
+Q[seq-write-1M]=$(qemu_secs -f qcow2 -t "$QEMU_CACHE" "${qemu_aio[@]}" -d "$DEPTH" -w --flush-interval="$COUNT1M" -s 1M -c "$COUNT1M" "$IMG")
 Q[seq-read-1M]=$(qemu_secs -f qcow2 -t "$QEMU_CACHE" "${qemu_aio[@]}" -d "$DEPTH" -s 1M -c "$COUNT1M" "$IMG")
 rm -f "$IMG"; qemu-img create -q -f qcow2 "$IMG" 1G
-Q[rand-write-4k]=$(qemu_secs -f qcow2 -t "$QEMU_CACHE" "${qemu_aio[@]}" -d "$DEPTH" -w -s 4K -S "$STEP" -c "$COUNT4K" "$IMG")
+Q[rand-write-4k]=$(qemu_secs -f qcow2 -t "$QEMU_CACHE" "${qemu_aio[@]}" -d "$DEPTH" -w --flush-interval="$COUNT4K" -s 4K -S "$STEP" -c "$COUNT4K" "$IMG")
 Q[rand-read-4k]=$(qemu_secs -f qcow2 -t "$QEMU_CACHE" "${qemu_aio[@]}" -d "$DEPTH" -s 4K -S "$STEP" -c "$COUNT4K" "$IMG")
 rm -f "$IMG"
 

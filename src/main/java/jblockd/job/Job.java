@@ -175,10 +175,12 @@ public final class Job {
      * both at once. Lock order is job → registry; the registry never calls a job under its lock.
      */
     private void toNullLocked() {
-        transition(JobStatus.NULL);
+        // Out of the registry first: a client that saw JOB_STATUS_CHANGE(null) must not find
+        // the job in query-block-jobs any more.
         if (onDismissed != null) {
             onDismissed.run();
         }
+        transition(JobStatus.NULL);
     }
 
     /** created → running, synchronously in the caller (QEMU job_start()); the thread follows. */

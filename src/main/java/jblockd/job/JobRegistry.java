@@ -174,7 +174,10 @@ public final class JobRegistry {
     public List<JobInfo> query() {
         List<JobInfo> out = new ArrayList<>();
         for (Job j : all()) {
-            out.add(j.info());
+            JobInfo i = j.info();
+            if (i.status() != jblockd.qapi.JobStatus.NULL) {
+                out.add(i);
+            }
         }
         return out;
     }

@@ -146,7 +146,9 @@ class KillNineIT {
         byte[] initial = chain(base, top);
         DaemonProcess d = daemon(top, "qcow2");
         try (QmpTestClient c = d.connect(); GuestWriter g = new GuestWriter(nbd, "disk", 3)) {
-            c.executeOk(command, Map.of("device", "drive0", "speed", MIB));
+            // slow enough that the job is still running after the guest's FUA writes on a loaded
+            // machine (it is killed long before it could finish)
+            c.executeOk(command, Map.of("device", "drive0", "speed", MIB / 8));
             guestWrites(g, 60);
             assertJobRunning(c);
             killNine(d);

@@ -93,8 +93,20 @@ class SigtermIT {
             c.executeOk("drive-mirror", Map.of("device", "drive0", "target", tgt.toString(), "sync", "full",
                     "format", "qcow2"));
             c.waitEvent("BLOCK_JOB_READY", T);
-            // in sync: a guest write goes to both
+            // in sync: a guest write goes to the source and, a moment later, to the target (the
+            // mirror copies dirty data in the background). SIGTERM force-cancels the mirror like
+            // QEMU's job_cancel_sync_all(), so wait until the write has been copied
+            // (offset == len) before asserting that both images are equal.
             run("qemu-io", "-f", "raw", "-c", "write -P 0x33 1M 64k", "nbd+unix:///disk?socket=" + nbd);
+            long deadline = System.nanoTime() + T.toNanos();
+            while (true) {
+                var job = c.executeOk("query-block-jobs").get(0);
+                if (job.get("offset").asLong() == job.get("len").asLong() && job.get("len").asLong() > (4 << 20)) {
+                    break;
+                }
+                assertThat(System.nanoTime()).as("mirror copied the guest write in time").isLessThan(deadline);
+                Thread.sleep(20);
+            }
             assertCleanExit(d, c, pid, nbd, "drive0");
         }
         for (Path p : List.of(src, tgt)) {

@@ -17,11 +17,16 @@ import jblockd.block.IoError;
  * cluster allocator (QEMU's block/qcow2-refcount.c and the table half of qcow2-cluster.c).
  * <p>
  * Every change happens under {@link #lock}; L1 and cached L2 entries may be read without it.
- * Metadata is written through as it changes, in QEMU's order: a cluster's refcount is increased
- * before anything points at it, data is written before the L2 entry, a new L2 table before its
- * L1 entry. These writes go to the host file in program order but are only made durable by
- * {@code flush()} (QEMU orders them with flushes of its caches; we rely on a crash losing at most
- * unflushed metadata, which shows as leaked clusters, never as a cluster in use twice).
+ * Like QEMU's metadata caches, L2 updates and refcount increments stay in memory (dirty) until
+ * {@link #writeBack()}: on flush, under cache pressure, when a free needs them on disk, and in
+ * the driver's background write-back shortly after a change. The order on the file is QEMU's:
+ * guest data before the L2 entry that points at it (the data is written before the entry
+ * changes in memory), refcount increments before the L2 tables and the L1 entry that use the
+ * clusters, a new L2 table before its L1 entry, and for frees the L2 change before the refcount
+ * decrement (written through). These writes are ordered by program order; only a flush makes
+ * them durable (QEMU adds flushes between dependent cache write-backs; after a power loss
+ * without one, the file system may have reordered them). Images never have their dirty bit
+ * set: refcounts on disk are exact after every write-back.
  */
 final class Metadata {
     static final long OFFSET_MASK = 0x00fffffffffffe00L;

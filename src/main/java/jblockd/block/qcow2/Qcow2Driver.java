@@ -355,7 +355,11 @@ public final class Qcow2Driver implements BlockDriver {
             }
         }
         if (fua) {
-            file.flush();
+            // FUA must make the write durable *including* the L2/refcount updates that make it
+            // visible, which the write-back metadata cache still holds: a full flush, as QEMU's
+            // generic layer emulates FUA for qcow2 (bdrv_co_flush after the write). Flushing
+            // only the file loses acknowledged writes on kill -9 (KillNineIT).
+            flush();
         }
     }
 
@@ -470,7 +474,7 @@ public final class Qcow2Driver implements BlockDriver {
         meta.lock.lock();
         try {
             int i = 0;
-            int linked = 0; // fresh clusters whose L2 entry is on disk
+            int linked = 0; // fresh clusters whose L2 entry points at them now
             try {
                 while (i < n) {
                     long g = g0 + i;
@@ -496,8 +500,22 @@ public final class Qcow2Driver implements BlockDriver {
                     linked += linking;
                 }
             } catch (IOException | RuntimeException e) {
-                // The clusters not linked yet go back; the linked ones hold the new data.
+                // The clusters not linked yet go back; the linked ones hold the new data and
+                // the clusters they replaced are released.
                 meta.freeQuietly(hostStart + (long) linked * clusterSize, fresh - linked);
+                List<Long> replaced = new ArrayList<>();
+                for (int k = 0, seen = 0; k < n && seen < linked; k++) {
+                    if (!ownedInPlace(old[k])) {
+                        seen++;
+                        int tk = type(old[k]);
+                        if (tk == NORMAL || tk == ZERO_ALLOC || tk == COMPRESSED) {
+                            replaced.add(old[k]);
+                        }
+                    }
+                }
+                if (!replaced.isEmpty()) {
+                    meta.releaseEntries(replaced, false);
+                }
                 throw e;
             }
             List<Long> replaced = new ArrayList<>();
@@ -589,7 +607,20 @@ public final class Qcow2Driver implements BlockDriver {
     private void unmapClusters(long gFirst, long gEnd, Unmap mode, boolean v3, boolean hasBacking)
             throws IOException {
         boolean setZero = mode == Unmap.DISCARD ? v3 && hasBacking : v3;
+        List<Long> toFree = new ArrayList<>();
         long g = gFirst;
+        try {
+            unmapLoop(g, gEnd, mode, setZero, hasBacking, toFree);
+        } finally {
+            // Also after a failure part-way: what was unlinked in memory is released.
+            if (!toFree.isEmpty()) {
+                meta.releaseEntries(toFree, mode != Unmap.ZEROES);
+            }
+        }
+    }
+
+    private void unmapLoop(long g, long gEnd, Unmap mode, boolean setZero, boolean hasBacking,
+                           List<Long> toFree) throws IOException {
         while (g < gEnd) {
             long tableEnd = Math.min(gEnd, (g / meta.l2Entries + 1) * meta.l2Entries);
             if (meta.l2Missing(g) && (!hasBacking || !setZero)) {
@@ -599,7 +630,6 @@ public final class Qcow2Driver implements BlockDriver {
             L2Cache.Table t = meta.l2TableForWrite(g);
             int i0 = (int) (g % meta.l2Entries);
             int i1 = i0 + (int) (tableEnd - g);
-            List<Long> toFree = new ArrayList<>();
             for (int i = i0; i < i1; i++) {
                 long e = t.entries.get(i);
                 long ne;
@@ -617,9 +647,6 @@ public final class Qcow2Driver implements BlockDriver {
                 t.entries.set(i, ne);
             }
             meta.markL2Dirty(t, i0, i1);
-            if (!toFree.isEmpty()) {
-                meta.releaseEntries(toFree, mode != Unmap.ZEROES);
-            }
             g = tableEnd;
         }
     }

@@ -127,6 +127,29 @@ class MirrorIT {
     }
 
     @Test
+    void syncNoneCreatesATargetBackedByTheSourceAndIsReadyAtOnce() throws Exception {
+        Path q = dir.resolve("src.qcow2");
+        Path out = dir.resolve("none.qcow2");
+        Tools.ok("qemu-img", "create", "-q", "-f", "qcow2", q.toString(), "16M");
+        Tools.write(q, "qcow2", 0x44, 2 * MIB, 3 * MIB);
+        try (DaemonProcess d = DaemonProcess.start(dir, "--drive", "id=drive0,file=" + q + ",format=qcow2");
+             QmpTestClient c = d.connect()) {
+            c.executeOk("drive-mirror", Map.of("device", "drive0", "target", out.toString(), "sync", "none"));
+            JsonNode ready = c.waitEvent("BLOCK_JOB_READY", T);
+            assertThat(ready.path("data").path("len").asLong()).isZero();
+            c.executeOk("block-job-complete", Map.of("device", "drive0"));
+            c.waitEvent("BLOCK_JOB_COMPLETED", T);
+            JsonNode inserted = c.executeOk("query-block").get(0).path("inserted");
+            assertThat(inserted.path("file").asText()).isEqualTo(out.toString());
+            assertThat(inserted.path("backing_file").asText()).isEqualTo(q.toString());
+            c.executeOk("quit");
+        }
+        Tools.ok("qemu-img", "check", out.toString());
+        assertThat(Tools.ok("qemu-img", "info", out.toString())).contains("backing file: " + q);
+        Tools.ok("qemu-img", "compare", q.toString(), out.toString());
+    }
+
+    @Test
     void parameterErrorsMatchQemu() throws Exception {
         try (DaemonProcess d = daemon(src.toString()); QmpTestClient c = d.connect()) {
             assertThat(c.executeError("drive-mirror", Map.of("device", "drive0", "target", tgt.toString(),
