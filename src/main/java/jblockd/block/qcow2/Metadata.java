@@ -173,14 +173,19 @@ final class Metadata {
         }
     }
 
-    /** True when cluster-aligned {@code off} lies in the L1 table, refcount table or a refcount block. */
-    private boolean overlapsMetadata(long off) {
+    /** True when the cluster at {@code off} overlaps the L1 table or the refcount table. */
+    private boolean overlapsTables(long off) {
         long end = off + clusterSize;
         long l1Start = header.l1Offset;
         long l1End = l1Start + (long) header.l1Size * 8;
         long rtStart = header.refcountTableOffset;
         long rtEnd = rtStart + (long) header.refcountTableClusters * clusterSize;
-        if ((off < l1End && l1Start < end) || (off < rtEnd && rtStart < end)) {
+        return (off < l1End && l1Start < end) || (off < rtEnd && rtStart < end);
+    }
+
+    /** True when cluster-aligned {@code off} lies in the L1 table, refcount table or a refcount block. */
+    private boolean overlapsMetadata(long off) {
+        if (overlapsTables(off)) {
             return true;
         }
         for (long rb : refTable) {
@@ -358,8 +363,14 @@ final class Metadata {
         byte[] b = refBlocks.get(blockOff);
         if (b == null) {
             if ((blockOff & (clusterSize - 1)) != 0 || blockOff < clusterSize) {
-                throw new IoError(Errno.EIO, "qcow2: corrupt image: refcount block offset 0x"
-                        + Long.toHexString(blockOff) + " is invalid");
+                throw corruption("refcount block offset 0x" + Long.toHexString(blockOff) + " is invalid");
+            }
+            // A refcount block past EOF reads as all zeroes and one on the L1 or refcount table
+            // as nonsense: allocation would then hand out clusters in use (the header, L1, data)
+            // and the refcount update would overwrite that table. EIO instead.
+            if (blockOff + clusterSize > file.length() || overlapsTables(blockOff)) {
+                throw corruption("refcount block offset 0x" + Long.toHexString(blockOff)
+                        + " is past the end of the image file or overlaps the L1/refcount table");
             }
             b = new byte[clusterSize];
             file.read(blockOff, ByteBuffer.wrap(b));
