@@ -144,4 +144,41 @@ class CorruptQcow2IT {
             assertThat(Files.exists(dir.resolve("q2.sock"))).isFalse();
         }
     }
+
+    /**
+     * The first refcount block pointed past EOF (or at the header): its refcounts would read as
+     * zero, so an allocating write would hand out clusters that hold the header, the L1 table or
+     * data. The write must fail with EIO instead, and the existing data and header survive.
+     */
+    @ParameterizedTest(name = "refcount block {0}")
+    @CsvSource({"past-eof", "l1-table"})
+    void brokenRefcountBlockNeverHandsOutUsedClusters(String how) throws Exception {
+        Path img = dir.resolve("rc.qcow2");
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", img.toString(), "4M");
+        run("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 2M", img.toString());
+        try (RandomAccessFile f = new RandomAccessFile(img.toFile(), "rw")) {
+            long refTable = be64(f, 48);
+            long l1 = be64(f, 40);
+            long bad = how.equals("past-eof") ? (f.length() + 64 * 4096) & ~4095L : l1;
+            f.seek(refTable);
+            f.writeLong(bad);
+        }
+        Path nbd = dir.resolve("nbd.sock");
+        try (DaemonProcess d = DaemonProcess.start(dir,
+                "--drive", "id=drive0,file=" + img + ",format=qcow2",
+                "--nbd-server", "addr.type=unix,addr.path=" + nbd,
+                "--export", "type=nbd,id=exp0,device=drive0,name=disk,writable=on");
+             QmpTestClient c = d.connect();
+             RawNbdClient guest = new RawNbdClient(nbd, "disk")) {
+            byte[] w = new byte[65536];
+            java.util.Arrays.fill(w, (byte) 0x77);
+            RawNbdClient.NbdErrorReply e = org.junit.jupiter.api.Assertions.assertThrows(
+                    RawNbdClient.NbdErrorReply.class, () -> guest.write(3L * MIB, w, true));
+            assertThat(e.code).isEqualTo(5);
+            assertThat(guest.read(0, 2 * MIB)).containsOnly((byte) 0x11);
+            assertThat(c.executeOk("query-block").get(0).get("device").asText()).isEqualTo("drive0");
+        }
+        // header, L1 and data intact for a real peer
+        run("qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x11 0 2M", "-c", "read -P 0 2M 2M", img.toString());
+    }
 }
