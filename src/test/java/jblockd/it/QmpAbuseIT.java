@@ -161,7 +161,7 @@ class QmpAbuseIT {
             List<String> s1 = statuses(l1);
             assertThat(s1).containsSubsequence("concluded", "null");
             assertThat(statuses(l2)).isEqualTo(s1);
-            abuse.close();
+            abuse.shutdownOutput(); // the server sees EOF and hangs up, ending the drainer
             drainer.join(5000);
             assertThat(d.isAlive()).isTrue();
             assertThat(c.executeOk("query-status").get("status").asText()).isEqualTo("running");
@@ -196,5 +196,42 @@ class QmpAbuseIT {
             }
         }
         return s;
+    }
+
+    /**
+     * An over-long message (16 MiB, far past the 1 MiB bound) and a message nested 100,000 deep
+     * each earn one error and are skipped without buffering them; the same connection then gets
+     * the reply to a valid command, and another client is never held up.
+     */
+    @Test
+    void overLongAndOverDeepMessagesAreSkippedWithOneError() throws Exception {
+        try (DaemonProcess d = DaemonProcess.start(dir); QmpTestClient c = d.connect();
+             QmpTestClient other = d.connect()) {
+            byte[] chunk = "x".repeat(1 << 20).getBytes(StandardCharsets.UTF_8);
+            Thread sender = Thread.ofPlatform().start(() -> {
+                try {
+                    c.sendRaw("{\"execute\": \"query-status\", \"arguments\": {\"s\": \"");
+                    for (int i = 0; i < 16; i++) {
+                        c.sendRaw(chunk);
+                    }
+                    c.sendRaw("\"}}\n");
+                    c.sendRaw("[".repeat(100_000) + "]".repeat(100_000) + "\n");
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            // another client is served while the big message streams in
+            for (int i = 0; i < 20; i++) {
+                assertThat(other.executeOk("query-status").get("status").asText()).isEqualTo("running");
+            }
+            sender.join(T.toMillis());
+            JsonNode tooLong = c.nextReply();
+            assertThat(tooLong.at("/error/class").asText()).isEqualTo("GenericError");
+            JsonNode tooDeep = c.nextReply();
+            assertThat(tooDeep.at("/error/class").asText()).isEqualTo("GenericError");
+            JsonNode ok = c.executeWithId("query-status", null, "after");
+            assertThat(ok.get("id").asText()).isEqualTo("after");
+            assertThat(ok.at("/return/status").asText()).isEqualTo("running");
+        }
     }
 }
