@@ -228,6 +228,14 @@ public final class Qcow2Driver implements BlockDriver {
                         len += (int) Math.min(clusterSize, dst.remaining() - len);
                         expect += clusterSize;
                     }
+                    // A data cluster starting at or past EOF was cut off (a truncated copy of
+                    // the image): the file would read as zeroes where the guest wrote data.
+                    // Data is written before the L2 entry that points at it, so a healthy
+                    // image never has one. EIO, not zeroes.
+                    if (expect - clusterSize >= file.length()) {
+                        throw new IoError(Errno.EIO, "qcow2: corrupt image: data cluster at 0x"
+                                + Long.toHexString(expect - clusterSize) + " is past the end of the image file");
+                    }
                     file.read(host, take(dst, len));
                 }
                 case UNALLOCATED, ZERO_PLAIN, ZERO_ALLOC -> {
