@@ -181,4 +181,29 @@ class CorruptQcow2IT {
         // header, L1 and data intact for a real peer
         run("qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x11 0 2M", "-c", "read -P 0 2M 2M", img.toString());
     }
+
+    /** A qcow2 file cut short in its data area (a truncated copy): lost clusters read as EIO, not zeroes. */
+    @org.junit.jupiter.api.Test
+    void dataClustersCutOffByTruncationReadAsEio() throws Exception {
+        Path img = dir.resolve("cut.qcow2");
+        run("qemu-img", "create", "-q", "-f", "qcow2", img.toString(), "4M");
+        run("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", img.toString());
+        try (RandomAccessFile f = new RandomAccessFile(img.toFile(), "rw")) {
+            f.setLength(f.length() - MIB); // data clusters are allocated in guest order: 3M..4M gone
+        }
+        Path nbd = dir.resolve("nbd.sock");
+        try (DaemonProcess d = DaemonProcess.start(dir,
+                "--drive", "id=drive0,file=" + img + ",format=qcow2,read-only=on",
+                "--nbd-server", "addr.type=unix,addr.path=" + nbd,
+                "--export", "type=nbd,id=exp0,device=drive0,name=disk");
+             QmpTestClient c = d.connect();
+             RawNbdClient guest = new RawNbdClient(nbd, "disk")) {
+            assertThat(guest.read(0, 3 * MIB)).containsOnly((byte) 0x11);
+            RawNbdClient.NbdErrorReply e = org.junit.jupiter.api.Assertions.assertThrows(
+                    RawNbdClient.NbdErrorReply.class, () -> guest.read(3L * MIB + 65536, 65536));
+            assertThat(e.code).isEqualTo(5);
+            assertThat(guest.read(2L * MIB, 65536)).containsOnly((byte) 0x11);
+            assertThat(c.executeOk("query-block")).hasSize(1);
+        }
+    }
 }
