@@ -187,4 +187,31 @@ class SigtermIT {
             checkQcow2(tgt, false);
         }
     }
+
+    /** A QMP client that stopped reading (its replies pile up) must not hold up shutdown. */
+    @Test
+    void sigtermWithAClientThatNeverReadsStillExits() throws Exception {
+        Path pid = dir.resolve("jblockd.pid");
+        try (DaemonProcess d = DaemonProcess.start(dir, "--pidfile", pid.toString());
+             java.nio.channels.SocketChannel stuck = java.nio.channels.SocketChannel.open(
+                     java.net.StandardProtocolFamily.UNIX)) {
+            stuck.connect(java.net.UnixDomainSocketAddress.of(d.qmpSocket()));
+            byte[] cmds = ("{\"execute\":\"qmp_capabilities\"}"
+                    + "{\"execute\":\"query-commands\"}".repeat(3000)).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+            stuck.configureBlocking(false);
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(cmds);
+            long until = System.nanoTime() + 5_000_000_000L;
+            while (b.hasRemaining() && System.nanoTime() < until) {
+                if (stuck.write(b) == 0) {
+                    Thread.sleep(10);
+                }
+            }
+            Thread.sleep(500); // let the daemon's replies fill the socket buffers
+            long t0 = System.nanoTime();
+            d.terminate();
+            assertThat(d.waitFor(T)).as("exit code; stderr: %s", d.stderr()).isZero();
+            assertThat((System.nanoTime() - t0) / 1_000_000).as("ms to shut down").isLessThan(15_000);
+            assertThat(Files.exists(pid)).isFalse();
+        }
+    }
 }
