@@ -2,7 +2,7 @@
 # Backup benchmark: jblockd vs QEMU 7.2 (qemu-system-x86_64 -M none + QMP drive-backup) vs cp,
 # on the same images in the same run.
 #
-#   bench/backup-bench.sh [WORKDIR]      (default: a fresh directory under /var/tmp)
+#   bench/backup-bench.sh [WORKDIR]      (a fresh directory is made inside WORKDIR, default /var/tmp)
 #
 # Cases
 #   1. full backup of a 2 GiB fully allocated raw image, cold cache (the source's pages are
@@ -23,13 +23,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-W=${1:-$(mktemp -d /var/tmp/jblockd-backup-bench.XXXXXX)}
-mkdir -p "$W"
+# Always a fresh directory of our own (inside WORKDIR when given), so cleaning up never
+# touches anyone else's files.
+W=$(mktemp -d "${1:-/var/tmp}/jblockd-backup-bench.XXXXXX")
 SIZE_MB=${SIZE_MB:-2048}
 SPARSE_GB=${SPARSE_GB:-64}
 SPARSE_DATA_MB=${SPARSE_DATA_MB:-512}
 RUNS=${RUNS:-1}
-trap 'rm -f "$W"/*.raw "$W"/*.sock; [ -n "${KEEP:-}" ] || rmdir "$W" 2>/dev/null || true' EXIT
+# Images and sockets always go; the directory too unless KEEP=1 (keeps the daemon logs).
+trap 'rm -f "$W"/*.raw "$W"/*.sock; [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
 
 . bin/_jdk.sh >/dev/null 2>&1 || true
 # Build once (bin/jblockd builds on first use; do it outside the timed region).

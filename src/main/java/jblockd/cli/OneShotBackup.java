@@ -26,6 +26,7 @@ import jblockd.qapi.NewImageMode;
 final class OneShotBackup {
     static final Path DEMO_DIR = Path.of("jblockd-demo");
     static final long DEMO_SIZE = 64L << 20;
+    static final long DEMO_SPEED = 32L << 20;
     private static final int CHUNK = 1 << 20;
 
     private OneShotBackup() {
@@ -48,8 +49,15 @@ final class OneShotBackup {
             source = DEMO_DIR.resolve("source.img");
             target = cmd.positional.isEmpty() ? DEMO_DIR.resolve("backup.img") : Path.of(cmd.positional.get(0));
             SampleImage.create(source, DEMO_SIZE);
-            cmd.top.out.println("demo: created " + source + " (" + Sizes.format(DEMO_SIZE)
-                    + " raw, patterned data and holes)");
+            if (cmd.speed == null) {
+                // 64 MiB would be copied in a blink: a limit lets a newcomer watch the bar move
+                cmd.speed = DEMO_SPEED;
+            }
+            if (!cmd.top.json) {
+                cmd.top.out.println("demo: created " + source + " (" + Sizes.format(DEMO_SIZE)
+                        + " raw, patterned data and holes); backup limited to " + Sizes.formatRate(cmd.speed)
+                        + (cmd.speed == DEMO_SPEED ? " (--speed 0: unlimited)" : ""));
+            }
             if (cmd.mode != NewImageMode.EXISTING) {
                 Files.deleteIfExists(target); // the demo's own previous result
             }
@@ -92,11 +100,19 @@ final class OneShotBackup {
         } catch (Daemon.StartupException e) {
             throw new CliException("cannot start the embedded daemon: " + e.getMessage(), 2);
         }
+        // Ctrl-C: the daemon still shuts down properly (job cancelled, images flushed and closed)
+        Thread hook = new Thread(daemon::close, "jblockctl-daemon-shutdown");
+        Runtime.getRuntime().addShutdownHook(hook);
         try (QmpClient qmp = QmpClient.connectUnix(sock)) {
             Job job = qmp.jobs().driveBackup(cmd.arguments("drive0", target.toString()));
             return JobWaiter.await(List.of(job), cmd.top.progressView(), JobWaiter.OnReady.WAIT, false);
         } finally {
             daemon.close();
+            try {
+                Runtime.getRuntime().removeShutdownHook(hook);
+            } catch (IllegalStateException e) {
+                // already shutting down
+            }
         }
     }
 

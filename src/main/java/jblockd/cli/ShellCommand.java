@@ -49,7 +49,7 @@ final class ShellCommand implements Callable<Integer> {
         loadHistory();
         boolean interactive = Terminal.stdoutIsTerminal();
         try (QmpClient qmp = top.connect();
-             AutoCloseable events = qmp.onEvent(ev -> printLine(top.json ? EventsCommand.wire(ev)
+             jblockd.client.Subscription events = qmp.onEvent(ev -> printLine(top.json ? EventsCommand.wire(ev)
                      : "event " + EventsCommand.human(ev)))) {
             TreeSet<String> commands = new TreeSet<>(qmp.queryCommands());
             if (interactive) {

@@ -173,7 +173,7 @@ public final class QmpClient implements AutoCloseable {
      * Calls {@code listener} for every event from now on, on the client's event thread (in
      * arrival order; the listener may run commands). Close the returned handle to stop.
      */
-    public AutoCloseable onEvent(Consumer<QmpEvent> listener) {
+    public Subscription onEvent(Consumer<QmpEvent> listener) {
         Consumer<QmpEvent> inline = ev -> conn.dispatch(() -> listener.accept(ev));
         conn.addInlineListener(inline);
         return () -> conn.removeInlineListener(inline);

@@ -76,7 +76,10 @@ public final class ControlCommands implements CommandGroup {
             // monitor/qmp-cmds-control.c qmp_caps_accept(): we offer no capability (no oob)
             throw QmpError.generic("Capability '" + caps.enable().getFirst() + "' not available");
         }
-        ctx.afterReply(ctx.negotiation()::complete);
+        // Like QEMU (monitor/qmp-cmds-control.c), events are on from here, before the reply is
+        // sent: a client must accept an event ahead of this {"return": {}}, and none emitted
+        // after it can be missed.
+        ctx.negotiation().complete();
         return null;
     }
 

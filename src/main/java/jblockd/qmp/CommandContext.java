@@ -15,7 +15,7 @@ public final class CommandContext {
     public interface Negotiation {
         boolean negotiated();
 
-        /** Called after the reply of a successful qmp_capabilities. */
+        /** Called by a successful qmp_capabilities (before its reply is sent, as in QEMU). */
         void complete();
     }
 

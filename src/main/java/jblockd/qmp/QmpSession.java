@@ -58,6 +58,7 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
     private volatile boolean negotiated;
     private volatile boolean closed;
     private volatile boolean stopReading;
+    private boolean eof;
 
     QmpSession(ByteChannel channel, String peer, QmpDispatcher dispatcher, EventFanout fanout, byte[] greeting,
                int maxMessage, int outboxCapacity, Consumer<QmpSession> onClose) {
@@ -98,6 +99,9 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
                 buf.clear();
                 int n = channel.read(buf);
                 if (n < 0) {
+                    // The client shut down its sending side (echo ... | socat - UNIX:...): every
+                    // request it sent has been answered or queued; let those replies out.
+                    eof = true;
                     break;
                 }
                 framer.feed(buf.array(), 0, n, sink);
@@ -107,7 +111,9 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         } finally {
-            if (!stopReading) {
+            if (eof && !stopReading) {
+                closeGracefully(5000);
+            } else if (!stopReading) {
                 close();
             }
         }

@@ -66,7 +66,7 @@ abstract class QmpClientContract {
     void stopAndContDeliverStopAndResumeEvents() throws Exception {
         assumeTrue(peer.supports("stop"), "no stop/cont yet");
         List<String> seen = new CopyOnWriteArrayList<>();
-        try (EventStream events = qmp.events(); AutoCloseable sub = qmp.onEvent(ev -> seen.add(ev.name()))) {
+        try (EventStream events = qmp.events(); Subscription sub = qmp.onEvent(ev -> seen.add(ev.name()))) {
             qmp.stop();
             QmpEvent stop = events.await(QmpEvent.STOP, WAIT);
             assertThat(stop).isNotNull();
@@ -86,9 +86,10 @@ abstract class QmpClientContract {
         assumeJobs();
         Path target = dir.resolve("target.img");
         List<JobProgress> seen = new CopyOnWriteArrayList<>();
-        // 4 MiB at 2 MiB/s: about two seconds, long enough for several polls
+        // 4 MiB (3 of data) at 1 MiB/s: a few seconds, long enough for many polls even when a
+        // rate limiter lets the first chunks through at once
         Job job = qmp.jobs().driveBackup(DriveBackup.of("drive0", target.toString())
-                .sync(MirrorSyncMode.FULL).format("raw").speed(2L << 20));
+                .sync(MirrorSyncMode.FULL).format("raw").speed(1L << 20));
         job.pollInterval(Duration.ofMillis(100)).onProgress(seen::add);
         assertThat(job.id()).isEqualTo("drive0"); // learnt from JOB_STATUS_CHANGE created (jobs.md §8)
         JobResult r = job.awaitCompletion(WAIT);

@@ -119,4 +119,17 @@ class DaemonEmbeddedTest {
             }
         }
     }
+
+    @Test
+    void tcpChardevMonitorServesQmp() throws Exception {
+        try (Daemon d = Daemon.builder().chardev("socket,id=t0,host=127.0.0.1,port=0,server=on,wait=off")
+                .monitor("t0").build()) {
+            d.start();
+            int port = d.qmpServers().getFirst().port();
+            assertThat(port).isPositive();
+            try (QmpTestClient c = QmpTestClient.connectTcp("127.0.0.1", port)) {
+                assertThat(c.executeOk("query-version").at("/qemu/major").asInt()).isEqualTo(7);
+            }
+        }
+    }
 }

@@ -168,7 +168,9 @@ class QemuDifferentialIT {
     void jsonAndEnvelopeErrorsAreTheSame() throws IOException {
         for (String in : List.of("[1,2]", "42", "{\"execute\":1}", "{\"foo\":1}",
                 "{\"execute\":\"x\",\"arguments\":[]}", "{\"execute\":\"query-version\",}", "garbage",
-                "{\"execute\":\"query-version\",\"id\":1,\"id\":2}", "{'execute':'query-version','id':'sq'}")) {
+                "{\"execute\":\"query-version\",\"id\":1,\"id\":2}", "{'execute':'query-version','id':'sq'}",
+                "}", "]", "{\"a\" 1}", "[1 2]", "{1:2}", "{\"a\":1 \"b\":2}", "tru", "@", "[1,]",
+                "{\"execute\":\"query-version\",\"arguments\":{\"a\":[1,2,]}}")) {
             q.sendRaw(in + "\n");
             j.sendRaw(in + "\n");
             JsonNode qr = q.nextReply();

@@ -244,4 +244,27 @@ class QmpProtocolIT {
             assertThat(desc(c.nextReply())).isEqualTo("QMP input must be a JSON object");
         }
     }
+
+    /** Scripts pipe requests and half-close ({@code echo ... | socat - UNIX-CONNECT:sock}). */
+    @Test
+    void halfClosedClientStillGetsEveryReply() throws IOException {
+        try (java.nio.channels.SocketChannel ch = java.nio.channels.SocketChannel.open(
+                java.net.StandardProtocolFamily.UNIX)) {
+            ch.connect(java.net.UnixDomainSocketAddress.of(daemon.qmpSocket()));
+            StringBuilder req = new StringBuilder("{\"execute\":\"qmp_capabilities\"}\n");
+            for (int i = 0; i < 50; i++) {
+                req.append("{\"execute\":\"query-qmp-schema\",\"id\":").append(i).append("}\n");
+            }
+            java.nio.ByteBuffer out = java.nio.ByteBuffer.wrap(req.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            while (out.hasRemaining()) {
+                ch.write(out);
+            }
+            ch.shutdownOutput();
+            byte[] all = java.nio.channels.Channels.newInputStream(ch).readAllBytes();
+            String text = new String(all, java.nio.charset.StandardCharsets.UTF_8);
+            assertThat(text.lines().count()).isEqualTo(52); // greeting, capabilities, 50 replies
+            assertThat(text).contains("\"id\": 49}");
+            assertThat(text).endsWith("\r\n");
+        }
+    }
 }

@@ -348,14 +348,25 @@ final class NbdConnection {
     private record Refusal(NbdError error, String message) {
     }
 
+    /** nbd_co_receive_request's checks, in QEMU 7.2's order (nbd/server.c). */
     private Refusal check(NbdRequest r) {
         int type = r.type();
-        if (type > Nbd.CMD_BLOCK_STATUS) {
-            return new Refusal(NbdError.EINVAL, "invalid request type (" + type + ") received");
-        }
-        if ((type == Nbd.CMD_READ) && r.length() > Nbd.MAX_BUFFER_SIZE) {
+        if (type == Nbd.CMD_READ && r.length() > Nbd.MAX_BUFFER_SIZE) {
             return new Refusal(NbdError.EINVAL, "len (" + r.length() + ") is larger than max len ("
                     + Nbd.MAX_BUFFER_SIZE + ")");
+        }
+        if (!export.writable() && (type == Nbd.CMD_WRITE || type == Nbd.CMD_WRITE_ZEROES
+                || type == Nbd.CMD_TRIM)) {
+            return new Refusal(NbdError.EPERM, "Export is read-only"); // EROFS on the wire is EPERM
+        }
+        long size = export.size();
+        if (Long.compareUnsigned(r.offset(), size) > 0 || r.length() > size - r.offset()) {
+            // QEMU: writes past the end are ENOSPC (proto.md asks so), anything else EINVAL.
+            // Text as observed from qemu-nbd 7.2 (formats.md §8).
+            NbdError err = (type == Nbd.CMD_WRITE || type == Nbd.CMD_WRITE_ZEROES) ? NbdError.ENOSPC
+                    : NbdError.EINVAL;
+            return new Refusal(err, "Operation past EOF; From: " + Long.toUnsignedString(r.offset())
+                    + ", Len: " + r.length() + ", Size: " + size);
         }
         int valid = Nbd.CMD_FLAG_FUA;
         if (type == Nbd.CMD_READ && structured) {
@@ -369,17 +380,8 @@ final class NbdConnection {
             return new Refusal(NbdError.EINVAL, "unsupported flags for command " + Nbd.commandName(type)
                     + " (got 0x" + Integer.toHexString(r.flags()) + ")");
         }
-        long size = export.size();
-        if (Long.compareUnsigned(r.offset(), size) > 0 || r.length() > size - r.offset()) {
-            // QEMU: writes past the end are ENOSPC (proto.md asks so), anything else EINVAL
-            NbdError err = (type == Nbd.CMD_WRITE || type == Nbd.CMD_WRITE_ZEROES) ? NbdError.ENOSPC
-                    : NbdError.EINVAL;
-            return new Refusal(err, "Operation past EOF; From: " + Long.toUnsignedString(r.offset())
-                    + ", Len: " + r.length() + ", Size: " + size);
-        }
-        if (!export.writable() && (type == Nbd.CMD_WRITE || type == Nbd.CMD_WRITE_ZEROES
-                || type == Nbd.CMD_TRIM)) {
-            return new Refusal(NbdError.EPERM, "Export is read-only");
+        if (type > Nbd.CMD_BLOCK_STATUS) {
+            return new Refusal(NbdError.EINVAL, "invalid request type (" + type + ") received");
         }
         if (type == Nbd.CMD_BLOCK_STATUS) {
             if (!baseAllocation) {

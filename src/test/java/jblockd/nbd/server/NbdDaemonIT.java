@@ -384,7 +384,8 @@ class NbdDaemonIT {
             q.executeOk("drive-backup", Map.of("device", "drive0", "target", target.toString(), "format", "raw",
                     "sync", "full", "speed", 1 << 20));
             ok(qemuIo("disk", "write -P 0xbb 0 8M", "read -P 0xbb 0 8M"));
-            q.executeOk("block-job-set-speed", Map.of("device", "drive0", "speed", 0));
+            // copy-before-write copies count as progress: the job may be done already
+            q.execute("block-job-set-speed", Map.of("device", "drive0", "speed", 0));
             JsonNode done = q.waitEvent("BLOCK_JOB_COMPLETED", Duration.ofSeconds(60)).path("data");
             assertThat(done.has("error")).as(done.toString()).isFalse();
             ok(qemuIo("disk", "read -P 0xbb 0 8M"));

@@ -233,6 +233,15 @@ class NbdServerIT {
             // a successful write gets a SIMPLE reply although structured replies are on
             c.request(Nbd.CMD_FLAG_FUA, Nbd.CMD_WRITE, 8, 0, new byte[4096]);
             assertThat(c.simpleReplyError(8)).isZero();
+            // a WRITE past the end: ENOSPC like QEMU (the payload is read, the connection stays)
+            c.request(0, Nbd.CMD_WRITE, 10, (1 << 20) - 256, new byte[512]);
+            RawClient.Chunk nospc = c.chunk();
+            assertThat(nospc.errno()).isEqualTo(28);
+            assertThat(nospc.message()).isEqualTo("Operation past EOF; From: 1048320, Len: 512, Size: 1048576");
+            c.request(Nbd.CMD_FLAG_REQ_ONE, Nbd.CMD_READ, 11, 0, 512);
+            RawClient.Chunk flags = c.chunk();
+            assertThat(flags.errno()).isEqualTo(22);
+            assertThat(flags.message()).isEqualTo("unsupported flags for command read (got 0x8)");
             // too large a WRITE: EINVAL, then the server hangs up
             c.request(0, Nbd.CMD_WRITE, 9, 0, (64L << 20));
             RawClient.Chunk big = c.chunk();

@@ -1,0 +1,134 @@
+package jblockd.block.cbw;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import jblockd.block.BlockNode;
+import jblockd.block.BlockdevOptions;
+import jblockd.block.DriverRegistry;
+import jblockd.block.NodeGraph;
+
+/** The copy bitmap, claims and copy-before-write of {@link BlockCopy} over real files. */
+class BlockCopyTest {
+    private static final int CLUSTER = 64 * 1024;
+
+    @TempDir
+    Path dir;
+
+    private final NodeGraph graph = new NodeGraph(DriverRegistry.standard());
+
+    private BlockNode file(String name, int size, byte fill) throws Exception {
+        Path p = dir.resolve(name);
+        byte[] b = new byte[size];
+        Arrays.fill(b, fill);
+        Files.write(p, b);
+        return graph.add(new BlockdevOptions.File(BlockdevOptions.Common.defaults().withNodeName(name), p.toString()));
+    }
+
+    @Test
+    void oddSizedImageIsCopiedExactlyOnceToItsLastByte() throws Exception {
+        int size = 5 * CLUSTER + 12345;
+        BlockNode src = file("s", size, (byte) 7);
+        BlockNode tgt = file("t", size, (byte) 0);
+        BlockCopy copy = new BlockCopy(src, tgt, size, CLUSTER, 2 * CLUSTER, 2, false);
+        AtomicLong progress = new AtomicLong();
+        copy.onProgress(progress::addAndGet);
+        assertThat(copy.clusterCount()).isEqualTo(6);
+        BlockCopy.Claim c;
+        int claims = 0;
+        while ((c = copy.claimNext(0)) != null) {
+            copy.copy(c);
+            copy.release(c, true);
+            claims++;
+        }
+        assertThat(claims).isEqualTo(3); // 2-cluster chunks
+        assertThat(progress.get()).isEqualTo(size);
+        assertThat(copy.hasWork()).isFalse();
+        assertThat(Files.readAllBytes(dir.resolve("t"))).isEqualTo(Files.readAllBytes(dir.resolve("s")));
+    }
+
+    @Test
+    void guestWriteWaitsForAnInFlightCopyAndNeverCopiesTwice() throws Exception {
+        int size = 4 * CLUSTER;
+        BlockNode src = file("s", size, (byte) 1);
+        BlockNode tgt = file("t", size, (byte) 0);
+        BlockCopy copy = new BlockCopy(src, tgt, size, CLUSTER, CLUSTER, 2, false);
+        AtomicLong progress = new AtomicLong();
+        copy.onProgress(progress::addAndGet);
+        BlockCopy.Claim bg = copy.claimNext(1); // the background job holds cluster 1
+        CountDownLatch done = new CountDownLatch(1);
+        Thread guest = Thread.ofVirtual().start(() -> {
+            try {
+                copy.copyBeforeWrite(CLUSTER + 100, 10); // needs cluster 1
+                done.countDown();
+            } catch (Exception e) {
+                throw new RuntimeException(e);
+            }
+        });
+        assertThat(done.await(200, TimeUnit.MILLISECONDS)).as("guest waits for the in-flight copy").isFalse();
+        copy.copy(bg);
+        copy.release(bg, true);
+        assertThat(done.await(5, TimeUnit.SECONDS)).isTrue();
+        guest.join();
+        assertThat(progress.get()).as("copied once").isEqualTo(CLUSTER);
+    }
+
+    @Test
+    void failedInFlightCopyMakesTheClustersTheGuestsToCopy() throws Exception {
+        int size = 2 * CLUSTER;
+        BlockNode src = file("s", size, (byte) 3);
+        BlockNode tgt = file("t", size, (byte) 0);
+        BlockCopy copy = new BlockCopy(src, tgt, size, CLUSTER, CLUSTER, 2, false);
+        BlockCopy.Claim bg = copy.claimNext(0);
+        Thread guest = Thread.ofVirtual().start(() -> {
+            try {
+                copy.copyBeforeWrite(0, 512);
+            } catch (Exception e) {
+                throw new RuntimeException(e);
+            }
+        });
+        Thread.sleep(50);
+        copy.release(bg, false); // the background copy failed: cluster 0 is dirty again
+        guest.join(5000);
+        assertThat(guest.isAlive()).isFalse();
+        byte[] t = Files.readAllBytes(dir.resolve("t"));
+        assertThat(t[0]).isEqualTo((byte) 3); // the guest copied it itself
+        assertThat(copy.claimNext(0).first()).isEqualTo(1); // only cluster 1 is left
+    }
+
+    @Test
+    void zeroRangesAreSkippedOnAFreshTargetAndWrittenAsZeroesOtherwise() throws Exception {
+        int size = 4 * CLUSTER;
+        BlockNode src = file("s", size, (byte) 0);
+        BlockNode fresh = file("f", size, (byte) 0);
+        BlockNode stale = file("x", size, (byte) 9);
+        BlockCopy a = new BlockCopy(src, fresh, size, CLUSTER, 4 * CLUSTER, 1, true);
+        AtomicLong pa = new AtomicLong();
+        a.onProgress(pa::addAndGet);
+        assertThat(a.skipZeroes(0)).isGreaterThanOrEqualTo(0);
+        BlockCopy.Claim c;
+        while ((c = a.claimNext(0)) != null) {
+            a.copy(c);
+            a.release(c, true);
+        }
+        assertThat(pa.get()).isEqualTo(size);
+        BlockCopy b = new BlockCopy(src, stale, size, CLUSTER, 4 * CLUSTER, 1, false);
+        while ((c = b.claimNext(0)) != null) {
+            b.copy(c);
+            b.release(c, true);
+        }
+        ByteBuffer back = ByteBuffer.allocate(size);
+        stale.read(0, back);
+        assertThat(back.array()).containsOnly((byte) 0);
+    }
+}
