@@ -87,4 +87,13 @@ public interface BlockDriver {
     default int clusterSize() {
         return 0;
     }
+
+    /**
+     * True when this node's host file was unlinked (or replaced) after it was opened: I/O still
+     * works through the open descriptor, but whatever is written disappears when the node
+     * closes. Only protocol drivers over files can tell; everyone else says false.
+     */
+    default boolean unlinked() {
+        return false;
+    }
 }

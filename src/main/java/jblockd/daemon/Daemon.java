@@ -612,6 +612,9 @@ public final class Daemon implements AutoCloseable {
             for (QmpServer s : qmpServers) {
                 s.close();
             }
+            // A job a client started while the steps ran (QMP was still up) must not run on
+            // over nodes that are about to close.
+            jobs.cancelAll(30, TimeUnit.SECONDS);
             for (Device d : devices.all()) {
                 devices.remove(d.name());
             }

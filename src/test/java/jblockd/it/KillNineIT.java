@@ -104,6 +104,17 @@ class KillNineIT {
             checkQcow2(tgt, true);
         }
         assertThat(content(tgt, tgtFmt, dir)).hasSize(8 * MIB);
+        // a restarted daemon opens the crashed source read/write and a new backup overwrites
+        // the incomplete target with a complete copy
+        try (DaemonProcess again = daemon(src, srcFmt); QmpTestClient c = again.connect()) {
+            c.executeOk("drive-backup", Map.of("device", "drive0", "target", tgt.toString(), "sync", "full",
+                    "format", tgtFmt));
+            assertThat(c.waitEvent("BLOCK_JOB_COMPLETED", T).get("data").has("error")).isFalse();
+            run("qemu-img", "compare", "-U", "-f", srcFmt, "-F", tgtFmt, src.toString(), tgt.toString());
+        }
+        if (tgtFmt.equals("qcow2")) {
+            checkQcow2(tgt, false);
+        }
     }
 
     @Test

@@ -15,6 +15,8 @@ import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
+import com.fasterxml.jackson.databind.JsonNode;
+
 import jblockd.testsupport.DaemonProcess;
 import jblockd.testsupport.QmpTestClient;
 
@@ -117,5 +119,100 @@ class NbdDisconnectIT {
         if (format.equals("qcow2")) {
             checkQcow2(img, false);
         }
+    }
+
+    /**
+     * Requests a hostile client can send: a read past the end, a read and a write claiming
+     * about 4 GiB (more than any buffer the server should allocate), an unknown command, a bad
+     * magic. Each earns an error reply or a closed connection, never an allocation of the
+     * claimed size or a dead daemon; a concurrent well-behaved client is unaffected.
+     */
+    @org.junit.jupiter.api.Test
+    void hostileRequestsAreRefusedWithoutHarm() throws Exception {
+        Path img = dir.resolve("disk.raw");
+        Path nbd = dir.resolve("nbd.sock");
+        run("qemu-img", "create", "-q", "-f", "raw", img.toString(), "8M");
+        run("qemu-io", "-f", "raw", "-c", "write -P 0x11 0 8M", img.toString());
+        try (DaemonProcess d = DaemonProcess.start(dir,
+                "--drive", "id=drive0,file=" + img + ",format=raw",
+                "--nbd-server", "addr.type=unix,addr.path=" + nbd,
+                "--export", "type=nbd,id=exp0,device=drive0,name=disk,writable=on");
+             QmpTestClient c = d.connect();
+             RawNbdClient good = new RawNbdClient(nbd, "disk")) {
+            // past the end: EINVAL (22), connection stays usable
+            try (RawNbdClient h = new RawNbdClient(nbd, "disk")) {
+                RawNbdClient.NbdErrorReply e = org.junit.jupiter.api.Assertions.assertThrows(
+                        RawNbdClient.NbdErrorReply.class, () -> h.read(8L * MIB - 512, 4096));
+                assertThat(e.code).isEqualTo(22);
+                assertThat(h.read(0, 4096)).containsOnly((byte) 0x11);
+            }
+            // huge claimed lengths, unknown command, bad magic: error reply or disconnect
+            int[][] hostile = {{RawNbdClient.CMD_READ, 0xfffff000}, {RawNbdClient.CMD_WRITE, 0xfffff000},
+                {42, 4096}};
+            for (int[] h : hostile) {
+                try (RawNbdClient x = new RawNbdClient(nbd, "disk")) {
+                    x.send(h[0], 0, 9, 0, h[1], null);
+                    try {
+                        x.reply(new byte[0]);
+                        org.junit.jupiter.api.Assertions.fail("request " + h[0] + " len " + h[1] + " succeeded");
+                    } catch (RawNbdClient.NbdErrorReply expected) {
+                        assertThat(expected.code).isNotZero();
+                    } catch (java.io.IOException closed) {
+                        // the server hung up: allowed for a request it cannot frame
+                    }
+                }
+            }
+            try (RawNbdClient x = new RawNbdClient(nbd, "disk")) {
+                x.out.writeInt(0xdeadbeef);
+                x.out.write(new byte[24]);
+                x.out.flush();
+                assertThat(x.in.read()).as("bad magic closes the connection").isEqualTo(-1);
+            }
+            assertThat(good.read(0, 65536)).containsOnly((byte) 0x11);
+            run("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 0 8M", "nbd+unix:///disk?socket=" + nbd);
+            assertThat(c.executeOk("query-block-exports")).hasSize(1);
+            assertThat(d.isAlive()).isTrue();
+        }
+    }
+
+    /**
+     * The server side cuts a busy guest off: block-export-del in safe mode is refused while a
+     * client is connected; in hard mode the guest is disconnected mid-stream, and every write it
+     * was told was durable is in the image; the device, QMP and a re-added export carry on.
+     */
+    @org.junit.jupiter.api.Test
+    void hardRemovalOfABusyExportKeepsEveryDurableWrite() throws Exception {
+        Path img = dir.resolve("disk.qcow2");
+        Path nbd = dir.resolve("nbd.sock");
+        run("qemu-img", "create", "-q", "-f", "qcow2", img.toString(), "4M");
+        run("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", img.toString());
+        byte[] initial = content(img, "qcow2", dir);
+        try (DaemonProcess d = DaemonProcess.start(dir,
+                "--drive", "id=drive0,file=" + img + ",format=qcow2",
+                "--nbd-server", "addr.type=unix,addr.path=" + nbd,
+                "--export", "type=nbd,id=exp0,device=drive0,name=disk,writable=on");
+             QmpTestClient c = d.connect();
+             GuestWriter g = new GuestWriter(nbd, "disk", 7)) {
+            long goal = 50;
+            while (g.acked() < goal) {
+                assertThat(g.ended()).isNull();
+                Thread.sleep(5);
+            }
+            // (QEMU finds nbd-server-remove's name among export ids: block-export-del is the
+            // spelling for an export added with its own id)
+            JsonNode safe = c.executeError("block-export-del", java.util.Map.of("id", "exp0"));
+            assertThat(safe.get("desc").asText()).contains("still in use");
+            c.executeOk("block-export-del", java.util.Map.of("id", "exp0", "mode", "hard"));
+            g.stop();
+            assertThat(g.ended()).as("the guest was cut off").isNotNull();
+            assertThat(c.executeOk("query-block-exports")).isEmpty();
+            c.executeOk("block-export-add", java.util.Map.of("type", "nbd", "id", "exp1", "node-name",
+                    c.executeOk("query-block").get(0).at("/inserted/node-name").asText(), "name", "disk2",
+                    "writable", true));
+            g.verify(content(img, "qcow2", dir), initial);
+            run("qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 64k", "nbd+unix:///disk2?socket=" + nbd);
+        }
+        checkQcow2(img, false);
+        run("qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x5a 0 64k", img.toString());
     }
 }

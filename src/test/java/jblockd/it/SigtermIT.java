@@ -112,7 +112,106 @@ class SigtermIT {
         for (Path p : List.of(src, tgt)) {
             checkQcow2(p, false);
         }
-        run("qemu-img", "compare", src.toString(), tgt.toString());
-        run("qemu-io", "-f", "qcow2", "-c", "read -P 0x33 1M 64k", src.toString());
+        // No compare of source and target: a force-cancelled mirror in background copy mode
+        // may not have copied the last guest writes yet (as in QEMU); the source has them.
+        run("qemu-io", "-f", "qcow2", "-c", "read -P 0x33 1M 64k", "-c", "read -P 0x11 0 1M", src.toString());
+    }
+
+    /** SIGTERM while nothing can make progress on its own must still end promptly and cleanly. */
+    @org.junit.jupiter.params.ParameterizedTest(name = "{0}")
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"guest-held-by-werror-stop", "job-stopped-by-error",
+        "job-paused", "job-pending"})
+    void sigtermWhenStuckStillExitsCleanly(String how) throws Exception {
+        Path src = dir.resolve("src.qcow2");
+        Path tgt = dir.resolve("tgt.qcow2");
+        Path pid = dir.resolve("jblockd.pid");
+        Path nbd = dir.resolve("nbd.sock");
+        Path conf = dir.resolve("blkdebug.conf");
+        run("qemu-img", "create", "-q", "-f", "qcow2", src.toString(), "4M");
+        run("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", src.toString());
+        String event = how.equals("guest-held-by-werror-stop") ? "write_aio" : "read_aio";
+        // reads: only sector 4096 (2 MiB into the file, guest data), not the metadata read at open
+        Files.writeString(conf, "[inject-error]\nevent = \"" + event + "\"\nerrno = \"5\"\n"
+                + (event.equals("read_aio") ? "sector = \"4096\"\n" : ""));
+        boolean inject = how.equals("guest-held-by-werror-stop") || how.equals("job-stopped-by-error");
+        String file = inject ? "blkdebug:" + conf + ":" + src : src.toString();
+        try (DaemonProcess d = DaemonProcess.start(dir, "--pidfile", pid.toString(),
+                "--drive", "id=drive0,file=" + file + ",format=qcow2,werror=stop",
+                "--nbd-server", "addr.type=unix,addr.path=" + nbd,
+                "--export", "type=nbd,id=exp0,device=drive0,name=disk,writable=on");
+             QmpTestClient c = d.connect()) {
+            RawNbdClient guest = null;
+            try {
+                switch (how) {
+                    case "guest-held-by-werror-stop" -> {
+                        guest = new RawNbdClient(nbd, "disk");
+                        guest.send(RawNbdClient.CMD_WRITE, 0, 1, 2L << 20, 65536, new byte[65536]);
+                        c.waitEvent("STOP", T);
+                    }
+                    case "job-stopped-by-error" -> {
+                        c.executeOk("drive-backup", Map.of("device", "drive0", "target", tgt.toString(),
+                                "sync", "full", "format", "qcow2", "on-source-error", "stop"));
+                        c.waitEvent("BLOCK_JOB_ERROR", T);
+                    }
+                    case "job-paused" -> {
+                        c.executeOk("drive-backup", Map.of("device", "drive0", "target", tgt.toString(),
+                                "sync", "full", "format", "qcow2", "speed", 1 << 20));
+                        c.executeOk("block-job-pause", Map.of("device", "drive0"));
+                        c.waitEvent("JOB_STATUS_CHANGE", e -> e.at("/data/status").asText().equals("paused"), T);
+                    }
+                    case "job-pending" -> {
+                        c.executeOk("drive-backup", Map.of("device", "drive0", "target", tgt.toString(),
+                                "sync", "full", "format", "qcow2", "auto-finalize", false));
+                        c.waitEvent("BLOCK_JOB_PENDING", T);
+                    }
+                    default -> throw new IllegalArgumentException(how);
+                }
+                long t0 = System.nanoTime();
+                d.terminate();
+                assertThat(d.waitFor(T)).as("exit code; stderr: %s", d.stderr()).isZero();
+                assertThat((System.nanoTime() - t0) / 1_000_000).as("ms to shut down").isLessThan(15_000);
+                assertThat(Files.exists(pid)).isFalse();
+                if (!how.equals("guest-held-by-werror-stop")) {
+                    JsonNode end = c.waitEvent("BLOCK_JOB_CANCELLED", T);
+                    assertThat(end.at("/data/device").asText()).isEqualTo("drive0");
+                }
+            } finally {
+                if (guest != null) {
+                    guest.close();
+                }
+            }
+        }
+        checkQcow2(src, false);
+        run("qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x11 0 4M", src.toString());
+        if (Files.exists(tgt)) {
+            checkQcow2(tgt, false);
+        }
+    }
+
+    /** A QMP client that stopped reading (its replies pile up) must not hold up shutdown. */
+    @Test
+    void sigtermWithAClientThatNeverReadsStillExits() throws Exception {
+        Path pid = dir.resolve("jblockd.pid");
+        try (DaemonProcess d = DaemonProcess.start(dir, "--pidfile", pid.toString());
+             java.nio.channels.SocketChannel stuck = java.nio.channels.SocketChannel.open(
+                     java.net.StandardProtocolFamily.UNIX)) {
+            stuck.connect(java.net.UnixDomainSocketAddress.of(d.qmpSocket()));
+            byte[] cmds = ("{\"execute\":\"qmp_capabilities\"}"
+                    + "{\"execute\":\"query-commands\"}".repeat(3000)).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+            stuck.configureBlocking(false);
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(cmds);
+            long until = System.nanoTime() + 5_000_000_000L;
+            while (b.hasRemaining() && System.nanoTime() < until) {
+                if (stuck.write(b) == 0) {
+                    Thread.sleep(10);
+                }
+            }
+            Thread.sleep(500); // let the daemon's replies fill the socket buffers
+            long t0 = System.nanoTime();
+            d.terminate();
+            assertThat(d.waitFor(T)).as("exit code; stderr: %s", d.stderr()).isZero();
+            assertThat((System.nanoTime() - t0) / 1_000_000).as("ms to shut down").isLessThan(15_000);
+            assertThat(Files.exists(pid)).isFalse();
+        }
     }
 }

@@ -528,6 +528,16 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         return path.toString();
     }
 
+    /** Linux marks the link of an unlinked (or replaced) open file "PATH (deleted)" in /proc/self/fd. */
+    @Override
+    public boolean unlinked() {
+        try {
+            return Files.readSymbolicLink(Path.of("/proc/self/fd/" + fd)).toString().endsWith(" (deleted)");
+        } catch (IOException | UnsupportedOperationException e) {
+            return false; // no /proc: cannot tell
+        }
+    }
+
     /** True when opened with cache.direct=on (O_DIRECT). */
     public boolean direct() {
         return direct;

@@ -41,6 +41,9 @@ final class Metadata {
     final int clusterSize;
     final int l2Entries;
     final AtomicLongArray l1;
+    /** Set by a writable driver: {@link #corruption(String)} then also sets the header's corrupt bit. */
+    volatile boolean markCorruptOnDisk;
+    private volatile String corruption;
 
     private final L2Cache l2Cache;
     private final int refcountBits;
@@ -148,8 +151,18 @@ final class Metadata {
             t = l2Cache.get(l2Offset);
             if (t == null) {
                 if ((l2Offset & (clusterSize - 1)) != 0 || l2Offset < clusterSize) {
-                    throw new IoError(Errno.EIO, "qcow2: corrupt image: L2 table offset 0x"
-                            + Long.toHexString(l2Offset) + " is invalid");
+                    throw corruption("L2 table offset 0x" + Long.toHexString(l2Offset) + " is invalid");
+                }
+                // Past EOF the host file reads as zeroes and a metadata cluster reads as someone
+                // else's entries: either would hand the guest zeroes or garbage for data it
+                // wrote (and a write would then allocate over it). EIO instead.
+                if (l2Offset + clusterSize > file.length()) {
+                    throw corruption("L2 table offset 0x" + Long.toHexString(l2Offset)
+                            + " is past the end of the image file");
+                }
+                if (overlapsMetadata(l2Offset)) {
+                    throw corruption("L2 table offset 0x" + Long.toHexString(l2Offset)
+                            + " overlaps the L1 table or the refcount structures");
                 }
                 t = new L2Cache.Table(l2Offset, new AtomicLongArray(readLongs(l2Offset, l2Entries)));
                 l2Cache.put(t);
@@ -158,6 +171,64 @@ final class Metadata {
         } finally {
             lock.unlock();
         }
+    }
+
+    /** True when the cluster at {@code off} overlaps the L1 table or the refcount table. */
+    private boolean overlapsTables(long off) {
+        long end = off + clusterSize;
+        long l1Start = header.l1Offset;
+        long l1End = l1Start + (long) header.l1Size * 8;
+        long rtStart = header.refcountTableOffset;
+        long rtEnd = rtStart + (long) header.refcountTableClusters * clusterSize;
+        return (off < l1End && l1Start < end) || (off < rtEnd && rtStart < end);
+    }
+
+    /** True when cluster-aligned {@code off} lies in the L1 table, refcount table or a refcount block. */
+    private boolean overlapsMetadata(long off) {
+        if (overlapsTables(off)) {
+            return true;
+        }
+        for (long rb : refTable) {
+            if ((rb & OFFSET_MASK) == off) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * Records metadata corruption found at runtime and returns the EIO to throw. Like QEMU's
+     * qcow2_signal_corruption() (block/qcow2.c), the first one marks a writable image corrupt
+     * in its header (so no one opens it read/write again before {@code qemu-img check -r}) and
+     * from then on {@link #corruption()} makes the driver refuse every write; unlike QEMU, reads
+     * of healthy ranges keep working (QEMU drops the driver and fails all I/O with ENOMEDIUM).
+     */
+    IoError corruption(String what) {
+        lock.lock();
+        try {
+            if (corruption == null) {
+                corruption = what;
+                System.err.println("qcow2: Marking image as corrupt: " + what
+                        + "; further corruption events will be suppressed");
+                if (markCorruptOnDisk) {
+                    try {
+                        header.incompatible |= Qcow2Header.INCOMPAT_CORRUPT;
+                        writeHeader();
+                        file.flush();
+                    } catch (IOException e) {
+                        System.err.println("qcow2: cannot set the corrupt bit: " + e.getMessage());
+                    }
+                }
+            }
+        } finally {
+            lock.unlock();
+        }
+        return new IoError(Errno.EIO, "qcow2: corrupt image: " + what);
+    }
+
+    /** The first corruption found at runtime, or null. */
+    String corruption() {
+        return corruption;
     }
 
     /**
@@ -292,8 +363,14 @@ final class Metadata {
         byte[] b = refBlocks.get(blockOff);
         if (b == null) {
             if ((blockOff & (clusterSize - 1)) != 0 || blockOff < clusterSize) {
-                throw new IoError(Errno.EIO, "qcow2: corrupt image: refcount block offset 0x"
-                        + Long.toHexString(blockOff) + " is invalid");
+                throw corruption("refcount block offset 0x" + Long.toHexString(blockOff) + " is invalid");
+            }
+            // A refcount block past EOF reads as all zeroes and one on the L1 or refcount table
+            // as nonsense: allocation would then hand out clusters in use (the header, L1, data)
+            // and the refcount update would overwrite that table. EIO instead.
+            if (blockOff + clusterSize > file.length() || overlapsTables(blockOff)) {
+                throw corruption("refcount block offset 0x" + Long.toHexString(blockOff)
+                        + " is past the end of the image file or overlaps the L1/refcount table");
             }
             b = new byte[clusterSize];
             file.read(blockOff, ByteBuffer.wrap(b));

@@ -155,6 +155,7 @@ public final class Qcow2Driver implements BlockDriver {
             }
         }
         Metadata meta = new Metadata(file, h, cacheBytes);
+        meta.markCorruptOnDisk = !ro;
         if (!ro && h.autoclear != 0) {
             // We maintain none of the autoclear features (bitmaps, raw external data): clearing
             // the bits tells their users the data is stale (qcow2.txt "autoclear features").
@@ -226,6 +227,14 @@ public final class Qcow2Driver implements BlockDriver {
                         }
                         len += (int) Math.min(clusterSize, dst.remaining() - len);
                         expect += clusterSize;
+                    }
+                    // A data cluster starting at or past EOF was cut off (a truncated copy of
+                    // the image): the file would read as zeroes where the guest wrote data.
+                    // Data is written before the L2 entry that points at it, so a healthy
+                    // image never has one. EIO, not zeroes.
+                    if (expect - clusterSize >= file.length()) {
+                        throw new IoError(Errno.EIO, "qcow2: corrupt image: data cluster at 0x"
+                                + Long.toHexString(expect - clusterSize) + " is past the end of the image file");
                     }
                     file.read(host, take(dst, len));
                 }
@@ -332,6 +341,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (len == 0) {
             return;
         }
+        refuseWritesIfCorrupt();
         long g0 = offset >>> clusterBits;
         long g1 = (offset + len - 1) >>> clusterBits;
         boolean done = false;
@@ -545,7 +555,19 @@ public final class Qcow2Driver implements BlockDriver {
         unmapRange(offset, length, Unmap.DISCARD);
     }
 
+    /**
+     * Once corruption was found at runtime no write reaches the image: allocating on top of
+     * broken metadata could overwrite data or other metadata (QEMU stops all I/O to it).
+     */
+    private void refuseWritesIfCorrupt() throws IoError {
+        String c = meta.corruption();
+        if (c != null) {
+            throw new IoError(Errno.EIO, "qcow2: image is marked corrupt (" + c + "); writes are refused");
+        }
+    }
+
     private void unmapRange(long offset, long length, Unmap mode) throws IOException {
+        refuseWritesIfCorrupt();
         long end = offset + length;
         long a = (offset + clusterMask()) & ~clusterMask();
         // The partial last cluster of the image counts as whole (nothing follows it).

@@ -133,7 +133,32 @@ public final class MirrorJob implements JobDriver {
 
     @Override
     public void complete() throws QmpError {
+        // A target file deleted under the running job still takes writes through its open
+        // descriptor, so the mirror reaches READY; pivoting onto it would put every later guest
+        // write into a file that vanishes when it closes. QEMU pivots anyway; we refuse and
+        // leave the device on its source (block-job-cancel still ends the job cleanly).
+        String gone = unlinkedFile(target);
+        if (gone != null) {
+            throw QmpError.generic("Cannot complete the mirror: the target file '" + gone
+                    + "' has been deleted; guest writes after the pivot would be lost");
+        }
         completeRequested = true;
+    }
+
+    /** The filename of an unlinked file under {@code node} (not following backing links), or null. */
+    private static String unlinkedFile(BlockNode node) {
+        if (node.driver().unlinked()) {
+            return node.driver().filename();
+        }
+        for (jblockd.block.BlockChild c : node.driver().children()) {
+            if (!c.role().equals("backing")) {
+                String f = unlinkedFile(c.node());
+                if (f != null) {
+                    return f;
+                }
+            }
+        }
+        return null;
     }
 
     /** mirror_cancel(): only a READY job can be cancelled softly (it then ends COMPLETED). */
