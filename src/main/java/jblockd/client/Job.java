@@ -230,6 +230,12 @@ public final class Job {
         if (s == JobStatus.RUNNING || s == JobStatus.READY) {
             ioStatus = IoStatus.OK; // resume clears the io-status (seed 000)
         }
+        if ((s == JobStatus.WAITING || s == JobStatus.PENDING) && offset < len) {
+            // Only a job whose run succeeded reaches waiting/pending (failures go through
+            // aborting): its work is done, so do not keep showing the last polled offset until
+            // the final event arrives (that event's figures replace these anyway).
+            offset = len;
+        }
     }
 
     private void absorb(QmpEvent.BlockJobEvent r) {
