@@ -71,8 +71,8 @@ public final class NodeGraph {
                     case BlockdevRef.Reference r -> {
                         BlockNode n = nodes.get(r.nodeName());
                         if (n == null) {
-                            throw new IoError(Errno.ENOENT, "Cannot find device='' nor node-name='"
-                                    + r.nodeName() + "'");
+                            throw new IoError(Errno.ENOENT, "Cannot find device='" + r.nodeName()
+                                    + "' nor node-name='" + r.nodeName() + "'");
                         }
                         yield n;
                     }

@@ -10,5 +10,6 @@ final class StandardDrivers {
         jblockd.block.raw.RawDriver.register(r);
         jblockd.block.blkdebug.BlkdebugDriver.register(r);
         jblockd.block.nullco.NullCoDriver.register(r);
+        jblockd.block.qcow2.Qcow2Driver.register(r);
     }
 }

@@ -13,6 +13,8 @@ import jblockd.block.NodeGraph;
 public final class Devices {
     private final NodeGraph graph;
     private final Map<String, Device> byName = new LinkedHashMap<>();
+    /** Devices without a name (an export made on a node-name): not in byName, still re-pointable. */
+    private final List<Device> anonymous = new java.util.ArrayList<>();
 
     public Devices(NodeGraph graph) {
         this.graph = graph;
@@ -42,6 +44,34 @@ public final class Devices {
         return List.copyOf(byName.values());
     }
 
+    /**
+     * Registers a device that has no name (an NBD export made on a node-name) so that a job
+     * that inserts a filter above its root ({@link #attachedTo}) re-points it too.
+     */
+    public synchronized void addAnonymous(Device device) {
+        anonymous.add(device);
+    }
+
+    public synchronized void removeAnonymous(Device device) {
+        anonymous.removeIf(d -> d == device);
+    }
+
+    /** Every device, named or anonymous, whose root is {@code node} right now. */
+    public synchronized List<Device> attachedTo(BlockNode node) {
+        List<Device> out = new java.util.ArrayList<>();
+        for (Device d : byName.values()) {
+            if (d.root() == node) {
+                out.add(d);
+            }
+        }
+        for (Device d : anonymous) {
+            if (d.root() == node) {
+                out.add(d);
+            }
+        }
+        return out;
+    }
+
     /** The device whose root is {@code node}, if any (QEMU: the node's BlockBackend). */
     public synchronized Optional<Device> deviceOf(BlockNode node) {
         return byName.values().stream().filter(d -> d.root() == node).findFirst();
@@ -61,6 +91,10 @@ public final class Devices {
 
     /** Points a device at a new root and moves the graph's use record with it. */
     public synchronized void replaceRoot(Device device, BlockNode newRoot) {
+        if (device.name().isEmpty()) {
+            device.replaceRoot(newRoot); // anonymous: its export records the use itself
+            return;
+        }
         graph.removeUser(device.root(), "device:" + device.name());
         device.replaceRoot(newRoot);
         graph.addUser(newRoot, "device:" + device.name());

@@ -1,0 +1,444 @@
+package jblockd.block.cbw;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.BitSet;
+import java.util.List;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.LongConsumer;
+
+import jblockd.block.Allocation;
+import jblockd.block.BlockNode;
+import jblockd.block.Extent;
+import jblockd.block.IoError;
+import jblockd.qapi.IoOperation;
+
+/**
+ * The copy state shared by a backup job and its copy-before-write filter (QEMU
+ * block/block-copy.c): a bitmap of clusters still to copy from {@code source} to
+ * {@code target}, and the clusters being copied right now.
+ *
+ * <h2>Range locking (reference/backup.md §4)</h2>
+ * A copy first <em>claims</em> clusters under the lock: a claimed cluster leaves the dirty
+ * set and enters the in-flight set. Whoever needs a cluster that is in flight (a guest write,
+ * or the background copy) waits for it to leave the in-flight set, and never copies it again.
+ * A failed copy puts its clusters back into the dirty set. So the old data of every cluster is
+ * read from the source exactly once before any guest write to it reaches the source, and a
+ * guest write and a background copy of the same cluster never interleave.
+ *
+ * <h2>Sparseness (SPEC §7)</h2>
+ * Ranges the source chain reports as zero or unallocated, and data buffers that are all
+ * zeroes, are not written as data: skipped when the target is known to read as zeroes
+ * ({@code targetReadsZero}: a freshly created image without backing file), otherwise written
+ * as write-zeroes with unmap allowed. A raw target stays sparse.
+ * <p>
+ * Thread-safe. Buffers: at most {@link #MAX_CHUNK} bytes per request, from a bounded pool.
+ */
+public final class BlockCopy {
+    /** One copy request reads and writes at most 1 MiB (QEMU block-copy without offload). */
+    public static final int MAX_CHUNK = 1 << 20;
+
+    /** A copy failure, with the side it happened on (BLOCK_JOB_ERROR.operation). */
+    public static final class CopyError extends IoError {
+        private static final long serialVersionUID = 1L;
+        private final IoOperation operation;
+        private final long offset;
+
+        CopyError(IoOperation operation, long offset, IoError cause) {
+            super(cause.errno(), cause.getMessage(), cause);
+            this.operation = operation;
+            this.offset = offset;
+        }
+
+        public IoOperation operation() {
+            return operation;
+        }
+
+        public long offset() {
+            return offset;
+        }
+    }
+
+    /** A claimed run of clusters {@code [first, first + count)}. */
+    public record Claim(long first, int count) {
+    }
+
+    private final BlockNode source;
+    private final BlockNode target;
+    private final long length;
+    private final int clusterSize;
+    private final long clusters;
+    private final boolean targetReadsZero;
+    private final int chunk;
+    private volatile LongConsumer progress = n -> { };
+
+    private final ReentrantLock lock = new ReentrantLock();
+    private final Condition changed = lock.newCondition();
+    private final BitSet dirty = new BitSet();
+    private final BitSet inFlight = new BitSet();
+    private boolean active = true;
+    private final BlockingQueue<ByteBuffer> buffers;
+    private final ByteBuffer zeroes = ByteBuffer.allocateDirect(64 * 1024);
+
+    /**
+     * @param clusterSize     copy granularity (backup: max(64 KiB, target cluster size))
+     * @param chunk           maximum bytes per request (a multiple of clusterSize, ≤ 1 MiB)
+     * @param maxBuffers      bound on requests in flight at once (memory cap)
+     * @param targetReadsZero the target reads as zeroes wherever nothing is written
+     */
+    public BlockCopy(BlockNode source, BlockNode target, long length, int clusterSize, int chunk,
+                     int maxBuffers, boolean targetReadsZero) {
+        if (clusterSize <= 0 || Integer.bitCount(clusterSize) != 1) {
+            throw new IllegalArgumentException("cluster size must be a power of two: " + clusterSize);
+        }
+        this.source = source;
+        this.target = target;
+        this.length = length;
+        this.clusterSize = clusterSize;
+        this.clusters = (length + clusterSize - 1) / clusterSize;
+        if (clusters > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("image too large for cluster size " + clusterSize);
+        }
+        this.chunk = Math.max(clusterSize, Math.min(MAX_CHUNK, chunk) / clusterSize * clusterSize);
+        this.targetReadsZero = targetReadsZero;
+        this.buffers = new ArrayBlockingQueue<>(maxBuffers + 2);
+        for (int i = 0; i < maxBuffers + 2; i++) {
+            buffers.add(ByteBuffer.allocateDirect(this.chunk));
+        }
+        dirty.set(0, (int) clusters);
+    }
+
+    public long length() {
+        return length;
+    }
+
+    public int clusterSize() {
+        return clusterSize;
+    }
+
+    public int chunk() {
+        return chunk;
+    }
+
+    public long clusterCount() {
+        return clusters;
+    }
+
+    public BlockNode source() {
+        return source;
+    }
+
+    public BlockNode target() {
+        return target;
+    }
+
+    /** Called with the byte count of every successful copy (background or before-write). */
+    public void onProgress(LongConsumer consumer) {
+        this.progress = consumer;
+    }
+
+    /** Bytes of the clusters still dirty. */
+    public long dirtyBytes() {
+        lock.lock();
+        try {
+            return bytesOf(dirty.cardinality());
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private long bytesOf(long clusterCount) {
+        return Math.min(length, clusterCount * (long) clusterSize);
+    }
+
+    /** Byte length of a claim (the last cluster may be short). */
+    public long bytes(Claim c) {
+        long start = c.first() * clusterSize;
+        long end = Math.min(length, (c.first() + c.count()) * (long) clusterSize);
+        return end - start;
+    }
+
+    /** Clears dirty clusters of {@code [offset, offset+len)} that need no copy (sync=top). Returns bytes dropped. */
+    public long reset(long offset, long len) {
+        int first = (int) ((offset + clusterSize - 1) / clusterSize);
+        long endByte = offset + len;
+        int end = (int) (endByte >= length ? clusters : endByte / clusterSize);
+        if (end <= first) {
+            return 0;
+        }
+        lock.lock();
+        try {
+            long dropped = 0;
+            for (int c = dirty.nextSetBit(first); c >= 0 && c < end; c = dirty.nextSetBit(c + 1)) {
+                if (!inFlight.get(c)) {
+                    dirty.clear(c);
+                    dropped += bytesOf(c + 1) - (long) c * clusterSize;
+                }
+            }
+            return dropped;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Claims the next run of dirty clusters at or after cluster {@code from}, up to one chunk.
+     * Null when no dirty cluster is left at or after {@code from} (clusters in flight are
+     * someone else's).
+     */
+    public Claim claimNext(long from) {
+        lock.lock();
+        try {
+            int c = from >= clusters ? -1 : dirty.nextSetBit((int) from);
+            while (c >= 0 && inFlight.get(c)) {
+                c = dirty.nextSetBit(c + 1);
+            }
+            if (c < 0 || c >= clusters) {
+                return null;
+            }
+            int max = chunk / clusterSize;
+            int n = 0;
+            while (n < max && c + n < clusters && dirty.get(c + n) && !inFlight.get(c + n)) {
+                n++;
+            }
+            take(c, n);
+            return new Claim(c, n);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private void take(int first, int n) {
+        dirty.clear(first, first + n);
+        inFlight.set(first, first + n);
+    }
+
+    /** Ends a claim: on failure its clusters are dirty again. Wakes waiters either way. */
+    public void release(Claim c, boolean success) {
+        lock.lock();
+        try {
+            int first = (int) c.first();
+            inFlight.clear(first, first + c.count());
+            if (!success) {
+                dirty.set(first, first + c.count());
+            }
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** True while clusters are dirty or in flight. */
+    public boolean hasWork() {
+        lock.lock();
+        try {
+            return !dirty.isEmpty() || !inFlight.isEmpty();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Waits until no copy is in flight. */
+    public void awaitIdle() {
+        lock.lock();
+        try {
+            while (!inFlight.isEmpty()) {
+                changed.awaitUninterruptibly();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** After the job: the filter lets writes through without copying; waits for copies in flight. */
+    public void deactivate() {
+        lock.lock();
+        try {
+            active = false;
+            while (!inFlight.isEmpty()) {
+                changed.awaitUninterruptibly();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Copies one claimed run source → target (the claim stays held; the caller releases it).
+     * Reports progress on success.
+     *
+     * @throws CopyError with the side (read/write) that failed
+     */
+    public void copy(Claim c) throws CopyError {
+        long start = c.first() * clusterSize;
+        long end = start + bytes(c);
+        ByteBuffer buf = takeBuffer();
+        try {
+            long pos = start;
+            while (pos < end) {
+                Extent ext;
+                try {
+                    ext = chainStatus(source, pos, end - pos);
+                } catch (IOException e) {
+                    throw new CopyError(IoOperation.READ, pos, IoError.wrap(e));
+                }
+                long n = Math.min(ext.length(), end - pos);
+                if (ext.allocation() != Allocation.DATA) {
+                    writeZeroes(pos, n);
+                } else {
+                    buf.clear().limit((int) n);
+                    try {
+                        source.read(pos, buf);
+                    } catch (IOException e) {
+                        throw new CopyError(IoOperation.READ, pos, IoError.wrap(e));
+                    }
+                    buf.flip();
+                    if (isZero(buf)) {
+                        writeZeroes(pos, n);
+                    } else {
+                        try {
+                            target.write(pos, buf, false);
+                        } catch (IOException e) {
+                            throw new CopyError(IoOperation.WRITE, pos, IoError.wrap(e));
+                        }
+                    }
+                }
+                pos += n;
+            }
+        } finally {
+            buffers.add(buf);
+        }
+        progress.accept(end - start);
+    }
+
+    private void writeZeroes(long pos, long n) throws CopyError {
+        if (targetReadsZero) {
+            return;
+        }
+        try {
+            target.writeZeroes(pos, n, true);
+        } catch (IOException e) {
+            throw new CopyError(IoOperation.WRITE, pos, IoError.wrap(e));
+        }
+    }
+
+    private ByteBuffer takeBuffer() {
+        try {
+            return buffers.take();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted waiting for a copy buffer", e);
+        }
+    }
+
+    private boolean isZero(ByteBuffer buf) {
+        int pos = buf.position();
+        int lim = buf.limit();
+        while (pos < lim) {
+            int n = Math.min(zeroes.capacity(), lim - pos);
+            if (buf.slice(pos, n).mismatch(zeroes.slice(0, n)) != -1) {
+                return false;
+            }
+            pos += n;
+        }
+        return true;
+    }
+
+    /**
+     * The allocation of the whole backing chain at {@code offset} (what a read returns):
+     * unallocated ranges are looked up in the backing node, and read as zeroes without one or
+     * past its end.
+     */
+    static Extent chainStatus(BlockNode node, long offset, long len) throws IOException {
+        Extent e = node.status(offset, len);
+        if (e.allocation() != Allocation.UNALLOCATED) {
+            return e;
+        }
+        BlockNode backing = node.driver().backing();
+        if (backing == null) {
+            return new Extent(offset, e.length(), Allocation.ZERO);
+        }
+        long blen = backing.length();
+        if (offset >= blen) {
+            return new Extent(offset, e.length(), Allocation.ZERO);
+        }
+        Extent b = chainStatus(backing, offset, Math.min(e.length(), blen - offset));
+        return new Extent(offset, b.length(),
+                b.allocation() == Allocation.UNALLOCATED ? Allocation.ZERO : b.allocation());
+    }
+
+    /**
+     * The copy-before-write step of a guest write to {@code [offset, offset+len)}: copies every
+     * dirty cluster of the range first and waits for copies of it already in flight. When this
+     * returns normally, no cluster of the range needs its old data any more.
+     *
+     * @throws CopyError when copying the old data failed (the guest write must then fail)
+     */
+    public void copyBeforeWrite(long offset, long len) throws CopyError {
+        if (len <= 0) {
+            return;
+        }
+        int first = (int) (offset / clusterSize);
+        int end = (int) Math.min(clusters, (offset + len + clusterSize - 1) / clusterSize);
+        while (true) {
+            List<Claim> mine = new ArrayList<>();
+            lock.lock();
+            try {
+                if (!active) {
+                    return;
+                }
+                boolean waiting = false;
+                int c = first;
+                while (c < end) {
+                    if (inFlight.get(c)) {
+                        waiting = true;
+                        c++;
+                    } else if (dirty.get(c)) {
+                        int n = 0;
+                        int max = chunk / clusterSize;
+                        while (n < max && c + n < end && dirty.get(c + n) && !inFlight.get(c + n)) {
+                            n++;
+                        }
+                        take(c, n);
+                        mine.add(new Claim(c, n));
+                        c += n;
+                    } else {
+                        c++;
+                    }
+                }
+                if (mine.isEmpty()) {
+                    if (!waiting) {
+                        return;
+                    }
+                    // Someone else copies these clusters: wait for them, then look again
+                    // (a failed copy makes them dirty again, and then they are ours).
+                    changed.awaitUninterruptibly();
+                    continue;
+                }
+            } finally {
+                lock.unlock();
+            }
+            CopyError failure = null;
+            for (Claim cl : mine) {
+                if (failure != null) {
+                    release(cl, false);
+                    continue;
+                }
+                try {
+                    copy(cl);
+                    release(cl, true);
+                } catch (CopyError e) {
+                    release(cl, false);
+                    failure = e;
+                }
+            }
+            if (failure != null) {
+                throw failure;
+            }
+        }
+    }
+}

@@ -1,0 +1,489 @@
+package jblockd.block.qcow2;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLongArray;
+import java.util.concurrent.locks.ReentrantLock;
+
+import jblockd.block.Errno;
+import jblockd.block.IoError;
+
+/**
+ * The metadata of one open qcow2 image: header, L1 table, L2 table cache, refcounts and the
+ * cluster allocator (QEMU's block/qcow2-refcount.c and the table half of qcow2-cluster.c).
+ * <p>
+ * Every change happens under {@link #lock}; L1 and cached L2 entries may be read without it.
+ * Metadata is written through as it changes, in QEMU's order: a cluster's refcount is increased
+ * before anything points at it, data is written before the L2 entry, a new L2 table before its
+ * L1 entry. These writes go to the host file in program order but are only made durable by
+ * {@code flush()} (QEMU orders them with flushes of its caches; we rely on a crash losing at most
+ * unflushed metadata, which shows as leaked clusters, never as a cluster in use twice).
+ */
+final class Metadata {
+    static final long OFFSET_MASK = 0x00fffffffffffe00L;
+    static final long COPIED = 1L << 63;
+    static final long COMPRESSED = 1L << 62;
+    static final long ZERO = 1L;
+
+    final ReentrantLock lock = new ReentrantLock();
+    final HostFile file;
+    final Qcow2Header header;
+    final int clusterBits;
+    final int clusterSize;
+    final int l2Entries;
+    final AtomicLongArray l1;
+
+    private final L2Cache l2Cache;
+    private final int refcountBits;
+    private final long refcountMax;
+    private final int refcountsPerBlock;
+    private long[] refTable;
+    private final LinkedHashMap<Long, byte[]> refBlocks;
+    /** First cluster that may be free (QEMU's free_cluster_index). */
+    private long freeHint;
+    /** One past the highest cluster index in use or handed out. */
+    private long allocEnd;
+    /**
+     * Cluster ranges {start, end} handed out whose refcounts are still being raised: a nested
+     * allocation (a refcount block needed on the way) must not take them even though their
+     * refcount still reads 0, and freeing (the old refcount table) may lower the hint below them.
+     */
+    private final java.util.ArrayDeque<long[]> reserved = new java.util.ArrayDeque<>();
+
+    Metadata(HostFile file, Qcow2Header header) throws IOException {
+        this.file = file;
+        this.header = header;
+        this.clusterBits = header.clusterBits;
+        this.clusterSize = 1 << clusterBits;
+        this.l2Entries = clusterSize / 8;
+        this.refcountBits = 1 << header.refcountOrder;
+        this.refcountMax = refcountBits == 64 ? Long.MAX_VALUE : (1L << refcountBits) - 1;
+        this.refcountsPerBlock = (int) ((long) clusterSize * 8 / refcountBits);
+        // About 8 MiB of L2 tables (64 GiB of guest with 64 KiB clusters) and 4 MiB of
+        // refcount blocks, never fewer than 4 tables.
+        this.l2Cache = new L2Cache((int) Math.max(4, (8L << 20) / clusterSize));
+        int maxBlocks = (int) Math.max(4, (4L << 20) / clusterSize);
+        this.refBlocks = new LinkedHashMap<>(64, 0.75f, true) {
+            @Override
+            protected boolean removeEldestEntry(Map.Entry<Long, byte[]> eldest) {
+                return size() > maxBlocks;
+            }
+        };
+        long fileLength = file.length();
+        this.allocEnd = (fileLength + clusterSize - 1) >>> clusterBits;
+
+        long[] l1Values = readLongs(header.l1Offset, header.l1Size);
+        this.l1 = new AtomicLongArray(l1Values);
+        this.refTable = readLongs(header.refcountTableOffset,
+                (int) ((long) header.refcountTableClusters * clusterSize / 8));
+    }
+
+    private long[] readLongs(long offset, int count) throws IOException {
+        long[] out = new long[count];
+        if (count == 0) {
+            return out;
+        }
+        ByteBuffer b = ByteBuffer.allocate(count * 8);
+        file.read(offset, b);
+        b.flip();
+        b.asLongBuffer().get(out);
+        return out;
+    }
+
+    // ---------------------------------------------------------------- L1 / L2 lookups
+
+    /** The L2 entry of guest cluster {@code g}, 0 when no L2 table exists. Lock-free on a hit. */
+    long l2Entry(long g) throws IOException {
+        int l1Index = (int) (g / l2Entries);
+        if (l1Index >= l1.length()) {
+            return 0;
+        }
+        long l2Offset = l1.get(l1Index) & OFFSET_MASK;
+        if (l2Offset == 0) {
+            return 0;
+        }
+        return l2Table(l2Offset).entries.get((int) (g % l2Entries));
+    }
+
+    /** True when the L1 entry covering guest cluster {@code g} points at no L2 table. */
+    boolean l2Missing(long g) {
+        int l1Index = (int) (g / l2Entries);
+        return l1Index >= l1.length() || (l1.get(l1Index) & OFFSET_MASK) == 0;
+    }
+
+    L2Cache.Table l2Table(long l2Offset) throws IOException {
+        L2Cache.Table t = l2Cache.get(l2Offset);
+        if (t != null) {
+            return t;
+        }
+        lock.lock();
+        try {
+            t = l2Cache.get(l2Offset);
+            if (t == null) {
+                if ((l2Offset & (clusterSize - 1)) != 0 || l2Offset < clusterSize) {
+                    throw new IoError(Errno.EIO, "qcow2: corrupt image: L2 table offset 0x"
+                            + Long.toHexString(l2Offset) + " is invalid");
+                }
+                t = new L2Cache.Table(l2Offset, new AtomicLongArray(readLongs(l2Offset, l2Entries)));
+                l2Cache.put(t);
+            }
+            return t;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * The L2 table for guest cluster {@code g}, allocated (zeroed, COPIED in L1) when missing.
+     * Caller holds {@link #lock}.
+     */
+    L2Cache.Table l2TableForWrite(long g) throws IOException {
+        int l1Index = (int) (g / l2Entries);
+        long e = l1.get(l1Index);
+        long off = e & OFFSET_MASK;
+        if (off != 0) {
+            if ((e & COPIED) == 0) {
+                // No internal snapshots (refused at open): a shared L2 table means corruption,
+                // unless only the flag is missing.
+                if (refcount(off >>> clusterBits) != 1) {
+                    throw new IoError(Errno.EIO, "qcow2: corrupt image: L2 table at 0x"
+                            + Long.toHexString(off) + " is shared");
+                }
+                setL1(l1Index, off | COPIED);
+            }
+            return l2Table(off);
+        }
+        long newOff = allocClusters(1);
+        file.write(newOff, ByteBuffer.allocate(clusterSize));
+        L2Cache.Table t = new L2Cache.Table(newOff, new AtomicLongArray(l2Entries));
+        l2Cache.put(t);
+        setL1(l1Index, newOff | COPIED);
+        return t;
+    }
+
+    private void setL1(int index, long value) throws IOException {
+        ByteBuffer b = ByteBuffer.allocate(8).putLong(0, value);
+        file.write(header.l1Offset + (long) index * 8, b);
+        l1.set(index, value);
+    }
+
+    /** Writes entries {@code [from, to)} of a table through to the file. Caller holds the lock. */
+    void writeL2(L2Cache.Table t, int from, int to) throws IOException {
+        ByteBuffer b = ByteBuffer.allocate((to - from) * 8);
+        for (int i = from; i < to; i++) {
+            b.putLong(t.entries.get(i));
+        }
+        b.flip();
+        file.write(t.offset + (long) from * 8, b);
+    }
+
+    // ---------------------------------------------------------------- refcounts
+
+    /** Refcount of host cluster {@code c}; 0 beyond the refcount table. Caller holds the lock. */
+    long refcount(long c) throws IOException {
+        long tIdx = c / refcountsPerBlock;
+        if (tIdx >= refTable.length) {
+            return 0;
+        }
+        long blockOff = refTable[(int) tIdx] & OFFSET_MASK;
+        if (blockOff == 0) {
+            return 0;
+        }
+        return get(block(blockOff), (int) (c % refcountsPerBlock));
+    }
+
+    private byte[] block(long blockOff) throws IOException {
+        byte[] b = refBlocks.get(blockOff);
+        if (b == null) {
+            if ((blockOff & (clusterSize - 1)) != 0 || blockOff < clusterSize) {
+                throw new IoError(Errno.EIO, "qcow2: corrupt image: refcount block offset 0x"
+                        + Long.toHexString(blockOff) + " is invalid");
+            }
+            b = new byte[clusterSize];
+            file.read(blockOff, ByteBuffer.wrap(b));
+            refBlocks.put(blockOff, b);
+        }
+        return b;
+    }
+
+    /** Refcount array accessors, QEMU's get_refcount_ro0..6 (sub-byte widths: low bits first). */
+    private long get(byte[] b, int i) {
+        switch (refcountBits) {
+            case 1, 2, 4 -> {
+                int perByte = 8 / refcountBits;
+                int shift = (i % perByte) * refcountBits;
+                return (b[i / perByte] >>> shift) & ((1 << refcountBits) - 1);
+            }
+            case 8 -> {
+                return b[i] & 0xff;
+            }
+            case 16 -> {
+                return ((b[2 * i] & 0xff) << 8) | (b[2 * i + 1] & 0xff);
+            }
+            case 32 -> {
+                return ByteBuffer.wrap(b).getInt(4 * i) & 0xffffffffL;
+            }
+            default -> {
+                return ByteBuffer.wrap(b).getLong(8 * i);
+            }
+        }
+    }
+
+    private void set(byte[] b, int i, long v) {
+        switch (refcountBits) {
+            case 1, 2, 4 -> {
+                int perByte = 8 / refcountBits;
+                int shift = (i % perByte) * refcountBits;
+                int mask = ((1 << refcountBits) - 1) << shift;
+                b[i / perByte] = (byte) ((b[i / perByte] & ~mask) | ((int) v << shift));
+            }
+            case 8 -> b[i] = (byte) v;
+            case 16 -> {
+                b[2 * i] = (byte) (v >>> 8);
+                b[2 * i + 1] = (byte) v;
+            }
+            case 32 -> ByteBuffer.wrap(b).putInt(4 * i, (int) v);
+            default -> ByteBuffer.wrap(b).putLong(8 * i, v);
+        }
+    }
+
+    /** Byte range {from, to} of a block that holds entries {@code [first, last]}. */
+    private int[] byteRange(int first, int last) {
+        int from = (int) ((long) first * refcountBits / 8);
+        int to = (int) (((long) last + 1) * refcountBits + 7) / 8;
+        return new int[] {from, to};
+    }
+
+    /**
+     * Adds {@code delta} to the refcounts of clusters {@code [first, first + count)}, allocating
+     * refcount blocks (and growing the table) as increments need them. Caller holds the lock.
+     */
+    void addRefcount(long first, long count, int delta) throws IOException {
+        long c = first;
+        long end = first + count;
+        while (c < end) {
+            long tIdx = c / refcountsPerBlock;
+            long blockOff = delta > 0 ? ensureBlock(tIdx) : existingBlock(tIdx);
+            if (blockOff == 0) {
+                throw new IoError(Errno.EIO, "qcow2: corrupt image: freeing cluster " + c
+                        + " which has no refcount block");
+            }
+            byte[] blk = block(blockOff);
+            long upto = Math.min(end, (tIdx + 1) * refcountsPerBlock);
+            int i0 = (int) (c % refcountsPerBlock);
+            int i1 = (int) ((upto - 1) % refcountsPerBlock);
+            for (int i = i0; i <= i1; i++) {
+                long v = get(blk, i) + delta;
+                if (v < 0 || v > refcountMax) {
+                    throw new IoError(Errno.EIO, "qcow2: corrupt image: refcount of cluster "
+                            + (tIdx * refcountsPerBlock + i) + " out of range");
+                }
+                set(blk, i, v);
+                if (v == 0 && tIdx * refcountsPerBlock + i < freeHint) {
+                    freeHint = tIdx * refcountsPerBlock + i;
+                }
+            }
+            int[] r = byteRange(i0, i1);
+            file.write(blockOff + r[0], ByteBuffer.wrap(blk, r[0], r[1] - r[0]).slice());
+            c = upto;
+        }
+    }
+
+    private long existingBlock(long tIdx) {
+        if (tIdx >= refTable.length) {
+            return 0;
+        }
+        return refTable[(int) tIdx] & OFFSET_MASK;
+    }
+
+    /**
+     * The refcount block for table index {@code tIdx}, allocated as QEMU's
+     * alloc_refcount_block() does: the new block takes the first free cluster; if it falls in
+     * its own range it describes itself, otherwise its refcount goes to the block covering it
+     * (recursively, which may create that block first).
+     */
+    private long ensureBlock(long tIdx) throws IOException {
+        long existing = existingBlock(tIdx);
+        if (existing != 0) {
+            return existing;
+        }
+        if (tIdx >= refTable.length) {
+            growTable(tIdx);
+            return existingBlock(tIdx);
+        }
+        long nb = findFree(1);
+        freeHint = nb + 1;
+        allocEnd = Math.max(allocEnd, nb + 1);
+        byte[] blk = new byte[clusterSize];
+        if (nb / refcountsPerBlock == tIdx) {
+            set(blk, (int) (nb % refcountsPerBlock), 1);
+        } else {
+            reserved.push(new long[] {nb, nb + 1});
+            try {
+                addRefcount(nb, 1, +1);
+            } finally {
+                reserved.pop();
+            }
+            if (existingBlock(tIdx) != 0) {
+                // The recursion created this very block (the new cluster's own block was it).
+                addRefcount(nb, 1, -1);
+                return existingBlock(tIdx);
+            }
+        }
+        long off = nb << clusterBits;
+        file.write(off, ByteBuffer.wrap(blk));
+        refBlocks.put(off, blk);
+        setRefTableEntry((int) tIdx, off);
+        return off;
+    }
+
+    private void setRefTableEntry(int idx, long off) throws IOException {
+        file.write(header.refcountTableOffset + (long) idx * 8, ByteBuffer.allocate(8).putLong(0, off));
+        refTable[idx] = off;
+    }
+
+    /**
+     * Grows the refcount table so it has an entry {@code neededIdx}: new blocks and the new table
+     * go to the end of the image, sized so that they describe themselves (QEMU's
+     * qcow2_refcount_area()); the header switches to the new table, then the old one is freed.
+     */
+    private void growTable(long neededIdx) throws IOException {
+        long start = allocEnd;
+        long blocks = 0;
+        long tableClusters = 0;
+        long neededBlocks;
+        List<Long> newIdx = new ArrayList<>();
+        while (true) {
+            long total = start + blocks + tableClusters;
+            neededBlocks = Math.max(neededIdx + 1, (total + refcountsPerBlock - 1) / refcountsPerBlock);
+            long first = Math.min(neededIdx, start / refcountsPerBlock);
+            newIdx.clear();
+            for (long i = first; i < neededBlocks; i++) {
+                if (existingBlock(i) == 0) {
+                    newIdx.add(i);
+                }
+            }
+            // Room for half as many entries again, so the table does not grow on every block.
+            long entries = neededBlocks + neededBlocks / 2 + 1;
+            long t = (entries * 8 + clusterSize - 1) / clusterSize;
+            if (newIdx.size() == blocks && t == tableClusters) {
+                break;
+            }
+            blocks = newIdx.size();
+            tableClusters = t;
+        }
+        if (tableClusters * clusterSize > Qcow2Header.MAX_REFTABLE_BYTES) {
+            throw new IoError(Errno.EFBIG, "qcow2: reference count table too large");
+        }
+        long[] table = new long[(int) (tableClusters * clusterSize / 8)];
+        System.arraycopy(refTable, 0, table, 0, refTable.length);
+        for (int k = 0; k < newIdx.size(); k++) {
+            long off = (start + k) << clusterBits;
+            byte[] blk = new byte[clusterSize];
+            file.write(off, ByteBuffer.wrap(blk));
+            refBlocks.put(off, blk);
+            table[(int) (long) newIdx.get(k)] = off;
+        }
+        long tableOffset = (start + blocks) << clusterBits;
+        long oldOffset = header.refcountTableOffset;
+        int oldClusters = header.refcountTableClusters;
+        allocEnd = start + blocks + tableClusters;
+        refTable = table;
+        // Every block the area needs exists now: this cannot recurse into growTable.
+        reserved.push(new long[] {start, start + blocks + tableClusters});
+        try {
+            addRefcount(start, blocks + tableClusters, +1);
+        } finally {
+            reserved.pop();
+        }
+        ByteBuffer tb = ByteBuffer.allocate(table.length * 8);
+        tb.asLongBuffer().put(table);
+        file.write(tableOffset, tb);
+        file.flush();
+        header.refcountTableOffset = tableOffset;
+        header.refcountTableClusters = (int) tableClusters;
+        ByteBuffer hb = ByteBuffer.allocate(12).putLong(0, tableOffset).putInt(8, (int) tableClusters);
+        file.write(48, hb);
+        file.flush();
+        addRefcount(oldOffset >>> clusterBits, oldClusters, -1);
+    }
+
+    /** First run of {@code n} free clusters at or after the hint (QEMU's alloc_clusters_noref). */
+    private long findFree(long n) throws IOException {
+        long start = freeHint;
+        outer:
+        while (true) {
+            for (long[] r : reserved) {
+                if (start < r[1] && start + n > r[0]) {
+                    start = r[1];
+                    continue outer;
+                }
+            }
+            for (long i = start; i < start + n; i++) {
+                if (refcount(i) != 0) {
+                    start = i + 1;
+                    continue outer;
+                }
+            }
+            return start;
+        }
+    }
+
+    /**
+     * One past the highest cluster ever handed out or present in the file at open: clusters at
+     * or above it have never been written, so they read as zeroes (a hole or past the end).
+     */
+    long allocEndCluster() {
+        return allocEnd;
+    }
+
+    /** Allocates {@code n} contiguous clusters with refcount 1; returns the host offset. */
+    long allocClusters(long n) throws IOException {
+        long start = findFree(n);
+        freeHint = start + n;
+        allocEnd = Math.max(allocEnd, start + n);
+        reserved.push(new long[] {start, start + n});
+        try {
+            addRefcount(start, n, +1);
+        } finally {
+            reserved.pop();
+        }
+        return start << clusterBits;
+    }
+
+    /** Drops one reference to what an L2 entry points at (QEMU's qcow2_free_any_cluster). */
+    void freeEntry(long entry) throws IOException {
+        if ((entry & COMPRESSED) != 0) {
+            long[] c = compressedRange(entry);
+            long first = (c[0] & ~511L) >>> clusterBits;
+            long last = (c[0] + c[1] - 1) >>> clusterBits;
+            addRefcount(first, last - first + 1, -1);
+            return;
+        }
+        long off = entry & OFFSET_MASK;
+        if (off != 0) {
+            addRefcount(off >>> clusterBits, 1, -1);
+        }
+    }
+
+    /**
+     * Host byte offset and the byte length to read for a compressed L2 entry (qcow2.txt
+     * "Compressed Clusters Descriptor": x = 62 - (cluster_bits - 8)).
+     */
+    long[] compressedRange(long entry) {
+        int x = 62 - (clusterBits - 8);
+        long offset = entry & ((1L << x) - 1);
+        long sectors = ((entry >>> x) & ((1L << (clusterBits - 8)) - 1)) + 1;
+        long length = sectors * 512 - (offset & 511);
+        return new long[] {offset, length};
+    }
+
+    /** Rewrites cluster 0 from {@link #header}. Caller holds the lock. */
+    void writeHeader() throws IOException {
+        file.write(0, ByteBuffer.wrap(header.serialize()));
+    }
+}

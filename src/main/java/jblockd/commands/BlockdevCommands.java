@@ -1,0 +1,239 @@
+package jblockd.commands;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+
+import com.fasterxml.jackson.annotation.JsonInclude;
+import com.fasterxml.jackson.annotation.JsonProperty;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+
+import jblockd.block.BlockNode;
+import jblockd.block.BlockdevOptions;
+import jblockd.block.NodeGraph;
+import jblockd.device.Device;
+import jblockd.device.Devices;
+import jblockd.qapi.QmpError;
+import jblockd.qmp.CommandGroup;
+import jblockd.qmp.CommandRegistry;
+
+/**
+ * The graph commands of block-core.json: blockdev-add, blockdev-del, query-block,
+ * query-named-block-nodes (qemu/qemu blockdev.c, block/qapi.c). Thread-safe: graph changes
+ * are serialised by {@link NodeGraph}.
+ */
+public final class BlockdevCommands implements CommandGroup {
+
+    public record BlockdevDelArgs(String nodeName) {
+    }
+
+    public record NamedNodesArgs(Boolean flat) {
+    }
+
+    public record BlockdevCacheInfo(boolean writeback, boolean direct, boolean noFlush) {
+    }
+
+    /** qapi/block-core.json ImageInfo, the members jblockd knows. */
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record ImageInfo(String filename, String format, Boolean dirtyFlag, long virtualSize,
+                            Integer clusterSize, String backingFilename, String fullBackingFilename,
+                            String backingFilenameFormat, ImageInfo backingImage) {
+    }
+
+    /** qapi/block-core.json BlockDeviceInfo; QEMU spells some members with underscores. */
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record BlockDeviceInfo(String file, String nodeName, boolean ro, String drv,
+                                  @JsonProperty("backing_file") String backingFile,
+                                  @JsonProperty("backing_file_depth") int backingFileDepth,
+                                  boolean encrypted,
+                                  @JsonProperty("detect_zeroes") String detectZeroes,
+                                  long bps, @JsonProperty("bps_rd") long bpsRd,
+                                  @JsonProperty("bps_wr") long bpsWr, long iops,
+                                  @JsonProperty("iops_rd") long iopsRd,
+                                  @JsonProperty("iops_wr") long iopsWr, ImageInfo image,
+                                  @JsonProperty("write_threshold") long writeThreshold,
+                                  BlockdevCacheInfo cache) {
+    }
+
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record BlockInfo(String device, boolean locked, boolean removable, BlockDeviceInfo inserted,
+                            @JsonProperty("io-status") String ioStatus, String type) {
+    }
+
+    private final NodeGraph graph;
+    private final Devices devices;
+    /** Nodes added at the top level of blockdev-add: the only ones blockdev-del may delete. */
+    private final Set<String> monitorOwned = ConcurrentHashMap.newKeySet();
+    /**
+     * Children opened inline with a monitor-owned node (by its name), parents before children:
+     * QEMU drops them with their parent (their only reference), whatever their names.
+     */
+    private final Map<String, List<BlockNode>> inlineChildren = new ConcurrentHashMap<>();
+    /** Cache options of nodes by name, for query-block's {@code cache} member. */
+    private final Map<String, BlockdevOptions.Common> commons = new ConcurrentHashMap<>();
+
+    public BlockdevCommands(NodeGraph graph, Devices devices) {
+        this.graph = graph;
+        this.devices = devices;
+    }
+
+    @Override
+    public void register(CommandRegistry r) {
+        r.register("blockdev-add", ObjectNode.class, this::blockdevAdd);
+        r.register("blockdev-del", BlockdevDelArgs.class, this::blockdevDel);
+        r.register("query-block", Void.class, a -> queryBlock());
+        r.register("query-named-block-nodes", NamedNodesArgs.class,
+                a -> queryNamedBlockNodes(a.flat() != null && a.flat()));
+    }
+
+    private Object blockdevAdd(ObjectNode args) throws QmpError {
+        BlockdevOptions options = BlockdevOptionsCodec.decode(args);
+        String name = options.common().nodeName();
+        if (name == null) {
+            throw QmpError.generic("'node-name' must be specified for the root node");
+        }
+        if (devices.get(name).isPresent()) {
+            throw QmpError.generic("node-name=" + name + " is conflicting with a device id");
+        }
+        Set<BlockNode> before = Set.copyOf(graph.nodes());
+        BlockNode node = openNode(options);
+        monitorOwned.add(node.nodeName());
+        List<BlockNode> inline = new ArrayList<>();
+        collectNew(node, before, inline);
+        inline.remove(node);
+        inlineChildren.put(node.nodeName(), inline);
+        return null;
+    }
+
+    /** The subtree under {@code node} that did not exist before (parents first). */
+    private static void collectNew(BlockNode node, Set<BlockNode> before, List<BlockNode> out) {
+        if (node == null || before.contains(node) || out.contains(node)) {
+            return;
+        }
+        out.add(node);
+        for (jblockd.block.BlockChild c : node.driver().children()) {
+            collectNew(c.node(), before, out);
+        }
+    }
+
+    /** Opens a node (and its inline children) and remembers its cache options for queries. */
+    public BlockNode openNode(BlockdevOptions options) throws QmpError {
+        BlockNode node;
+        try {
+            node = graph.add(options);
+        } catch (IOException e) {
+            throw QmpError.generic(e.getMessage());
+        }
+        commons.put(node.nodeName(), options.common());
+        return node;
+    }
+
+    /** blockdev.c qmp_blockdev_del(), checks in QEMU's order. */
+    private Object blockdevDel(BlockdevDelArgs args) throws QmpError {
+        String name = args.nodeName();
+        Optional<BlockNode> found = graph.node(name);
+        if (found.isEmpty()) {
+            throw QmpError.generic("Failed to find node with node-name='" + name + "'");
+        }
+        BlockNode node = found.get();
+        List<String> users = graph.usersOf(node);
+        // A BlockBackend (device or export) on the node: "Node x is in use"
+        if (devices.deviceOf(node).isPresent()
+                || users.stream().anyMatch(u -> u.startsWith("device:") || u.startsWith("export:"))) {
+            throw QmpError.generic("Node " + name + " is in use");
+        }
+        // Op blockers (jobs and other users that are not parent nodes)
+        Optional<String> blocker = users.stream().filter(u -> !u.startsWith("parent:")).findFirst();
+        if (blocker.isPresent()) {
+            throw QmpError.generic("Node '" + name + "' is busy: " + blockerText(blocker.get()));
+        }
+        if (!monitorOwned.contains(name)) {
+            throw QmpError.generic("Node " + name + " is not owned by the monitor");
+        }
+        if (!users.isEmpty()) {
+            throw QmpError.generic("Block device " + name + " is in use");
+        }
+        try {
+            graph.remove(node);
+            for (BlockNode child : inlineChildren.getOrDefault(name, List.of())) {
+                if (graph.node(child.nodeName()).orElse(null) == child && graph.usersOf(child).isEmpty()) {
+                    graph.remove(child);
+                    commons.remove(child.nodeName());
+                }
+            }
+        } catch (IOException e) {
+            throw QmpError.generic(e.getMessage());
+        }
+        monitorOwned.remove(name);
+        inlineChildren.remove(name);
+        commons.remove(name);
+        return null;
+    }
+
+    private static String blockerText(String user) {
+        if (user.startsWith("job:")) {
+            String rest = user.substring(4);
+            return "block device is in use by block job: " + rest;
+        }
+        return user;
+    }
+
+    private List<BlockInfo> queryBlock() throws QmpError {
+        List<BlockInfo> list = new ArrayList<>();
+        for (Device d : devices.all()) {
+            BlockDeviceInfo inserted = deviceInfo(d.root(), false);
+            String io = d.ioStatusEnabled() ? d.ioStatus().wire() : null;
+            list.add(new BlockInfo(d.name(), false, true, inserted, io, "unknown"));
+        }
+        return list;
+    }
+
+    private List<BlockDeviceInfo> queryNamedBlockNodes(boolean flat) throws QmpError {
+        List<BlockNode> nodes = new ArrayList<>(graph.nodes());
+        // QEMU lists the most recently opened node first
+        List<BlockDeviceInfo> list = new ArrayList<>();
+        for (int i = nodes.size() - 1; i >= 0; i--) {
+            list.add(deviceInfo(nodes.get(i), flat));
+        }
+        return list;
+    }
+
+    /** block/qapi.c bdrv_block_device_info(); {@code flat}: no backing-image chain, depth 0. */
+    BlockDeviceInfo deviceInfo(BlockNode node, boolean flat) throws QmpError {
+        try {
+            BlockNode backing = node.driver().backing();
+            int depth = 0;
+            if (!flat) {
+                for (BlockNode b = backing; b != null && depth < 1000; b = b.driver().backing()) {
+                    depth++;
+                }
+            }
+            BlockdevOptions.Common c = commons.getOrDefault(node.nodeName(), BlockdevOptions.Common.defaults());
+            return new BlockDeviceInfo(node.driver().filename(), node.nodeName(), node.readOnly(),
+                    node.driver().formatName(), backing == null ? null : backing.driver().filename(),
+                    depth, false, "off", 0, 0, 0, 0, 0, 0, imageInfo(node, flat, 0), 0,
+                    new BlockdevCacheInfo(true, c.cacheDirect(), c.cacheNoFlush()));
+        } catch (IOException e) {
+            throw QmpError.generic(e.getMessage());
+        }
+    }
+
+    private static ImageInfo imageInfo(BlockNode node, boolean flat, int level) throws IOException {
+        BlockNode backing = node.driver().backing();
+        String backingName = backing == null ? null : backing.driver().filename();
+        ImageInfo backingImage = null;
+        if (!flat && backing != null && level < 1000) {
+            backingImage = imageInfo(backing, false, level + 1);
+        }
+        int cluster = node.driver().clusterSize();
+        String fmt = node.driver().formatName();
+        Boolean dirty = fmt.equals("null-co") ? null : Boolean.FALSE;
+        return new ImageInfo(node.driver().filename(), fmt, dirty, node.length(),
+                cluster > 0 ? cluster : null, backingName, backingName,
+                backing == null ? null : backing.driver().formatName(), backingImage);
+    }
+}

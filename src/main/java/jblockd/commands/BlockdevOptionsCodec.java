@@ -1,0 +1,123 @@
+package jblockd.commands;
+
+import java.util.ArrayList;
+import java.util.List;
+
+import com.fasterxml.jackson.databind.JsonNode;
+
+import jblockd.block.BlockdevOptions;
+import jblockd.block.BlockdevRef;
+import jblockd.qapi.QmpError;
+
+/**
+ * Builds {@link BlockdevOptions} from schema-validated blockdev-add arguments (qapi/block-core.json
+ * BlockdevOptions): the only place where the block layer's option records meet JSON. The input
+ * has already passed {@code QapiValidator}, so types are right; this class adds QEMU's semantic
+ * checks (node names) and defaults.
+ */
+public final class BlockdevOptionsCodec {
+    /** null-co's default size (block/null.c: 1 GiB). */
+    public static final long NULL_CO_DEFAULT_SIZE = 1L << 30;
+    /** QEMU: node names are at most 31 characters (block.c bdrv_assign_node_name). */
+    private static final int MAX_NODE_NAME = 31;
+
+    private BlockdevOptionsCodec() {
+    }
+
+    public static BlockdevOptions decode(JsonNode o) throws QmpError {
+        BlockdevOptions.Common common = common(o);
+        String driver = o.get("driver").asText();
+        return switch (driver) {
+            case "file" -> new BlockdevOptions.File(common, o.get("filename").asText());
+            case "raw" -> new BlockdevOptions.Raw(common, ref(o.get("file")), optLong(o, "offset"),
+                    optLong(o, "size"));
+            case "qcow2" -> new BlockdevOptions.Qcow2(common, ref(o.get("file")),
+                    o.has("backing") ? ref(o.get("backing")) : null);
+            case "blkdebug" -> blkdebug(common, o);
+            case "null-co" -> {
+                long size = o.has("size") ? o.get("size").asLong() : NULL_CO_DEFAULT_SIZE;
+                if (size < 0) {
+                    throw QmpError.generic("Parameter 'size' expects a non-negative number below 2^64");
+                }
+                yield new BlockdevOptions.NullCo(common, size, o.path("read-zeroes").asBoolean(false));
+            }
+            default -> throw QmpError.generic("Unknown driver '" + driver + "'");
+        };
+    }
+
+    private static BlockdevOptions blkdebug(BlockdevOptions.Common common, JsonNode o) throws QmpError {
+        List<BlockdevOptions.InjectError> rules = new ArrayList<>();
+        for (JsonNode r : o.path("inject-error")) {
+            if (r.has("state")) {
+                throw QmpError.generic("blkdebug: inject-error 'state' is not supported by jblockd");
+            }
+            if (r.path("immediately").asBoolean(false)) {
+                throw QmpError.generic("blkdebug: inject-error 'immediately' is not supported by jblockd");
+            }
+            rules.add(new BlockdevOptions.InjectError(
+                    r.get("event").asText(),
+                    r.has("errno") ? r.get("errno").asInt() : null,
+                    r.has("sector") ? r.get("sector").asLong() : null,
+                    r.path("once").asBoolean(false),
+                    r.has("iotype") ? r.get("iotype").asText() : null));
+        }
+        return new BlockdevOptions.Blkdebug(common, ref(o.get("image")),
+                o.has("config") ? o.get("config").asText() : null, List.copyOf(rules),
+                o.has("align") ? o.get("align").asInt() : null);
+    }
+
+    private static BlockdevOptions.Common common(JsonNode o) throws QmpError {
+        String nodeName = o.has("node-name") ? o.get("node-name").asText() : null;
+        if (nodeName != null) {
+            checkNodeName(nodeName);
+        }
+        JsonNode cache = o.path("cache");
+        return new BlockdevOptions.Common(nodeName,
+                o.path("read-only").asBoolean(false),
+                cache.path("direct").asBoolean(false),
+                cache.path("no-flush").asBoolean(false),
+                "unmap".equals(o.path("discard").asText("ignore")));
+    }
+
+    /** block.c bdrv_assign_node_name(): id_wellformed() and a length bound. */
+    public static void checkNodeName(String name) throws QmpError {
+        if (!wellFormed(name)) {
+            throw QmpError.generic("Invalid node-name: '" + name + "'");
+        }
+        if (name.length() > MAX_NODE_NAME) {
+            throw QmpError.generic("Node name too long");
+        }
+    }
+
+    /** util/id.c id_wellformed(): a letter, then letters, digits, '-', '.', '_'. */
+    public static boolean wellFormed(String id) {
+        if (id.isEmpty() || !isAsciiLetter(id.charAt(0))) {
+            return false;
+        }
+        for (int i = 1; i < id.length(); i++) {
+            char c = id.charAt(i);
+            if (!isAsciiLetter(c) && !(c >= '0' && c <= '9') && c != '-' && c != '.' && c != '_') {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private static boolean isAsciiLetter(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    }
+
+    private static BlockdevRef ref(JsonNode v) throws QmpError {
+        if (v == null || v.isNull()) {
+            return new BlockdevRef.None();
+        }
+        if (v.isTextual()) {
+            return new BlockdevRef.Reference(v.asText());
+        }
+        return new BlockdevRef.Inline(decode(v));
+    }
+
+    private static Long optLong(JsonNode o, String name) {
+        return o.has(name) ? o.get(name).asLong() : null;
+    }
+}

@@ -1,0 +1,326 @@
+package jblockd.commands;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.net.UnixDomainSocketAddress;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+
+import com.fasterxml.jackson.databind.JsonNode;
+
+import jblockd.block.BlockNode;
+import jblockd.block.NodeGraph;
+import jblockd.device.Device;
+import jblockd.device.Devices;
+import jblockd.device.GuestIo;
+import jblockd.device.RunState;
+import jblockd.nbd.proto.Nbd;
+import jblockd.nbd.server.NbdExport;
+import jblockd.nbd.server.NbdServer;
+import jblockd.qapi.QapiEvents;
+import jblockd.qapi.QmpError;
+import jblockd.qmp.CommandGroup;
+import jblockd.qmp.CommandRegistry;
+
+/**
+ * block-export.json: the NBD server and its exports (QEMU 7.2 blockdev-nbd.c and
+ * block/export/export.c, with their error texts). An export on a device goes through that
+ * device (its policies, its current root: a filter a job inserts later is seen); one on a node
+ * name gets an anonymous device (name "", policies report/report).
+ */
+public final class NbdCommands implements CommandGroup {
+
+    /** nbd-server-start; {@code addr} is SocketAddressLegacy or, from the command line, SocketAddress. */
+    public record NbdServerStart(JsonNode addr, String tlsCreds, String tlsAuthz, Long maxConnections) {
+    }
+
+    public record NbdServerAdd(String device, String name, String description, Boolean writable, String bitmap) {
+    }
+
+    public record NbdServerRemove(String name, String mode) {
+    }
+
+    public record BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
+                                 String name, String description) {
+    }
+
+    public record BlockExportDel(String id, String mode) {
+    }
+
+    private final NbdServer server;
+    private final Devices devices;
+    private final NodeGraph graph;
+    private final RunState runState;
+    private final QapiEvents events;
+
+    public NbdCommands(NbdServer server, Devices devices, NodeGraph graph, RunState runState, QapiEvents events) {
+        this.server = server;
+        this.devices = devices;
+        this.graph = graph;
+        this.runState = runState;
+        this.events = events;
+    }
+
+    @Override
+    public void register(CommandRegistry r) {
+        r.register("nbd-server-start", NbdServerStart.class, this::nbdServerStart);
+        r.register("nbd-server-add", NbdServerAdd.class, this::nbdServerAdd);
+        r.register("nbd-server-remove", NbdServerRemove.class, this::nbdServerRemove);
+        r.register("nbd-server-stop", Void.class, a -> nbdServerStop());
+        r.register("block-export-add", BlockExportAdd.class, this::blockExportAdd);
+        r.register("block-export-del", BlockExportDel.class, this::blockExportDel);
+        r.register("query-block-exports", Void.class, a -> queryBlockExports());
+    }
+
+    /** blockdev-nbd.c nbd_server_start: already running, then the listener, then TLS. */
+    Object nbdServerStart(NbdServerStart a) throws QmpError {
+        if (server.running()) {
+            throw QmpError.generic("NBD server already running");
+        }
+        SocketAddress address = socketAddress(a.addr());
+        if (a.tlsCreds() != null || a.tlsAuthz() != null) {
+            throw QmpError.generic("TLS is not supported by jblockd's NBD server");
+        }
+        long max = a.maxConnections() == null ? 0 : a.maxConnections();
+        if (max < 0 || max > 0xffffffffL) {
+            throw QmpError.generic("Parameter 'max-connections' expects uint32");
+        }
+        if (address instanceof InetSocketAddress inet && inet.isUnresolved()) {
+            throw QmpError.generic("address resolution failed for " + inet.getHostString() + ":" + inet.getPort()
+                    + ": Name or service not known");
+        }
+        try {
+            server.start(address, (int) Math.min(max, Integer.MAX_VALUE));
+        } catch (IOException e) {
+            String where = address instanceof UnixDomainSocketAddress u ? " to " + u.getPath() : "";
+            throw QmpError.generic("Failed to bind socket" + where + ": " + reason(e));
+        }
+        return null;
+    }
+
+    private static String reason(IOException e) {
+        String m = e.getMessage();
+        return m == null ? e.toString() : m;
+    }
+
+    /**
+     * SocketAddressLegacy {@code {"type": "inet", "data": {"host", "port"}}} or the flat
+     * SocketAddress {@code {"type": "inet", "host", "port"}} (qemu-storage-daemon's --nbd-server).
+     */
+    static SocketAddress socketAddress(JsonNode addr) throws QmpError {
+        if (addr == null || !addr.isObject()) {
+            throw QmpError.generic("Invalid parameter type for 'addr', expected: object");
+        }
+        JsonNode type = addr.get("type");
+        if (type == null || !type.isTextual()) {
+            throw QmpError.generic("Parameter 'addr.type' is missing");
+        }
+        JsonNode data = addr.has("data") ? addr.get("data") : addr;
+        String prefix = addr.has("data") ? "addr.data." : "addr.";
+        switch (type.asText()) {
+            case "inet" -> {
+                String host = text(data, "host", prefix);
+                String port = text(data, "port", prefix);
+                int p;
+                try {
+                    p = Integer.parseInt(port);
+                } catch (NumberFormatException e) {
+                    throw QmpError.generic("Port '" + port + "' should be a number");
+                }
+                if (p < 0 || p > 65535) {
+                    throw QmpError.generic("Port '" + port + "' out of range");
+                }
+                return new InetSocketAddress(host, p);
+            }
+            case "unix" -> {
+                return UnixDomainSocketAddress.of(text(data, "path", prefix));
+            }
+            default -> throw QmpError.generic("Parameter 'addr.type' does not accept value '"
+                    + type.asText() + "'");
+        }
+    }
+
+    private static String text(JsonNode o, String member, String prefix) throws QmpError {
+        JsonNode v = o.get(member);
+        if (v == null || v.isNull()) {
+            throw QmpError.generic("Parameter '" + prefix + member + "' is missing");
+        }
+        if (v.isNumber() && member.equals("port")) {
+            return v.asText();
+        }
+        if (!v.isTextual()) {
+            throw QmpError.generic("Invalid parameter type for '" + prefix + member + "', expected: string");
+        }
+        return v.asText();
+    }
+
+    /** qmp_nbd_server_add: lookup first, then block-export-add with id = name (blockdev-nbd.c). */
+    Object nbdServerAdd(NbdServerAdd a) throws QmpError {
+        Target t = target(a.device(), a.device());
+        if (a.bitmap() != null) {
+            throw QmpError.generic("Bitmap '" + a.bitmap() + "' is not found");
+        }
+        String name = a.name() != null ? a.name() : a.device();
+        // nbd-server-add quietly exports a read-only device read-only (block-export-add refuses)
+        boolean writable = Boolean.TRUE.equals(a.writable()) && !t.node().readOnly();
+        add(name, name, a.description(), writable, t);
+        return null;
+    }
+
+    /**
+     * blk_exp_add (block/export/export.c) order: id syntax, duplicate id, node, read-only
+     * check, then the NBD part: server running, name checks. QEMU looks the node up by node
+     * name only ({@code device=''} in its error); we also accept a device name (SPEC §2).
+     */
+    Object blockExportAdd(BlockExportAdd a) throws QmpError {
+        if (!"nbd".equals(a.type())) {
+            throw QmpError.generic("Parameter 'type' does not accept value '" + a.type() + "'");
+        }
+        checkId(a.id());
+        Target t;
+        t = target("", a.nodeName());
+        boolean writable = Boolean.TRUE.equals(a.writable());
+        if (writable && t.node().readOnly()) {
+            throw QmpError.generic("Cannot export read-only node as writable");
+        }
+        String name = a.name() != null ? a.name() : a.nodeName();
+        add(a.id(), name, a.description(), writable, t);
+        return null;
+    }
+
+    private void checkId(String id) throws QmpError {
+        if (!wellFormed(id)) {
+            throw QmpError.generic("Invalid block export id");
+        }
+        if (exportById(id).isPresent()) {
+            throw QmpError.generic("Block export id '" + id + "' is already in use");
+        }
+    }
+
+    /** QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'. */
+    static boolean wellFormed(String id) {
+        if (id.isEmpty() || !isAsciiLetter(id.charAt(0))) {
+            return false;
+        }
+        for (int i = 1; i < id.length(); i++) {
+            char c = id.charAt(i);
+            if (!isAsciiLetter(c) && !(c >= '0' && c <= '9') && "-._".indexOf(c) < 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private static boolean isAsciiLetter(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    }
+
+    /** The device (named or anonymous) and node an export is made on. */
+    private record Target(Device device, BlockNode node, boolean anonymous) {
+    }
+
+    /** {@code shownDevice} is what QEMU's bdrv_lookup_bs() error shows as {@code device=''}. */
+    private Target target(String shownDevice, String deviceOrNode) throws QmpError {
+        Optional<Device> d = devices.get(deviceOrNode);
+        if (d.isPresent()) {
+            return new Target(d.get(), d.get().root(), false);
+        }
+        Optional<BlockNode> n = graph.node(deviceOrNode);
+        if (n.isEmpty()) {
+            throw QmpError.generic("Cannot find device='" + shownDevice + "' nor node-name='" + deviceOrNode + "'");
+        }
+        return new Target(GuestIo.anonymousDevice(n.get()), n.get(), true);
+    }
+
+    private synchronized void add(String id, String name, String description, boolean writable, Target t)
+            throws QmpError {
+        checkId(id);
+        // nbd_export_create (nbd/server.c)
+        if (!server.running()) {
+            throw QmpError.generic("NBD server not running");
+        }
+        if (name.length() > Nbd.MAX_STRING_SIZE) {
+            throw QmpError.generic("export name '" + name + "' too long");
+        }
+        if (description != null && description.length() > Nbd.MAX_STRING_SIZE) {
+            throw QmpError.generic("description '" + description + "' too long");
+        }
+        if (server.export(name).isPresent()) {
+            throw QmpError.generic("NBD server already has export named '" + name + "'");
+        }
+        NbdExport e;
+        try {
+            e = new NbdExport(id, name, description, writable, new GuestIo(t.device(), runState, events));
+        } catch (IOException ex) {
+            throw QmpError.generic("Failed to get size of export '" + name + "': " + reason(ex));
+        }
+        try {
+            server.addExport(e);
+        } catch (IllegalArgumentException ex) {
+            throw QmpError.generic(ex.getMessage());
+        }
+        graph.addUser(t.node(), user(e));
+    }
+
+    private static String user(NbdExport e) {
+        return "export:" + e.id();
+    }
+
+    private Optional<NbdExport> exportById(String id) {
+        return server.exports().stream().filter(e -> e.id().equals(id)).findFirst();
+    }
+
+    /** qmp_nbd_server_remove: block-export-del on the export whose id is the name. */
+    Object nbdServerRemove(NbdServerRemove a) throws QmpError {
+        return blockExportDel(new BlockExportDel(a.name(), a.mode()));
+    }
+
+    synchronized Object blockExportDel(BlockExportDel a) throws QmpError {
+        NbdExport e = exportById(a.id()).orElseThrow(() -> QmpError.generic("Export '" + a.id() + "' is not found"));
+        if (e.shuttingDown()) {
+            throw QmpError.generic("Export '" + a.id() + "' is already shutting down");
+        }
+        boolean hard = "hard".equals(a.mode());
+        if (a.mode() != null && !hard && !"safe".equals(a.mode())) {
+            throw QmpError.generic("Parameter 'mode' does not accept value '" + a.mode() + "'");
+        }
+        if (!hard && server.clientCount(e) > 0) {
+            throw QmpError.generic("export '" + a.id() + "' still in use");
+        }
+        BlockNode node = graph.node(e.nodeName()).orElse(null);
+        server.removeExport(e, hard);
+        if (node != null) {
+            graph.removeUser(node, user(e));
+        }
+        return null;
+    }
+
+    synchronized Object nbdServerStop() throws QmpError {
+        if (!server.running()) {
+            throw QmpError.generic("NBD server not running");
+        }
+        List<NbdExport> all = server.exports();
+        server.stop();
+        for (NbdExport e : all) {
+            graph.node(e.nodeName()).ifPresent(n -> graph.removeUser(n, user(e)));
+        }
+        return null;
+    }
+
+    List<Map<String, Object>> queryBlockExports() {
+        List<Map<String, Object>> out = new ArrayList<>();
+        for (NbdExport e : server.exports()) {
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("type", "nbd");
+            m.put("id", e.id());
+            m.put("node-name", e.io().root().nodeName());
+            m.put("shutting-down", e.shuttingDown());
+            out.add(m);
+        }
+        return out;
+    }
+}

@@ -1,0 +1,143 @@
+package jblockd.device;
+
+import java.util.Objects;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+
+import jblockd.qapi.QapiEvents;
+import jblockd.qapi.RunStatus;
+
+/**
+ * The daemon's run state (QEMU's RunState, SPEC §5) and the gate every guest request passes.
+ * While the state is not {@code running} guest requests wait in {@link #enterGuest()}; nothing is
+ * answered and nothing is lost. {@link #stop()} is QMP {@code stop} (waits for requests already
+ * past the gate, like QEMU's vm_stop draining all I/O); {@link #ioError()} is what a request
+ * failing under a {@code stop}/{@code enospc} policy calls; {@link #cont()} resets every device's
+ * io-status and opens the gate again, so the failed requests retry.
+ * Block jobs never pass this gate: they use nodes directly and run on while guests are stopped.
+ */
+public final class RunState {
+    private final QapiEvents events;
+    private final Runnable resetIoStatus;
+    private final ReentrantLock lock = new ReentrantLock();
+    private final Condition changed = lock.newCondition();
+    private RunStatus status = RunStatus.RUNNING;
+    private int inFlight;
+
+    /**
+     * @param resetIoStatus called by {@code cont} to set every device's io-status back to ok
+     *                      (QEMU's bdrv_iostatus_reset_all)
+     */
+    public RunState(QapiEvents events, Runnable resetIoStatus) {
+        this.events = Objects.requireNonNull(events);
+        this.resetIoStatus = Objects.requireNonNull(resetIoStatus);
+    }
+
+    public RunStatus status() {
+        lock.lock();
+        try {
+            return status;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    public boolean running() {
+        return status() == RunStatus.RUNNING;
+    }
+
+    /** Waits until the state is running, then counts the caller as a guest request in flight. */
+    public void enterGuest() {
+        lock.lock();
+        try {
+            while (status != RunStatus.RUNNING) {
+                changed.awaitUninterruptibly();
+            }
+            inFlight++;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Ends a request started with {@link #enterGuest()}. */
+    public void leaveGuest() {
+        lock.lock();
+        try {
+            if (--inFlight == 0) {
+                changed.signalAll();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * QMP {@code stop}: holds new guest requests, waits for those in flight, emits STOP.
+     * Already stopped (paused or io-error): nothing changes and no event (QEMU returns {}).
+     */
+    public void stop() {
+        lock.lock();
+        try {
+            if (status != RunStatus.RUNNING) {
+                return;
+            }
+            status = RunStatus.PAUSED;
+            while (inFlight > 0) {
+                changed.awaitUninterruptibly();
+            }
+        } finally {
+            lock.unlock();
+        }
+        events.stop();
+    }
+
+    /**
+     * A guest request failed under a stopping policy (its BLOCK_IO_ERROR is already sent):
+     * the state becomes io-error with one STOP event; when already stopped, nothing more.
+     */
+    public void ioError() {
+        boolean emit;
+        lock.lock();
+        try {
+            emit = status == RunStatus.RUNNING;
+            if (emit) {
+                status = RunStatus.IO_ERROR;
+            }
+        } finally {
+            lock.unlock();
+        }
+        if (emit) {
+            events.stop();
+        }
+    }
+
+    /**
+     * QMP {@code cont}: io-statuses back to ok, then running again with a RESUME event; held and
+     * failed requests go on (a request that fails again stops again). Running: no event.
+     */
+    public void cont() {
+        resetIoStatus.run();
+        lock.lock();
+        try {
+            if (status == RunStatus.RUNNING) {
+                return;
+            }
+            status = RunStatus.RUNNING;
+            // RESUME goes out before any held request can fail again and emit STOP.
+            events.resume();
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Shutdown: the state QEMU reports while quitting; guests stay held. */
+    public void shutdown() {
+        lock.lock();
+        try {
+            status = RunStatus.SHUTDOWN;
+        } finally {
+            lock.unlock();
+        }
+    }
+}

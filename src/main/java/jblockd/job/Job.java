@@ -1,0 +1,885 @@
+package jblockd.job;
+
+import java.util.HashSet;
+import java.util.Objects;
+import java.util.Set;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.logging.Level;
+import java.util.logging.Logger;
+
+import jblockd.block.IoError;
+import jblockd.qapi.BlockdevOnError;
+import jblockd.qapi.ErrorAction;
+import jblockd.qapi.IoOperation;
+import jblockd.qapi.IoStatus;
+import jblockd.qapi.JobStatus;
+import jblockd.qapi.JobType;
+import jblockd.qapi.JobVerb;
+import jblockd.qapi.QapiEvents;
+import jblockd.qapi.QmpError;
+
+/**
+ * One block job: its status machine, pause/cancel/speed requests and the finish sequence
+ * (QEMU job.c + blockjob.c). Created by {@link JobRegistry}, run by {@link JobRunner}.
+ *
+ * <h2>Threads and state</h2>
+ * One lock guards every mutable member; one condition is signalled on every change (pause,
+ * resume, cancel, speed, status), so every wait re-checks everything. QMP threads only set
+ * requests ({@code pauseCount}, {@code cancelRequested}, speed) and read {@link #info()}; the
+ * job's threads act on them at their next pause point (QEMU job_pause_point()).
+ * {@link #transition} is the only writer of the status: it checks {@link Transitions} and emits
+ * JOB_STATUS_CHANGE (nothing for a same-status move). Events are emitted under the lock, which
+ * keeps their order equal to the order of the changes; {@link QapiEvents} never blocks.
+ */
+public final class Job {
+    private static final Logger LOG = Logger.getLogger(Job.class.getName());
+    /** How long a pause/resume/cancel command waits for the job to act before returning. */
+    static final long COMMAND_WAIT_NANOS = TimeUnit.SECONDS.toNanos(5);
+    private static final long BACKOFF_MIN_NANOS = TimeUnit.MILLISECONDS.toNanos(10);
+    private static final long BACKOFF_MAX_NANOS = TimeUnit.SECONDS.toNanos(1);
+
+    private final String id;
+    private final JobDriver driver;
+    private final QapiEvents events;
+    private final boolean autoFinalize;
+    private final boolean autoDismiss;
+    private final Runnable onDismissed;
+    private final Context context = new Context();
+
+    private final ReentrantLock lock = new ReentrantLock();
+    private final Condition changed = lock.newCondition();
+
+    // --- guarded by lock ---
+    private JobStatus status = JobStatus.UNDEFINED;
+    private final RateLimiter limiter;
+    private long len;
+    private long offset;
+    private int pauseCount;
+    private boolean userPaused;
+    /** Job threads currently waiting at a pause point. */
+    private int atPausePoint;
+    private JobStatus statusBeforePause;
+    /** Job threads currently sleeping (rate limit, back-off). */
+    private int sleeping;
+    private boolean cancelRequested;
+    private boolean forceCancel;
+    private IoStatus ioStatus = IoStatus.OK;
+    private Throwable failure;
+    private IoError ignoredError;
+    /** Set once the finish sequence (prepare/commit/abort/clean + event) has been claimed. */
+    private boolean finishing;
+    private boolean started;
+    private String errorText;
+    private final Set<Long> failedSinceProgress = new HashSet<>();
+    private int ignoreStreak;
+
+    Job(String id, JobDriver driver, QapiEvents events, boolean autoFinalize, boolean autoDismiss,
+        Runnable onDismissed) {
+        this.id = Objects.requireNonNull(id);
+        this.driver = Objects.requireNonNull(driver);
+        this.events = Objects.requireNonNull(events);
+        this.autoFinalize = autoFinalize;
+        this.autoDismiss = autoDismiss;
+        this.onDismissed = onDismissed;
+        this.limiter = new RateLimiter(0, System.nanoTime());
+    }
+
+    public String id() {
+        return id;
+    }
+
+    public JobType type() {
+        return driver.type();
+    }
+
+    public JobDriver driver() {
+        return driver;
+    }
+
+    /** The context handed to the driver (tests and drivers' helper threads use it too). */
+    public JobContext context() {
+        return context;
+    }
+
+    public JobStatus status() {
+        lock.lock();
+        try {
+            return status;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** A consistent snapshot for query-block-jobs / query-jobs. */
+    public JobInfo info() {
+        lock.lock();
+        try {
+            boolean paused = atPausePoint > 0 && pauseCount > 0;
+            boolean busy = started && !paused && sleeping == 0
+                    && (status == JobStatus.RUNNING || status == JobStatus.READY);
+            return new JobInfo(id, driver.type(), status, len, offset, limiter.speed(), busy, paused,
+                    ioStatus, autoFinalize, autoDismiss, errorText);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    // ------------------------------------------------------------------ status machine
+
+    /**
+     * The only status writer: checks {@link Transitions}, emits JOB_STATUS_CHANGE unless the
+     * status stays the same. Caller holds the lock.
+     *
+     * @throws IllegalStateException for a move the table forbids (a bug, never user input)
+     */
+    void transition(JobStatus to) {
+        assert lock.isHeldByCurrentThread();
+        JobStatus from = status;
+        if (from == to) {
+            return;
+        }
+        if (!Transitions.allowed(from, to)) {
+            throw new IllegalStateException("job '" + id + "': illegal transition " + from.wire()
+                    + " -> " + to.wire());
+        }
+        status = to;
+        events.jobStatusChange(id, to);
+        changed.signalAll();
+    }
+
+    /** undefined → created, at creation (QEMU job_create()). */
+    void created(long speed) {
+        lock.lock();
+        try {
+            transition(JobStatus.CREATED);
+            limiter.setSpeed(speed, System.nanoTime());
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** created → null: creation failed after the job object existed (job_early_fail()). */
+    void earlyFail() {
+        lock.lock();
+        try {
+            toNullLocked();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * → null and out of the registry, under the job lock so that whoever waits for the end sees
+     * both at once. Lock order is job → registry; the registry never calls a job under its lock.
+     */
+    private void toNullLocked() {
+        transition(JobStatus.NULL);
+        if (onDismissed != null) {
+            onDismissed.run();
+        }
+    }
+
+    /** created → running, synchronously in the caller (QEMU job_start()); the thread follows. */
+    void markStarted() {
+        lock.lock();
+        try {
+            started = true;
+            transition(JobStatus.RUNNING);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    // ------------------------------------------------------------------ owner thread
+
+    /** Body of the job's owner thread: entry pause point, run, then the finish sequence. */
+    void runOwner() {
+        Throwable fail = null;
+        try {
+            // QEMU job_co_entry(): a pause requested before the job ran (the drain of
+            // drive-backup's start) is honoured before any work.
+            context.pausePoint();
+            driver.run(context);
+        } catch (JobCancelledException e) {
+            // the finish sequence sees forceCancel
+        } catch (Throwable t) {
+            fail = t;
+        }
+        completed(fail);
+    }
+
+    /** QEMU job_completed(): success → waiting/pending (maybe finalize); failure → aborting. */
+    private void completed(Throwable fail) {
+        boolean finalizeNow = false;
+        boolean abortNow = false;
+        lock.lock();
+        try {
+            if (fail != null && failure == null) {
+                failure = fail;
+            }
+            sleeping = 0;
+            if (!forceCancel && failure == null && ignoredError == null) {
+                transition(JobStatus.WAITING);
+                transition(JobStatus.PENDING);
+                if (autoFinalize) {
+                    finishing = true;
+                    finalizeNow = true;
+                } else {
+                    events.blockJobPending(driver.type(), id);
+                }
+            } else {
+                if (failure == null && ignoredError != null && !forceCancel) {
+                    failure = ignoredError;
+                }
+                finishing = true;
+                transition(JobStatus.ABORTING);
+                abortNow = true;
+            }
+        } finally {
+            lock.unlock();
+        }
+        if (finalizeNow) {
+            doFinalize();
+        } else if (abortNow) {
+            finalizeSingle(false);
+        }
+    }
+
+    /** QEMU job_do_finalize(): prepare may still fail, then commit (or abort). */
+    private void doFinalize() {
+        boolean ok = true;
+        try {
+            driver.prepare();
+        } catch (Throwable t) {
+            ok = false;
+            lock.lock();
+            try {
+                failure = t;
+                transition(JobStatus.ABORTING);
+            } finally {
+                lock.unlock();
+            }
+        }
+        finalizeSingle(ok);
+    }
+
+    /** QEMU job_finalize_single(): commit/abort, clean, the end event, concluded, maybe null. */
+    private void finalizeSingle(boolean ok) {
+        try {
+            if (ok) {
+                driver.commit();
+            } else {
+                driver.abort();
+            }
+        } catch (Throwable t) {
+            LOG.log(Level.WARNING, "job " + id + ": " + (ok ? "commit" : "abort") + " failed", t);
+        }
+        try {
+            driver.clean();
+        } catch (Throwable t) {
+            LOG.log(Level.WARNING, "job " + id + ": clean failed", t);
+        }
+        lock.lock();
+        try {
+            if (forceCancel) {
+                errorText = "Operation canceled";
+                events.blockJobCancelled(driver.type(), id, len, offset, limiter.speed());
+            } else {
+                errorText = failure == null ? null : errorText(failure);
+                events.blockJobCompleted(driver.type(), id, len, offset, limiter.speed(), errorText);
+            }
+            transition(JobStatus.CONCLUDED);
+            if (autoDismiss) {
+                toNullLocked();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** The text of BLOCK_JOB_COMPLETED.error: strerror for I/O errors (QEMU sets it so). */
+    static String errorText(Throwable t) {
+        if (t instanceof IoError io) {
+            return io.errno().strerror();
+        }
+        if (t instanceof java.io.IOException) {
+            return IoError.wrap((java.io.IOException) t).errno().strerror();
+        }
+        return t.getMessage() != null ? t.getMessage() : t.toString();
+    }
+
+    // ------------------------------------------------------------------ verbs (QMP threads)
+
+    /** job-pause / block-job-pause (QEMU job_user_pause()). */
+    public void userPause() throws QmpError {
+        lock.lock();
+        try {
+            Transitions.checkVerb(id, status, JobVerb.PAUSE);
+            if (userPaused) {
+                throw QmpError.generic("Job is already paused");
+            }
+            userPaused = true;
+            pauseCount++;
+            changed.signalAll();
+            // QEMU enters the job at once, so JOB_STATUS_CHANGE(paused) precedes the reply.
+            awaitLocked(() -> atPausePoint > 0 || !isLive(status));
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** job-resume / block-job-resume: also resets io-status to ok (block_job_user_resume()). */
+    public void userResume() throws QmpError {
+        lock.lock();
+        try {
+            if (!userPaused) {
+                throw QmpError.generic("Can't resume a job that was not paused");
+            }
+            Transitions.checkVerb(id, status, JobVerb.RESUME);
+            ioStatus = IoStatus.OK;
+            userPaused = false;
+            pauseCount--;
+            changed.signalAll();
+            awaitLocked(() -> pauseCount > 0 || (status != JobStatus.PAUSED && status != JobStatus.STANDBY));
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** True when the user (or a {@code stop} error action) paused the job. */
+    public boolean userPaused() {
+        lock.lock();
+        try {
+            return userPaused;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** block-job-set-speed (block_job_set_speed()). */
+    public void setSpeed(long speed) throws QmpError {
+        lock.lock();
+        try {
+            Transitions.checkVerb(id, status, JobVerb.SET_SPEED);
+            if (speed < 0) {
+                throw QmpError.generic("Parameter 'speed' expects a non-negative value");
+            }
+            limiter.setSpeed(speed, System.nanoTime());
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * job-cancel / block-job-cancel after the verb check (QEMU job_user_cancel() +
+     * job_cancel()). A force cancel (see {@link JobDriver#cancel}) wakes the job out of any
+     * pause; the call waits a bounded time for the job to conclude, because QEMU 7.2's backup
+     * emits its end events before the cancel's reply (reference/jobs.md §5).
+     */
+    public void userCancel(boolean force) throws QmpError {
+        lock.lock();
+        try {
+            Transitions.checkVerb(id, status, JobVerb.CANCEL);
+        } finally {
+            lock.unlock();
+        }
+        cancel(force, true);
+    }
+
+    /** Cancel without the verb check (shutdown). Returns after the job ended or a bounded wait. */
+    void cancel(boolean force, boolean wait) {
+        boolean abortNow = false;
+        boolean ready;
+        lock.lock();
+        try {
+            if (!isLive(status) && status != JobStatus.WAITING && status != JobStatus.PENDING) {
+                return;
+            }
+            ready = status == JobStatus.READY || status == JobStatus.STANDBY;
+        } finally {
+            lock.unlock();
+        }
+        boolean isForce = driver.cancel(force, ready);
+        lock.lock();
+        try {
+            cancelRequested = true;
+            if (isForce) {
+                forceCancel = true;
+            }
+            // job_cancel_async(): a user pause is lifted so the job can see the cancel.
+            if (userPaused) {
+                userPaused = false;
+                pauseCount--;
+            }
+            if (forceCancel && status == JobStatus.PENDING && !finishing) {
+                finishing = true;
+                transition(JobStatus.ABORTING);
+                abortNow = true;
+            } else if (!started && status == JobStatus.CREATED) {
+                finishing = true;
+                forceCancel = true;
+                transition(JobStatus.ABORTING);
+                abortNow = true;
+            }
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+        if (abortNow) {
+            finalizeSingle(false);
+            return;
+        }
+        if (wait && isForce) {
+            lock.lock();
+            try {
+                awaitLocked(() -> status == JobStatus.CONCLUDED || status == JobStatus.NULL);
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+
+    /** job-complete / block-job-complete (QEMU job_complete()). */
+    public void complete() throws QmpError {
+        lock.lock();
+        try {
+            Transitions.checkVerb(id, status, JobVerb.COMPLETE);
+            if (cancelRequested || !driver.canComplete()) {
+                throw QmpError.generic("The active block job '" + id + "' cannot be completed");
+            }
+        } finally {
+            lock.unlock();
+        }
+        driver.complete();
+        lock.lock();
+        try {
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** job-finalize / block-job-finalize: runs the finish sequence now, in the caller. */
+    public void finalizeJob() throws QmpError {
+        lock.lock();
+        try {
+            Transitions.checkVerb(id, status, JobVerb.FINALIZE);
+            if (finishing) {
+                return;
+            }
+            finishing = true;
+        } finally {
+            lock.unlock();
+        }
+        doFinalize();
+    }
+
+    /** job-dismiss / block-job-dismiss: concluded → null. */
+    public void dismiss() throws QmpError {
+        lock.lock();
+        try {
+            Transitions.checkVerb(id, status, JobVerb.DISMISS);
+            toNullLocked();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Shutdown: a job left concluded still emits null (reference/jobs.md §4). */
+    void dismissAtShutdown() {
+        lock.lock();
+        try {
+            if (status == JobStatus.CONCLUDED) {
+                toNullLocked();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * An internal pause (QEMU's drain): counts like a user pause but is not one. Returns once
+     * the job is at a pause point (or no longer running), bounded.
+     */
+    public void drainBegin() {
+        lock.lock();
+        try {
+            pauseCount++;
+            changed.signalAll();
+            if (started) {
+                awaitLocked(() -> atPausePoint > 0 || !isLive(status) || (userPaused && pauseCount > 1
+                        && atPausePoint > 0));
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Ends an internal pause; waits (bounded) until the job left its pause point. */
+    public void drainEnd() {
+        lock.lock();
+        try {
+            pauseCount--;
+            changed.signalAll();
+            if (started) {
+                awaitLocked(() -> pauseCount > 0 || (status != JobStatus.PAUSED && status != JobStatus.STANDBY));
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Waits until the job is concluded or gone; false on timeout. */
+    public boolean awaitEnd(long timeout, TimeUnit unit) {
+        long deadline = System.nanoTime() + unit.toNanos(timeout);
+        lock.lock();
+        try {
+            while (status != JobStatus.CONCLUDED && status != JobStatus.NULL) {
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    return false;
+                }
+                changed.awaitNanos(left);
+            }
+            return true;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Waits until {@code status} is reached (or passed to concluded/null); false on timeout. */
+    public boolean awaitStatus(JobStatus wanted, long timeout, TimeUnit unit) {
+        long deadline = System.nanoTime() + unit.toNanos(timeout);
+        lock.lock();
+        try {
+            while (status != wanted) {
+                long left = deadline - System.nanoTime();
+                if (left <= 0 || status == JobStatus.NULL) {
+                    return status == wanted;
+                }
+                changed.awaitNanos(left);
+            }
+            return true;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private static boolean isLive(JobStatus s) {
+        return s == JobStatus.CREATED || s == JobStatus.RUNNING || s == JobStatus.PAUSED
+                || s == JobStatus.READY || s == JobStatus.STANDBY;
+    }
+
+    private interface Cond {
+        boolean met();
+    }
+
+    /** Bounded wait on {@link #changed} for a command's visible effect. Caller holds the lock. */
+    private void awaitLocked(Cond cond) {
+        long deadline = System.nanoTime() + COMMAND_WAIT_NANOS;
+        try {
+            while (!cond.met()) {
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    return;
+                }
+                changed.awaitNanos(left);
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "Job[" + id + " " + driver.type().wire() + "]";
+    }
+
+    // ------------------------------------------------------------------ driver context
+
+    /** The {@link JobContext} of this job; all its state is the job's, under the job's lock. */
+    private final class Context implements JobContext {
+
+        @Override
+        public String id() {
+            return id;
+        }
+
+        @Override
+        public void pausePoint() throws JobCancelledException {
+            lock.lock();
+            try {
+                pausePointLocked();
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        private void pausePointLocked() throws JobCancelledException {
+            if (forceCancel) {
+                throw new JobCancelledException();
+            }
+            if (pauseCount == 0) {
+                return;
+            }
+            if (atPausePoint == 0) {
+                statusBeforePause = status;
+                transition(status == JobStatus.READY ? JobStatus.STANDBY : JobStatus.PAUSED);
+            }
+            atPausePoint++;
+            changed.signalAll();
+            try {
+                while (pauseCount > 0 && !forceCancel) {
+                    changed.awaitUninterruptibly();
+                }
+            } finally {
+                atPausePoint--;
+                if (atPausePoint == 0 && (status == JobStatus.PAUSED || status == JobStatus.STANDBY)) {
+                    transition(statusBeforePause == JobStatus.STANDBY ? JobStatus.READY
+                            : statusBeforePause == JobStatus.PAUSED ? JobStatus.RUNNING : statusBeforePause);
+                }
+                changed.signalAll();
+            }
+            if (forceCancel) {
+                throw new JobCancelledException();
+            }
+        }
+
+        @Override
+        public boolean cancelRequested() {
+            lock.lock();
+            try {
+                return cancelRequested;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public boolean isCancelled() {
+            lock.lock();
+            try {
+                return forceCancel;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public void rateLimit(long bytes) throws JobCancelledException {
+            lock.lock();
+            try {
+                while (true) {
+                    pausePointLocked();
+                    long now = System.nanoTime();
+                    long delay = limiter.delayNanos(now);
+                    if (delay == 0) {
+                        limiter.charge(bytes, now);
+                        return;
+                    }
+                    // Woken early by set-speed, pause or cancel: the loop re-reads all three.
+                    sleeping++;
+                    try {
+                        changed.awaitNanos(delay);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        throw new JobCancelledException();
+                    } finally {
+                        sleeping--;
+                    }
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public void sleep(long nanos) throws JobCancelledException {
+            long deadline = System.nanoTime() + nanos;
+            lock.lock();
+            try {
+                while (true) {
+                    pausePointLocked();
+                    long left = deadline - System.nanoTime();
+                    if (left <= 0) {
+                        return;
+                    }
+                    sleeping++;
+                    try {
+                        changed.awaitNanos(left);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        throw new JobCancelledException();
+                    } finally {
+                        sleeping--;
+                    }
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public void setLen(long newLen) {
+            lock.lock();
+            try {
+                len = newLen;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public void addLen(long delta) {
+            lock.lock();
+            try {
+                len += delta;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public void addOffset(long delta) {
+            lock.lock();
+            try {
+                offset += delta;
+                if (delta > 0) {
+                    failedSinceProgress.clear();
+                    ignoreStreak = 0;
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public void setOffset(long newOffset) {
+            lock.lock();
+            try {
+                if (newOffset > offset) {
+                    failedSinceProgress.clear();
+                    ignoreStreak = 0;
+                }
+                offset = newOffset;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public long len() {
+            lock.lock();
+            try {
+                return len;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public long offset() {
+            lock.lock();
+            try {
+                return offset;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public long speed() {
+            lock.lock();
+            try {
+                return limiter.speed();
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public void ready() {
+            lock.lock();
+            try {
+                transition(JobStatus.READY);
+                events.blockJobReady(driver.type(), id, len, offset, limiter.speed());
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public boolean isReady() {
+            lock.lock();
+            try {
+                return status == JobStatus.READY || status == JobStatus.STANDBY;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public ErrorAction handleError(BlockdevOnError policy, IoOperation op, IoError e, long at)
+                throws IoError, JobCancelledException {
+            ErrorAction action = ErrorPolicy.resolve(policy, e.errno());
+            long backoff = 0;
+            lock.lock();
+            try {
+                if (action == ErrorAction.STOP) {
+                    // block_job_error_action(): the pause is made user-visible so that
+                    // block-job-resume lifts it; io-status says why.
+                    if (!userPaused) {
+                        userPaused = true;
+                        pauseCount++;
+                    }
+                    ioStatus = ErrorPolicy.ioStatusFor(e.errno());
+                } else if (action == ErrorAction.IGNORE) {
+                    boolean repeat = at < 0 || !failedSinceProgress.add(at);
+                    if (failedSinceProgress.size() > 65536) {
+                        failedSinceProgress.clear();
+                    }
+                    if (repeat) {
+                        ignoreStreak++;
+                        backoff = Math.min(BACKOFF_MAX_NANOS,
+                                BACKOFF_MIN_NANOS << Math.min(20, ignoreStreak - 1));
+                    }
+                }
+                events.blockJobError(id, op, action);
+                changed.signalAll();
+            } finally {
+                lock.unlock();
+            }
+            switch (action) {
+                case REPORT -> throw e;
+                case IGNORE -> {
+                    if (backoff > 0) {
+                        sleep(backoff);
+                    }
+                }
+                case STOP -> pausePoint();
+            }
+            return action;
+        }
+
+        @Override
+        public void recordIgnoredError(IoError e) {
+            lock.lock();
+            try {
+                if (ignoredError == null) {
+                    ignoredError = e;
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+}

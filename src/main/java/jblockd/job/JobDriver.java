@@ -1,0 +1,87 @@
+package jblockd.job;
+
+import jblockd.qapi.JobType;
+import jblockd.qapi.QmpError;
+
+/**
+ * What one kind of job does (QEMU include/qemu/job.h {@code JobDriver}): one mandatory
+ * {@link #run}, optional lifecycle hooks. The framework ({@link Job}) owns the status, events,
+ * pause/cancel, speed and error policy; a driver only copies data through its
+ * {@link JobContext}.
+ *
+ * <h2>Lifecycle (reference/jobs.md §5)</h2>
+ * <pre>
+ *   run(ctx)  returns normally ─► waiting ─► pending ─► prepare() ─► commit() ─► clean() ─► COMPLETED
+ *             throws / cancelled ─────────► aborting ──────────────► abort()  ─► clean() ─► COMPLETED{error} | CANCELLED
+ * </pre>
+ * then concluded and (auto-dismiss) null. {@code prepare} failing turns a success into the
+ * abort path. {@code commit}/{@code abort}/{@code clean} must not throw: they are best effort
+ * (QEMU's are void too); an exception there is logged and ignored.
+ *
+ * <h2>Threads</h2>
+ * {@link #run} runs on the job's own virtual thread; it may start helper threads (bounded) but
+ * must wait for them before returning. The hooks run on whichever thread finishes the job: the
+ * job thread, or the QMP thread of {@code job-finalize} / {@code job-cancel} in pending.
+ * {@link #complete} and {@link #cancel} are called from QMP threads while {@code run} works:
+ * they only set flags the driver reads and never block.
+ *
+ * <h2>Cancel</h2>
+ * A cancel request always makes {@link JobContext#cancelRequested()} true. Whether it also
+ * force-cancels (pause points throw {@link JobCancelledException}, the job ends
+ * {@code BLOCK_JOB_CANCELLED}) is decided by {@link #cancel}: by default always. Mirror and active
+ * commit return {@code false} for a soft cancel after READY: their {@code run} then sees
+ * {@code cancelRequested()}, stops without pivoting and returns normally, and the job ends
+ * {@code BLOCK_JOB_COMPLETED} with no {@code aborting} (QEMU 7.2 mirror_cancel()).
+ */
+public interface JobDriver {
+
+    /** The QMP job type ({@code backup}, {@code mirror}, ...). */
+    JobType type();
+
+    /**
+     * Does the work. Return normally for success. Throw {@link JobCancelledException} (from a
+     * context call) when cancelled, or any exception for a failure: its message (for an
+     * {@link jblockd.block.IoError}, the errno's strerror) becomes {@code BLOCK_JOB_COMPLETED.error}.
+     * Error policies are applied by the driver through {@link JobContext#handleError}.
+     */
+    void run(JobContext ctx) throws Exception;
+
+    /** Last step that may still fail, after a successful run (QEMU .prepare). */
+    default void prepare() throws Exception {
+    }
+
+    /** Makes the result permanent after success (QEMU .commit), e.g. mirror's pivot. */
+    default void commit() {
+    }
+
+    /** Undoes what it must after failure or cancel (QEMU .abort). */
+    default void abort() {
+    }
+
+    /** Releases resources on both paths (QEMU .clean), e.g. removes a filter node. */
+    default void clean() {
+    }
+
+    /** True when the job type has a complete operation (mirror, active commit). */
+    default boolean canComplete() {
+        return false;
+    }
+
+    /**
+     * {@code block-job-complete} on a READY/STANDBY job (the verb table is already checked):
+     * asks {@code run} to finish. Throw {@link QmpError} to refuse.
+     */
+    default void complete() throws QmpError {
+        throw QmpError.generic("complete not supported");
+    }
+
+    /**
+     * A cancel request arrived ({@code force} as given by the user, {@code ready} true in
+     * READY/STANDBY). Returns whether it is a force cancel. Drivers may also wake their own
+     * waits here (cancel in-flight requests). Default: every cancel is a force cancel (QEMU's
+     * job_cancel_async() without a driver .cancel).
+     */
+    default boolean cancel(boolean force, boolean ready) {
+        return true;
+    }
+}

@@ -1,0 +1,129 @@
+package jblockd.job.backup;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.logging.Level;
+import java.util.logging.Logger;
+
+import jblockd.block.BlockNode;
+import jblockd.block.IoError;
+import jblockd.block.NodeGraph;
+import jblockd.block.cbw.BlockCopy;
+import jblockd.block.cbw.CopyBeforeWriteDriver;
+import jblockd.device.Device;
+import jblockd.device.Devices;
+import jblockd.job.Job;
+import jblockd.job.JobRegistry;
+
+/**
+ * The graph change of a backup: a copy-before-write filter node above the source, put in place
+ * before drive-backup / blockdev-backup replies (that is what makes the copy point-in-time),
+ * and taken out again when the job ends.
+ * <p>
+ * Who sees the filter: every {@link Device} whose root is the source node is re-pointed at the
+ * filter ({@link Devices#replaceRoot}). That covers a named drive, a drive addressed by its root
+ * node-name, and NBD exports, because exports reach their node through a Device: a named one, or
+ * for an export made on a node-name an anonymous one registered with
+ * {@link Devices#addAnonymous} (so {@link Devices#attachedTo} finds it). Other
+ * parent nodes of the source are not re-pointed (no jblockd driver has a writable parent above
+ * a device root).
+ */
+public final class BackupGraph {
+    private static final Logger LOG = Logger.getLogger(BackupGraph.class.getName());
+
+    private final NodeGraph graph;
+    private final Devices devices;
+    private final BlockNode source;
+    private final BlockNode filter;
+    private final BlockCopy copy;
+    private final BlockNode target;
+    private final boolean ownsTarget;
+    private final List<Device> moved = new ArrayList<>();
+    private JobRegistry registry;
+    private Job job;
+    private boolean removed;
+
+    private BackupGraph(NodeGraph graph, Devices devices, BlockNode source, BlockNode filter, BlockCopy copy,
+                        BlockNode target, boolean ownsTarget) {
+        this.graph = graph;
+        this.devices = devices;
+        this.source = source;
+        this.filter = filter;
+        this.copy = copy;
+        this.target = target;
+        this.ownsTarget = ownsTarget;
+    }
+
+    /**
+     * Creates and registers the filter node ({@code filterNodeName} or an auto name); devices
+     * are re-pointed by {@link #activate()}.
+     *
+     * @param ownsTarget the target was opened for this backup (drive-backup) and is closed at the end
+     * @throws IoError {@code Duplicate nodes with node-name='x'}
+     */
+    public static BackupGraph prepare(NodeGraph graph, Devices devices, BlockNode source, BlockCopy copy,
+                                      String filterNodeName, BlockNode target, boolean ownsTarget) throws IoError {
+        boolean auto = filterNodeName == null;
+        String name = auto ? graph.nextAutoName() : filterNodeName;
+        BlockNode filter = new BlockNode(name, auto, new CopyBeforeWriteDriver(source, copy), source.readOnly());
+        graph.register(filter);
+        return new BackupGraph(graph, devices, source, filter, copy, target, ownsTarget);
+    }
+
+    public BlockNode filter() {
+        return filter;
+    }
+
+    /** Ties the graph to its job: the job blocks the filter too, and releases the target at the end. */
+    public void attach(JobRegistry jobs, Job j) {
+        this.registry = jobs;
+        this.job = j;
+        jobs.block(j, filter);
+    }
+
+    /** Re-points every device whose root is the source at the filter. */
+    public synchronized void activate() {
+        for (Device d : devices.attachedTo(source)) {
+            devices.replaceRoot(d, filter);
+            moved.add(d);
+        }
+    }
+
+    /**
+     * Undoes {@link #prepare}/{@link #activate}: devices back on the source, guest requests in
+     * the filter drained, copies in flight finished, the filter unregistered, the target flushed
+     * and (when owned) closed. Idempotent; never throws.
+     */
+    public synchronized void remove() {
+        if (removed) {
+            return;
+        }
+        removed = true;
+        for (Device d : moved) {
+            if (d.root() == filter) {
+                devices.replaceRoot(d, source);
+            }
+        }
+        filter.drain();
+        copy.deactivate();
+        graph.unregister(filter);
+        try {
+            if (!target.readOnly()) {
+                target.flush();
+            }
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "backup: flushing the target failed", e);
+        }
+        if (ownsTarget) {
+            if (registry != null && job != null) {
+                registry.unblock(job, target);
+            }
+            try {
+                graph.remove(target);
+            } catch (IOException e) {
+                LOG.log(Level.WARNING, "backup: closing the target failed", e);
+            }
+        }
+    }
+}

@@ -1,0 +1,608 @@
+package jblockd.nbd.server;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Semaphore;
+import java.util.logging.Level;
+import java.util.logging.Logger;
+
+import jblockd.block.Allocation;
+import jblockd.block.BlockNode;
+import jblockd.block.Extent;
+import jblockd.block.IoError;
+import jblockd.device.GuestIo;
+import jblockd.nbd.proto.Nbd;
+import jblockd.nbd.proto.NbdError;
+import jblockd.nbd.proto.NbdOption;
+import jblockd.nbd.proto.NbdProtocolException;
+import jblockd.nbd.proto.NbdReader;
+import jblockd.nbd.proto.NbdRequest;
+import jblockd.nbd.proto.NbdWriter;
+import jblockd.qapi.IoOperation;
+
+/**
+ * One client: the fixed-newstyle handshake, then the transmission loop. The loop's thread only
+ * reads: each request (with its WRITE payload) goes to its own virtual thread, at most
+ * {@link NbdServer#MAX_IN_FLIGHT} at once, and each handler replies when it finishes, so replies
+ * may overtake each other (matched by handle). Replies follow qemu-nbd 7.2 (formats.md §8):
+ * structured replies for READ and BLOCK_STATUS and for errors once negotiated, simple replies for
+ * the success of everything else.
+ */
+final class NbdConnection {
+    private static final Logger LOG = Logger.getLogger(NbdConnection.class.getName());
+    /** Most extents in one BLOCK_STATUS reply; proto.md lets the server return fewer. */
+    private static final int MAX_EXTENTS = 65536;
+
+    private final NbdServer server;
+    private final SocketChannel channel;
+    private final BufferPool buffers;
+    private final NbdReader reader;
+    private final NbdWriter writer;
+
+    private boolean noZeroes;
+    private boolean structured;
+    /** base:allocation selected by SET_META_CONTEXT (its context id is 0). */
+    private boolean baseAllocation;
+    private NbdExport export;
+
+    NbdConnection(NbdServer server, SocketChannel channel, BufferPool buffers) {
+        this.server = server;
+        this.channel = channel;
+        this.buffers = buffers;
+        this.reader = new NbdReader(channel);
+        this.writer = new NbdWriter(channel);
+    }
+
+    /** Hard disconnect (export removed with mode=hard, server stopped). */
+    void close() {
+        try {
+            channel.close();
+        } catch (IOException ignored) {
+            // already closed
+        }
+    }
+
+    void run() {
+        try {
+            if (handshake()) {
+                transmission();
+            }
+        } catch (EOFException | java.nio.channels.ClosedChannelException e) {
+            // client went away
+        } catch (NbdProtocolException e) {
+            LOG.log(Level.INFO, "NBD client dropped: {0}", e.getMessage());
+        } catch (IOException e) {
+            LOG.log(Level.FINE, "NBD connection ended", e);
+        } finally {
+            if (export != null) {
+                export.connections().remove(this);
+            }
+            close();
+        }
+    }
+
+    // ==== handshake =============================================================================
+
+    /** True when the client entered transmission with an export. */
+    private boolean handshake() throws IOException {
+        writer.greeting(Nbd.FLAG_FIXED_NEWSTYLE | Nbd.FLAG_NO_ZEROES);
+        int clientFlags = reader.readClientFlags();
+        if ((clientFlags & ~(Nbd.FLAG_C_FIXED_NEWSTYLE | Nbd.FLAG_C_NO_ZEROES)) != 0) {
+            throw new NbdProtocolException("Unknown client flags 0x" + Integer.toHexString(clientFlags));
+        }
+        noZeroes = (clientFlags & Nbd.FLAG_C_NO_ZEROES) != 0;
+        while (true) {
+            NbdOption opt = reader.readOption();
+            int o = opt.option();
+            switch (o) {
+                case Nbd.OPT_EXPORT_NAME -> {
+                    String name = StandardCharsets.UTF_8.decode(opt.data().duplicate()).toString();
+                    NbdExport e = server.findForClient(name);
+                    if (e == null || !server.attach(e, this)) {
+                        // EXPORT_NAME cannot fail politely: drop the client (QEMU does too)
+                        throw new NbdProtocolException("export not found");
+                    }
+                    export = e;
+                    writer.exportNameReply(e.size(), e.transmissionFlags(structured), noZeroes);
+                    return true;
+                }
+                case Nbd.OPT_ABORT -> {
+                    // QEMU acknowledges, then disconnects; the client may already be gone
+                    try {
+                        writer.optionAck(o);
+                    } catch (IOException ignored) {
+                        // fine
+                    }
+                    return false;
+                }
+                case Nbd.OPT_LIST -> {
+                    if (opt.data().hasRemaining()) {
+                        rejectLength(o);
+                    } else {
+                        for (NbdExport e : server.exports()) {
+                            if (!e.shuttingDown()) {
+                                writer.optionServer(o, e.name(), e.description());
+                            }
+                        }
+                        writer.optionAck(o);
+                    }
+                }
+                case Nbd.OPT_STARTTLS -> {
+                    if (opt.data().hasRemaining()) {
+                        rejectLength(o);
+                    } else {
+                        writer.optionError(o, Nbd.REP_ERR_POLICY, "TLS not configured");
+                    }
+                }
+                case Nbd.OPT_STRUCTURED_REPLY -> {
+                    if (opt.data().hasRemaining()) {
+                        rejectLength(o);
+                    } else if (structured) {
+                        writer.optionError(o, Nbd.REP_ERR_INVALID, "structured reply already negotiated");
+                    } else {
+                        structured = true;
+                        writer.optionAck(o);
+                    }
+                }
+                case Nbd.OPT_INFO, Nbd.OPT_GO -> {
+                    if (infoOrGo(opt)) {
+                        return true;
+                    }
+                }
+                case Nbd.OPT_LIST_META_CONTEXT, Nbd.OPT_SET_META_CONTEXT -> metaContext(opt);
+                default -> writer.optionError(o, Nbd.REP_ERR_UNSUP,
+                        "Unsupported option " + Integer.toUnsignedString(o) + " (" + Nbd.optionName(o) + ")");
+            }
+        }
+    }
+
+    private void rejectLength(int option) throws IOException {
+        writer.optionError(option, Nbd.REP_ERR_INVALID,
+                "option '" + Nbd.optionName(option) + "' has unexpected length");
+    }
+
+    private static String readString(ByteBuffer d, int len) {
+        byte[] b = new byte[len];
+        d.get(b);
+        return new String(b, StandardCharsets.UTF_8);
+    }
+
+    /**
+     * INFO / GO payload: u32 name length, name, u16 number of info requests, u16 each.
+     * Replies NAME (if asked), DESCRIPTION (if set), BLOCK_SIZE, EXPORT, then ACK (QEMU's order).
+     */
+    private boolean infoOrGo(NbdOption opt) throws IOException {
+        int o = opt.option();
+        ByteBuffer d = opt.data().duplicate();
+        if (d.remaining() < 4) {
+            rejectLength(o);
+            return false;
+        }
+        long nameLen = Integer.toUnsignedLong(d.getInt());
+        if (nameLen > Nbd.MAX_STRING_SIZE || d.remaining() < nameLen + 2) {
+            rejectLength(o);
+            return false;
+        }
+        String name = readString(d, (int) nameLen);
+        int nreq = Short.toUnsignedInt(d.getShort());
+        if (d.remaining() != 2 * nreq) {
+            rejectLength(o);
+            return false;
+        }
+        boolean sendName = false;
+        boolean blockSize = false;
+        for (int i = 0; i < nreq; i++) {
+            int r = Short.toUnsignedInt(d.getShort());
+            if (r == Nbd.INFO_NAME) {
+                sendName = true;
+            } else if (r == Nbd.INFO_BLOCK_SIZE) {
+                blockSize = true;
+            }
+        }
+        NbdExport e = server.findForClient(name);
+        if (e == null) {
+            writer.optionError(o, Nbd.REP_ERR_UNKNOWN, "export '" + name + "' not present");
+            return false;
+        }
+        if (sendName) {
+            writer.infoString(o, Nbd.INFO_NAME, name);
+        }
+        if (e.description() != null) {
+            writer.infoString(o, Nbd.INFO_DESCRIPTION, e.description());
+        }
+        // minimum: 1 for clients that do not promise to obey it, the real alignment otherwise
+        int min = (o == Nbd.OPT_INFO || blockSize) ? e.requestAlignment() : 1;
+        writer.infoBlockSize(o, min, Math.max(4096, min), Nbd.MAX_BUFFER_SIZE);
+        writer.infoExport(o, e.size(), e.transmissionFlags(structured));
+        if (o == Nbd.OPT_GO) {
+            if (!server.attach(e, this)) {
+                writer.optionError(o, Nbd.REP_ERR_UNKNOWN, "export '" + name + "' not present");
+                return false;
+            }
+            export = e;
+        }
+        writer.optionAck(o);
+        return o == Nbd.OPT_GO;
+    }
+
+    /**
+     * LIST_/SET_META_CONTEXT payload: u32 export name length, name, u32 number of queries, then
+     * each query as u32 length + string. We know one context, {@code base:allocation} (id 0).
+     */
+    private void metaContext(NbdOption opt) throws IOException {
+        int o = opt.option();
+        boolean set = o == Nbd.OPT_SET_META_CONTEXT;
+        if (set && !structured) {
+            writer.optionError(o, Nbd.REP_ERR_INVALID,
+                    "request option '" + Nbd.optionName(o) + "' when structured reply is not negotiated");
+            return;
+        }
+        ByteBuffer d = opt.data().duplicate();
+        List<String> queries = new ArrayList<>();
+        String name;
+        try {
+            long nameLen = Integer.toUnsignedLong(d.getInt());
+            if (nameLen > Nbd.MAX_STRING_SIZE || d.remaining() < nameLen + 4) {
+                rejectLength(o);
+                return;
+            }
+            name = readString(d, (int) nameLen);
+            long n = Integer.toUnsignedLong(d.getInt());
+            for (long i = 0; i < n; i++) {
+                long qlen = Integer.toUnsignedLong(d.getInt());
+                if (qlen > Nbd.MAX_STRING_SIZE || d.remaining() < qlen) {
+                    rejectLength(o);
+                    return;
+                }
+                queries.add(readString(d, (int) qlen));
+            }
+            if (d.hasRemaining()) {
+                rejectLength(o);
+                return;
+            }
+        } catch (java.nio.BufferUnderflowException e) {
+            rejectLength(o);
+            return;
+        }
+        if (server.findForClient(name) == null) {
+            writer.optionError(o, Nbd.REP_ERR_UNKNOWN, "export '" + name + "' not present");
+            return;
+        }
+        boolean match = queries.isEmpty() && !set;
+        for (String q : queries) {
+            if (q.equals(Nbd.BASE_ALLOCATION) || (!set && q.equals("base:"))) {
+                match = true;
+            }
+        }
+        if (match) {
+            writer.metaContext(o, 0, Nbd.BASE_ALLOCATION);
+        }
+        if (set) {
+            baseAllocation = match;
+        }
+        writer.optionAck(o);
+    }
+
+    // ==== transmission ==========================================================================
+
+    private void transmission() throws IOException {
+        Semaphore slots = new Semaphore(NbdServer.MAX_IN_FLIGHT);
+        try {
+            while (true) {
+                NbdRequest r = reader.readRequest();
+                if (r.type() == Nbd.CMD_DISC) {
+                    return; // finally: outstanding requests finish, then we close
+                }
+                slots.acquireUninterruptibly();
+                ByteBuffer payload = null;
+                boolean dispatched = false;
+                try {
+                    if (r.type() == Nbd.CMD_WRITE) {
+                        if (r.length() > Nbd.MAX_BUFFER_SIZE) {
+                            // The payload cannot be skipped safely (proto.md: a server may
+                            // disconnect); reply, then drop the client as QEMU does.
+                            replyError(r, NbdError.EINVAL, "len (" + r.length() + ") is larger than max len ("
+                                    + Nbd.MAX_BUFFER_SIZE + ")");
+                            return;
+                        }
+                        payload = buffers.acquire((int) r.length());
+                        reader.readFully(payload);
+                        payload.flip();
+                    }
+                    ByteBuffer p = payload;
+                    Thread.ofVirtual().name("nbd-req").start(() -> {
+                        try {
+                            handle(r, p);
+                        } finally {
+                            buffers.release(p);
+                            slots.release();
+                        }
+                    });
+                    dispatched = true;
+                } finally {
+                    if (!dispatched) {
+                        buffers.release(payload);
+                        slots.release();
+                    }
+                }
+            }
+        } finally {
+            // Requests already read complete (their data reaches the node) before we close.
+            slots.acquireUninterruptibly(NbdServer.MAX_IN_FLIGHT);
+        }
+    }
+
+    /** A request the checks refused: errno plus QEMU's message. */
+    private record Refusal(NbdError error, String message) {
+    }
+
+    private Refusal check(NbdRequest r) {
+        int type = r.type();
+        if (type > Nbd.CMD_BLOCK_STATUS) {
+            return new Refusal(NbdError.EINVAL, "invalid request type (" + type + ") received");
+        }
+        if ((type == Nbd.CMD_READ) && r.length() > Nbd.MAX_BUFFER_SIZE) {
+            return new Refusal(NbdError.EINVAL, "len (" + r.length() + ") is larger than max len ("
+                    + Nbd.MAX_BUFFER_SIZE + ")");
+        }
+        int valid = Nbd.CMD_FLAG_FUA;
+        if (type == Nbd.CMD_READ && structured) {
+            valid |= Nbd.CMD_FLAG_DF;
+        } else if (type == Nbd.CMD_WRITE_ZEROES) {
+            valid |= Nbd.CMD_FLAG_NO_HOLE | Nbd.CMD_FLAG_FAST_ZERO;
+        } else if (type == Nbd.CMD_BLOCK_STATUS) {
+            valid |= Nbd.CMD_FLAG_REQ_ONE;
+        }
+        if ((r.flags() & ~valid) != 0) {
+            return new Refusal(NbdError.EINVAL, "unsupported flags for command " + Nbd.commandName(type)
+                    + " (got 0x" + Integer.toHexString(r.flags()) + ")");
+        }
+        long size = export.size();
+        if (Long.compareUnsigned(r.offset(), size) > 0 || r.length() > size - r.offset()) {
+            // QEMU: writes past the end are ENOSPC (proto.md asks so), anything else EINVAL
+            NbdError err = (type == Nbd.CMD_WRITE || type == Nbd.CMD_WRITE_ZEROES) ? NbdError.ENOSPC
+                    : NbdError.EINVAL;
+            return new Refusal(err, "Operation past EOF; From: " + Long.toUnsignedString(r.offset())
+                    + ", Len: " + r.length() + ", Size: " + size);
+        }
+        if (!export.writable() && (type == Nbd.CMD_WRITE || type == Nbd.CMD_WRITE_ZEROES
+                || type == Nbd.CMD_TRIM)) {
+            return new Refusal(NbdError.EPERM, "Export is read-only");
+        }
+        if (type == Nbd.CMD_BLOCK_STATUS) {
+            if (!baseAllocation) {
+                return new Refusal(NbdError.EINVAL, "CMD_BLOCK_STATUS not negotiated");
+            }
+            if (r.length() == 0) {
+                return new Refusal(NbdError.EINVAL, "need non-zero length");
+            }
+        }
+        return null;
+    }
+
+    private void handle(NbdRequest r, ByteBuffer payload) {
+        try {
+            Refusal refusal = check(r);
+            if (refusal != null) {
+                replyError(r, refusal.error(), refusal.message());
+                return;
+            }
+            GuestIo io = export.io();
+            switch (r.type()) {
+                case Nbd.CMD_READ -> read(r, io);
+                case Nbd.CMD_WRITE -> {
+                    io.write(r.offset(), payload, r.has(Nbd.CMD_FLAG_FUA));
+                    ok(r);
+                }
+                case Nbd.CMD_FLUSH -> {
+                    io.flush();
+                    ok(r);
+                }
+                case Nbd.CMD_TRIM -> {
+                    io.discard(r.offset(), r.length(), r.has(Nbd.CMD_FLAG_FUA));
+                    ok(r);
+                }
+                case Nbd.CMD_CACHE -> ok(r); // a prefetch hint; nothing to warm
+                case Nbd.CMD_WRITE_ZEROES -> {
+                    if (r.has(Nbd.CMD_FLAG_FAST_ZERO) && !io.root().capabilities().canWriteZeroes()) {
+                        // a client asking for fast zeroes wants ENOTSUP at once, not a slow write
+                        replyError(r, NbdError.ENOTSUP, "Operation not supported");
+                        return;
+                    }
+                    io.writeZeroes(r.offset(), r.length(), !r.has(Nbd.CMD_FLAG_NO_HOLE), r.has(Nbd.CMD_FLAG_FUA));
+                    ok(r);
+                }
+                case Nbd.CMD_BLOCK_STATUS -> blockStatus(r, io);
+                default -> replyError(r, NbdError.EINVAL, "invalid request type (" + r.type() + ") received");
+            }
+        } catch (IoError e) {
+            try {
+                replyError(r, NbdError.of(e.errno()), e.getMessage());
+            } catch (IOException ignored) {
+                // client gone
+            }
+        } catch (IOException e) {
+            // the reply could not be sent: the client is gone; the I/O itself is done
+        } catch (RuntimeException e) {
+            LOG.log(Level.WARNING, "NBD request failed", e);
+            try {
+                replyError(r, NbdError.EIO, String.valueOf(e.getMessage()));
+            } catch (IOException ignored) {
+                // client gone
+            }
+        }
+    }
+
+    private void ok(NbdRequest r) throws IOException {
+        writer.simpleReply(r.handle(), 0, null);
+    }
+
+    private void replyError(NbdRequest r, NbdError error, String message) throws IOException {
+        if (structured) {
+            writer.chunkError(r.handle(), error, message);
+        } else {
+            writer.simpleReply(r.handle(), error.code(), null);
+        }
+    }
+
+    // ==== READ ==================================================================================
+
+    /** A piece of a structured read reply: data from the buffer, or a hole. */
+    private record Piece(long offset, int length, boolean hole) {
+    }
+
+    private void read(NbdRequest r, GuestIo io) throws IOException {
+        int len = (int) r.length();
+        if (len == 0) {
+            if (structured) {
+                writer.chunkNone(r.handle());
+            } else {
+                writer.simpleReply(r.handle(), 0, null);
+            }
+            return;
+        }
+        ByteBuffer buf = buffers.acquire(len);
+        try {
+            boolean sparse = structured && !r.has(Nbd.CMD_FLAG_DF);
+            List<Piece> pieces = io.run(IoOperation.READ, root -> readPieces(root, r.offset(), buf, sparse),
+                    () -> {
+                        buf.clear().limit(len);
+                        while (buf.hasRemaining()) {
+                            buf.put((byte) 0);
+                        }
+                    });
+            if (pieces == null) { // ignored error: the zero-filled buffer as data
+                pieces = List.of(new Piece(r.offset(), len, false));
+            }
+            if (!structured) {
+                writer.simpleReply(r.handle(), 0, buf.clear().limit(len));
+                return;
+            }
+            for (int i = 0; i < pieces.size(); i++) {
+                Piece p = pieces.get(i);
+                boolean done = i == pieces.size() - 1;
+                if (p.hole()) {
+                    writer.chunkHole(r.handle(), p.offset(), p.length(), done);
+                } else {
+                    int at = (int) (p.offset() - r.offset());
+                    writer.chunkData(r.handle(), p.offset(), buf.slice(at, p.length()), done);
+                }
+            }
+        } finally {
+            buffers.release(buf);
+        }
+    }
+
+    /**
+     * Reads the request into {@code buf}; with {@code sparse}, ranges the chain says read as
+     * zeroes become holes instead (qemu-nbd's sparse read), merged with their neighbours.
+     */
+    private static List<Piece> readPieces(BlockNode root, long offset, ByteBuffer buf, boolean sparse)
+            throws IOException {
+        int len = buf.limit();
+        if (!sparse) {
+            buf.clear().limit(len);
+            root.read(offset, buf);
+            return List.of(new Piece(offset, len, false));
+        }
+        List<Piece> pieces = new ArrayList<>();
+        long pos = offset;
+        long end = offset + len;
+        while (pos < end) {
+            Extent e = chainStatus(root, pos, end - pos);
+            boolean hole = readsAsZero(e.allocation());
+            int n = (int) Math.min(e.length(), end - pos);
+            Piece last = pieces.isEmpty() ? null : pieces.getLast();
+            if (last != null && last.hole() == hole) {
+                pieces.set(pieces.size() - 1, new Piece(last.offset(), last.length() + n, hole));
+            } else {
+                pieces.add(new Piece(pos, n, hole));
+            }
+            pos += n;
+        }
+        for (Piece p : pieces) {
+            if (!p.hole()) {
+                int at = (int) (p.offset() - offset);
+                root.read(p.offset(), buf.slice(at, p.length()));
+            }
+        }
+        return pieces;
+    }
+
+    private static boolean readsAsZero(Allocation a) {
+        return a != Allocation.DATA;
+    }
+
+    /**
+     * The status of {@code [offset, offset+length)} through the backing chain (QEMU's
+     * bdrv_block_status_above down to the bottom): a range the top does not allocate is asked of
+     * its backing node; past the backing node's end, or with no backing node, it reads as zeroes.
+     */
+    static Extent chainStatus(BlockNode node, long offset, long length) throws IOException {
+        Extent e = node.status(offset, length);
+        if (e.allocation() != Allocation.UNALLOCATED) {
+            return e;
+        }
+        BlockNode backing = node.driver().backing();
+        if (backing == null) {
+            return e;
+        }
+        long backingSize = backing.length();
+        if (offset >= backingSize) {
+            return new Extent(offset, e.length(), Allocation.ZERO);
+        }
+        Extent b = chainStatus(backing, offset, Math.min(e.length(), backingSize - offset));
+        return new Extent(offset, b.length(), b.allocation());
+    }
+
+    // ==== BLOCK_STATUS ==========================================================================
+
+    /**
+     * base:allocation (context id 0): data is 0, anything reading as zeroes is HOLE|ZERO (3),
+     * adjacent extents of equal flags merged, the last one clipped to the request.
+     */
+    private void blockStatus(NbdRequest r, GuestIo io) throws IOException {
+        boolean one = r.has(Nbd.CMD_FLAG_REQ_ONE);
+        long offset = r.offset();
+        long end = offset + r.length();
+        int[] extents = io.run(null, root -> {
+            int[] out = new int[16];
+            int count = 0;
+            long pos = offset;
+            while (pos < end) {
+                Extent e = chainStatus(root, pos, end - pos);
+                int flags = readsAsZero(e.allocation()) ? Nbd.STATE_HOLE | Nbd.STATE_ZERO : 0;
+                long n = Math.min(e.length(), end - pos);
+                if (count > 0 && out[2 * count - 1] == flags) {
+                    out[2 * count - 2] += (int) n;
+                } else {
+                    if (count == MAX_EXTENTS || (one && count == 1)) {
+                        break;
+                    }
+                    if (2 * count + 2 > out.length) {
+                        out = java.util.Arrays.copyOf(out, out.length * 2);
+                    }
+                    out[2 * count] = (int) n;
+                    out[2 * count + 1] = flags;
+                    count++;
+                }
+                pos += n;
+            }
+            int[] result = java.util.Arrays.copyOf(out, 2 * count + 1);
+            result[2 * count] = count;
+            return result;
+        }, null);
+        int count = extents[extents.length - 1];
+        writer.chunkBlockStatus(r.handle(), 0, extents, count, true);
+    }
+
+    @Override
+    public String toString() {
+        return "NbdConnection[" + (export == null ? "-" : export.name()) + "]";
+    }
+}

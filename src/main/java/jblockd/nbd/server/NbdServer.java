@@ -1,0 +1,217 @@
+package jblockd.nbd.server;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.net.StandardProtocolFamily;
+import java.net.StandardSocketOptions;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Semaphore;
+import java.util.logging.Level;
+import java.util.logging.Logger;
+
+/**
+ * The NBD server of one daemon (QEMU's blockdev-nbd.c): at most one listening socket (TCP or
+ * UNIX), a virtual thread accepting, one virtual thread per connection, and the exports by name.
+ * Exports exist only while the server runs; {@link #stop()} closes every connection and drops
+ * every export, like {@code nbd-server-stop}.
+ */
+public final class NbdServer {
+    private static final Logger LOG = Logger.getLogger(NbdServer.class.getName());
+
+    /** Requests served concurrently per connection; the reader waits when all are busy. */
+    static final int MAX_IN_FLIGHT = 16;
+
+    private final Map<String, NbdExport> exportsByName = new LinkedHashMap<>();
+    private final Set<NbdConnection> connections = ConcurrentHashMap.newKeySet();
+    private final BufferPool buffers = new BufferPool(256L << 20);
+    private ServerSocketChannel listener;
+    private Path unixPath;
+    private Thread acceptThread;
+    private Semaphore connectionSlots;
+
+    public synchronized boolean running() {
+        return listener != null;
+    }
+
+    /**
+     * Listens on {@code address} (an {@link InetSocketAddress} or {@link UnixDomainSocketAddress});
+     * {@code maxConnections} 0 means unlimited. A stale UNIX socket file is replaced (QEMU unlinks
+     * it too).
+     */
+    public synchronized void start(SocketAddress address, int maxConnections) throws IOException {
+        if (listener != null) {
+            throw new IllegalStateException("NBD server already running");
+        }
+        ServerSocketChannel ch;
+        if (address instanceof UnixDomainSocketAddress u) {
+            Files.deleteIfExists(u.getPath());
+            ch = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+            try {
+                ch.bind(u);
+            } catch (IOException e) {
+                ch.close();
+                throw e;
+            }
+            unixPath = u.getPath();
+        } else {
+            ch = ServerSocketChannel.open();
+            try {
+                ch.setOption(StandardSocketOptions.SO_REUSEADDR, true);
+                ch.bind(address);
+            } catch (IOException e) {
+                ch.close();
+                throw e;
+            }
+            unixPath = null;
+        }
+        listener = ch;
+        connectionSlots = maxConnections > 0 ? new Semaphore(maxConnections) : null;
+        ServerSocketChannel l = ch;
+        Semaphore slots = connectionSlots;
+        acceptThread = Thread.ofVirtual().name("nbd-accept").start(() -> acceptLoop(l, slots));
+    }
+
+    /** The bound address (useful with port 0). */
+    public synchronized SocketAddress localAddress() throws IOException {
+        return listener == null ? null : listener.getLocalAddress();
+    }
+
+    private void acceptLoop(ServerSocketChannel l, Semaphore slots) {
+        while (l.isOpen()) {
+            try {
+                if (slots != null) {
+                    // QEMU stops accepting at max-connections; further clients wait in the backlog
+                    slots.acquire();
+                }
+                SocketChannel c;
+                try {
+                    c = l.accept();
+                } catch (IOException e) {
+                    if (slots != null) {
+                        slots.release();
+                    }
+                    throw e;
+                }
+                if (c.getRemoteAddress() instanceof InetSocketAddress) {
+                    c.setOption(StandardSocketOptions.TCP_NODELAY, true);
+                }
+                NbdConnection conn = new NbdConnection(this, c, buffers);
+                connections.add(conn);
+                Thread.ofVirtual().name("nbd-conn").start(() -> {
+                    try {
+                        conn.run();
+                    } finally {
+                        connections.remove(conn);
+                        if (slots != null) {
+                            slots.release();
+                        }
+                    }
+                });
+            } catch (InterruptedException e) {
+                return;
+            } catch (IOException e) {
+                if (l.isOpen()) {
+                    LOG.log(Level.WARNING, "NBD accept failed", e);
+                }
+                return;
+            }
+        }
+    }
+
+    /** nbd-server-stop: closes the listener and every connection, drops every export. */
+    public void stop() {
+        List<NbdConnection> toClose;
+        synchronized (this) {
+            if (listener != null) {
+                try {
+                    listener.close();
+                } catch (IOException ignored) {
+                    // closing anyway
+                }
+                listener = null;
+                if (unixPath != null) {
+                    try {
+                        Files.deleteIfExists(unixPath);
+                    } catch (IOException ignored) {
+                        // best effort
+                    }
+                }
+            }
+            for (NbdExport e : exportsByName.values()) {
+                e.markShuttingDown();
+            }
+            exportsByName.clear();
+            toClose = new ArrayList<>(connections);
+        }
+        for (NbdConnection c : toClose) {
+            c.close();
+        }
+        Thread t = acceptThread;
+        if (t != null) {
+            t.interrupt();
+        }
+    }
+
+    public synchronized void addExport(NbdExport export) {
+        if (exportsByName.containsKey(export.name())) {
+            throw new IllegalArgumentException("NBD server already has export named '" + export.name() + "'");
+        }
+        exportsByName.put(export.name(), export);
+    }
+
+    public synchronized Optional<NbdExport> export(String name) {
+        return Optional.ofNullable(exportsByName.get(name));
+    }
+
+    public synchronized List<NbdExport> exports() {
+        return List.copyOf(exportsByName.values());
+    }
+
+    /** Number of clients attached to the export (QEMU's refcount - 1). */
+    public int clientCount(NbdExport export) {
+        return export.connections().size();
+    }
+
+    /**
+     * Removes the export. {@code hard}: its clients are disconnected; otherwise (safe) the caller
+     * has checked that none is connected. New clients can no longer find it either way.
+     */
+    public void removeExport(NbdExport export, boolean hard) {
+        synchronized (this) {
+            export.markShuttingDown();
+            exportsByName.remove(export.name(), export);
+        }
+        if (hard) {
+            for (NbdConnection c : List.copyOf(export.connections())) {
+                c.close();
+            }
+        }
+    }
+
+    /** Exports a client may pick (not shutting down). */
+    synchronized NbdExport findForClient(String name) {
+        NbdExport e = exportsByName.get(name);
+        return e == null || e.shuttingDown() ? null : e;
+    }
+
+    /** Attaches a connection entering transmission; false when the export went away meanwhile. */
+    synchronized boolean attach(NbdExport export, NbdConnection conn) {
+        if (export.shuttingDown() || exportsByName.get(export.name()) != export) {
+            return false;
+        }
+        export.connections().add(conn);
+        return true;
+    }
+}

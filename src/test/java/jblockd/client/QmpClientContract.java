@@ -1,0 +1,209 @@
+package jblockd.client;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import jblockd.qapi.ErrorClass;
+import jblockd.qapi.JobStatus;
+import jblockd.qapi.JobType;
+import jblockd.qapi.MirrorSyncMode;
+import jblockd.qapi.RunStatus;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * What the client must do against any QMP peer with a raw {@code drive0} (jblockd or QEMU 7.2
+ * itself); subclasses supply the peer.
+ */
+abstract class QmpClientContract {
+    static final long IMAGE_SIZE = 4L << 20;
+    static final Duration WAIT = Duration.ofSeconds(30);
+
+    @TempDir
+    Path dir;
+    Path image;
+    QmpPeer peer;
+    QmpClient qmp;
+
+    abstract QmpPeer startPeer(Path dir, Path image) throws Exception;
+
+    @BeforeEach
+    void start() throws Exception {
+        image = TestTools.patternedRaw(dir.resolve("source.img"), IMAGE_SIZE);
+        peer = startPeer(dir, image);
+        qmp = QmpClient.connectUnix(peer.socket());
+    }
+
+    @AfterEach
+    void stopPeer() {
+        if (qmp != null) {
+            qmp.close();
+        }
+        if (peer != null) {
+            peer.close();
+        }
+    }
+
+    @Test
+    void greetingAndSessionQueries() {
+        assertThat(qmp.greeting().path("QMP").path("version").path("qemu").path("major").asInt()).isEqualTo(7);
+        VersionInfo v = qmp.queryVersion();
+        assertThat(v.major()).isEqualTo(7);
+        assertThat(v.minor()).isEqualTo(2);
+        assertThat(qmp.queryCommands()).contains("qmp_capabilities", "query-version", "quit", "query-block");
+        assertThat(qmp.block().queryBlock()).extracting(BlockInfo::device).contains("drive0");
+    }
+
+    @Test
+    void stopAndContDeliverStopAndResumeEvents() throws Exception {
+        assumeTrue(peer.supports("stop"), "no stop/cont yet");
+        List<String> seen = new CopyOnWriteArrayList<>();
+        try (EventStream events = qmp.events(); AutoCloseable sub = qmp.onEvent(ev -> seen.add(ev.name()))) {
+            qmp.stop();
+            QmpEvent stop = events.await(QmpEvent.STOP, WAIT);
+            assertThat(stop).isNotNull();
+            assertThat(stop.data().isEmpty()).isTrue();
+            assertThat(stop.timestamp().getEpochSecond()).isGreaterThan(1_600_000_000L);
+            assertThat(qmp.queryStatus().status()).isEqualTo(RunStatus.PAUSED);
+            assertThat(qmp.queryStatus().running()).isFalse();
+            qmp.cont();
+            assertThat(events.await(QmpEvent.RESUME, WAIT)).isNotNull();
+            assertThat(qmp.queryStatus().status()).isEqualTo(RunStatus.RUNNING);
+        }
+        assertThat(seen).containsSubsequence("STOP", "RESUME");
+    }
+
+    @Test
+    void backupProgressListenerSeesIncreasingOffsetsAndFinalHundredPercent() throws Exception {
+        assumeJobs();
+        Path target = dir.resolve("target.img");
+        List<JobProgress> seen = new CopyOnWriteArrayList<>();
+        // 4 MiB at 2 MiB/s: about two seconds, long enough for several polls
+        Job job = qmp.jobs().driveBackup(DriveBackup.of("drive0", target.toString())
+                .sync(MirrorSyncMode.FULL).format("raw").speed(2L << 20));
+        job.pollInterval(Duration.ofMillis(100)).onProgress(seen::add);
+        assertThat(job.id()).isEqualTo("drive0"); // learnt from JOB_STATUS_CHANGE created (jobs.md §8)
+        JobResult r = job.awaitCompletion(WAIT);
+
+        assertThat(r.outcome()).isEqualTo(JobResult.Outcome.COMPLETED);
+        assertThat(r.type()).isEqualTo(JobType.BACKUP);
+        assertThat(r.len()).isEqualTo(IMAGE_SIZE);
+        assertThat(r.offset()).isEqualTo(IMAGE_SIZE);
+        List<Long> offsets = new ArrayList<>();
+        for (JobProgress p : seen) {
+            offsets.add(p.offset());
+        }
+        assertThat(offsets).isSorted();
+        assertThat(offsets.stream().distinct().count()).isGreaterThanOrEqualTo(3);
+        JobProgress last = seen.get(seen.size() - 1);
+        assertThat(last.finished()).isTrue();
+        assertThat(last.percent()).isEqualTo(100.0);
+        assertThat(seen.stream().anyMatch(p -> p.rate() > 0 && p.eta() != null)).isTrue();
+        assertThat(TestTools.qemuImgCompare(image, target)).isZero();
+    }
+
+    @Test
+    void jobEventsArriveOnTheEventStream() throws Exception {
+        assumeJobs();
+        try (EventStream events = qmp.events()) {
+            Job job = qmp.jobs().driveBackup(DriveBackup.of("drive0", dir.resolve("t.img").toString())
+                    .sync(MirrorSyncMode.FULL).format("raw").jobId("bk1"));
+            assertThat(job.awaitCompletion(WAIT).succeeded()).isTrue();
+            List<JobStatus> statuses = new ArrayList<>();
+            QmpEvent ev;
+            while ((ev = events.poll(Duration.ofSeconds(2))) != null) {
+                ev.asJobStatusChange().filter(c -> c.id().equals("bk1")).ifPresent(c -> statuses.add(c.status()));
+                if (ev.name().equals(QmpEvent.BLOCK_JOB_COMPLETED)) {
+                    QmpEvent.BlockJobEvent c = ev.asBlockJobEvent().orElseThrow();
+                    assertThat(c.device()).isEqualTo("bk1");
+                    assertThat(c.error()).isNull();
+                    assertThat(c.offset()).isEqualTo(IMAGE_SIZE);
+                }
+                if (statuses.contains(JobStatus.NULL)) {
+                    break;
+                }
+            }
+            assertThat(statuses).containsSubsequence(JobStatus.CREATED, JobStatus.RUNNING, JobStatus.WAITING,
+                    JobStatus.PENDING, JobStatus.CONCLUDED, JobStatus.NULL);
+        }
+    }
+
+    @Test
+    void pauseResumeAndCancelThroughTheJobHandle() throws Exception {
+        assumeJobs();
+        Job job = qmp.jobs().driveBackup(DriveBackup.of("drive0", dir.resolve("t.img").toString())
+                .sync(MirrorSyncMode.FULL).format("raw").speed(256 << 10));
+        job.pause();
+        waitFor(() -> qmp.jobs().queryBlockJobs().get(0).paused());
+        assertThat(qmp.jobs().queryBlockJobs().get(0).status()).isEqualTo(JobStatus.PAUSED);
+        job.setSpeed(512 << 10);
+        assertThat(qmp.jobs().queryBlockJobs().get(0).speed()).isEqualTo(512 << 10);
+        job.resume();
+        waitFor(() -> job.progress().status() == JobStatus.RUNNING);
+        job.cancel();
+        JobResult r = job.awaitCompletion(WAIT);
+        assertThat(r.outcome()).isEqualTo(JobResult.Outcome.CANCELLED);
+        assertThat(r.offset()).isLessThan(IMAGE_SIZE);
+        assertThat(qmp.jobs().queryBlockJobs()).isEmpty();
+    }
+
+    @Test
+    void badArgumentIsGenericError() {
+        assumeJobs();
+        assertThatThrownBy(() -> qmp.execute("drive-backup",
+                java.util.Map.of("device", "drive0", "target", dir.resolve("x.img").toString(), "sync", "bogus")))
+                .isInstanceOfSatisfying(QmpException.class, e -> {
+                    assertThat(e.errorClass()).isEqualTo(ErrorClass.GENERIC_ERROR);
+                    assertThat(e.desc()).isEqualTo("Parameter 'sync' does not accept value 'bogus'");
+                });
+    }
+
+    @Test
+    void unknownBlockJobIsDeviceNotActive() {
+        assumeTrue(peer.supports("block-job-pause"), "no block-job-pause yet");
+        assertThatThrownBy(() -> qmp.jobs().blockJobPause("nosuch"))
+                .isInstanceOfSatisfying(DeviceNotActiveException.class,
+                        e -> assertThat(e.desc()).isEqualTo("Block job 'nosuch' not found"));
+        assertThatThrownBy(() -> qmp.jobs().jobPause("nosuch"))
+                .isInstanceOfSatisfying(QmpException.class,
+                        e -> assertThat(e.errorClass()).isEqualTo(ErrorClass.GENERIC_ERROR));
+    }
+
+    @Test
+    void unknownCommandIsCommandNotFound() {
+        assertThatThrownBy(() -> qmp.execute("no-such-command", null))
+                .isInstanceOf(CommandNotFoundException.class);
+    }
+
+    @Test
+    void quitClosesTheConnection() throws Exception {
+        try (EventStream events = qmp.events()) {
+            qmp.quit();
+            assertThat(events.await(QmpEvent.SHUTDOWN, WAIT)).isNotNull();
+        }
+        waitFor(() -> !qmp.isOpen());
+        assertThatThrownBy(qmp::queryStatus).isInstanceOf(QmpConnectionException.class);
+    }
+
+    void assumeJobs() {
+        assumeTrue(peer.supports("drive-backup"), "the peer has no drive-backup yet");
+    }
+
+    static void waitFor(java.util.function.BooleanSupplier cond) throws InterruptedException {
+        long deadline = System.nanoTime() + WAIT.toNanos();
+        while (!cond.getAsBoolean()) {
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("condition not met within " + WAIT);
+            }
+            Thread.sleep(20);
+        }
+    }
+}
