@@ -44,7 +44,7 @@ qemu_run() { # op count size depth step
     qemu-img bench -f raw -t none $w -c "$2" -s "$3" -d "$4" -S "$5" "$IMG" | seconds
 }
 ours_run() { # op count size depth step
-    "$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -XX:+UseParallelGC -cp "$CP" \
+    "$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -cp "$CP" \
         jblockd.bench.RawBench "$IMG" "$1" "$2" "$3" "$4" "$5" direct | seconds
 }
 
