@@ -40,45 +40,8 @@ import json, os, socket, subprocess, sys, time
 root, w, src, base, runs, guest_mbs = sys.argv[1:7]
 runs = int(runs); guest_mbs = int(guest_mbs)
 
-class Qmp:
-    def __init__(self, path, timeout=60):
-        deadline = time.time() + timeout
-        while True:
-            try:
-                self.s = socket.socket(socket.AF_UNIX); self.s.connect(path); break
-            except OSError:
-                if time.time() > deadline: raise
-                time.sleep(0.05)
-        self.f = self.s.makefile("rwb", buffering=0)
-        self.events = []
-        json.loads(self.f.readline())
-        self.cmd("qmp_capabilities")
-    def _read(self):
-        m = json.loads(self.f.readline())
-        if "event" in m: self.events.append(m)
-        return m
-    def cmd(self, _cmd, **args):
-        self.f.write((json.dumps({"execute": _cmd, "arguments": args}) + "\n").encode())
-        while True:
-            m = self._read()
-            if "return" in m: return m["return"]
-            if "error" in m: raise RuntimeError(f"{_cmd}: {m['error']}")
-    def wait_event(self, name, timeout=3600):
-        self.s.settimeout(timeout)
-        while True:
-            for e in self.events:
-                if e["event"] == name:
-                    self.events.remove(e); return e
-            self._read()
-
-def drop(*files):
-    subprocess.run(["sync"])
-    for f in files:
-        subprocess.run(["dd", f"if={f}", "iflag=nocache", "count=0", "status=none"])
-    try:
-        open("/proc/sys/vm/drop_caches", "w").write("3\n")
-    except OSError:
-        pass
+sys.path.insert(0, os.path.join(root, "bench"))
+from qmp_client import Qmp, drop
 
 def start(kind, sock, drive_file, fmt):
     if os.path.exists(sock): os.unlink(sock)

@@ -5,10 +5,10 @@ import java.util.List;
 import jblockd.client.DriveBackup;
 import jblockd.client.Job;
 import jblockd.client.QmpClient;
-import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.MirrorSyncMode;
 import jblockd.qapi.NewImageMode;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
@@ -40,13 +40,8 @@ final class BackupCommand extends JobStartCommand {
             description = "absolute-paths (default: create TARGET) or existing (use it as it is)")
     NewImageMode mode;
 
-    @Option(names = "--on-source-error", paramLabel = "ACTION", converter = Converters.OnError.class,
-            description = "report (default), ignore, stop, enospc")
-    BlockdevOnError onSourceError;
-
-    @Option(names = "--on-target-error", paramLabel = "ACTION", converter = Converters.OnError.class,
-            description = "report (default), ignore, stop, enospc")
-    BlockdevOnError onTargetError;
+    @Mixin
+    CopyErrorOptions errors = new CopyErrorOptions();
 
     @Option(names = "--compress", description = "Compress the target (qcow2)")
     boolean compress;
@@ -76,7 +71,7 @@ final class BackupCommand extends JobStartCommand {
 
     DriveBackup arguments(String device, String target) {
         DriveBackup a = common(DriveBackup.of(device, target)).sync(sync).format(format).mode(mode)
-                .onSourceError(onSourceError).onTargetError(onTargetError);
+                .onSourceError(errors.onSourceError).onTargetError(errors.onTargetError);
         return compress ? a.compress(true) : a;
     }
 }

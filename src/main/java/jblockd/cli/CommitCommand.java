@@ -5,6 +5,7 @@ import jblockd.client.Job;
 import jblockd.client.QmpClient;
 import jblockd.qapi.BlockdevOnError;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
@@ -36,15 +37,12 @@ final class CommitCommand extends JobStartCommand {
             description = "report (default), ignore, stop, enospc")
     BlockdevOnError onError;
 
-    @Option(names = "--complete", description = "Complete as soon as an active commit is READY")
-    boolean complete;
-
-    @Option(names = "--wait", description = "Keep following after READY until the job ends")
-    boolean waitEnd;
+    @Mixin
+    ReadyOptions ready = new ReadyOptions();
 
     @Override
     JobWaiter.OnReady onReady() {
-        return complete ? JobWaiter.OnReady.COMPLETE : waitEnd ? JobWaiter.OnReady.WAIT : JobWaiter.OnReady.RETURN;
+        return ready.onReady();
     }
 
     @Override

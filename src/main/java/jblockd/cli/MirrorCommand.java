@@ -3,10 +3,10 @@ package jblockd.cli;
 import jblockd.client.DriveMirror;
 import jblockd.client.Job;
 import jblockd.client.QmpClient;
-import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.MirrorSyncMode;
 import jblockd.qapi.NewImageMode;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
@@ -44,29 +44,21 @@ final class MirrorCommand extends JobStartCommand {
             description = "Copy buffer size")
     Long bufSize;
 
-    @Option(names = "--on-source-error", paramLabel = "ACTION", converter = Converters.OnError.class,
-            description = "report (default), ignore, stop, enospc")
-    BlockdevOnError onSourceError;
+    @Mixin
+    CopyErrorOptions errors = new CopyErrorOptions();
 
-    @Option(names = "--on-target-error", paramLabel = "ACTION", converter = Converters.OnError.class,
-            description = "report (default), ignore, stop, enospc")
-    BlockdevOnError onTargetError;
-
-    @Option(names = "--complete", description = "Pivot to TARGET as soon as the mirror is READY")
-    boolean complete;
-
-    @Option(names = "--wait", description = "Keep following after READY until the job ends")
-    boolean waitEnd;
+    @Mixin
+    ReadyOptions ready = new ReadyOptions();
 
     @Override
     JobWaiter.OnReady onReady() {
-        return complete ? JobWaiter.OnReady.COMPLETE : waitEnd ? JobWaiter.OnReady.WAIT : JobWaiter.OnReady.RETURN;
+        return ready.onReady();
     }
 
     @Override
     Job start(QmpClient qmp) {
         DriveMirror a = common(DriveMirror.of(device, target, sync)).format(format).mode(mode)
-                .nodeName(nodeName).onSourceError(onSourceError).onTargetError(onTargetError);
+                .nodeName(nodeName).onSourceError(errors.onSourceError).onTargetError(errors.onTargetError);
         if (granularity != null) {
             a.granularity(granularity);
         }

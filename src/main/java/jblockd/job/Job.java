@@ -719,15 +719,7 @@ public final class Job {
                         return;
                     }
                     // Woken early by set-speed, pause or cancel: the loop re-reads all three.
-                    sleeping++;
-                    try {
-                        changed.awaitNanos(delay);
-                    } catch (InterruptedException e) {
-                        Thread.currentThread().interrupt();
-                        throw new JobCancelledException();
-                    } finally {
-                        sleeping--;
-                    }
+                    sleepLocked(delay);
                 }
             } finally {
                 lock.unlock();
@@ -745,18 +737,27 @@ public final class Job {
                     if (left <= 0) {
                         return;
                     }
-                    sleeping++;
-                    try {
-                        changed.awaitNanos(left);
-                    } catch (InterruptedException e) {
-                        Thread.currentThread().interrupt();
-                        throw new JobCancelledException();
-                    } finally {
-                        sleeping--;
-                    }
+                    sleepLocked(left);
                 }
             } finally {
                 lock.unlock();
+            }
+        }
+
+        /**
+         * Waits up to {@code nanos} with the lock held (released while waiting), counted as
+         * sleeping for query-block-jobs' {@code busy}; a state change wakes it early, an
+         * interrupt ends the job as cancelled.
+         */
+        private void sleepLocked(long nanos) throws JobCancelledException {
+            sleeping++;
+            try {
+                changed.awaitNanos(nanos);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new JobCancelledException();
+            } finally {
+                sleeping--;
             }
         }
 

@@ -42,6 +42,9 @@ class OneShotBackupIT {
         assertThat(r.out()).contains("demo: created jblockd-demo/source.img (64.0 MiB raw")
                 .contains("backup limited to 32.0 MiB/s (--speed 0: unlimited)")
                 .contains("drive0: backup completed, 64.0 MiB").contains("verified: ");
+        // a job in waiting/pending has done its work: its line must not show a stale offset
+        assertThat(r.out().lines().filter(l -> l.contains(" waiting") || l.contains(" pending")))
+                .allSatisfy(l -> assertThat(l).contains("100.0%"));
         Path source = dir.resolve("jblockd-demo/source.img");
         Path target = dir.resolve("jblockd-demo/backup.img");
         assertThat(TestTools.qemuImgCompare(source, target)).isZero();
