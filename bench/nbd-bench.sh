@@ -8,7 +8,9 @@
 #   - fio --ioengine=nbd 4 KiB random read and write IOPS, iodepth 16, FIO_SECONDS (5) each.
 # ROUNDS (3) rounds alternate the two servers figure by figure; the best of the rounds is
 # reported for each, so that a burst of load from other processes does not decide a ratio.
-# Both servers first get one unmeasured read pass (JIT warm-up, page cache).
+# Both servers first get the same unmeasured passes: a read and a write with 1 and with 4
+# connections (page cache; the JVM compiles its hot paths only after a few thousand requests,
+# which at nbdcopy's 256 KiB requests is a few GiB).
 # The machine is shared: run it when idle, or several times, and compare the ratios.
 # Prints one line per figure and the jblockd/qemu-nbd ratios.
 set -euo pipefail
@@ -78,10 +80,13 @@ fio_iops() { # name server rw
         awk -F';' -v rw="$3" '$1 == "3" { print (rw == "randread") ? $8 : $49; exit }')"
 }
 
-# Warm-up, the same for both servers: one read pass each (the JVM compiles its hot paths,
-# both page caches hold the image). Not measured.
+# Warm-up, the same for both servers (the JVM compiles its hot paths, both page caches hold
+# the image). Not measured.
 for s in j q; do
-    nbdcopy --connections=1 "$(uri "$s")" null:
+    for c in 1 4; do
+        nbdcopy --connections=$c "$(uri "$s")" null:
+        nbdcopy --connections=$c "$SRC" "$(uri "$s")"
+    done
 done
 
 for _ in $(seq 1 "$ROUNDS"); do

@@ -23,6 +23,8 @@ public final class BlockNode {
     private final ReentrantLock drainLock = new ReentrantLock();
     private final Condition idle = drainLock.newCondition();
     private final AtomicInteger inFlight = new AtomicInteger();
+    /** Threads waiting in {@link #drain()}. */
+    private final AtomicInteger drainers = new AtomicInteger();
     private volatile boolean closed;
 
     public BlockNode(String nodeName, boolean autoNamed, BlockDriver driver, boolean readOnly) {
@@ -133,6 +135,7 @@ public final class BlockNode {
 
     /** Blocks until no request is in flight on this node (new ones may start afterwards). */
     public void drain() {
+        drainers.incrementAndGet();
         drainLock.lock();
         try {
             while (inFlight.get() > 0) {
@@ -140,6 +143,7 @@ public final class BlockNode {
             }
         } finally {
             drainLock.unlock();
+            drainers.decrementAndGet();
         }
     }
 
@@ -163,7 +167,10 @@ public final class BlockNode {
     }
 
     private void leave() {
-        if (inFlight.decrementAndGet() == 0) {
+        // Only a drain() waiting needs the lock and the signal; the hot path stays lock-free.
+        // drainers is raised before drain() reads inFlight, and read here after the decrement:
+        // with both volatile one of the two sides sees the other, so no wake-up is lost.
+        if (inFlight.decrementAndGet() == 0 && drainers.get() > 0) {
             drainLock.lock();
             try {
                 idle.signalAll();

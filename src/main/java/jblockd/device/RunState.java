@@ -1,6 +1,7 @@
 package jblockd.device;
 
 import java.util.Objects;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
@@ -19,10 +20,12 @@ import jblockd.qapi.RunStatus;
 public final class RunState {
     private final QapiEvents events;
     private final Runnable resetIoStatus;
+    /** Guards state changes and the waits; the guest fast path does not take it. */
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition changed = lock.newCondition();
-    private RunStatus status = RunStatus.RUNNING;
-    private int inFlight;
+    /** Written under {@link #lock} only; read without it by the guest fast path. */
+    private volatile RunStatus status = RunStatus.RUNNING;
+    private final AtomicInteger inFlight = new AtomicInteger();
 
     /**
      * @param resetIoStatus called by {@code cont} to set every device's io-status back to ok
@@ -34,40 +37,48 @@ public final class RunState {
     }
 
     public RunStatus status() {
-        lock.lock();
-        try {
-            return status;
-        } finally {
-            lock.unlock();
-        }
+        return status;
     }
 
     public boolean running() {
         return status() == RunStatus.RUNNING;
     }
 
-    /** Waits until the state is running, then counts the caller as a guest request in flight. */
+    /**
+     * Waits until the state is running, then counts the caller as a guest request in flight.
+     * Every guest request passes here, so the running case takes no lock: count first, then
+     * look at the state. {@link #stop()} changes the state first, then looks at the count; both
+     * are volatile, so either the request sees the stop (and backs out) or stop sees the request
+     * (and waits for it).
+     */
     public void enterGuest() {
-        lock.lock();
-        try {
-            while (status != RunStatus.RUNNING) {
-                changed.awaitUninterruptibly();
+        while (true) {
+            inFlight.incrementAndGet();
+            if (status == RunStatus.RUNNING) {
+                return;
             }
-            inFlight++;
-        } finally {
-            lock.unlock();
+            leaveGuest();
+            lock.lock();
+            try {
+                while (status != RunStatus.RUNNING) {
+                    changed.awaitUninterruptibly();
+                }
+            } finally {
+                lock.unlock();
+            }
         }
     }
 
     /** Ends a request started with {@link #enterGuest()}. */
     public void leaveGuest() {
-        lock.lock();
-        try {
-            if (--inFlight == 0) {
+        // Only a stop() waiting for the last request needs a signal (see enterGuest).
+        if (inFlight.decrementAndGet() == 0 && status != RunStatus.RUNNING) {
+            lock.lock();
+            try {
                 changed.signalAll();
+            } finally {
+                lock.unlock();
             }
-        } finally {
-            lock.unlock();
         }
     }
 
@@ -82,7 +93,7 @@ public final class RunState {
                 return;
             }
             status = RunStatus.PAUSED;
-            while (inFlight > 0) {
+            while (inFlight.get() > 0) {
                 changed.awaitUninterruptibly();
             }
         } finally {
