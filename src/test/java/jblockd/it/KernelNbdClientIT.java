@@ -189,6 +189,7 @@ class KernelNbdClientIT {
         // ---- ext2 made, written, unmounted and re-read by the kernel on the raw export
         assertThat(r).as(log)
                 .containsEntry("connect.fs", "0")
+                .containsEntry("bs.fs", "4096")
                 .containsEntry("mkfs", "0")
                 .containsEntry("mount", "0")
                 .containsEntry("writefile", "0")
@@ -283,8 +284,10 @@ class KernelNbdClientIT {
                 r sha.multi $(sha256sum < /dev/nbd3 | cut -c1-64)
                 nbd-client -d /dev/nbd3; r disconnect.multi $?
 
-                nbd-client $H $P /dev/nbd1 -N fs; r connect.fs $?
-                mke2fs -q /dev/nbd1 >/dev/null 2>&1; r mkfs $?
+                # the old ioctl interface (NBD_SET_SOCK/NBD_DO_IT) instead of netlink, 4 KiB blocks
+                nbd-client $H $P /dev/nbd1 -N fs -L -b 4096; r connect.fs $?
+                r bs.fs $(cat /sys/block/nbd1/queue/logical_block_size)
+                mke2fs -q -b 4096 /dev/nbd1 >/dev/null 2>&1; r mkfs $?
                 mount -t ext2 /dev/nbd1 /mnt; r mount $?
                 mkpat 125 1048576
                 cp /tmp/p /mnt/big.bin && echo hello-from-kernel-nbd > /mnt/hello.txt; r writefile $?
