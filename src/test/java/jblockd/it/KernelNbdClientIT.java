@@ -251,6 +251,7 @@ class KernelNbdClientIT {
                 r queue "lbs=$(cat /sys/block/nbd0/queue/logical_block_size) \
                 max_hw_kb=$(cat /sys/block/nbd0/queue/max_hw_sectors_kb) \
                 discard_max=$(cat /sys/block/nbd0/queue/discard_max_bytes) \
+                write_zeroes_max=$(cat /sys/block/nbd0/queue/write_zeroes_max_bytes) \
                 cache=$(cat /sys/block/nbd0/queue/write_cache | tr ' ' _) fua=$(cat /sys/block/nbd0/queue/fua)"
                 # requests as large as the driver allows (default 128 KiB) for the 8 MiB write
                 cat /sys/block/nbd0/queue/max_hw_sectors_kb > /sys/block/nbd0/queue/max_sectors_kb
