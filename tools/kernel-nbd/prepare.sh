@@ -50,10 +50,25 @@ KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null \
 [ -n "$KPKG" ] || cannot "apt-cache does not know linux-image-amd64 (package lists missing? run 'apt-get update' as root)"
 
 # Debian's busybox has no nbd-client applet, so the real nbd-client (3.x) comes with the shared
-# libraries it needs (gnutls and its dependencies, libnl, libc).
-LIBPKGS="libc6 libgnutls30 libnl-3-200 libnl-genl-3-200 libp11-kit0 libidn2-0 libunistring2 libtasn1-6
-libnettle8 libhogweed6 libgmp10 libffi8"
-PKGS="$KPKG busybox-static nbd-client $LIBPKGS"
+# libraries it needs: its Depends closure restricted to lib* packages (bookworm: libc6, libgnutls30
+# and its libraries, libnl; follows renames such as trixie's *t64 without a fixed list).
+LIBPKGS=""
+queue="nbd-client"
+while [ -n "$queue" ]; do
+    # one apt-cache call per level of the dependency tree
+    # shellcheck disable=SC2086
+    deps=$(apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
+        --no-enhances $queue 2>/dev/null | sed -n 's/^ *|\{0,1\}Depends: \(lib[^ <>]*\)$/\1/p')
+    queue=""
+    for dep in $deps; do
+        case " $LIBPKGS " in
+            *" $dep "*) ;;
+            *) LIBPKGS="$LIBPKGS $dep"; queue="$queue $dep" ;;
+        esac
+    done
+done
+[ -n "$LIBPKGS" ] || cannot "apt-cache does not know nbd-client's dependencies"
+PKGS="$KPKG busybox-static nbd-client$LIBPKGS"
 echo "kernel-nbd: downloading $PKGS"
 # shellcheck disable=SC2086
 if ! (cd "$WORK/debs" && apt-get download $PKGS >"$WORK/download.log" 2>&1); then
