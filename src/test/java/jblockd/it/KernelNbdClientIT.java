@@ -139,6 +139,9 @@ class KernelNbdClientIT {
             assertThat(serial).as("guest script ran to the end (serial log:%n%s)", serial)
                     .contains("@@JBLOCKD-GUEST-EXIT 0@@");
             assertThat(d.isAlive()).as("daemon still running; stderr: %s", d.stderr()).isTrue();
+            // no request failed or dropped a client on the server side
+            assertThat(d.stderr()).as("daemon stderr").doesNotContain("NBD request failed")
+                    .doesNotContain("NBD client dropped").doesNotContain("Exception");
         }
         String log = "serial log:\n" + serial;
 
