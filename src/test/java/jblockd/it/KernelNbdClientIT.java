@@ -130,7 +130,7 @@ class KernelNbdClientIT {
             serial = vm.output;
             accelUsed = vm.accel;
             r = results(serial);
-            conns = tap.connections();
+            conns = tap.connections(5000);
             System.out.printf("KernelNbdClientIT: prepare %d ms, VM (%s) %d ms, guest queue: %s%n", prepareMs,
                     accelUsed, vmMs, r.get("queue"));
             for (int i = 0; i < conns.size(); i++) {

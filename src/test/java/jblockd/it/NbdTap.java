@@ -83,7 +83,15 @@ final class NbdTap implements AutoCloseable {
         return listener.getLocalPort();
     }
 
-    List<Conn> connections() {
+    /**
+     * The connections so far, after waiting up to {@code waitMillis} for each to end (a client's
+     * last request, DISC, gets no reply, so the client may be gone before the relay parsed it).
+     */
+    List<Conn> connections(long waitMillis) throws InterruptedException {
+        long deadline = System.nanoTime() + waitMillis * 1_000_000L;
+        while (conns.stream().anyMatch(c -> !c.ended) && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+        }
         return new ArrayList<>(conns);
     }
 
