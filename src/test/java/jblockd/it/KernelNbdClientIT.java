@@ -34,7 +34,8 @@ import jblockd.testsupport.ExternalTools;
  * The Linux kernel's NBD client ({@code nbd.ko}, configured by Debian's {@code nbd-client} 3.24)
  * against jblockd's NBD exports: writes at cluster-unaligned offsets, one large write, a
  * byte-granular write through the page cache, flush, discard, an ext2 file system made, mounted
- * and re-read, and a read-only export the kernel must treat as read-only.
+ * and re-read, a read-only export the kernel must treat as read-only, and error replies (blkdebug)
+ * that must fail just the one request.
  *
  * <p>Why a VM: the kernel client cannot be loaded on the build host (CI kernels may lack
  * {@code CONFIG_BLK_DEV_NBD}, and loading modules needs root). So the test boots Debian
@@ -104,6 +105,21 @@ class KernelNbdClientIT {
         run("qemu-img", "create", "-q", "-f", "raw", fs.toString(), Long.toString(FS));
         run("qemu-img", "create", "-q", "-f", "raw", ro.toString(), Long.toString(RO));
         run("qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 " + RO, ro.toString());
+        // the "bad" export fails every read touching 1 MiB (EIO) and every write touching 2 MiB (ENOSPC)
+        Path bad = dir.resolve("bad.raw");
+        Path conf = dir.resolve("blkdebug.conf");
+        run("qemu-img", "create", "-q", "-f", "raw", bad.toString(), Long.toString(RO));
+        Files.writeString(conf, """
+                [inject-error]
+                event = "read_aio"
+                errno = "5"
+                sector = "2048"
+
+                [inject-error]
+                event = "write_aio"
+                errno = "28"
+                sector = "4096"
+                """);
 
         int port = freePort();
         Map<String, String> r;
@@ -120,7 +136,9 @@ class KernelNbdClientIT {
                 "--nbd-server", "addr.type=inet,addr.host=127.0.0.1,addr.port=" + port,
                 "--export", "type=nbd,id=e0,node-name=disk0,name=disk,writable=on",
                 "--export", "type=nbd,id=e1,node-name=fs0,name=fs,writable=on",
-                "--export", "type=nbd,id=e2,node-name=ro0,name=ro");
+                "--export", "type=nbd,id=e2,node-name=ro0,name=ro",
+                "--drive", "id=bad,file=blkdebug:" + conf + ":" + bad + ",format=raw,rerror=report,werror=report",
+                "--export", "type=nbd,id=e3,device=bad,name=bad,writable=on");
              NbdTap tap = new NbdTap(port)) {
             Path script = dir.resolve("guest.sh");
             Files.writeString(script, guestScript(tap.port()));
@@ -133,6 +151,8 @@ class KernelNbdClientIT {
             conns = tap.connections(5000);
             System.out.printf("KernelNbdClientIT: prepare %d ms, VM (%s) %d ms, guest queue: %s%n", prepareMs,
                     accelUsed, vmMs, r.get("queue"));
+            serial.lines().filter(l -> l.contains("nbd4") || l.contains("rror"))
+                    .forEach(l -> System.out.println("KernelNbdClientIT: guest: " + l.strip()));
             for (int i = 0; i < conns.size(); i++) {
                 System.out.printf("KernelNbdClientIT: connection %d: %s%n", i, conns.get(i));
             }
@@ -217,8 +237,24 @@ class KernelNbdClientIT {
         assertThat(r.get("wro")).as("a write to the read-only device fails; %s", log).isNotEqualTo("0");
         assertThat(Files.readAllBytes(ro)).isEqualTo(filled((int) RO, 0x5a));
 
+        // ---- error replies reach the kernel as failed requests; the connection survives them
+        assertThat(r).as(log)
+                .containsEntry("connect.bad", "0")
+                .containsEntry("sha.bad0", sha256(new byte[4096]))
+                .containsEntry("wok", "0")
+                .containsEntry("sha.bad3", sha256(filled(4096, 0xfc)))
+                .containsEntry("disconnect.bad", "0");
+        assertThat(r.get("rerr")).as("read of the failing sector; %s", log).isNotEqualTo("0");
+        assertThat(r.get("werr")).as("write of the failing sector; %s", log).isNotEqualTo("0");
+        // the simple replies carried the errno (nbd.c prints the reply's error field)
+        assertThat(serial).contains("block nbd4: Other side returned error (5)")
+                .contains("block nbd4: Other side returned error (28)");
+        byte[] badImage = Files.readAllBytes(bad);
+        assertThat(Arrays.copyOfRange(badImage, 2 * MIB, 2 * MIB + 4096)).as("failed write").containsOnly(0);
+        assertThat(Arrays.copyOfRange(badImage, 3 * MIB, 3 * MIB + 4096)).containsOnly((byte) 0xfc);
+
         // ---- what the kernel client negotiated and sent (through the tap)
-        assertThat(conns).as("disk, 4 x disk (-C 4), fs, ro").hasSize(7);
+        assertThat(conns).as("disk, 4 x disk (-C 4), fs, ro, bad").hasSize(8);
         for (NbdTap.Conn c : conns) {
             assertThat(c.unparsed).as("%s", c).isFalse();
             assertThat(c.options).as("handshake ends with GO or EXPORT_NAME: %s", c)
@@ -309,6 +345,16 @@ class KernelNbdClientIT {
                 mkpat 377 4096
                 dd if=/tmp/p of=/dev/nbd2 bs=4096 oflag=direct 2>&1; r wro $?
                 nbd-client -d /dev/nbd2; r disconnect.ro $?
+
+                # error replies: the request fails with EIO, the connection keeps working
+                nbd-client $H $P /dev/nbd4 -N bad; r connect.bad $?
+                dd if=/dev/nbd4 of=/dev/null bs=4096 count=1 skip=256 iflag=direct 2>/dev/null; r rerr $?
+                r sha.bad0 $(dd if=/dev/nbd4 bs=4096 count=1 iflag=direct 2>/dev/null | sha256sum | cut -c1-64)
+                mkpat 374 4096
+                dd if=/tmp/p of=/dev/nbd4 bs=4096 seek=512 oflag=direct 2>/dev/null; r werr $?
+                dd if=/tmp/p of=/dev/nbd4 bs=4096 seek=768 oflag=direct 2>/dev/null; r wok $?
+                r sha.bad3 $(dd if=/dev/nbd4 bs=4096 count=1 skip=768 iflag=direct 2>/dev/null | sha256sum | cut -c1-64)
+                nbd-client -d /dev/nbd4; r disconnect.bad $?
                 dmesg | grep -i -e nbd -e ext4
                 """);
         return s.toString().replace("@PORT@", Integer.toString(port))
