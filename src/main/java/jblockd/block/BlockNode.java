@@ -19,6 +19,8 @@ public final class BlockNode {
     private final BlockDriver driver;
     private final Capabilities caps;
     private final boolean readOnly;
+    /** discard=unmap (QEMU's BDRV_O_UNMAP): discards and unmapping zero writes reach the driver. */
+    private final boolean unmap;
 
     private final ReentrantLock drainLock = new ReentrantLock();
     private final Condition idle = drainLock.newCondition();
@@ -27,7 +29,18 @@ public final class BlockNode {
     private final AtomicInteger drainers = new AtomicInteger();
     private volatile boolean closed;
 
+    /** A node that passes discards on (filters the jobs insert: their children decide). */
     public BlockNode(String nodeName, boolean autoNamed, BlockDriver driver, boolean readOnly) {
+        this(nodeName, autoNamed, driver, readOnly, true);
+    }
+
+    /**
+     * @param unmap the node's {@code discard} option is {@code unmap}; with {@code ignore} (QEMU's
+     *              default) a discard does nothing and succeeds, and zero writes keep allocation,
+     *              as block/io.c bdrv_co_pdiscard / bdrv_co_pwrite_zeroes do
+     */
+    public BlockNode(String nodeName, boolean autoNamed, BlockDriver driver, boolean readOnly, boolean unmap) {
+        this.unmap = unmap;
         this.nodeName = Objects.requireNonNull(nodeName);
         this.autoNamed = autoNamed;
         this.driver = Objects.requireNonNull(driver);
@@ -54,6 +67,11 @@ public final class BlockNode {
 
     public boolean readOnly() {
         return readOnly;
+    }
+
+    /** The node's discard option is unmap (discards reach the driver). */
+    public boolean unmap() {
+        return unmap;
     }
 
     public long length() throws IOException {
@@ -89,7 +107,7 @@ public final class BlockNode {
         }
         enter();
         try {
-            driver.writeZeroes(offset, length, mayUnmap);
+            driver.writeZeroes(offset, length, mayUnmap && unmap);
         } finally {
             leave();
         }
@@ -98,8 +116,8 @@ public final class BlockNode {
     public void discard(long offset, long length) throws IOException {
         checkWritable();
         checkRange(offset, length);
-        if (length == 0) {
-            return;
+        if (length == 0 || !unmap) {
+            return; // discard=ignore: "Do nothing if disabled" (bdrv_co_pdiscard)
         }
         enter();
         try {

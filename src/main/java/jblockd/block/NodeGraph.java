@@ -89,7 +89,8 @@ public final class NodeGraph {
         };
         BlockDriver driver = factory.open(options, ctx);
         boolean auto = name == null;
-        BlockNode node = new BlockNode(auto ? nextAutoName() : name, auto, driver, options.common().readOnly());
+        BlockNode node = new BlockNode(auto ? nextAutoName() : name, auto, driver, options.common().readOnly(),
+                options.common().discardUnmap());
         nodes.put(node.nodeName(), node);
         opened.add(node);
         return node;
@@ -117,7 +118,17 @@ public final class NodeGraph {
      */
     public BlockdevOptions imageOptions(Path path, String format, boolean readOnly, boolean cacheDirect,
                                         String nodeName) throws IOException {
-        BlockdevOptions.Common fileCommon = new BlockdevOptions.Common(null, readOnly, cacheDirect, false, false);
+        return imageOptions(path, format, readOnly, cacheDirect, nodeName, false);
+    }
+
+    /**
+     * As {@link #imageOptions(Path, String, boolean, boolean, String)}, with the {@code discard}
+     * option ({@code unmap} true) for the format node and its file (QEMU's children inherit it).
+     */
+    public BlockdevOptions imageOptions(Path path, String format, boolean readOnly, boolean cacheDirect,
+                                        String nodeName, boolean discardUnmap) throws IOException {
+        BlockdevOptions.Common fileCommon = new BlockdevOptions.Common(null, readOnly, cacheDirect, false,
+                discardUnmap);
         String p = path.toString();
         BlockdevRef fileRef;
         Path realPath = path;
@@ -138,7 +149,8 @@ public final class NodeGraph {
             throw new IoError(Errno.ENOENT, "Could not open '" + realPath + "': No such file or directory");
         }
         String fmt = format != null ? format : drivers.probe(realPath);
-        BlockdevOptions.Common common = new BlockdevOptions.Common(nodeName, readOnly, cacheDirect, false, false);
+        BlockdevOptions.Common common = new BlockdevOptions.Common(nodeName, readOnly, cacheDirect, false,
+                discardUnmap);
         return switch (fmt) {
             case "raw" -> new BlockdevOptions.Raw(common, fileRef, null, null);
             case "qcow2" -> new BlockdevOptions.Qcow2(common, fileRef, null);

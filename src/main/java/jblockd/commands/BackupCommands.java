@@ -115,7 +115,7 @@ public final class BackupCommands implements CommandGroup {
         BlockNode target;
         try {
             target = graph.add(graph.imageOptions(path, mode == NewImageMode.ABSOLUTE_PATHS && a.format() == null
-                    ? source.driver().formatName() : a.format(), false, false, null));
+                    ? source.driver().formatName() : a.format(), false, false, null, source.unmap()));
         } catch (IOException e) {
             throw QmpError.generic(openError(path, e));
         }

@@ -25,15 +25,24 @@ public final class BlockdevOptionsCodec {
     }
 
     public static BlockdevOptions decode(JsonNode o) throws QmpError {
-        BlockdevOptions.Common common = common(o);
+        return decode(o, null);
+    }
+
+    /**
+     * @param inheritedDiscard the parent's {@code discard} for an inline protocol child (block.c
+     *                         bdrv_inherited_options copies it when the child does not set it)
+     */
+    private static BlockdevOptions decode(JsonNode o, String inheritedDiscard) throws QmpError {
+        BlockdevOptions.Common common = common(o, inheritedDiscard);
+        String discard = discard(o, inheritedDiscard);
         String driver = o.get("driver").asText();
         return switch (driver) {
             case "file" -> new BlockdevOptions.File(common, o.get("filename").asText());
-            case "raw" -> new BlockdevOptions.Raw(common, ref(o.get("file")), optLong(o, "offset"),
+            case "raw" -> new BlockdevOptions.Raw(common, ref(o.get("file"), discard), optLong(o, "offset"),
                     optLong(o, "size"));
-            case "qcow2" -> new BlockdevOptions.Qcow2(common, ref(o.get("file")),
-                    o.has("backing") ? ref(o.get("backing")) : null);
-            case "blkdebug" -> blkdebug(common, o);
+            case "qcow2" -> new BlockdevOptions.Qcow2(common, ref(o.get("file"), discard),
+                    o.has("backing") ? ref(o.get("backing"), null) : null);
+            case "blkdebug" -> blkdebug(common, o, inheritedDiscard);
             case "null-co" -> {
                 long size = o.has("size") ? o.get("size").asLong() : NULL_CO_DEFAULT_SIZE;
                 if (size < 0) {
@@ -45,7 +54,8 @@ public final class BlockdevOptionsCodec {
         };
     }
 
-    private static BlockdevOptions blkdebug(BlockdevOptions.Common common, JsonNode o) throws QmpError {
+    private static BlockdevOptions blkdebug(BlockdevOptions.Common common, JsonNode o, String inheritedDiscard)
+            throws QmpError {
         List<BlockdevOptions.InjectError> rules = new ArrayList<>();
         for (JsonNode r : o.path("inject-error")) {
             if (r.has("state")) {
@@ -61,12 +71,17 @@ public final class BlockdevOptionsCodec {
                     r.path("once").asBoolean(false),
                     r.has("iotype") ? r.get("iotype").asText() : null));
         }
-        return new BlockdevOptions.Blkdebug(common, ref(o.get("image")),
+        return new BlockdevOptions.Blkdebug(common, ref(o.get("image"), discard(o, inheritedDiscard)),
                 o.has("config") ? o.get("config").asText() : null, List.copyOf(rules),
                 o.has("align") ? o.get("align").asInt() : null);
     }
 
-    private static BlockdevOptions.Common common(JsonNode o) throws QmpError {
+    /** The node's own discard option, else the inherited one, else QEMU's default ignore. */
+    private static String discard(JsonNode o, String inherited) {
+        return o.has("discard") ? o.get("discard").asText() : inherited != null ? inherited : "ignore";
+    }
+
+    private static BlockdevOptions.Common common(JsonNode o, String inheritedDiscard) throws QmpError {
         String nodeName = o.has("node-name") ? o.get("node-name").asText() : null;
         if (nodeName != null) {
             checkNodeName(nodeName);
@@ -76,7 +91,7 @@ public final class BlockdevOptionsCodec {
                 o.path("read-only").asBoolean(false),
                 cache.path("direct").asBoolean(false),
                 cache.path("no-flush").asBoolean(false),
-                "unmap".equals(o.path("discard").asText("ignore")));
+                "unmap".equals(discard(o, inheritedDiscard)));
     }
 
     /** block.c bdrv_assign_node_name(): id_wellformed() and a length bound. */
@@ -107,14 +122,14 @@ public final class BlockdevOptionsCodec {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
     }
 
-    private static BlockdevRef ref(JsonNode v) throws QmpError {
+    private static BlockdevRef ref(JsonNode v, String inheritedDiscard) throws QmpError {
         if (v == null || v.isNull()) {
             return new BlockdevRef.None();
         }
         if (v.isTextual()) {
             return new BlockdevRef.Reference(v.asText());
         }
-        return new BlockdevRef.Inline(decode(v));
+        return new BlockdevRef.Inline(decode(v, inheritedDiscard));
     }
 
     private static Long optLong(JsonNode o, String name) {

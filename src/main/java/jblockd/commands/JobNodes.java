@@ -118,7 +118,10 @@ final class JobNodes {
     BlockNode filterNode(JobTopFilter filter, String filterNodeName) {
         boolean auto = filterNodeName == null;
         filter.implicit(auto);
-        return new BlockNode(auto ? graph.nextAutoName() : filterNodeName, auto, filter, false);
+        // the filter discards as its child does (a guest discard that the child ignores needs no
+        // dirty marking or copy either)
+        return new BlockNode(auto ? graph.nextAutoName() : filterNodeName, auto, filter, false,
+                filter.child().unmap());
     }
 
     /**
@@ -159,7 +162,8 @@ final class JobNodes {
      * @param format null: probe (existing) — callers default it to the source's for creation
      */
     BlockNode openNewTarget(String target, String format, NewImageMode mode, long size,
-                            String backingFile, String backingFormat, String nodeName) throws QmpError {
+                            String backingFile, String backingFormat, String nodeName, boolean unmap)
+            throws QmpError {
         Path path = Path.of(target);
         try {
             if (mode != NewImageMode.EXISTING) {
@@ -172,7 +176,8 @@ final class JobNodes {
             } else if (!target.startsWith("blkdebug:") && !Files.exists(path)) {
                 throw QmpError.generic("Could not open '" + target + "': No such file or directory");
             }
-            return graph.add(graph.imageOptions(path, format, false, false, nodeName));
+            // qmp_drive_mirror opens the target with the source's flags, discard=unmap included
+            return graph.add(graph.imageOptions(path, format, false, false, nodeName, unmap));
         } catch (IOException e) {
             throw QmpError.generic(IoError.wrap(e).getMessage());
         }

@@ -95,7 +95,7 @@ public final class MirrorCommands implements CommandGroup {
             backingFormat = targetBacking.driver().formatName();
         }
         BlockNode target = nodes.openNewTarget(a.target(), format, mode, size, backingFile, backingFormat,
-                a.nodeName());
+                a.nodeName(), bs.unmap());
         try {
             return start(new Common(a.jobId(), bs, target, true, a.replaces(), sync, a.speed(),
                     a.granularity(), a.bufSize(), a.onSourceError(), a.onTargetError(),

@@ -396,13 +396,14 @@ public final class Daemon implements AutoCloseable {
     }
 
     /**
-     * {@code --drive id=NAME,file=PATH[,format=][,rerror=][,werror=][,read-only=][,cache=][,node-name=]}
+     * {@code --drive id=NAME,file=PATH[,format=][,rerror=][,werror=][,read-only=][,cache=][,discard=][,node-name=]}
      * (QEMU blockdev.c drive_new / blockdev_init for if=none).
      */
     private void drive(String value) throws StartupException, QmpError, IOException {
         ObjectNode kv = keyval(value, null);
         for (String k : (Iterable<String>) kv::fieldNames) {
-            if (!List.of("id", "file", "format", "if", "node-name", "read-only", "cache", "rerror", "werror")
+            if (!List.of("id", "file", "format", "if", "node-name", "read-only", "cache", "rerror", "werror",
+                    "discard")
                     .contains(k)) {
                 throw new StartupException(null, "Invalid parameter '" + k + "'");
             }
@@ -450,11 +451,18 @@ public final class Daemon implements AutoCloseable {
             }
             default -> throw new StartupException(null, "invalid cache option");
         }
+        String discard = text(kv, "discard");
+        // block.c bdrv_parse_discard_flags(): ignore is QEMU's default
+        boolean unmap = switch (discard == null ? "ignore" : discard) {
+            case "ignore", "off" -> false;
+            case "unmap", "on" -> true;
+            default -> throw new StartupException(null, "Invalid discard option");
+        };
         String nodeName = text(kv, "node-name");
         if (nodeName != null) {
             BlockdevOptionsCodec.checkNodeName(nodeName);
         }
-        BlockdevOptions opts = graph.imageOptions(Path.of(file), format, readOnly, direct, nodeName);
+        BlockdevOptions opts = graph.imageOptions(Path.of(file), format, readOnly, direct, nodeName, unmap);
         if (noFlush) {
             opts = withNoFlush(opts);
         }

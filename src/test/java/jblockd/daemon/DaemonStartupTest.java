@@ -45,6 +45,8 @@ class DaemonStartupTest {
                 "drive", "id=d0,file=" + img + ",bogus=1");
         fails("jblockd: --drive id=d0,file=" + img + ",cache=sometimes: invalid cache option",
                 "drive", "id=d0,file=" + img + ",cache=sometimes");
+        fails("jblockd: --drive id=d0,file=" + img + ",discard=sometimes: Invalid discard option",
+                "drive", "id=d0,file=" + img + ",discard=sometimes");
         fails("jblockd: --drive id=d0,file=" + img + ",read-only=maybe: Parameter 'read-only' expects 'on' or 'off'",
                 "drive", "id=d0,file=" + img + ",read-only=maybe");
         fails("jblockd: --drive id=d0,file=" + img + ",node-name=1x: Invalid node-name: '1x'",

@@ -66,7 +66,8 @@ public final class BackupGraph {
                                       String filterNodeName, BlockNode target, boolean ownsTarget) throws IoError {
         boolean auto = filterNodeName == null;
         String name = auto ? graph.nextAutoName() : filterNodeName;
-        BlockNode filter = new BlockNode(name, auto, new CopyBeforeWriteDriver(source, copy), source.readOnly());
+        BlockNode filter = new BlockNode(name, auto, new CopyBeforeWriteDriver(source, copy), source.readOnly(),
+                source.unmap());
         graph.register(filter);
         return new BackupGraph(graph, devices, source, filter, copy, target, ownsTarget);
     }
