@@ -15,6 +15,15 @@ public final class NbdReader {
     private final ReadableByteChannel channel;
     /** Buffered bytes are between position and limit (read mode). */
     private final ByteBuffer buf;
+    /**
+     * Read the next header exactly, not a buffer-full: set after a large WRITE, since what
+     * follows a header is then most likely another large payload, and bytes of it pulled into
+     * {@link #buf} would be copied a second time (a quarter of a 256 KiB request).
+     */
+    private boolean exactHeaders;
+
+    /** A WRITE payload this large is read straight into its buffer, header reads stay exact. */
+    private static final int LARGE_PAYLOAD = 32 * 1024;
 
     public NbdReader(ReadableByteChannel channel) {
         this.channel = channel;
@@ -28,6 +37,9 @@ public final class NbdReader {
             return;
         }
         buf.compact();
+        if (exactHeaders) {
+            buf.limit(n);
+        }
         try {
             while (buf.position() < n) {
                 if (channel.read(buf) < 0) {
@@ -119,6 +131,7 @@ public final class NbdReader {
         long handle = buf.getLong();
         long offset = buf.getLong();
         long length = Integer.toUnsignedLong(buf.getInt());
+        exactHeaders = type == Nbd.CMD_WRITE && length >= LARGE_PAYLOAD;
         return new NbdRequest(flags, type, handle, offset, length);
     }
 }

@@ -87,4 +87,58 @@ class NbdReaderTest {
         assertThat(NbdError.of(jblockd.block.Errno.EACCES)).isEqualTo(NbdError.EINVAL);
         assertThat(NbdError.ENOSPC.code()).isEqualTo(28);
     }
+
+    /**
+     * After a large WRITE the next header is read exactly: the bytes of a following payload go
+     * straight into the caller's buffer instead of through the reader's own (copied twice).
+     * A channel as generous as a socket with everything queued hands out all it may.
+     */
+    @Test
+    void afterALargeWriteTheNextHeaderIsReadExactlySoItsPayloadIsNotBuffered() throws Exception {
+        int len = 256 * 1024;
+        byte[] p1 = new byte[len];
+        byte[] p2 = new byte[len];
+        java.util.Arrays.fill(p1, (byte) 1);
+        java.util.Arrays.fill(p2, (byte) 2);
+        ByteArrayOutputStream all = new ByteArrayOutputStream();
+        all.write(request(0, Nbd.CMD_WRITE, 1, 0, len, p1));
+        all.write(request(0, Nbd.CMD_WRITE, 2, len, len, p2));
+        all.write(request(0, Nbd.CMD_READ, 3, 0, 4096, new byte[0]));
+        ByteBuffer src = ByteBuffer.wrap(all.toByteArray());
+        java.util.List<Integer> offered = new java.util.ArrayList<>();
+        ReadableByteChannel generous = new ReadableByteChannel() {
+            public int read(ByteBuffer dst) {
+                if (!src.hasRemaining()) {
+                    return -1;
+                }
+                offered.add(dst.remaining());
+                int n = Math.min(dst.remaining(), src.remaining());
+                dst.put(src.slice(src.position(), n));
+                src.position(src.position() + n);
+                return n;
+            }
+
+            public boolean isOpen() {
+                return true;
+            }
+
+            public void close() {
+            }
+        };
+        NbdReader r = new NbdReader(generous);
+        assertThat(r.readRequest().handle()).isEqualTo(1);
+        ByteBuffer b1 = ByteBuffer.allocate(len);
+        r.readFully(b1);
+        assertThat(b1.array()).isEqualTo(p1);
+        offered.clear();
+        NbdRequest w2 = r.readRequest();
+        assertThat(w2).isEqualTo(new NbdRequest(0, Nbd.CMD_WRITE, 2, len, len));
+        assertThat(offered).as("the header read asks for the header only").containsExactly(28);
+        offered.clear();
+        ByteBuffer b2 = ByteBuffer.allocate(len);
+        r.readFully(b2);
+        assertThat(b2.array()).isEqualTo(p2);
+        assertThat(offered).as("the payload is read straight into its buffer, whole").containsExactly(len);
+        assertThat(r.readRequest()).isEqualTo(new NbdRequest(0, Nbd.CMD_READ, 3, 0, 4096));
+    }
 }
