@@ -50,7 +50,8 @@ class BlkdebugTest {
             cfg = dir.resolve("blkdebug.conf");
             Files.writeString(cfg, config);
         }
-        BlockdevOptions.Common c = BlockdevOptions.Common.defaults();
+        // discard=unmap, so discards reach blkdebug's rules
+        BlockdevOptions.Common c = new BlockdevOptions.Common(null, false, false, false, true);
         return graph.add(new BlockdevOptions.Blkdebug(c,
                 new BlockdevRef.Inline(new BlockdevOptions.File(c, img.toString())),
                 cfg == null ? null : cfg.toString(), inline, align));
@@ -261,7 +262,8 @@ class BlkdebugTest {
         assertThatThrownBy(() -> blkdebug("event = \"read_aio\"\n", List.of(), null))
                 .hasMessageContaining("Could not parse blkdebug config file");
         assertThatThrownBy(() -> blkdebug(null, List.of(), 3000)).hasMessage("Cannot meet constraints with align 3000");
-        BlockdevOptions.Common c = BlockdevOptions.Common.defaults();
+        // discard=unmap, so discards reach blkdebug's rules
+        BlockdevOptions.Common c = new BlockdevOptions.Common(null, false, false, false, true);
         assertThatThrownBy(() -> graph.add(new BlockdevOptions.Blkdebug(c,
                 new BlockdevRef.Inline(new BlockdevOptions.File(c, img.toString())),
                 dir.resolve("missing.conf").toString(), List.of(), null)))

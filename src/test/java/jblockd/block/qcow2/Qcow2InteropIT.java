@@ -79,7 +79,8 @@ class Qcow2InteropIT {
     }
 
     private BlockNode open(Path p, boolean ro) throws IOException {
-        return graph.add(graph.imageOptions(p, "qcow2", ro, false, null));
+        // discard=unmap: the workloads discard and expect the data gone and clusters freed
+        return graph.add(graph.imageOptions(p, "qcow2", ro, false, null, true));
     }
 
     private void assertCheckClean(Path img) throws Exception {
