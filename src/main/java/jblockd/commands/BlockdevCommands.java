@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.OptionalLong;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 
@@ -12,8 +13,11 @@ import com.fasterxml.jackson.annotation.JsonInclude;
 import com.fasterxml.jackson.annotation.JsonProperty;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 
+import jblockd.block.BackingHeader;
+import jblockd.block.BlockDriver;
 import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
+import jblockd.block.FormatSpecific;
 import jblockd.block.NodeGraph;
 import jblockd.device.Device;
 import jblockd.device.Devices;
@@ -37,11 +41,25 @@ public final class BlockdevCommands implements CommandGroup {
     public record BlockdevCacheInfo(boolean writeback, boolean direct, boolean noFlush) {
     }
 
-    /** qapi/block-core.json ImageInfo, the members jblockd knows. */
+    /**
+     * qapi/block-core.json ImageInfo as QEMU 7.2's bdrv_query_image_info() fills it; absent
+     * members are omitted as QEMU omits them (no {@code snapshots}: jblockd reports none).
+     */
     @JsonInclude(JsonInclude.Include.NON_NULL)
-    public record ImageInfo(String filename, String format, Boolean dirtyFlag, long virtualSize,
-                            Integer clusterSize, String backingFilename, String fullBackingFilename,
-                            String backingFilenameFormat, ImageInfo backingImage) {
+    public record ImageInfo(String filename, String format, Boolean dirtyFlag, Long actualSize,
+                            long virtualSize, Integer clusterSize, String backingFilename,
+                            String fullBackingFilename, String backingFilenameFormat,
+                            ImageInfo backingImage, ImageInfoSpecific formatSpecific) {
+    }
+
+    /** qapi/block-core.json ImageInfoSpecific: a union with {@code type} and its {@code data}. */
+    public record ImageInfoSpecific(String type, Object data) {
+    }
+
+    /** qapi/block-core.json ImageInfoSpecificQCow2 (the members QEMU 7.2 fills for v2 / v3). */
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record ImageInfoSpecificQCow2(String compat, Boolean lazyRefcounts, Boolean corrupt,
+                                         int refcountBits, Boolean extendedL2, String compressionType) {
     }
 
     /** qapi/block-core.json BlockDeviceInfo; QEMU spells some members with underscores. */
@@ -202,13 +220,18 @@ public final class BlockdevCommands implements CommandGroup {
         return list;
     }
 
-    /** block/qapi.c bdrv_block_device_info(); {@code flat}: no backing-image chain, depth 0. */
+    /**
+     * block/qapi.c bdrv_block_device_info(): {@code backing_file} names the COW backing node,
+     * while {@code backing_file_depth} and the {@code backing-image} chain follow
+     * bdrv_filter_or_cow_bs() (a filter's child counts as its backing). {@code flat}: no chain,
+     * depth 0.
+     */
     BlockDeviceInfo deviceInfo(BlockNode node, boolean flat) throws QmpError {
         try {
             BlockNode backing = node.driver().backing();
             int depth = 0;
             if (!flat) {
-                for (BlockNode b = backing; b != null && depth < 1000; b = b.driver().backing()) {
+                for (BlockNode b = next(node); b != null && depth < MAX_CHAIN; b = next(b)) {
                     depth++;
                 }
             }
@@ -222,18 +245,66 @@ public final class BlockdevCommands implements CommandGroup {
         }
     }
 
+    /** QEMU's bound on chain walks is the graph itself; ours guards against a cycle bug. */
+    private static final int MAX_CHAIN = 1000;
+
+    /** bdrv_filter_or_cow_bs(): the COW backing, else a filter's filtered child. */
+    private static BlockNode next(BlockNode node) {
+        BlockNode b = node.driver().backing();
+        return b != null ? b : node.driver().filtered();
+    }
+
+    /** block/qapi.c bdrv_query_image_info(), recursing down the chain unless {@code flat}. */
     private static ImageInfo imageInfo(BlockNode node, boolean flat, int level) throws IOException {
-        BlockNode backing = node.driver().backing();
-        String backingName = backing == null ? null : backing.driver().filename();
+        BlockDriver d = node.driver();
+        BlockNode next = next(node);
         ImageInfo backingImage = null;
-        if (!flat && backing != null && level < 1000) {
-            backingImage = imageInfo(backing, false, level + 1);
+        if (!flat && next != null && level < MAX_CHAIN) {
+            backingImage = imageInfo(next, false, level + 1);
         }
-        int cluster = node.driver().clusterSize();
-        String fmt = node.driver().formatName();
-        Boolean dirty = fmt.equals("null-co") ? null : Boolean.FALSE;
-        return new ImageInfo(node.driver().filename(), fmt, dirty, node.length(),
-                cluster > 0 ? cluster : null, backingName, backingName,
-                backing == null ? null : backing.driver().formatName(), backingImage);
+        // bdrv_get_info() success decides dirty-flag and cluster-size (0 is not shown)
+        Boolean dirty = d.dirtyFlag().orElse(null);
+        int cluster = d.clusterSize();
+        OptionalLong allocated = d.allocatedFileSize();
+        Optional<BackingHeader> header = d.backingHeader();
+        String backingName = header.map(BackingHeader::filename).orElse(null);
+        return new ImageInfo(d.filename(), d.formatName(), dirty,
+                allocated.isPresent() ? allocated.getAsLong() : null, sectorRounded(node.length()),
+                dirty != null && cluster > 0 ? cluster : null, backingName,
+                backingName == null ? null : fullBackingFilename(d.filename(), backingName),
+                header.map(BackingHeader::format).orElse(null), backingImage,
+                d.formatSpecific().map(BlockdevCommands::specific).orElse(null));
+    }
+
+    /** bdrv_getlength() is bdrv_nb_sectors() * 512: a file's odd length shows rounded up. */
+    private static long sectorRounded(long length) {
+        return length > Long.MAX_VALUE - 511 ? length : (length + 511) & ~511L;
+    }
+
+    private static ImageInfoSpecific specific(FormatSpecific f) {
+        return switch (f) {
+            case FormatSpecific.Qcow2 q -> new ImageInfoSpecific(q.type(), new ImageInfoSpecificQCow2(q.compat(),
+                    q.lazyRefcounts(), q.corrupt(), q.refcountBits(), q.extendedL2(), q.compressionType()));
+        };
+    }
+
+    /**
+     * bdrv_get_full_backing_filename(): an absolute name or one with a protocol prefix stays as
+     * written; a relative one is taken relative to the directory of the image's file name
+     * (util/cutils.c path_combine()), so a relative image name gives a relative result.
+     */
+    static String fullBackingFilename(String imageFilename, String backing) {
+        if (backing.startsWith("/") || hasProtocol(backing) || imageFilename == null) {
+            return backing;
+        }
+        int slash = imageFilename.lastIndexOf('/');
+        return slash < 0 ? backing : imageFilename.substring(0, slash + 1) + backing;
+    }
+
+    /** block.c path_has_protocol(): a ':' before any '/'. */
+    private static boolean hasProtocol(String name) {
+        int colon = name.indexOf(':');
+        int slash = name.indexOf('/');
+        return colon >= 0 && (slash < 0 || colon < slash);
     }
 }

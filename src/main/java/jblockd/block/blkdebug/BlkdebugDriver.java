@@ -6,6 +6,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.locks.ReentrantLock;
 
 import jblockd.block.BlockChild;
@@ -209,4 +210,25 @@ public final class BlkdebugDriver implements BlockDriver {
     public List<BlockChild> children() {
         return List.of(new BlockChild("image", image));
     }
+
+    /** blkdebug is a filter: queries show its image as backing-image (bdrv_filter_or_cow_bs). */
+    @Override
+    public BlockNode filtered() {
+        return image;
+    }
+
+    /** bdrv_get_info() of a filter without its own asks the filtered child. */
+    @Override
+    public Optional<Boolean> dirtyFlag() {
+        return image.driver().dirtyFlag();
+    }
+
+    /** As bdrv_get_info(): the filtered child's cluster size. */
+    @Override
+    public int clusterSize() {
+        return image.driver().clusterSize();
+    }
+
+    // allocatedFileSize(): empty. blkdebug is a protocol driver in QEMU (bdrv_file_open), and
+    // bdrv_get_allocated_file_size() answers -ENOTSUP for those, so actual-size is omitted.
 }

@@ -2,6 +2,8 @@ package jblockd.block.nullco;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.util.Optional;
+import java.util.OptionalLong;
 
 import jblockd.block.Allocation;
 import jblockd.block.BlockDriver;
@@ -94,6 +96,18 @@ public final class NullCoDriver implements BlockDriver {
     @Override
     public void close() {
         // no resources
+    }
+
+    /** block/null.c null_allocated_file_size(): nothing on the host. */
+    @Override
+    public OptionalLong allocatedFileSize() {
+        return OptionalLong.of(0);
+    }
+
+    /** null-co has no bdrv_get_info(): QEMU shows neither dirty-flag nor cluster-size. */
+    @Override
+    public Optional<Boolean> dirtyFlag() {
+        return Optional.empty();
     }
 
     @Override

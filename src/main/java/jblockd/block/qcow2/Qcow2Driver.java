@@ -5,10 +5,13 @@ import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
+import java.util.OptionalLong;
 import java.util.zip.DataFormatException;
 import java.util.zip.Inflater;
 
 import jblockd.block.Allocation;
+import jblockd.block.BackingHeader;
 import jblockd.block.BlockChild;
 import jblockd.block.BlockDriver;
 import jblockd.block.BlockNode;
@@ -18,6 +21,7 @@ import jblockd.block.Capabilities;
 import jblockd.block.DriverRegistry;
 import jblockd.block.Errno;
 import jblockd.block.Extent;
+import jblockd.block.FormatSpecific;
 import jblockd.block.IoError;
 import jblockd.block.OpenContext;
 
@@ -840,6 +844,45 @@ public final class Qcow2Driver implements BlockDriver {
     @Override
     public int clusterSize() {
         return clusterSize;
+    }
+
+    /** QEMU sums a format's data children (bdrv_sum_allocated_file_size): the file's allocation. */
+    @Override
+    public OptionalLong allocatedFileSize() throws IOException {
+        return fileNode == null ? OptionalLong.empty() : fileNode.driver().allocatedFileSize();
+    }
+
+    /** qcow2_get_info(): is_dirty is the header's dirty bit (only a read-only open keeps one). */
+    @Override
+    public Optional<Boolean> dirtyFlag() {
+        return Optional.of((header.incompatible & Qcow2Header.INCOMPAT_DIRTY) != 0);
+    }
+
+    @Override
+    public Optional<BackingHeader> backingHeader() {
+        meta.lock.lock();
+        try {
+            String name = header.backingFile;
+            return name == null || name.isEmpty() ? Optional.empty()
+                    : Optional.of(new BackingHeader(name, header.backingFormat));
+        } finally {
+            meta.lock.unlock();
+        }
+    }
+
+    /** qcow2_get_specific_info() of QEMU 7.2: v2 reports fewer members. */
+    @Override
+    public Optional<FormatSpecific> formatSpecific() {
+        String compression = header.compressionType == 1 ? "zstd" : "zlib";
+        int refcountBits = 1 << header.refcountOrder;
+        if (header.version == 2) {
+            return Optional.of(new FormatSpecific.Qcow2("0.10", compression, null,
+                    refcountBits, null, null));
+        }
+        return Optional.of(new FormatSpecific.Qcow2("1.1", compression,
+                (header.compatible & Qcow2Header.COMPAT_LAZY_REFCOUNTS) != 0, refcountBits,
+                (header.incompatible & Qcow2Header.INCOMPAT_CORRUPT) != 0,
+                (header.incompatible & Qcow2Header.INCOMPAT_EXTL2) != 0));
     }
 
     /** The image's qcow2 version (2 or 3). */

@@ -4,14 +4,18 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.Objects;
+import java.util.Optional;
+import java.util.OptionalLong;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
+import jblockd.block.BackingHeader;
 import jblockd.block.BlockChild;
 import jblockd.block.BlockDriver;
 import jblockd.block.BlockNode;
 import jblockd.block.Capabilities;
 import jblockd.block.Extent;
+import jblockd.block.FormatSpecific;
 import jblockd.block.bitmap.DirtyBitmap;
 
 /**
@@ -254,6 +258,33 @@ public final class JobTopFilter implements BlockDriver {
     @Override
     public BlockNode backing() {
         return implicit ? child.driver().backing() : null;
+    }
+
+    /** A named job filter shows its child as backing-image, as QEMU's filters do. */
+    @Override
+    public BlockNode filtered() {
+        return implicit ? child.driver().filtered() : child;
+    }
+
+    /** Hidden when implicit (the child's facts show through), a filter's otherwise. */
+    @Override
+    public OptionalLong allocatedFileSize() throws IOException {
+        return child.driver().allocatedFileSize();
+    }
+
+    @Override
+    public Optional<Boolean> dirtyFlag() {
+        return child.driver().dirtyFlag();
+    }
+
+    @Override
+    public Optional<BackingHeader> backingHeader() {
+        return implicit ? child.driver().backingHeader() : Optional.empty();
+    }
+
+    @Override
+    public Optional<FormatSpecific> formatSpecific() {
+        return implicit ? child.driver().formatSpecific() : Optional.empty();
     }
 
     @Override

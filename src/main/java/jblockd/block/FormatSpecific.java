@@ -1,0 +1,32 @@
+package jblockd.block;
+
+/**
+ * A format driver's own facts for query-block's {@code image.format-specific}
+ * (qapi/block-core.json ImageInfoSpecific, a union on {@code type}). Only the formats jblockd
+ * opens have a variant.
+ */
+public sealed interface FormatSpecific {
+
+    /** The union's discriminator value ({@code qcow2}). */
+    String type();
+
+    /**
+     * ImageInfoSpecificQCow2 as QEMU 7.2's qcow2_get_specific_info() fills it from the header:
+     * a v2 image has only compat, compression-type and refcount-bits (the other members are
+     * null and omitted); v3 adds lazy-refcounts, corrupt and extended-l2.
+     *
+     * @param compat          "0.10" (v2) or "1.1" (v3)
+     * @param compressionType "zlib" or "zstd" (Qcow2CompressionType)
+     * @param lazyRefcounts   compatible feature bit 0; null for v2
+     * @param refcountBits    1 << refcount_order
+     * @param corrupt         incompatible feature bit 1; null for v2
+     * @param extendedL2      incompatible feature bit 4; null for v2
+     */
+    record Qcow2(String compat, String compressionType, Boolean lazyRefcounts, int refcountBits,
+                 Boolean corrupt, Boolean extendedL2) implements FormatSpecific {
+        @Override
+        public String type() {
+            return "qcow2";
+        }
+    }
+}
