@@ -48,22 +48,23 @@ public final class BlockdevOptionsCodec {
     private static BlockdevOptions blkdebug(BlockdevOptions.Common common, JsonNode o) throws QmpError {
         List<BlockdevOptions.InjectError> rules = new ArrayList<>();
         for (JsonNode r : o.path("inject-error")) {
-            if (r.has("state")) {
-                throw QmpError.generic("blkdebug: inject-error 'state' is not supported by jblockd");
-            }
-            if (r.path("immediately").asBoolean(false)) {
-                throw QmpError.generic("blkdebug: inject-error 'immediately' is not supported by jblockd");
-            }
             rules.add(new BlockdevOptions.InjectError(
                     r.get("event").asText(),
                     r.has("errno") ? r.get("errno").asInt() : null,
                     r.has("sector") ? r.get("sector").asLong() : null,
                     r.path("once").asBoolean(false),
-                    r.has("iotype") ? r.get("iotype").asText() : null));
+                    r.has("iotype") ? r.get("iotype").asText() : null,
+                    optLong(r, "state"),
+                    r.path("immediately").asBoolean(false)));
+        }
+        List<BlockdevOptions.SetState> states = new ArrayList<>();
+        for (JsonNode r : o.path("set-state")) {
+            states.add(new BlockdevOptions.SetState(r.get("event").asText(), optLong(r, "state"),
+                    r.get("new_state").asLong()));
         }
         return new BlockdevOptions.Blkdebug(common, ref(o.get("image")),
                 o.has("config") ? o.get("config").asText() : null, List.copyOf(rules),
-                o.has("align") ? o.get("align").asInt() : null);
+                o.has("align") ? o.get("align").asInt() : null, states);
     }
 
     private static BlockdevOptions.Common common(JsonNode o) throws QmpError {

@@ -55,16 +55,21 @@ public final class BlkdebugDriver implements BlockDriver {
     public static BlkdebugDriver open(BlockdevOptions.Blkdebug o, OpenContext ctx) throws IOException {
         // Rules first, so a bad config fails before the child is opened (blkdebug_open order).
         List<Rule> rules = new ArrayList<>();
-        List<StateRule> stateRules = List.of();
+        List<StateRule> stateRules = new ArrayList<>();
         if (o.config() != null && !o.config().isEmpty()) {
             BlkdebugConfig.Rules file = BlkdebugConfig.read(Path.of(o.config()));
             rules.addAll(file.inject());
-            stateRules = file.setState();
+            stateRules.addAll(file.setState());
         }
+        // QMP's inject-error / set-state lists feed the same engine as the config file's
+        // [inject-error] / [set-state] groups (blkdebug.c config_parse_opts), after them.
         if (o.injectError() != null) {
             for (BlockdevOptions.InjectError e : o.injectError()) {
                 rules.add(Rule.of(e));
             }
+        }
+        for (BlockdevOptions.SetState s : o.setState()) {
+            stateRules.add(StateRule.of(s.event(), s.state(), s.newState()));
         }
         int align = 0;
         if (o.align() != null) {
@@ -84,7 +89,7 @@ public final class BlkdebugDriver implements BlockDriver {
         if (!o.common().readOnly() && image.readOnly()) {
             throw new IoError(Errno.EPERM, "Block node is read-only");
         }
-        return new BlkdebugDriver(image, o.config(), align, rules, stateRules);
+        return new BlkdebugDriver(image, o.config(), align, rules, List.copyOf(stateRules));
     }
 
     /**
