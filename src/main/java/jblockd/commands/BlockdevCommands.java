@@ -211,8 +211,8 @@ public final class BlockdevCommands implements CommandGroup {
     }
 
     private List<BlockDeviceInfo> queryNamedBlockNodes(boolean flat) throws QmpError {
-        List<BlockNode> nodes = new ArrayList<>(graph.nodes());
-        // QEMU lists the most recently opened node first
+        List<BlockNode> nodes = graph.nodesInNamingOrder();
+        // QEMU lists the most recently named node first
         List<BlockDeviceInfo> list = new ArrayList<>();
         for (int i = nodes.size() - 1; i >= 0; i--) {
             list.add(deviceInfo(nodes.get(i), flat));

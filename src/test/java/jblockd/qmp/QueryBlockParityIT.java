@@ -38,8 +38,7 @@ import jblockd.testsupport.QmpTestClient;
  * backing-filename as written, full-backing-filename, backing_file_depth, dirty-flag, ...),
  * except auto-generated node names ({@code #blockNNN}, compared as a pattern), jblockd's
  * {@code io-status} (its devices stand for guests) and the null-co filename (QEMU's
- * {@code json:} form). Node lists are compared as sets: QEMU's list order follows its internal
- * naming order.
+ * {@code json:} form). Node lists are compared as sets first, then for their order.
  */
 class QueryBlockParityIT {
     @TempDir
@@ -224,6 +223,36 @@ class QueryBlockParityIT {
         assertThat(dbg.at("/image/backing-image/format").asText()).isEqualTo("qcow2");
         assertThat(dbg.get("image").has("actual-size")).isFalse();
         assertThat(find(jr, "node-name", "nul").get("image").has("dirty-flag")).isFalse();
+    }
+
+    /**
+     * QEMU lists the most recently named node first, and names a format node after its file
+     * child but before its backing chain, blkdebug before its image. Compared within the
+     * -drive nodes and within the -blockdev nodes: QEMU's command line opens every -blockdev
+     * before any -drive, jblockd takes its options in the order given.
+     */
+    @Test
+    void namedBlockNodesComeInQemuOrder() throws Exception {
+        for (boolean fromBlockdev : List.of(true, false)) {
+            List<String> qemuOrder = order(q.executeOk("query-named-block-nodes"), fromBlockdev);
+            List<String> ourOrder = order(j.executeOk("query-named-block-nodes"), fromBlockdev);
+            assertThat(ourOrder).as(fromBlockdev ? "-blockdev nodes" : "-drive nodes").isEqualTo(qemuOrder);
+        }
+    }
+
+    private static List<String> order(JsonNode list, boolean fromBlockdev) {
+        List<String> out = new ArrayList<>();
+        for (JsonNode n : list) {
+            String file = n.path("file").asText();
+            boolean blockdev = n.path("drv").asText().equals("null-co") || file.startsWith("blkdebug:")
+                    || file.equals(dir.resolve("dbg.qcow2").toString());
+            if (blockdev == fromBlockdev) {
+                String name = n.path("node-name").asText();
+                out.add(n.path("drv").asText() + " " + (n.path("drv").asText().equals("null-co") ? "" : file) + " "
+                        + (name.startsWith("#block") ? "#block" : name));
+            }
+        }
+        return out;
     }
 
     @Test
