@@ -133,7 +133,12 @@ public interface BlockDriver {
     }
 
     /** The {@code format-specific} facts of query-block (qcow2 header features), if any. */
-    default Optional<FormatSpecific> formatSpecific() {
+    default Optional<FormatSpecific> formatSpecific() throws IOException {
         return Optional.empty();
+    }
+
+    /** The image's internal snapshots, for query-block's {@code image.snapshots} (none: omitted). */
+    default List<SnapshotInfo> snapshots() throws IOException {
+        return List.of();
     }
 }

@@ -1,5 +1,7 @@
 package jblockd.block;
 
+import java.util.List;
+
 /**
  * A format driver's own facts for query-block's {@code image.format-specific}
  * (qapi/block-core.json ImageInfoSpecific, a union on {@code type}). Only the formats jblockd
@@ -21,12 +23,29 @@ public sealed interface FormatSpecific {
      * @param refcountBits    1 << refcount_order
      * @param corrupt         incompatible feature bit 1; null for v2
      * @param extendedL2      incompatible feature bit 4; null for v2
+     * @param bitmaps         the persistent bitmaps of a v3 image whose bitmaps autoclear bit is
+     *                        set; null (omitted) when there are none
      */
     record Qcow2(String compat, String compressionType, Boolean lazyRefcounts, int refcountBits,
-                 Boolean corrupt, Boolean extendedL2) implements FormatSpecific {
+                 Boolean corrupt, Boolean extendedL2, List<Qcow2Bitmap> bitmaps) implements FormatSpecific {
+        public Qcow2 {
+            bitmaps = bitmaps == null || bitmaps.isEmpty() ? null : List.copyOf(bitmaps);
+        }
+
         @Override
         public String type() {
             return "qcow2";
+        }
+    }
+
+    /**
+     * One persistent bitmap of a qcow2 image (Qcow2BitmapInfo).
+     *
+     * @param flags Qcow2BitmapInfoFlags names in QEMU's order: "in-use", "auto"
+     */
+    record Qcow2Bitmap(String name, long granularity, List<String> flags) {
+        public Qcow2Bitmap {
+            flags = List.copyOf(flags);
         }
     }
 }

@@ -18,6 +18,7 @@ import jblockd.block.BlockDriver;
 import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
 import jblockd.block.FormatSpecific;
+import jblockd.block.SnapshotInfo;
 import jblockd.block.NodeGraph;
 import jblockd.device.Device;
 import jblockd.device.Devices;
@@ -49,7 +50,22 @@ public final class BlockdevCommands implements CommandGroup {
     public record ImageInfo(String filename, String format, Boolean dirtyFlag, Long actualSize,
                             long virtualSize, Integer clusterSize, String backingFilename,
                             String fullBackingFilename, String backingFilenameFormat,
-                            ImageInfo backingImage, ImageInfoSpecific formatSpecific) {
+                            List<SnapshotInfoWire> snapshots, ImageInfo backingImage,
+                            ImageInfoSpecific formatSpecific) {
+    }
+
+    /** qapi/block-core.json SnapshotInfo; QEMU splits the guest clock into seconds and nanoseconds. */
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record SnapshotInfoWire(String id, String name, long vmStateSize, long dateSec, long dateNsec,
+                                   long vmClockSec, long vmClockNsec, Long icount) {
+        static SnapshotInfoWire of(SnapshotInfo s) {
+            return new SnapshotInfoWire(s.id(), s.name(), s.vmStateSize(), s.dateSec(), s.dateNsec(),
+                    s.vmClockNsec() / 1_000_000_000L, s.vmClockNsec() % 1_000_000_000L, s.icount());
+        }
+    }
+
+    /** qapi/block-core.json Qcow2BitmapInfo. */
+    public record Qcow2BitmapInfo(String name, long granularity, List<String> flags) {
     }
 
     /** qapi/block-core.json ImageInfoSpecific: a union with {@code type} and its {@code data}. */
@@ -59,7 +75,8 @@ public final class BlockdevCommands implements CommandGroup {
     /** qapi/block-core.json ImageInfoSpecificQCow2 (the members QEMU 7.2 fills for v2 / v3). */
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record ImageInfoSpecificQCow2(String compat, Boolean lazyRefcounts, Boolean corrupt,
-                                         int refcountBits, Boolean extendedL2, String compressionType) {
+                                         int refcountBits, Boolean extendedL2, String compressionType,
+                                         List<Qcow2BitmapInfo> bitmaps) {
     }
 
     /** qapi/block-core.json BlockDeviceInfo; QEMU spells some members with underscores. */
@@ -268,11 +285,12 @@ public final class BlockdevCommands implements CommandGroup {
         OptionalLong allocated = d.allocatedFileSize();
         Optional<BackingHeader> header = d.backingHeader();
         String backingName = header.map(BackingHeader::filename).orElse(null);
+        List<SnapshotInfoWire> snapshots = d.snapshots().stream().map(SnapshotInfoWire::of).toList();
         return new ImageInfo(d.filename(), d.formatName(), dirty,
                 allocated.isPresent() ? allocated.getAsLong() : null, sectorRounded(node.length()),
                 dirty != null && cluster > 0 ? cluster : null, backingName,
                 backingName == null ? null : fullBackingFilename(d.filename(), backingName),
-                header.map(BackingHeader::format).orElse(null), backingImage,
+                header.map(BackingHeader::format).orElse(null), snapshots.isEmpty() ? null : snapshots, backingImage,
                 d.formatSpecific().map(BlockdevCommands::specific).orElse(null));
     }
 
@@ -284,7 +302,9 @@ public final class BlockdevCommands implements CommandGroup {
     private static ImageInfoSpecific specific(FormatSpecific f) {
         return switch (f) {
             case FormatSpecific.Qcow2 q -> new ImageInfoSpecific(q.type(), new ImageInfoSpecificQCow2(q.compat(),
-                    q.lazyRefcounts(), q.corrupt(), q.refcountBits(), q.extendedL2(), q.compressionType()));
+                    q.lazyRefcounts(), q.corrupt(), q.refcountBits(), q.extendedL2(), q.compressionType(),
+                    q.bitmaps() == null ? null : q.bitmaps().stream()
+                            .map(b -> new Qcow2BitmapInfo(b.name(), b.granularity(), b.flags())).toList()));
         };
     }
 

@@ -24,6 +24,7 @@ import jblockd.block.Extent;
 import jblockd.block.FormatSpecific;
 import jblockd.block.IoError;
 import jblockd.block.OpenContext;
+import jblockd.block.SnapshotInfo;
 
 /**
  * The qcow2 format driver, byte-compatible with QEMU 7.2 (docs/interop/qcow2.txt, formats.md
@@ -60,6 +61,9 @@ public final class Qcow2Driver implements BlockDriver {
     private final long size;
     private final StripedLocks stripes = new StripedLocks();
     private volatile BlockNode backing;
+    /** Read on first query; immutable afterwards (see {@link #snapshots()}). */
+    private volatile List<SnapshotInfo> snapshotList;
+    private volatile List<FormatSpecific.Qcow2Bitmap> bitmapList;
     private final java.util.concurrent.atomic.AtomicBoolean writeBackScheduled =
             new java.util.concurrent.atomic.AtomicBoolean();
     /** Set under the metadata lock; the background write-back checks it there. */
@@ -870,19 +874,39 @@ public final class Qcow2Driver implements BlockDriver {
         }
     }
 
+    /**
+     * The snapshot table (read once: jblockd never changes it, and refuses to open an image
+     * with snapshots read-write).
+     */
+    @Override
+    public List<SnapshotInfo> snapshots() throws IOException {
+        List<SnapshotInfo> s = snapshotList;
+        if (s == null) {
+            s = ImageTables.snapshots(file, header);
+            snapshotList = s;
+        }
+        return s;
+    }
+
     /** qcow2_get_specific_info() of QEMU 7.2: v2 reports fewer members. */
     @Override
-    public Optional<FormatSpecific> formatSpecific() {
+    public Optional<FormatSpecific> formatSpecific() throws IOException {
         String compression = header.compressionType == 1 ? "zstd" : "zlib";
         int refcountBits = 1 << header.refcountOrder;
         if (header.version == 2) {
             return Optional.of(new FormatSpecific.Qcow2("0.10", compression, null,
-                    refcountBits, null, null));
+                    refcountBits, null, null, null));
+        }
+        List<FormatSpecific.Qcow2Bitmap> b = bitmapList;
+        if (b == null) {
+            // valid only while the autoclear bit is set: a read-write open clears it at once
+            b = ImageTables.bitmaps(file, header);
+            bitmapList = b;
         }
         return Optional.of(new FormatSpecific.Qcow2("1.1", compression,
                 (header.compatible & Qcow2Header.COMPAT_LAZY_REFCOUNTS) != 0, refcountBits,
                 (header.incompatible & Qcow2Header.INCOMPAT_CORRUPT) != 0,
-                (header.incompatible & Qcow2Header.INCOMPAT_EXTL2) != 0));
+                (header.incompatible & Qcow2Header.INCOMPAT_EXTL2) != 0, b));
     }
 
     /** The image's qcow2 version (2 or 3). */

@@ -16,6 +16,7 @@ import jblockd.block.BlockNode;
 import jblockd.block.Capabilities;
 import jblockd.block.Extent;
 import jblockd.block.FormatSpecific;
+import jblockd.block.SnapshotInfo;
 import jblockd.block.bitmap.DirtyBitmap;
 
 /**
@@ -283,8 +284,13 @@ public final class JobTopFilter implements BlockDriver {
     }
 
     @Override
-    public Optional<FormatSpecific> formatSpecific() {
+    public Optional<FormatSpecific> formatSpecific() throws IOException {
         return implicit ? child.driver().formatSpecific() : Optional.empty();
+    }
+
+    @Override
+    public List<SnapshotInfo> snapshots() throws IOException {
+        return implicit ? child.driver().snapshots() : List.of();
     }
 
     @Override
