@@ -81,7 +81,16 @@ public sealed interface BlockdevOptions {
         }
     }
 
-    record NullCo(Common common, long size, boolean readZeroes) implements BlockdevOptions {
+    /**
+     * {@code sizeGiven} / {@code readZeroesGiven}: the member was in the options (QEMU then names
+     * the node {@code json:{...}} instead of {@code null-co://}).
+     */
+    record NullCo(Common common, long size, boolean readZeroes, boolean sizeGiven, boolean readZeroesGiven)
+            implements BlockdevOptions {
+        public NullCo(Common common, long size, boolean readZeroes) {
+            this(common, size, readZeroes, false, false);
+        }
+
         public String driver() {
             return "null-co";
         }

@@ -126,7 +126,8 @@ public final class NodeGraph {
             case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, q.file(), q.backing());
             case BlockdevOptions.Blkdebug b -> new BlockdevOptions.Blkdebug(c, b.image(), b.config(),
                     b.injectError(), b.align(), b.setState());
-            case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes());
+            case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes(), n.sizeGiven(),
+                    n.readZeroesGiven());
         };
     }
 

@@ -39,7 +39,8 @@ public final class BlockdevOptionsCodec {
                 if (size < 0) {
                     throw QmpError.generic("Parameter 'size' expects a non-negative number below 2^64");
                 }
-                yield new BlockdevOptions.NullCo(common, size, o.path("read-zeroes").asBoolean(false));
+                yield new BlockdevOptions.NullCo(common, size, o.path("read-zeroes").asBoolean(false),
+                        o.has("size"), o.has("read-zeroes"));
             }
             default -> throw QmpError.generic("Unknown driver '" + driver + "'");
         };
