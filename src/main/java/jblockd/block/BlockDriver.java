@@ -109,6 +109,14 @@ public interface BlockDriver {
     }
 
     /**
+     * True for a filter that a job inserted without {@code filter-node-name}: query-block looks
+     * through it (block.c bdrv_skip_implicit_filters()), query-named-block-nodes lists it.
+     */
+    default boolean implicitFilter() {
+        return false;
+    }
+
+    /**
      * Host bytes the image occupies, for query-block's {@code actual-size} (QEMU's
      * bdrv_get_allocated_file_size()): a protocol driver answers for its file, a format driver
      * for its data child, a filter for its filtered child. Empty when the driver cannot tell

@@ -220,7 +220,8 @@ public final class BlockdevCommands implements CommandGroup {
     private List<BlockInfo> queryBlock() throws QmpError {
         List<BlockInfo> list = new ArrayList<>();
         for (Device d : devices.all()) {
-            BlockDeviceInfo inserted = deviceInfo(d.root(), false);
+            // block/qapi.c bdrv_query_info(): the device shows what is below its implicit filters
+            BlockDeviceInfo inserted = deviceInfo(skipImplicit(d.root()), false, true);
             String io = d.ioStatusEnabled() ? d.ioStatus().wire() : null;
             list.add(new BlockInfo(d.name(), false, true, inserted, io, "unknown"));
         }
@@ -232,7 +233,7 @@ public final class BlockdevCommands implements CommandGroup {
         // QEMU lists the most recently named node first
         List<BlockDeviceInfo> list = new ArrayList<>();
         for (int i = nodes.size() - 1; i >= 0; i--) {
-            list.add(deviceInfo(nodes.get(i), flat));
+            list.add(deviceInfo(nodes.get(i), flat, false));
         }
         return list;
     }
@@ -241,21 +242,21 @@ public final class BlockdevCommands implements CommandGroup {
      * block/qapi.c bdrv_block_device_info(): {@code backing_file} names the COW backing node,
      * while {@code backing_file_depth} and the {@code backing-image} chain follow
      * bdrv_filter_or_cow_bs() (a filter's child counts as its backing). {@code flat}: no chain,
-     * depth 0.
+     * depth 0. {@code forDevice}: query-block, which also skips implicit filters in the chain.
      */
-    BlockDeviceInfo deviceInfo(BlockNode node, boolean flat) throws QmpError {
+    BlockDeviceInfo deviceInfo(BlockNode node, boolean flat, boolean forDevice) throws QmpError {
         try {
-            BlockNode backing = node.driver().backing();
+            BlockNode backing = cowBacking(node);
             int depth = 0;
             if (!flat) {
-                for (BlockNode b = next(node); b != null && depth < MAX_CHAIN; b = next(b)) {
+                for (BlockNode b = next(node, forDevice); b != null && depth < MAX_CHAIN; b = next(b, forDevice)) {
                     depth++;
                 }
             }
             BlockdevOptions.Common c = commons.getOrDefault(node.nodeName(), BlockdevOptions.Common.defaults());
             return new BlockDeviceInfo(node.driver().filename(), node.nodeName(), node.readOnly(),
-                    node.driver().formatName(), backing == null ? null : backing.driver().filename(),
-                    depth, false, "off", 0, 0, 0, 0, 0, 0, imageInfo(node, flat, 0), 0,
+                    formatOf(node.driver()), backing == null ? null : backing.driver().filename(),
+                    depth, false, "off", 0, 0, 0, 0, 0, 0, imageInfo(node, flat, forDevice, 0), 0,
                     new BlockdevCacheInfo(true, c.cacheDirect(), c.cacheNoFlush()));
         } catch (IOException e) {
             throw QmpError.generic(e.getMessage());
@@ -265,19 +266,43 @@ public final class BlockdevCommands implements CommandGroup {
     /** QEMU's bound on chain walks is the graph itself; ours guards against a cycle bug. */
     private static final int MAX_CHAIN = 1000;
 
-    /** bdrv_filter_or_cow_bs(): the COW backing, else a filter's filtered child. */
-    private static BlockNode next(BlockNode node) {
-        BlockNode b = node.driver().backing();
-        return b != null ? b : node.driver().filtered();
+    /**
+     * bdrv_filter_or_cow_bs(): a filter's filtered child, else the COW backing; for query-block
+     * implicit filters below are skipped as well.
+     */
+    private static BlockNode next(BlockNode node, boolean skipImplicit) {
+        BlockNode f = node.driver().filtered();
+        BlockNode n = f != null ? f : node.driver().backing();
+        return skipImplicit ? skipImplicit(n) : n;
+    }
+
+    /** bdrv_cow_bs(): filters have no COW backing (backing_file is not shown for them). */
+    private static BlockNode cowBacking(BlockNode node) {
+        return node.driver().filtered() != null ? null : node.driver().backing();
+    }
+
+    /** block.c bdrv_skip_implicit_filters(). */
+    private static BlockNode skipImplicit(BlockNode node) {
+        BlockNode n = node;
+        for (int i = 0; n != null && n.driver().implicitFilter() && i < MAX_CHAIN; i++) {
+            n = n.driver().filtered();
+        }
+        return n;
+    }
+
+    /** bs->drv->format_name: a filter shows its own driver name. */
+    private static String formatOf(BlockDriver d) {
+        return d.filtered() != null ? d.driverName() : d.formatName();
     }
 
     /** block/qapi.c bdrv_query_image_info(), recursing down the chain unless {@code flat}. */
-    private static ImageInfo imageInfo(BlockNode node, boolean flat, int level) throws IOException {
+    private static ImageInfo imageInfo(BlockNode node, boolean flat, boolean forDevice, int level)
+            throws IOException {
         BlockDriver d = node.driver();
-        BlockNode next = next(node);
+        BlockNode next = next(node, forDevice);
         ImageInfo backingImage = null;
         if (!flat && next != null && level < MAX_CHAIN) {
-            backingImage = imageInfo(next, false, level + 1);
+            backingImage = imageInfo(next, false, forDevice, level + 1);
         }
         // bdrv_get_info() success decides dirty-flag and cluster-size (0 is not shown)
         Boolean dirty = d.dirtyFlag().orElse(null);
@@ -286,7 +311,7 @@ public final class BlockdevCommands implements CommandGroup {
         Optional<BackingHeader> header = d.backingHeader();
         String backingName = header.map(BackingHeader::filename).orElse(null);
         List<SnapshotInfoWire> snapshots = d.snapshots().stream().map(SnapshotInfoWire::of).toList();
-        return new ImageInfo(d.filename(), d.formatName(), dirty,
+        return new ImageInfo(d.filename(), formatOf(d), dirty,
                 allocated.isPresent() ? allocated.getAsLong() : null, sectorRounded(node.length()),
                 dirty != null && cluster > 0 ? cluster : null, backingName,
                 backingName == null ? null : fullBackingFilename(d.filename(), backingName),

@@ -9,14 +9,11 @@ import java.util.OptionalLong;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
-import jblockd.block.BackingHeader;
 import jblockd.block.BlockChild;
 import jblockd.block.BlockDriver;
 import jblockd.block.BlockNode;
 import jblockd.block.Capabilities;
 import jblockd.block.Extent;
-import jblockd.block.FormatSpecific;
-import jblockd.block.SnapshotInfo;
 import jblockd.block.bitmap.DirtyBitmap;
 
 /**
@@ -261,36 +258,31 @@ public final class JobTopFilter implements BlockDriver {
         return implicit ? child.driver().backing() : null;
     }
 
-    /** A named job filter shows its child as backing-image, as QEMU's filters do. */
+    /**
+     * The job's child, implicit or not: query-named-block-nodes shows QEMU's filter nodes
+     * (mirror_top, commit_top, copy-on-read) with their child as backing-image.
+     */
     @Override
     public BlockNode filtered() {
-        return implicit ? child.driver().filtered() : child;
+        return child;
     }
 
-    /** Hidden when implicit (the child's facts show through), a filter's otherwise. */
+    /** query-block skips an implicit filter (bdrv_skip_implicit_filters). */
+    @Override
+    public boolean implicitFilter() {
+        return implicit;
+    }
+
+    /** A filter's allocation is its child's (bdrv_get_allocated_file_size). */
     @Override
     public OptionalLong allocatedFileSize() throws IOException {
         return child.driver().allocatedFileSize();
     }
 
+    /** bdrv_get_info() of a filter asks its child. */
     @Override
     public Optional<Boolean> dirtyFlag() {
         return child.driver().dirtyFlag();
-    }
-
-    @Override
-    public Optional<BackingHeader> backingHeader() {
-        return implicit ? child.driver().backingHeader() : Optional.empty();
-    }
-
-    @Override
-    public Optional<FormatSpecific> formatSpecific() throws IOException {
-        return implicit ? child.driver().formatSpecific() : Optional.empty();
-    }
-
-    @Override
-    public List<SnapshotInfo> snapshots() throws IOException {
-        return implicit ? child.driver().snapshots() : List.of();
     }
 
     @Override
