@@ -3,6 +3,8 @@ package jblockd.block;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
+import java.util.Optional;
+import java.util.OptionalLong;
 
 /**
  * One layer of the block graph: a protocol (file, null-co), a format (raw, qcow2) or a filter
@@ -95,5 +97,56 @@ public interface BlockDriver {
      */
     default boolean unlinked() {
         return false;
+    }
+
+    /**
+     * The filtered child of a filter driver (blkdebug's image, copy-before-write's file), or
+     * null. QEMU's query commands walk bdrv_filter_or_cow_bs(): a filter's child is shown as
+     * its {@code backing-image} and counted in {@code backing_file_depth}.
+     */
+    default BlockNode filtered() {
+        return null;
+    }
+
+    /**
+     * True for a filter that a job inserted without {@code filter-node-name}: query-block looks
+     * through it (block.c bdrv_skip_implicit_filters()), query-named-block-nodes lists it.
+     */
+    default boolean implicitFilter() {
+        return false;
+    }
+
+    /**
+     * Host bytes the image occupies, for query-block's {@code actual-size} (QEMU's
+     * bdrv_get_allocated_file_size()): a protocol driver answers for its file, a format driver
+     * for its data child, a filter for its filtered child. Empty when the driver cannot tell
+     * (QEMU's -ENOTSUP, e.g. blkdebug), and QEMU then omits the member.
+     */
+    default OptionalLong allocatedFileSize() throws IOException {
+        return OptionalLong.empty();
+    }
+
+    /**
+     * The {@code dirty-flag} of query-block, which QEMU reports when bdrv_get_info() succeeds:
+     * false for drivers without a dirty notion (file, raw), the header's dirty bit for qcow2,
+     * empty for drivers without get_info (null-co), which also hides {@code cluster-size}.
+     */
+    default Optional<Boolean> dirtyFlag() {
+        return Optional.of(false);
+    }
+
+    /** The backing link recorded in the image header, if the format has one. */
+    default Optional<BackingHeader> backingHeader() {
+        return Optional.empty();
+    }
+
+    /** The {@code format-specific} facts of query-block (qcow2 header features), if any. */
+    default Optional<FormatSpecific> formatSpecific() throws IOException {
+        return Optional.empty();
+    }
+
+    /** The image's internal snapshots, for query-block's {@code image.snapshots} (none: omitted). */
+    default List<SnapshotInfo> snapshots() throws IOException {
+        return List.of();
     }
 }

@@ -49,18 +49,48 @@ public sealed interface BlockdevOptions {
         }
     }
 
-    /** One {@code inject-error} rule of blkdebug (BlkdebugInjectErrorOptions). */
-    record InjectError(String event, Integer errno, Long sector, boolean once, String iotype) {
+    /**
+     * One {@code inject-error} rule of blkdebug (BlkdebugInjectErrorOptions). {@code state}: the
+     * blkdebug state the rule is armed in (null: any); {@code immediately}: QEMU fails the
+     * request without first yielding to the event loop, which is not observable here.
+     */
+    record InjectError(String event, Integer errno, Long sector, boolean once, String iotype, Long state,
+                       boolean immediately) {
+        public InjectError(String event, Integer errno, Long sector, boolean once, String iotype) {
+            this(event, errno, sector, once, iotype, null, false);
+        }
+    }
+
+    /** One {@code set-state} rule of blkdebug (BlkdebugSetStateOptions); {@code state} null: any. */
+    record SetState(String event, Long state, long newState) {
     }
 
     record Blkdebug(Common common, BlockdevRef image, String config, List<InjectError> injectError,
-                    Integer align) implements BlockdevOptions {
+                    Integer align, List<SetState> setState) implements BlockdevOptions {
+        public Blkdebug {
+            setState = setState == null ? List.of() : List.copyOf(setState);
+        }
+
+        public Blkdebug(Common common, BlockdevRef image, String config, List<InjectError> injectError,
+                        Integer align) {
+            this(common, image, config, injectError, align, List.of());
+        }
+
         public String driver() {
             return "blkdebug";
         }
     }
 
-    record NullCo(Common common, long size, boolean readZeroes) implements BlockdevOptions {
+    /**
+     * {@code sizeGiven} / {@code readZeroesGiven}: the member was in the options (QEMU then names
+     * the node {@code json:{...}} instead of {@code null-co://}).
+     */
+    record NullCo(Common common, long size, boolean readZeroes, boolean sizeGiven, boolean readZeroesGiven)
+            implements BlockdevOptions {
+        public NullCo(Common common, long size, boolean readZeroes) {
+            this(common, size, readZeroes, false, false);
+        }
+
         public String driver() {
             return "null-co";
         }

@@ -5,6 +5,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collection;
+import java.util.Comparator;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -24,6 +26,12 @@ public final class NodeGraph {
     /** Nodes other than parent links that keep a node in use: devices, exports, jobs. */
     private final Map<BlockNode, List<String>> users = new LinkedHashMap<>();
     private final AtomicInteger autoNames = new AtomicInteger(100);
+    /**
+     * When each node got its name in QEMU's terms (block.c bdrv_assign_node_name() order), for
+     * query-named-block-nodes' order. Guarded by this.
+     */
+    private final Map<BlockNode, Long> namedAt = new HashMap<>();
+    private long namingClock;
 
     public NodeGraph(DriverRegistry drivers) {
         this.drivers = drivers;
@@ -45,6 +53,7 @@ public final class NodeGraph {
             for (int i = opened.size() - 1; i >= 0; i--) {
                 BlockNode n = opened.get(i);
                 nodes.remove(n.nodeName());
+                namedAt.remove(n);
                 try {
                     n.close();
                 } catch (IOException ignored) {
@@ -64,9 +73,16 @@ public final class NodeGraph {
         if (factory == null) {
             throw new IoError(Errno.EINVAL, "Unknown driver '" + options.driver() + "'");
         }
+        // QEMU names a format node after its file child is open (bdrv_open_inherit opens "file"
+        // first) but before any other child (backing; a protocol filter's image): the first
+        // non-file child request marks the moment, else the end of the open.
+        long[] named = {-1};
         OpenContext ctx = new OpenContext() {
             @Override
             public BlockNode child(BlockdevRef ref, String role, boolean readOnly) throws IOException {
+                if (!"file".equals(role) && named[0] < 0) {
+                    named[0] = namingClock++;
+                }
                 return switch (ref) {
                     case BlockdevRef.Reference r -> {
                         BlockNode n = nodes.get(r.nodeName());
@@ -84,6 +100,9 @@ public final class NodeGraph {
             @Override
             public BlockNode openBackingImage(String filename, String format, boolean readOnly)
                     throws IOException {
+                if (named[0] < 0) {
+                    named[0] = namingClock++;
+                }
                 return open(imageOptions(Path.of(filename), format, readOnly, false, null), opened);
             }
         };
@@ -92,6 +111,7 @@ public final class NodeGraph {
         BlockNode node = new BlockNode(auto ? nextAutoName() : name, auto, driver, options.common().readOnly(),
                 options.common().discardUnmap());
         nodes.put(node.nodeName(), node);
+        namedAt.put(node, named[0] < 0 ? namingClock++ : named[0]);
         opened.add(node);
         return node;
     }
@@ -106,8 +126,9 @@ public final class NodeGraph {
             case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c, r.file(), r.offset(), r.size());
             case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, q.file(), q.backing());
             case BlockdevOptions.Blkdebug b -> new BlockdevOptions.Blkdebug(c, b.image(), b.config(),
-                    b.injectError(), b.align());
-            case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes());
+                    b.injectError(), b.align(), b.setState());
+            case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes(), n.sizeGiven(),
+                    n.readZeroesGiven());
         };
     }
 
@@ -166,6 +187,17 @@ public final class NodeGraph {
         return List.copyOf(nodes.values());
     }
 
+    /**
+     * The nodes in the order QEMU would have named them: a format node after its file child and
+     * before its backing chain, a filter such as blkdebug before its image, separately added
+     * nodes in the order they came. {@link #nodes()} is children-first instead.
+     */
+    public synchronized List<BlockNode> nodesInNamingOrder() {
+        List<BlockNode> all = new ArrayList<>(nodes.values());
+        all.sort(Comparator.comparingLong(n -> namedAt.getOrDefault(n, Long.MAX_VALUE)));
+        return all;
+    }
+
     /** Records that {@code user} (a device, export or job description) keeps the node in use. */
     public synchronized void addUser(BlockNode node, String user) {
         users.computeIfAbsent(node, n -> new ArrayList<>()).add(user);
@@ -205,6 +237,7 @@ public final class NodeGraph {
         }
         List<BlockChild> children = node.driver().children();
         nodes.remove(node.nodeName());
+        namedAt.remove(node);
         node.close();
         for (BlockChild c : children) {
             if (c.node() != null && c.node().autoNamed() && nodes.containsValue(c.node())
@@ -220,11 +253,14 @@ public final class NodeGraph {
             throw new IoError(Errno.EINVAL, "Duplicate nodes with node-name='" + node.nodeName() + "'");
         }
         nodes.put(node.nodeName(), node);
+        namedAt.put(node, namingClock++);
     }
 
     /** Unregisters a node without closing it or its children (a removed filter). */
     public synchronized void unregister(BlockNode node) {
-        nodes.remove(node.nodeName(), node);
+        if (nodes.remove(node.nodeName(), node)) {
+            namedAt.remove(node);
+        }
     }
 
     public String nextAutoName() {
@@ -251,6 +287,7 @@ public final class NodeGraph {
             }
         }
         nodes.clear();
+        namedAt.clear();
         users.clear();
     }
 }

@@ -37,13 +37,6 @@ public final class BlockdevCommands implements CommandGroup {
     public record BlockdevCacheInfo(boolean writeback, boolean direct, boolean noFlush) {
     }
 
-    /** qapi/block-core.json ImageInfo, the members jblockd knows. */
-    @JsonInclude(JsonInclude.Include.NON_NULL)
-    public record ImageInfo(String filename, String format, Boolean dirtyFlag, long virtualSize,
-                            Integer clusterSize, String backingFilename, String fullBackingFilename,
-                            String backingFilenameFormat, ImageInfo backingImage) {
-    }
-
     /** qapi/block-core.json BlockDeviceInfo; QEMU spells some members with underscores. */
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record BlockDeviceInfo(String file, String nodeName, boolean ro, String drv,
@@ -54,7 +47,7 @@ public final class BlockdevCommands implements CommandGroup {
                                   long bps, @JsonProperty("bps_rd") long bpsRd,
                                   @JsonProperty("bps_wr") long bpsWr, long iops,
                                   @JsonProperty("iops_rd") long iopsRd,
-                                  @JsonProperty("iops_wr") long iopsWr, ImageInfo image,
+                                  @JsonProperty("iops_wr") long iopsWr, ImageInfos.ImageInfo image,
                                   @JsonProperty("write_threshold") long writeThreshold,
                                   BlockdevCacheInfo cache) {
     }
@@ -185,7 +178,8 @@ public final class BlockdevCommands implements CommandGroup {
     private List<BlockInfo> queryBlock() throws QmpError {
         List<BlockInfo> list = new ArrayList<>();
         for (Device d : devices.all()) {
-            BlockDeviceInfo inserted = deviceInfo(d.root(), false);
+            // block/qapi.c bdrv_query_info(): the device shows what is below its implicit filters
+            BlockDeviceInfo inserted = deviceInfo(ImageInfos.skipImplicit(d.root()), false, true);
             String io = d.ioStatusEnabled() ? d.ioStatus().wire() : null;
             list.add(new BlockInfo(d.name(), false, true, inserted, io, "unknown"));
         }
@@ -193,47 +187,39 @@ public final class BlockdevCommands implements CommandGroup {
     }
 
     private List<BlockDeviceInfo> queryNamedBlockNodes(boolean flat) throws QmpError {
-        List<BlockNode> nodes = new ArrayList<>(graph.nodes());
-        // QEMU lists the most recently opened node first
+        List<BlockNode> nodes = graph.nodesInNamingOrder();
+        // QEMU lists the most recently named node first
         List<BlockDeviceInfo> list = new ArrayList<>();
         for (int i = nodes.size() - 1; i >= 0; i--) {
-            list.add(deviceInfo(nodes.get(i), flat));
+            list.add(deviceInfo(nodes.get(i), flat, false));
         }
         return list;
     }
 
-    /** block/qapi.c bdrv_block_device_info(); {@code flat}: no backing-image chain, depth 0. */
-    BlockDeviceInfo deviceInfo(BlockNode node, boolean flat) throws QmpError {
+    /**
+     * block/qapi.c bdrv_block_device_info(): {@code backing_file} names the COW backing node,
+     * while {@code backing_file_depth} and the {@code backing-image} chain follow
+     * bdrv_filter_or_cow_bs() (a filter's child counts as its backing). {@code flat}: no chain,
+     * depth 0. {@code forDevice}: query-block, which also skips implicit filters in the chain.
+     */
+    BlockDeviceInfo deviceInfo(BlockNode node, boolean flat, boolean forDevice) throws QmpError {
         try {
-            BlockNode backing = node.driver().backing();
+            BlockNode backing = ImageInfos.cowBacking(node);
             int depth = 0;
             if (!flat) {
-                for (BlockNode b = backing; b != null && depth < 1000; b = b.driver().backing()) {
+                for (BlockNode b = ImageInfos.next(node, forDevice); b != null && depth < ImageInfos.MAX_CHAIN;
+                        b = ImageInfos.next(b, forDevice)) {
                     depth++;
                 }
             }
             BlockdevOptions.Common c = commons.getOrDefault(node.nodeName(), BlockdevOptions.Common.defaults());
             return new BlockDeviceInfo(node.driver().filename(), node.nodeName(), node.readOnly(),
-                    node.driver().formatName(), backing == null ? null : backing.driver().filename(),
-                    depth, false, "off", 0, 0, 0, 0, 0, 0, imageInfo(node, flat, 0), 0,
+                    ImageInfos.formatOf(node.driver()), backing == null ? null : backing.driver().filename(),
+                    depth, false, "off", 0, 0, 0, 0, 0, 0, ImageInfos.imageInfo(node, flat, forDevice), 0,
                     new BlockdevCacheInfo(true, c.cacheDirect(), c.cacheNoFlush()));
         } catch (IOException e) {
             throw QmpError.generic(e.getMessage());
         }
     }
 
-    private static ImageInfo imageInfo(BlockNode node, boolean flat, int level) throws IOException {
-        BlockNode backing = node.driver().backing();
-        String backingName = backing == null ? null : backing.driver().filename();
-        ImageInfo backingImage = null;
-        if (!flat && backing != null && level < 1000) {
-            backingImage = imageInfo(backing, false, level + 1);
-        }
-        int cluster = node.driver().clusterSize();
-        String fmt = node.driver().formatName();
-        Boolean dirty = fmt.equals("null-co") ? null : Boolean.FALSE;
-        return new ImageInfo(node.driver().filename(), fmt, dirty, node.length(),
-                cluster > 0 ? cluster : null, backingName, backingName,
-                backing == null ? null : backing.driver().formatName(), backingImage);
-    }
 }

@@ -48,7 +48,8 @@ public final class BlockdevOptionsCodec {
                 if (size < 0) {
                     throw QmpError.generic("Parameter 'size' expects a non-negative number below 2^64");
                 }
-                yield new BlockdevOptions.NullCo(common, size, o.path("read-zeroes").asBoolean(false));
+                yield new BlockdevOptions.NullCo(common, size, o.path("read-zeroes").asBoolean(false),
+                        o.has("size"), o.has("read-zeroes"));
             }
             default -> throw QmpError.generic("Unknown driver '" + driver + "'");
         };
@@ -58,22 +59,23 @@ public final class BlockdevOptionsCodec {
             throws QmpError {
         List<BlockdevOptions.InjectError> rules = new ArrayList<>();
         for (JsonNode r : o.path("inject-error")) {
-            if (r.has("state")) {
-                throw QmpError.generic("blkdebug: inject-error 'state' is not supported by jblockd");
-            }
-            if (r.path("immediately").asBoolean(false)) {
-                throw QmpError.generic("blkdebug: inject-error 'immediately' is not supported by jblockd");
-            }
             rules.add(new BlockdevOptions.InjectError(
                     r.get("event").asText(),
                     r.has("errno") ? r.get("errno").asInt() : null,
                     r.has("sector") ? r.get("sector").asLong() : null,
                     r.path("once").asBoolean(false),
-                    r.has("iotype") ? r.get("iotype").asText() : null));
+                    r.has("iotype") ? r.get("iotype").asText() : null,
+                    optLong(r, "state"),
+                    r.path("immediately").asBoolean(false)));
+        }
+        List<BlockdevOptions.SetState> states = new ArrayList<>();
+        for (JsonNode r : o.path("set-state")) {
+            states.add(new BlockdevOptions.SetState(r.get("event").asText(), optLong(r, "state"),
+                    r.get("new_state").asLong()));
         }
         return new BlockdevOptions.Blkdebug(common, ref(o.get("image"), discard(o, inheritedDiscard)),
                 o.has("config") ? o.get("config").asText() : null, List.copyOf(rules),
-                o.has("align") ? o.get("align").asInt() : null);
+                o.has("align") ? o.get("align").asInt() : null, states);
     }
 
     /** The node's own discard option, else the inherited one, else QEMU's default ignore. */

@@ -195,7 +195,10 @@ public final class MirrorCommands implements CommandGroup {
         // Named drives and anonymous users (an NBD export on the node name) all move onto the filter.
         List<Device> attached = nodes.devices().attachedTo(bs);
         DirtyBitmap bitmap = new DirtyBitmap(size, granularity);
-        JobTopFilter filter = new JobTopFilter(type == JobType.COMMIT ? "commit_top" : "mirror_top", bs, bitmap, null);
+        // QEMU 7.2's active commit runs on mirror.c (commit_active_start -> mirror_start_job), so
+        // its filter is a mirror_top too (observed in query-named-block-nodes); commit_top is the
+        // filter of the non-active commit only
+        JobTopFilter filter = new JobTopFilter("mirror_top", bs, bitmap, null);
         BlockNode filterNode = nodes.filterNode(filter, filterNodeName);
         Job[] self = new Job[1];
         Actions actions = new Actions(attached, bs, target, filterNode, targetOwned, self, extraRelease);

@@ -53,4 +53,25 @@ class NodeGraphTest {
                 .isInstanceOfSatisfying(IoError.class, e -> assertThat(e.errno()).isEqualTo(Errno.ENOENT));
         assertThat(graph.nodes()).isEmpty();
     }
+
+    /** block.c naming order: file child, then the format node, then its backing chain; blkdebug first. */
+    @Test
+    void namingOrderIsQemusNotTheOpeningOrder() throws Exception {
+        Path base = dir.resolve("base.qcow2");
+        Path top = dir.resolve("top.qcow2");
+        NodeGraph graph = new NodeGraph(DriverRegistry.standard());
+        ImageCreator qcow2 = graph.drivers().creator("qcow2").orElseThrow();
+        qcow2.create(ImageCreator.Options.of(base, 1 << 20));
+        qcow2.create(new ImageCreator.Options(top, 1 << 20, base.toString(), "qcow2", 0, false));
+        BlockdevOptions.Common c = BlockdevOptions.Common.defaults();
+        graph.add(new BlockdevOptions.Blkdebug(c.withNodeName("dbg"), new BlockdevRef.Inline(
+                new BlockdevOptions.Qcow2(c.withNodeName("top"), new BlockdevRef.Inline(
+                        new BlockdevOptions.File(c.withNodeName("topf"), top.toString())), null)), null, null, null));
+        assertThat(graph.nodesInNamingOrder().stream().map(n -> n.driver().driverName() + ":"
+                + (n.autoNamed() ? "auto" : n.nodeName())).toList())
+                .containsExactly("blkdebug:dbg", "file:topf", "qcow2:top", "file:auto", "qcow2:auto");
+        // children first, as closeAll relies on
+        assertThat(graph.nodes().stream().map(BlockNode::nodeName).toList().getLast()).isEqualTo("dbg");
+        graph.closeAll();
+    }
 }

@@ -6,6 +6,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.locks.ReentrantLock;
 
 import jblockd.block.BlockChild;
@@ -54,16 +55,21 @@ public final class BlkdebugDriver implements BlockDriver {
     public static BlkdebugDriver open(BlockdevOptions.Blkdebug o, OpenContext ctx) throws IOException {
         // Rules first, so a bad config fails before the child is opened (blkdebug_open order).
         List<Rule> rules = new ArrayList<>();
-        List<StateRule> stateRules = List.of();
+        List<StateRule> stateRules = new ArrayList<>();
         if (o.config() != null && !o.config().isEmpty()) {
             BlkdebugConfig.Rules file = BlkdebugConfig.read(Path.of(o.config()));
             rules.addAll(file.inject());
-            stateRules = file.setState();
+            stateRules.addAll(file.setState());
         }
+        // QMP's inject-error / set-state lists feed the same engine as the config file's
+        // [inject-error] / [set-state] groups (blkdebug.c config_parse_opts), after them.
         if (o.injectError() != null) {
             for (BlockdevOptions.InjectError e : o.injectError()) {
                 rules.add(Rule.of(e));
             }
+        }
+        for (BlockdevOptions.SetState s : o.setState()) {
+            stateRules.add(StateRule.of(s.event(), s.state(), s.newState()));
         }
         int align = 0;
         if (o.align() != null) {
@@ -83,7 +89,7 @@ public final class BlkdebugDriver implements BlockDriver {
         if (!o.common().readOnly() && image.readOnly()) {
             throw new IoError(Errno.EPERM, "Block node is read-only");
         }
-        return new BlkdebugDriver(image, o.config(), align, rules, stateRules);
+        return new BlkdebugDriver(image, o.config(), align, rules, List.copyOf(stateRules));
     }
 
     /**
@@ -209,4 +215,25 @@ public final class BlkdebugDriver implements BlockDriver {
     public List<BlockChild> children() {
         return List.of(new BlockChild("image", image));
     }
+
+    /** blkdebug is a filter: queries show its image as backing-image (bdrv_filter_or_cow_bs). */
+    @Override
+    public BlockNode filtered() {
+        return image;
+    }
+
+    /** bdrv_get_info() of a filter without its own asks the filtered child. */
+    @Override
+    public Optional<Boolean> dirtyFlag() {
+        return image.driver().dirtyFlag();
+    }
+
+    /** As bdrv_get_info(): the filtered child's cluster size. */
+    @Override
+    public int clusterSize() {
+        return image.driver().clusterSize();
+    }
+
+    // allocatedFileSize(): empty. blkdebug is a protocol driver in QEMU (bdrv_file_open), and
+    // bdrv_get_allocated_file_size() answers -ENOTSUP for those, so actual-size is omitted.
 }

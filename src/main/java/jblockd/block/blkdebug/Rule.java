@@ -119,8 +119,19 @@ record Rule(String event, Set<Op> ops, int errno, long offset, boolean once, int
         return ops;
     }
 
+    /**
+     * A QMP rule. {@code immediately} only changes when QEMU completes the failed request (no
+     * yield to the event loop first); a request here fails synchronously either way.
+     */
     static Rule of(BlockdevOptions.InjectError e) throws IoError {
-        return of(e.event(), e.errno(), e.sector(), e.once(), e.iotype(), null);
+        Integer state = null;
+        if (e.state() != null) {
+            if (e.state() < Integer.MIN_VALUE || e.state() > Integer.MAX_VALUE) {
+                throw new IoError(Errno.EINVAL, "Parameter 'state' expects a 32-bit number");
+            }
+            state = e.state().intValue();
+        }
+        return of(e.event(), e.errno(), e.sector(), e.once(), e.iotype(), state);
     }
 
     /**

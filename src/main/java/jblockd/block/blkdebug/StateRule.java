@@ -18,7 +18,12 @@ record StateRule(String event, Set<Rule.Op> ops, int state, int newState) {
         if (newState == null) {
             throw new IoError(Errno.EINVAL, "Parameter 'new_state' is missing");
         }
-        return new StateRule(event, ops, state == null ? 0 : Math.toIntExact(state), Math.toIntExact(newState));
+        try {
+            return new StateRule(event, ops, state == null ? 0 : Math.toIntExact(state),
+                    Math.toIntExact(newState));
+        } catch (ArithmeticException e) {
+            throw new IoError(Errno.EINVAL, "Parameter 'new_state' or 'state' expects a 32-bit number");
+        }
     }
 
     boolean fires(Rule.Op op, int currentState) {

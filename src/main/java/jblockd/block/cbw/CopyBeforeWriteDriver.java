@@ -3,6 +3,8 @@ package jblockd.block.cbw;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
+import java.util.Optional;
+import java.util.OptionalLong;
 
 import jblockd.block.BlockChild;
 import jblockd.block.BlockDriver;
@@ -99,6 +101,23 @@ public final class CopyBeforeWriteDriver implements BlockDriver {
     @Override
     public List<BlockChild> children() {
         return List.of(new BlockChild("file", source), new BlockChild("target", copy.target()));
+    }
+
+    /** copy-before-write is a filter of its file child (block/copy-before-write.c). */
+    @Override
+    public BlockNode filtered() {
+        return source;
+    }
+
+    /** A filter's allocation is its filtered child's (bdrv_get_allocated_file_size()). */
+    @Override
+    public OptionalLong allocatedFileSize() throws IOException {
+        return source.driver().allocatedFileSize();
+    }
+
+    @Override
+    public Optional<Boolean> dirtyFlag() {
+        return source.driver().dirtyFlag();
     }
 
     @Override

@@ -12,6 +12,7 @@ import java.nio.file.OpenOption;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.HashSet;
+import java.util.OptionalLong;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.ReentrantLock;
@@ -526,6 +527,13 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     @Override
     public String filename() {
         return path.toString();
+    }
+
+    /** st_blocks * 512 of the open file (file-posix.c raw_get_allocated_file_size()). */
+    @Override
+    public OptionalLong allocatedFileSize() {
+        long bytes = LibC.allocatedBytes(fd);
+        return bytes < 0 ? OptionalLong.empty() : OptionalLong.of(bytes);
     }
 
     /** Linux marks the link of an unlinked (or replaced) open file "PATH (deleted)" in /proc/self/fd. */

@@ -61,6 +61,21 @@ final class LibC {
             LINKER.defaultLookup().find("ftruncate").orElseThrow(),
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG), CCS);
 
+    /** glibc >= 2.33 exports fstat(); older ones only __fxstat, then allocation is unknown. */
+    private static final MethodHandle FSTAT = LINKER.defaultLookup().find("fstat")
+            .map(f -> LINKER.downcallHandle(f,
+                    FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS), CCS))
+            .orElse(null);
+    /**
+     * Offset of st_blocks in struct stat: 64 on both x86_64 (asm/stat.h) and the generic layout
+     * aarch64 uses; other architectures are not known here.
+     */
+    private static final long ST_BLOCKS_OFFSET = switch (System.getProperty("os.arch")) {
+        case "amd64", "x86_64", "aarch64" -> 64;
+        default -> -1;
+    };
+    private static final long STAT_BYTES = 256; // larger than struct stat on every Linux ABI
+
     private LibC() {
     }
 
@@ -117,6 +132,27 @@ final class LibC {
             MemorySegment state = arena.allocate(CAPTURE);
             int r = (int) FTRUNCATE.invokeExact(state, fd, length);
             return result(r, state);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * The bytes allocated to the open file ({@code st_blocks * 512}, what QEMU's file-posix
+     * raw_get_allocated_file_size() reports), or -1 when this platform cannot tell.
+     */
+    static long allocatedBytes(int fd) {
+        if (FSTAT == null || ST_BLOCKS_OFFSET < 0) {
+            return -1;
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CAPTURE);
+            MemorySegment st = arena.allocate(STAT_BYTES, 8);
+            int r = (int) FSTAT.invokeExact(state, fd, st);
+            if (r < 0) {
+                return -1;
+            }
+            return st.get(ValueLayout.JAVA_LONG, ST_BLOCKS_OFFSET) * 512;
         } catch (Throwable t) {
             throw rethrow(t);
         }

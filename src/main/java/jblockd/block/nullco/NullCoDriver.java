@@ -2,6 +2,8 @@ package jblockd.block.nullco;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.util.Optional;
+import java.util.OptionalLong;
 
 import jblockd.block.Allocation;
 import jblockd.block.BlockDriver;
@@ -23,11 +25,17 @@ public final class NullCoDriver implements BlockDriver {
     private final long size;
     private final boolean readZeroes;
     private final boolean readOnly;
+    private final String filename;
 
     public NullCoDriver(long size, boolean readZeroes, boolean readOnly) {
+        this(size, readZeroes, readOnly, "null-co://");
+    }
+
+    private NullCoDriver(long size, boolean readZeroes, boolean readOnly, String filename) {
         this.size = size;
         this.readZeroes = readZeroes;
         this.readOnly = readOnly;
+        this.filename = filename;
     }
 
     public static void register(DriverRegistry r) {
@@ -38,7 +46,28 @@ public final class NullCoDriver implements BlockDriver {
         if (o.size() < 0) {
             throw new IoError(Errno.EINVAL, "Parameter 'size' expects a non-negative value");
         }
-        return new NullCoDriver(o.size(), o.readZeroes(), o.common().readOnly());
+        return new NullCoDriver(o.size(), o.readZeroes(), o.common().readOnly(), filename(o));
+    }
+
+    /**
+     * QEMU's refreshed name (block.c bdrv_refresh_filename, null.c null_refresh_filename):
+     * {@code null-co://} unless a strong option (size, read-zeroes) was given, then a
+     * {@code json:} of driver and those options. QEMU prints a QDict in hash-bucket order
+     * (qobject/qdict.c tdb_hash(key) % 512): read-zeroes (86), driver (239), size (318).
+     */
+    static String filename(BlockdevOptions.NullCo o) {
+        if (!o.sizeGiven() && !o.readZeroesGiven()) {
+            return "null-co://";
+        }
+        StringBuilder b = new StringBuilder("json:{");
+        if (o.readZeroesGiven()) {
+            b.append("\"read-zeroes\": ").append(o.readZeroes()).append(", ");
+        }
+        b.append("\"driver\": \"null-co\"");
+        if (o.sizeGiven()) {
+            b.append(", \"size\": ").append(o.size());
+        }
+        return b.append('}').toString();
     }
 
     @Override
@@ -96,8 +125,20 @@ public final class NullCoDriver implements BlockDriver {
         // no resources
     }
 
+    /** block/null.c null_allocated_file_size(): nothing on the host. */
+    @Override
+    public OptionalLong allocatedFileSize() {
+        return OptionalLong.of(0);
+    }
+
+    /** null-co has no bdrv_get_info(): QEMU shows neither dirty-flag nor cluster-size. */
+    @Override
+    public Optional<Boolean> dirtyFlag() {
+        return Optional.empty();
+    }
+
     @Override
     public String filename() {
-        return "null-co://";
+        return filename;
     }
 }

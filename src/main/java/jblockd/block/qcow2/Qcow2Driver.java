@@ -5,10 +5,13 @@ import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
+import java.util.OptionalLong;
 import java.util.zip.DataFormatException;
 import java.util.zip.Inflater;
 
 import jblockd.block.Allocation;
+import jblockd.block.BackingHeader;
 import jblockd.block.BlockChild;
 import jblockd.block.BlockDriver;
 import jblockd.block.BlockNode;
@@ -18,8 +21,10 @@ import jblockd.block.Capabilities;
 import jblockd.block.DriverRegistry;
 import jblockd.block.Errno;
 import jblockd.block.Extent;
+import jblockd.block.FormatSpecific;
 import jblockd.block.IoError;
 import jblockd.block.OpenContext;
+import jblockd.block.SnapshotInfo;
 
 /**
  * The qcow2 format driver, byte-compatible with QEMU 7.2 (docs/interop/qcow2.txt, formats.md
@@ -56,6 +61,9 @@ public final class Qcow2Driver implements BlockDriver {
     private final long size;
     private final StripedLocks stripes = new StripedLocks();
     private volatile BlockNode backing;
+    /** Read on first query; immutable afterwards (see {@link #snapshots()}). */
+    private volatile List<SnapshotInfo> snapshotList;
+    private volatile List<FormatSpecific.Qcow2Bitmap> bitmapList;
     private final java.util.concurrent.atomic.AtomicBoolean writeBackScheduled =
             new java.util.concurrent.atomic.AtomicBoolean();
     /** Set under the metadata lock; the background write-back checks it there. */
@@ -840,6 +848,65 @@ public final class Qcow2Driver implements BlockDriver {
     @Override
     public int clusterSize() {
         return clusterSize;
+    }
+
+    /** QEMU sums a format's data children (bdrv_sum_allocated_file_size): the file's allocation. */
+    @Override
+    public OptionalLong allocatedFileSize() throws IOException {
+        return fileNode == null ? OptionalLong.empty() : fileNode.driver().allocatedFileSize();
+    }
+
+    /** qcow2_get_info(): is_dirty is the header's dirty bit (only a read-only open keeps one). */
+    @Override
+    public Optional<Boolean> dirtyFlag() {
+        return Optional.of((header.incompatible & Qcow2Header.INCOMPAT_DIRTY) != 0);
+    }
+
+    @Override
+    public Optional<BackingHeader> backingHeader() {
+        meta.lock.lock();
+        try {
+            String name = header.backingFile;
+            return name == null || name.isEmpty() ? Optional.empty()
+                    : Optional.of(new BackingHeader(name, header.backingFormat));
+        } finally {
+            meta.lock.unlock();
+        }
+    }
+
+    /**
+     * The snapshot table (read once: jblockd never changes it, and refuses to open an image
+     * with snapshots read-write).
+     */
+    @Override
+    public List<SnapshotInfo> snapshots() throws IOException {
+        List<SnapshotInfo> s = snapshotList;
+        if (s == null) {
+            s = ImageTables.snapshots(file, header);
+            snapshotList = s;
+        }
+        return s;
+    }
+
+    /** qcow2_get_specific_info() of QEMU 7.2: v2 reports fewer members. */
+    @Override
+    public Optional<FormatSpecific> formatSpecific() throws IOException {
+        String compression = header.compressionType == 1 ? "zstd" : "zlib";
+        int refcountBits = 1 << header.refcountOrder;
+        if (header.version == 2) {
+            return Optional.of(new FormatSpecific.Qcow2("0.10", compression, null,
+                    refcountBits, null, null, null));
+        }
+        List<FormatSpecific.Qcow2Bitmap> b = bitmapList;
+        if (b == null) {
+            // valid only while the autoclear bit is set: a read-write open clears it at once
+            b = ImageTables.bitmaps(file, header);
+            bitmapList = b;
+        }
+        return Optional.of(new FormatSpecific.Qcow2("1.1", compression,
+                (header.compatible & Qcow2Header.COMPAT_LAZY_REFCOUNTS) != 0, refcountBits,
+                (header.incompatible & Qcow2Header.INCOMPAT_CORRUPT) != 0,
+                (header.incompatible & Qcow2Header.INCOMPAT_EXTL2) != 0, b));
     }
 
     /** The image's qcow2 version (2 or 3). */

@@ -4,6 +4,8 @@ import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.ByteBuffer;
 import java.util.List;
+import java.util.Optional;
+import java.util.OptionalLong;
 
 import jblockd.block.BlockChild;
 import jblockd.block.BlockDriver;
@@ -160,6 +162,18 @@ public final class RawDriver implements BlockDriver {
     @Override
     public List<BlockChild> children() {
         return List.of(new BlockChild("file", file));
+    }
+
+    /** QEMU sums a format's data children: the file's allocation. */
+    @Override
+    public OptionalLong allocatedFileSize() throws IOException {
+        return file.driver().allocatedFileSize();
+    }
+
+    /** raw-format.c raw_get_info() asks the file child. */
+    @Override
+    public Optional<Boolean> dirtyFlag() {
+        return file.driver().dirtyFlag();
     }
 
     /** The byte offset of the window in the file child. */

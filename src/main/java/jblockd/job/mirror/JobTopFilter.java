@@ -4,6 +4,8 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.Objects;
+import java.util.Optional;
+import java.util.OptionalLong;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
@@ -254,6 +256,33 @@ public final class JobTopFilter implements BlockDriver {
     @Override
     public BlockNode backing() {
         return implicit ? child.driver().backing() : null;
+    }
+
+    /**
+     * The job's child, implicit or not: query-named-block-nodes shows QEMU's filter nodes
+     * (mirror_top, commit_top, copy-on-read) with their child as backing-image.
+     */
+    @Override
+    public BlockNode filtered() {
+        return child;
+    }
+
+    /** query-block skips an implicit filter (bdrv_skip_implicit_filters). */
+    @Override
+    public boolean implicitFilter() {
+        return implicit;
+    }
+
+    /** A filter's allocation is its child's (bdrv_get_allocated_file_size). */
+    @Override
+    public OptionalLong allocatedFileSize() throws IOException {
+        return child.driver().allocatedFileSize();
+    }
+
+    /** bdrv_get_info() of a filter asks its child. */
+    @Override
+    public Optional<Boolean> dirtyFlag() {
+        return child.driver().dirtyFlag();
     }
 
     @Override

@@ -193,6 +193,60 @@ class BlkdebugTest {
                 .isInstanceOfSatisfying(IoError.class, e -> assertThat(e.errno()).isEqualTo(Errno.EIO));
     }
 
+    /** QMP's inject-error.state / set-state drive the same engine as the config file's groups. */
+    @Test
+    void inlineStateRulesAndSetStateFollowTheStateMachine() throws IOException {
+        BlockdevOptions.Common c = BlockdevOptions.Common.defaults();
+        BlockNode n = graph.add(new BlockdevOptions.Blkdebug(c,
+                new BlockdevRef.Inline(new BlockdevOptions.File(c, img.toString())), null,
+                List.of(new BlockdevOptions.InjectError("read_aio", 5, null, false, null, 2L, true),
+                        new BlockdevOptions.InjectError("write_aio", 28, 0L, true, null, 3L, false)),
+                null, List.of(new BlockdevOptions.SetState("write_aio", 1L, 2),
+                        new BlockdevOptions.SetState("read_aio", 2L, 3))));
+        BlkdebugDriver d = (BlkdebugDriver) n.driver();
+        assertThat(d.state()).isEqualTo(1);
+        assertThat(readErrno(n, 0, 512)).as("read rule is armed in state 2 only").isNull();
+        assertThat(writeErrno(n, 0, 512)).isNull();
+        assertThat(d.state()).isEqualTo(2);
+        assertThat(readErrno(n, 0, 512)).as("state 2: fails, then moves to 3").isEqualTo(Errno.EIO);
+        assertThat(d.state()).isEqualTo(3);
+        assertThat(readErrno(n, 0, 512)).as("state 3: the read rule is off again").isNull();
+        assertThat(writeErrno(n, 4096, 512)).as("state 3 write rule covers sector 0 only").isNull();
+        assertThat(writeErrno(n, 0, 512)).isEqualTo(Errno.ENOSPC);
+        assertThat(writeErrno(n, 0, 512)).as("once").isNull();
+        assertThat(d.armedRules()).isEqualTo(1);
+    }
+
+    @Test
+    void inlineSetStateAddsToConfigFileSetState() throws IOException {
+        Path cfg = dir.resolve("states.conf");
+        Files.writeString(cfg, """
+                [set-state]
+                event = "read_aio"
+                state = "1"
+                new_state = "2"
+                """);
+        BlockdevOptions.Common c = BlockdevOptions.Common.defaults();
+        BlockNode n = graph.add(new BlockdevOptions.Blkdebug(c,
+                new BlockdevRef.Inline(new BlockdevOptions.File(c, img.toString())), cfg.toString(),
+                List.of(new BlockdevOptions.InjectError("write_aio", 5, null, false, null, 4L, false)), null,
+                List.of(new BlockdevOptions.SetState("read_aio", 2L, 4))));
+        assertThat(writeErrno(n, 0, 512)).isNull();
+        assertThat(readErrno(n, 0, 512)).isNull(); // 1 -> 2 (file rule)
+        assertThat(readErrno(n, 0, 512)).isNull(); // 2 -> 4 (QMP rule)
+        assertThat(((BlkdebugDriver) n.driver()).state()).isEqualTo(4);
+        assertThat(writeErrno(n, 0, 512)).isEqualTo(Errno.EIO);
+    }
+
+    @Test
+    void outOfRangeInlineStateIsRefused() {
+        BlockdevOptions.Common c = BlockdevOptions.Common.defaults();
+        assertThatThrownBy(() -> graph.add(new BlockdevOptions.Blkdebug(c,
+                new BlockdevRef.Inline(new BlockdevOptions.File(c, img.toString())), null, List.of(), null,
+                List.of(new BlockdevOptions.SetState("read_aio", null, 1L << 40)))))
+                .isInstanceOfSatisfying(IoError.class, e -> assertThat(e.errno()).isEqualTo(Errno.EINVAL));
+    }
+
     @Test
     void quotesAreOptionalCommentsAreSkippedAndUnknownErrnoIsEio() throws IOException {
         BlockNode n = blkdebug("""

@@ -42,4 +42,18 @@ class NullCoTest extends BlockDriverContract {
         assertThat(zero.driver().filename()).isEqualTo("null-co://");
         g.closeAll();
     }
+
+    /** Observed from QEMU 7.2 query-named-block-nodes for the same -blockdev options. */
+    @Test
+    void filenameIsJsonWhenStrongOptionsWereGiven() {
+        BlockdevOptions.Common c = BlockdevOptions.Common.defaults();
+        assertThat(NullCoDriver.filename(new BlockdevOptions.NullCo(c, 1 << 30, false, false, false)))
+                .isEqualTo("null-co://");
+        assertThat(NullCoDriver.filename(new BlockdevOptions.NullCo(c, 1 << 30, true, false, true)))
+                .isEqualTo("json:{\"read-zeroes\": true, \"driver\": \"null-co\"}");
+        assertThat(NullCoDriver.filename(new BlockdevOptions.NullCo(c, 4096, false, true, true)))
+                .isEqualTo("json:{\"read-zeroes\": false, \"driver\": \"null-co\", \"size\": 4096}");
+        assertThat(NullCoDriver.filename(new BlockdevOptions.NullCo(c, 1048576, false, true, false)))
+                .isEqualTo("json:{\"driver\": \"null-co\", \"size\": 1048576}");
+    }
 }
