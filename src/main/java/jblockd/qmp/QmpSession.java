@@ -25,7 +25,7 @@ import jblockd.qapi.QmpError;
  * One QMP client connection (reference/qmp.md §1-§3): greeting, capability negotiation, then
  * requests answered in order, with events interleaved once negotiated.
  * <p>
- * Threads: the connection's own (virtual) thread reads, frames ({@link QmpFramer}), parses and
+ * Threads: the connection's own thread (a platform thread, see QmpServer) reads, frames ({@link QmpFramer}), parses and
  * dispatches requests one after the other, so replies leave in request order. A second virtual
  * thread writes the outbox: greeting, events and replies that found output pending, each one
  * JSON line ending in {@code \r\n} as QEMU writes them. When nothing is pending the reader

@@ -18,13 +18,18 @@ import jblockd.testsupport.DaemonProcess;
 /**
  * QMP round-trip latency, jblockd vs QEMU 7.2 in the same run: N sequential calls of one
  * command over a UNIX socket after a warm-up, in interleaved blocks of 250 (so background load
- * hits both peers alike), p50/p99/mean. Usage (bench/qmp-bench.sh):
+ * hits both peers alike), p50/p99/mean; then sporadic calls, one every 10 ms alternating between
+ * the peers ({@code -Djblockd.bench.sporadic=500} of each, 0 to skip), each finding its server
+ * idle as a management tool's commands do. Usage (bench/qmp-bench.sh):
  * {@code QmpLatencyBench [N] [command]} (defaults 5000, query-status if jblockd has it, else
  * query-version). QEMU: {@code qemu-system-x86_64 -M none -nodefaults -display none}.
  */
 public final class QmpLatencyBench {
     private QmpLatencyBench() {
     }
+
+    /** Pause before each sporadic call (the server goes idle, as between a tool's commands). */
+    static final int SPORADIC_GAP_MS = 10;
 
     record Result(String who, String command, int n, double p50us, double p90us, double p99us, double p999us,
                   double maxus, double meanus) {
@@ -159,6 +164,27 @@ public final class QmpLatencyBench {
             results.add(summarize("jblockd", command, tj));
             if (qc != null) {
                 results.add(summarize("qemu", command, tq));
+            }
+            // Sporadic calls, as a management tool makes them: one call every SPORADIC_GAP_MS,
+            // alternating between the peers, so each call finds its server idle.
+            int sporadic = Integer.getInteger("jblockd.bench.sporadic", 500);
+            if (sporadic > 0) {
+                long[] sj = new long[sporadic];
+                long[] sq = new long[sporadic];
+                for (int i = 0; i < sporadic; i++) {
+                    Thread.sleep(SPORADIC_GAP_MS);
+                    timeCalls(c, command, sj, i, 1);
+                    if (qc != null) {
+                        Thread.sleep(SPORADIC_GAP_MS);
+                        timeCalls(qc, command, sq, i, 1);
+                    }
+                }
+                results.add(summarize("jblockd", command + "/idle", sj));
+                if (qc != null) {
+                    results.add(summarize("qemu", command + "/idle", sq));
+                }
+            }
+            if (qc != null) {
                 qc.close();
             }
         } finally {
@@ -166,10 +192,11 @@ public final class QmpLatencyBench {
             q.waitFor(5, TimeUnit.SECONDS);
         }
         results.forEach(System.out::println);
-        if (results.size() == 2) {
-            System.out.printf("ratio jblockd/qemu: p50 %.2f  p99 %.2f  mean %.2f%n",
-                    results.get(0).p50us() / results.get(1).p50us(), results.get(0).p99us() / results.get(1).p99us(),
-                    results.get(0).meanus() / results.get(1).meanus());
+        for (int i = 0; i + 1 < results.size(); i += 2) {
+            Result rj = results.get(i);
+            Result rq = results.get(i + 1);
+            System.out.printf("ratio jblockd/qemu %-20s p50 %.2f  p99 %.2f  mean %.2f%n", rj.command(),
+                    rj.p50us() / rq.p50us(), rj.p99us() / rq.p99us(), rj.meanus() / rq.meanus());
         }
     }
 }
