@@ -4,7 +4,8 @@
 # For each server exporting a raw image of SIZE_MIB (random data) over a UNIX socket:
 #   - nbdcopy read (export -> null:) and write (file -> export), MiB/s, with --connections=1
 #     and --connections=4 (nbdcopy uses multi-conn only when the server advertises
-#     CAN_MULTI_CONN: jblockd does, qemu-nbd 7.2 does not for writable exports);
+#     CAN_MULTI_CONN: both do here, qemu-nbd because of -e 8; nbdcopy opens no more connections
+#     than it has threads, one per CPU, so a 2-CPU machine gets 2: the script prints both facts);
 #   - fio --ioengine=nbd 4 KiB random read and write IOPS, iodepth 16, FIO_SECONDS (5) each.
 # ROUNDS (3) rounds alternate the two servers figure by figure; the best of the rounds is
 # reported for each, so that a burst of load from other processes does not decide a ratio.
@@ -21,7 +22,7 @@ FIO_SECONDS=${FIO_SECONDS:-5}
 ROUNDS=${ROUNDS:-3}
 mkdir -p "$WORK"
 rm -f "$WORK"/*.sock
-for t in nbdcopy qemu-nbd fio; do
+for t in nbdcopy nbdinfo qemu-nbd fio; do
     command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 2; }
 done
 fio --enghelp 2>/dev/null | grep -qw nbd || { echo "fio has no nbd engine" >&2; exit 2; }
@@ -88,6 +89,12 @@ for s in j q; do
         nbdcopy --connections=$c "$SRC" "$(uri "$s")"
     done
 done
+
+mc=""
+for s in j q; do
+    if nbdinfo --can multi-conn "$(uri "$s")" 2>/dev/null; then mc="$mc $s:yes"; else mc="$mc $s:no"; fi
+done
+echo "multi-conn (j = jblockd, q = qemu-nbd):$mc; nbdcopy --connections=4 opens min(4, $(nproc) CPUs) where offered"
 
 for _ in $(seq 1 "$ROUNDS"); do
     for s in j q; do copy "$s-read-1" "$s" 1 read; done
