@@ -326,6 +326,12 @@ class KernelNbdClientIT {
 
                 # the old ioctl interface (NBD_SET_SOCK/NBD_DO_IT) instead of netlink, 4 KiB blocks
                 nbd-client $H $P /dev/nbd1 -N fs -L -b 4096; r connect.fs $?
+                # the ioctl path applies the block size when its child starts NBD_DO_IT, which
+                # may be just after nbd-client returns: wait for it (at most 5 s)
+                for i in $(seq 50); do
+                    [ "$(cat /sys/block/nbd1/queue/logical_block_size)" = 4096 ] && break
+                    usleep 100000
+                done
                 r bs.fs $(cat /sys/block/nbd1/queue/logical_block_size)
                 mke2fs -q -b 4096 /dev/nbd1 >/dev/null 2>&1; r mkfs $?
                 mount -t ext2 /dev/nbd1 /mnt; r mount $?

@@ -9,8 +9,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.TreeMap;
-import java.util.concurrent.TimeUnit;
 
 import com.fasterxml.jackson.databind.JsonNode;
 
@@ -21,6 +19,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 import jblockd.block.DriverRegistry;
 import jblockd.testsupport.DaemonProcess;
+import jblockd.testsupport.JsonShape;
 import jblockd.testsupport.QmpTestClient;
 
 /**
@@ -74,19 +73,7 @@ class QemuDifferentialIT {
 
     @AfterAll
     static void stop() throws InterruptedException {
-        if (q != null) {
-            q.close();
-        }
-        if (j != null) {
-            j.close();
-        }
-        if (qemu != null) {
-            qemu.destroy();
-            qemu.waitFor(5, TimeUnit.SECONDS);
-        }
-        if (jblockd != null) {
-            jblockd.close();
-        }
+        JsonShape.stopPair(q, j, qemu, jblockd);
     }
 
     private static void run(String... cmd) throws IOException, InterruptedException {
@@ -95,24 +82,10 @@ class QemuDifferentialIT {
         assertThat(p.waitFor()).isZero();
     }
 
-    /** Member name → JSON type, recursively ("a.b" paths), arrays as the union of their elements. */
-    private static Map<String, String> shape(JsonNode n, String path, Map<String, String> out) {
-        if (n.isObject()) {
-            n.properties().forEach(e -> {
-                String p = path.isEmpty() ? e.getKey() : path + "." + e.getKey();
-                out.put(p, e.getValue().getNodeType().name());
-                shape(e.getValue(), p, out);
-            });
-        } else if (n.isArray()) {
-            n.forEach(e -> shape(e, path + "[]", out));
-        }
-        return out;
-    }
-
     @Test
     void greetingHasTheSameShape() {
-        Map<String, String> qs = shape(q.greeting(), "", new TreeMap<>());
-        Map<String, String> js = shape(j.greeting(), "", new TreeMap<>());
+        Map<String, String> qs = JsonShape.of(q.greeting());
+        Map<String, String> js = JsonShape.of(j.greeting());
         qs.remove("QMP.capabilities[]"); // QEMU offers oob, jblockd offers nothing
         js.remove("QMP.capabilities[]");
         assertThat(js).isEqualTo(qs);
@@ -188,23 +161,23 @@ class QemuDifferentialIT {
     void queryResultsHaveTheSameMemberNamesAndTypes() throws IOException {
         assumeTrue(withDrive, "qcow2 driver not on this branch");
         for (String cmd : List.of("query-block", "query-named-block-nodes")) {
-            Map<String, String> qs = shape(q.executeOk(cmd), "", new TreeMap<>());
-            Map<String, String> js = shape(j.executeOk(cmd), "", new TreeMap<>());
+            Map<String, String> qs = JsonShape.of(q.executeOk(cmd));
+            Map<String, String> js = JsonShape.of(j.executeOk(cmd));
             // every member QEMU shows, format-specific and actual-size included (values:
             // QueryBlockParityIT)
             // io-status: SPEC devices have a guest, so jblockd shows it when werror/rerror can stop
             js.remove("[].io-status");
             assertThat(js).as(cmd).isEqualTo(qs);
         }
-        Map<String, String> qv = shape(q.executeOk("query-version"), "", new TreeMap<>());
-        assertThat(shape(j.executeOk("query-version"), "", new TreeMap<>())).isEqualTo(qv);
+        Map<String, String> qv = JsonShape.of(q.executeOk("query-version"));
+        assertThat(JsonShape.of(j.executeOk("query-version"))).isEqualTo(qv);
     }
 
     @Test
     void queryStatusHasTheSameShapeWhenImplemented() throws IOException {
         JsonNode jr = j.execute("query-status");
         assumeTrue(jr.has("return"), "query-status is implemented by RunStateCommands (other branch)");
-        assertThat(shape(jr.get("return"), "", new TreeMap<>()))
-                .isEqualTo(shape(q.executeOk("query-status"), "", new TreeMap<>()));
+        assertThat(JsonShape.of(jr.get("return")))
+                .isEqualTo(JsonShape.of(q.executeOk("query-status")));
     }
 }

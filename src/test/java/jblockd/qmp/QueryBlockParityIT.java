@@ -11,8 +11,6 @@ import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
-import java.util.TreeMap;
-import java.util.concurrent.TimeUnit;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
@@ -25,6 +23,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import jblockd.testsupport.DaemonProcess;
+import jblockd.testsupport.JsonShape;
 import jblockd.testsupport.ExternalTools;
 import jblockd.testsupport.QmpTestClient;
 
@@ -126,33 +125,7 @@ class QueryBlockParityIT {
 
     @AfterAll
     static void stop() throws InterruptedException {
-        if (q != null) {
-            q.close();
-        }
-        if (j != null) {
-            j.close();
-        }
-        if (qemu != null) {
-            qemu.destroy();
-            qemu.waitFor(5, TimeUnit.SECONDS);
-        }
-        if (jblockd != null) {
-            jblockd.close();
-        }
-    }
-
-    /** Member path → JSON type, recursively; array elements under "[]". */
-    private static Map<String, String> shape(JsonNode n, String path, Map<String, String> out) {
-        if (n.isObject()) {
-            n.properties().forEach(e -> {
-                String p = path.isEmpty() ? e.getKey() : path + "." + e.getKey();
-                out.put(p, e.getValue().getNodeType().name());
-                shape(e.getValue(), p, out);
-            });
-        } else if (n.isArray()) {
-            n.forEach(e -> shape(e, path + "[]", out));
-        }
-        return out;
+        JsonShape.stopPair(q, j, qemu, jblockd);
     }
 
     /**
@@ -193,8 +166,8 @@ class QueryBlockParityIT {
 
     private static void assertSame(String what, JsonNode qemuAnswer, JsonNode ourList, String sortKey) {
         JsonNode qemuList = withoutLiveBitmaps(qemuAnswer);
-        Map<String, String> qs = shape(qemuList, "", new TreeMap<>());
-        Map<String, String> js = shape(ourList, "", new TreeMap<>());
+        Map<String, String> qs = JsonShape.of(qemuList);
+        Map<String, String> js = JsonShape.of(ourList);
         js.remove("[].io-status"); // jblockd's devices have a guest with werror/rerror
         assertThat(js).as(what + " member names and types").isEqualTo(qs);
         assertThat(normalized(ourList, sortKey)).as(what + " values").isEqualTo(normalized(qemuList, sortKey));

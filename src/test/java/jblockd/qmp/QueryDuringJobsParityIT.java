@@ -8,7 +8,6 @@ import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
-import java.util.TreeMap;
 import java.util.concurrent.TimeUnit;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -22,6 +21,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 import jblockd.testsupport.DaemonProcess;
+import jblockd.testsupport.JsonShape;
 import jblockd.testsupport.ExternalTools;
 import jblockd.testsupport.QmpTestClient;
 
@@ -149,7 +149,7 @@ class QueryDuringJobsParityIT {
             normalize(pair[0]);
             normalize(pair[1]);
         }
-        assertThat(shape(j[0])).as(job + ": query-block members").isEqualTo(shape(q[0]));
+        assertThat(JsonShape.of(j[0])).as(job + ": query-block members").isEqualTo(JsonShape.of(q[0]));
         assertThat(j[0]).as(job + ": query-block").isEqualTo(q[0]);
         if (job.equals("commit")) {
             // jblockd's active commit opens the base a second time (read-write) instead of
@@ -159,21 +159,4 @@ class QueryDuringJobsParityIT {
         assertThat(sorted(j[1])).as(job + ": query-named-block-nodes").isEqualTo(sorted(q[1]));
     }
 
-    private static Map<String, String> shape(JsonNode root) {
-        Map<String, String> out = new TreeMap<>();
-        shape(root, "", out);
-        return out;
-    }
-
-    private static void shape(JsonNode n, String path, Map<String, String> out) {
-        if (n.isObject()) {
-            n.properties().forEach(e -> {
-                String p = path.isEmpty() ? e.getKey() : path + "." + e.getKey();
-                out.put(p, e.getValue().getNodeType().name());
-                shape(e.getValue(), p, out);
-            });
-        } else if (n.isArray()) {
-            n.forEach(e -> shape(e, path + "[]", out));
-        }
-    }
 }

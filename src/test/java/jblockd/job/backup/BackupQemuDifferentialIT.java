@@ -20,6 +20,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import jblockd.testsupport.DaemonProcess;
+import jblockd.testsupport.JsonShape;
 import jblockd.testsupport.QmpTestClient;
 
 /**
@@ -81,19 +82,7 @@ class BackupQemuDifferentialIT {
 
     @AfterAll
     static void stop() throws InterruptedException {
-        if (q != null) {
-            q.close();
-        }
-        if (j != null) {
-            j.close();
-        }
-        if (qemu != null) {
-            qemu.destroy();
-            qemu.waitFor(5, TimeUnit.SECONDS);
-        }
-        if (jblockd != null) {
-            jblockd.close();
-        }
+        JsonShape.stopPair(q, j, qemu, jblockd);
     }
 
     /** One peer's view of a scenario: normalized events and replies, in order. */
