@@ -87,9 +87,31 @@ final class CliRunner {
     static Result finish(Process p, CompletableFuture<String> out, CompletableFuture<String> err, int seconds)
             throws InterruptedException {
         if (!p.waitFor(seconds, TimeUnit.SECONDS)) {
+            // A hang is rare and must be diagnosable from the CI log: the client's threads, and
+            // what it had printed so far, before it is killed.
+            String threads = threadDump(p.pid());
             p.destroyForcibly();
-            throw new AssertionError("jblockctl did not finish within " + seconds + " s: " + out.getNow("?"));
+            p.waitFor(5, TimeUnit.SECONDS);
+            throw new AssertionError("jblockctl did not finish within " + seconds + " s\nstdout: "
+                    + out.getNow("?") + "\nstderr: " + err.getNow("?") + "\nthreads:\n" + threads);
         }
         return new Result(p.exitValue(), out.join(), err.join());
+    }
+
+    /** {@code jcmd PID Thread.print} of the JDK running the tests, or why it could not be had. */
+    private static String threadDump(long pid) {
+        try {
+            Path jcmd = Path.of(System.getProperty("java.home"), "bin", "jcmd");
+            Process j = new ProcessBuilder(jcmd.toString(), Long.toString(pid), "Thread.print")
+                    .redirectErrorStream(true).start();
+            CompletableFuture<String> dump = drain(j.getInputStream());
+            if (!j.waitFor(20, TimeUnit.SECONDS)) {
+                j.destroyForcibly();
+                return "(jcmd timed out)";
+            }
+            return dump.join();
+        } catch (IOException | InterruptedException e) {
+            return "(no thread dump: " + e + ")";
+        }
     }
 }

@@ -53,7 +53,12 @@ abstract class JblockCtlContract {
     CliRunner.Result ctl(String... args) throws Exception {
         List<String> all = new ArrayList<>(List.of("--socket", peer.socket().toString()));
         all.addAll(List.of(args));
-        return CliRunner.run(all.toArray(String[]::new));
+        try {
+            return CliRunner.run(all.toArray(String[]::new));
+        } catch (AssertionError hung) {
+            // what the peer says about its jobs at that moment, for the CI log
+            throw new AssertionError(hung.getMessage() + "\npeer's jobs: " + quick("jobs").out(), hung);
+        }
     }
 
     /**
@@ -163,7 +168,7 @@ abstract class JblockCtlContract {
         assertThat(start.out()).isEqualTo("drive0: started\n");
 
         assertThat(quick("pause", "drive0").code()).isZero();
-        JsonNode jobs = JSON.readTree(quick("jobs", "--json").out());
+        JsonNode jobs = JSON.readTree(quick("jobs").out());
         assertThat(jobs.get(0).path("device").asText()).isEqualTo("drive0");
         assertThat(quick("set-speed", "drive0", "1M").code()).isZero();
         CliRunner.Result table = quick("jobs");
