@@ -168,7 +168,7 @@ abstract class JblockCtlContract {
         assertThat(start.out()).isEqualTo("drive0: started\n");
 
         assertThat(quick("pause", "drive0").code()).isZero();
-        JsonNode jobs = JSON.readTree(quick("jobs").out());
+        JsonNode jobs = JSON.readTree(quick("jobs", "--json").out());
         assertThat(jobs.get(0).path("device").asText()).isEqualTo("drive0");
         assertThat(quick("set-speed", "drive0", "1M").code()).isZero();
         CliRunner.Result table = quick("jobs");

@@ -6,11 +6,10 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
-import java.util.Optional;
 import java.util.concurrent.locks.ReentrantLock;
 
 import jblockd.block.BlockChild;
-import jblockd.block.BlockDriver;
+import jblockd.block.FilterDriver;
 import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
 import jblockd.block.Capabilities;
@@ -28,7 +27,7 @@ import jblockd.block.OpenContext;
  * removed when it fires. Growable when the child is, so it can sit between qcow2 and its file.
  * Thread-safe: matching and removal happen under one lock; I/O runs outside it.
  */
-public final class BlkdebugDriver implements BlockDriver {
+public final class BlkdebugDriver implements FilterDriver {
     private final BlockNode image;
     private final String config;
     private final int align;
@@ -222,18 +221,12 @@ public final class BlkdebugDriver implements BlockDriver {
         return image;
     }
 
-    /** bdrv_get_info() of a filter without its own asks the filtered child. */
+    /**
+     * Empty, unlike other filters: blkdebug is a protocol driver in QEMU (bdrv_file_open), and
+     * bdrv_get_allocated_file_size() answers -ENOTSUP for those, so actual-size is omitted.
+     */
     @Override
-    public Optional<Boolean> dirtyFlag() {
-        return image.driver().dirtyFlag();
+    public java.util.OptionalLong allocatedFileSize() {
+        return java.util.OptionalLong.empty();
     }
-
-    /** As bdrv_get_info(): the filtered child's cluster size. */
-    @Override
-    public int clusterSize() {
-        return image.driver().clusterSize();
-    }
-
-    // allocatedFileSize(): empty. blkdebug is a protocol driver in QEMU (bdrv_file_open), and
-    // bdrv_get_allocated_file_size() answers -ENOTSUP for those, so actual-size is omitted.
 }

@@ -3,11 +3,9 @@ package jblockd.block.cbw;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
-import java.util.Optional;
-import java.util.OptionalLong;
 
 import jblockd.block.BlockChild;
-import jblockd.block.BlockDriver;
+import jblockd.block.FilterDriver;
 import jblockd.block.BlockNode;
 import jblockd.block.Capabilities;
 import jblockd.block.Extent;
@@ -20,7 +18,7 @@ import jblockd.block.Extent;
  * error (QEMU's default on-cbw-error=break-guest-write; the device's werror then applies, not
  * the job's on-*-error — reference/backup.md §4.5).
  */
-public final class CopyBeforeWriteDriver implements BlockDriver {
+public final class CopyBeforeWriteDriver implements FilterDriver {
     private final BlockNode source;
     private final BlockCopy copy;
 
@@ -107,21 +105,5 @@ public final class CopyBeforeWriteDriver implements BlockDriver {
     @Override
     public BlockNode filtered() {
         return source;
-    }
-
-    /** A filter's allocation is its filtered child's (bdrv_get_allocated_file_size()). */
-    @Override
-    public OptionalLong allocatedFileSize() throws IOException {
-        return source.driver().allocatedFileSize();
-    }
-
-    @Override
-    public Optional<Boolean> dirtyFlag() {
-        return source.driver().dirtyFlag();
-    }
-
-    @Override
-    public int clusterSize() {
-        return source.driver().clusterSize();
     }
 }

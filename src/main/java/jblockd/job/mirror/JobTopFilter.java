@@ -4,13 +4,11 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.Objects;
-import java.util.Optional;
-import java.util.OptionalLong;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
 import jblockd.block.BlockChild;
-import jblockd.block.BlockDriver;
+import jblockd.block.FilterDriver;
 import jblockd.block.BlockNode;
 import jblockd.block.Capabilities;
 import jblockd.block.Extent;
@@ -34,7 +32,7 @@ import jblockd.block.bitmap.DirtyBitmap;
  * Thread-safe. After a pivot the filter is {@link #retarget retargeted} at the new root so that
  * requests that already picked the filter as the device root land on the right node.
  */
-public final class JobTopFilter implements BlockDriver {
+public final class JobTopFilter implements FilterDriver {
     private final String driverName;
     private volatile BlockNode child;
     private volatile DirtyBitmap bitmap;
@@ -271,22 +269,5 @@ public final class JobTopFilter implements BlockDriver {
     @Override
     public boolean implicitFilter() {
         return implicit;
-    }
-
-    /** A filter's allocation is its child's (bdrv_get_allocated_file_size). */
-    @Override
-    public OptionalLong allocatedFileSize() throws IOException {
-        return child.driver().allocatedFileSize();
-    }
-
-    /** bdrv_get_info() of a filter asks its child. */
-    @Override
-    public Optional<Boolean> dirtyFlag() {
-        return child.driver().dirtyFlag();
-    }
-
-    @Override
-    public int clusterSize() {
-        return child.driver().clusterSize();
     }
 }
