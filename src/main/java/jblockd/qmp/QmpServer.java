@@ -23,9 +23,10 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 
 /**
  * A QMP listening socket (UNIX or TCP) with one thread per client (a platform thread, unlike
- * STYLE.md §2 step 1: see {@code acceptLoop} for the measured reason). A UNIX socket is created with mode 0600: it is bound inside a private
- * 0700 directory next to the target, restricted, then renamed into place, so no other user can
- * ever connect to it; a stale socket file at the path is replaced (a regular file is not).
+ * STYLE.md §2 step 1: see {@code acceptLoop} for the measured reason). A UNIX socket is
+ * created with mode 0600: it is bound inside a private 0700 directory next to the target,
+ * restricted, then renamed into place, so no other user can ever connect to it; a stale socket
+ * file at the path is replaced (a regular file is not).
  * {@link #close()} stops accepting, lets each session flush what is queued (quit's reply),
  * closes them and removes the socket file.
  */
