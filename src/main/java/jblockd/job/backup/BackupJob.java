@@ -5,6 +5,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.logging.Level;
 import java.util.logging.Logger;
@@ -62,6 +63,12 @@ public final class BackupJob implements JobDriver {
     private final BlockdevOnError onTargetError;
     private final int workers;
     private final BackupGraph graph;
+    /**
+     * Workers between a failed chunk and the pause its {@code stop} policy makes: the chunk is
+     * dirty again already, and the dispatcher must not copy it (nor anything else) before the
+     * job has paused, so the job stops where the error was, as QEMU's single coroutine does.
+     */
+    private final AtomicInteger stopping = new AtomicInteger();
 
     /**
      * @param topLayer the source node whose own allocation defines sync=top
@@ -130,6 +137,10 @@ public final class BackupJob implements JobDriver {
                 if (failure.get() != null) {
                     break;
                 }
+                if (stopping.get() > 0) {
+                    ctx.sleep(TimeUnit.MILLISECONDS.toNanos(1)); // a pause point: the stop lands here
+                    continue;
+                }
                 try {
                     next = copy.skipZeroes(next);
                 } catch (BlockCopy.CopyError e) {
@@ -176,7 +187,12 @@ public final class BackupJob implements JobDriver {
             copy.release(c, true);
         } catch (BlockCopy.CopyError e) {
             BlockdevOnError policy = e.operation() == IoOperation.READ ? onSourceError : onTargetError;
-            boolean ignore = ErrorPolicy.resolve(policy, e.errno()) == ErrorAction.IGNORE;
+            ErrorAction action = ErrorPolicy.resolve(policy, e.errno());
+            boolean ignore = action == ErrorAction.IGNORE;
+            boolean stop = action == ErrorAction.STOP;
+            if (stop) {
+                stopping.incrementAndGet(); // before the release: the dispatcher holds off
+            }
             // ignore: the chunk is given up (not copied, not counted; see the class javadoc).
             // Otherwise it is dirty again, released before the policy may stop the job, so
             // that guest writes to it copy it themselves instead of waiting for a resume.
@@ -190,6 +206,10 @@ public final class BackupJob implements JobDriver {
                 // the dispatcher sees the cancel at its next pause point
             } catch (Exception report) {
                 failure.compareAndSet(null, report);
+            } finally {
+                if (stop) {
+                    stopping.decrementAndGet(); // resumed (or cancelled): the dispatcher goes on
+                }
             }
         } catch (RuntimeException e) {
             copy.release(c, false);
