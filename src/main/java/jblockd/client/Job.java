@@ -295,6 +295,9 @@ public final class Job {
                 speed = info.speed();
                 ioStatus = info.ioStatus() == null ? IoStatus.OK : info.ioStatus();
                 setStatus(info.status());
+                // pending without auto-finalize can only be waiting for finalize, whatever
+                // events this client saw (it may have attached after BLOCK_JOB_PENDING)
+                awaitingFinalize |= info.status() == JobStatus.PENDING && !info.autoFinalize();
                 paused = info.paused();
                 ready = info.ready();
                 rate.sample(System.nanoTime(), offset);

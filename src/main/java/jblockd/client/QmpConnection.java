@@ -49,7 +49,16 @@ final class QmpConnection implements AutoCloseable {
     private final String peer;
     private final Object writeLock = new Object();
     /** Requests waiting for their reply, in send order (QMP replies come in request order). */
-    private final Map<Long, CompletableFuture<JsonNode>> pending = new LinkedHashMap<>();
+    private final Map<Long, Pending> pending = new LinkedHashMap<>();
+
+    /**
+     * A request awaiting its reply; {@code inline} (may be null) runs on the reader thread
+     * before the future completes. It is not a dependent of the future: a thread waiting in
+     * {@code get()} may run a future's dependents itself when it wakes, and that would apply a
+     * reply concurrently with (and possibly after) events the daemon sent after it.
+     */
+    private record Pending(CompletableFuture<JsonNode> future, Consumer<JsonNode> inline) {
+    }
     private final List<Consumer<QmpEvent>> inline = new CopyOnWriteArrayList<>();
     private final List<Runnable> closeHooks = new CopyOnWriteArrayList<>();
     private final LinkedBlockingQueue<Runnable> dispatch = new LinkedBlockingQueue<>();
@@ -111,16 +120,6 @@ final class QmpConnection implements AutoCloseable {
 
     private CompletableFuture<JsonNode> sendRaw(ObjectNode req, Consumer<JsonNode> inline) {
         CompletableFuture<JsonNode> f = new CompletableFuture<>();
-        if (inline != null) {
-            // registered before the request is written, so it runs where f is completed: the reader
-            f.thenAccept(reply -> {
-                try {
-                    inline.accept(reply);
-                } catch (RuntimeException e) {
-                    LOG.log(System.Logger.Level.WARNING, "reply handler failed", e);
-                }
-            });
-        }
         synchronized (writeLock) {
             if (closed) {
                 f.completeExceptionally(new QmpConnectionException("QMP connection to " + peer
@@ -130,7 +129,7 @@ final class QmpConnection implements AutoCloseable {
             long id;
             synchronized (pending) {
                 id = nextId++;
-                pending.put(id, f);
+                pending.put(id, new Pending(f, inline));
             }
             // our ids are numbers; a request that brings its own id keeps it and is matched by
             // order, which QMP guarantees (replies come in request order)
@@ -213,9 +212,16 @@ final class QmpConnection implements AutoCloseable {
                 }
             }
         } else if (msg.has("return") || msg.has("error")) {
-            CompletableFuture<JsonNode> f = takePending(msg.get("id"));
-            if (f != null) {
-                f.complete(msg);
+            Pending p = takePending(msg.get("id"));
+            if (p != null) {
+                if (p.inline() != null) {
+                    try {
+                        p.inline().accept(msg); // here, in stream order with the events
+                    } catch (RuntimeException e) {
+                        LOG.log(System.Logger.Level.WARNING, "reply handler failed", e);
+                    }
+                }
+                p.future().complete(msg);
             } else {
                 LOG.log(System.Logger.Level.WARNING, "reply matches no request: {0}", msg);
             }
@@ -223,18 +229,18 @@ final class QmpConnection implements AutoCloseable {
     }
 
     /** Our own numeric id when present, else the oldest request (QMP answers in order). */
-    private CompletableFuture<JsonNode> takePending(JsonNode id) {
+    private Pending takePending(JsonNode id) {
         synchronized (pending) {
             if (id != null && id.canConvertToLong() && pending.containsKey(id.asLong())) {
                 return pending.remove(id.asLong());
             }
-            Iterator<Map.Entry<Long, CompletableFuture<JsonNode>>> it = pending.entrySet().iterator();
+            Iterator<Map.Entry<Long, Pending>> it = pending.entrySet().iterator();
             if (!it.hasNext()) {
                 return null;
             }
-            CompletableFuture<JsonNode> f = it.next().getValue();
+            Pending p = it.next().getValue();
             it.remove();
-            return f;
+            return p;
         }
     }
 
@@ -269,7 +275,7 @@ final class QmpConnection implements AutoCloseable {
             closed = true;
         }
         synchronized (pending) {
-            failed = new ArrayList<>(pending.values());
+            failed = new ArrayList<>(pending.values().stream().map(Pending::future).toList());
             pending.clear();
         }
         try {
