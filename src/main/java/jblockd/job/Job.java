@@ -337,23 +337,7 @@ public final class Job {
 
     /** Waits (bounded) until the job is at a pause point or no longer running; for tests and drains. */
     public boolean awaitPaused(long timeout, TimeUnit unit) {
-        long deadline = System.nanoTime() + unit.toNanos(timeout);
-        lock.lock();
-        try {
-            while (atPausePoint == 0 && isLive(status)) {
-                long left = deadline - System.nanoTime();
-                if (left <= 0) {
-                    return false;
-                }
-                changed.awaitNanos(left);
-            }
-            return true;
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return false;
-        } finally {
-            lock.unlock();
-        }
+        return await(() -> atPausePoint != 0 || !isLive(status), unit.toNanos(timeout));
     }
 
     /**
@@ -566,41 +550,21 @@ public final class Job {
 
     /** Waits until the job is concluded or gone; false on timeout. */
     public boolean awaitEnd(long timeout, TimeUnit unit) {
-        long deadline = System.nanoTime() + unit.toNanos(timeout);
-        lock.lock();
-        try {
-            while (status != JobStatus.CONCLUDED && status != JobStatus.NULL) {
-                long left = deadline - System.nanoTime();
-                if (left <= 0) {
-                    return false;
-                }
-                changed.awaitNanos(left);
-            }
-            return true;
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return false;
-        } finally {
-            lock.unlock();
-        }
+        return await(() -> status == JobStatus.CONCLUDED || status == JobStatus.NULL, unit.toNanos(timeout));
     }
 
     /** Waits until {@code status} is reached (or passed to concluded/null); false on timeout. */
     public boolean awaitStatus(JobStatus wanted, long timeout, TimeUnit unit) {
-        long deadline = System.nanoTime() + unit.toNanos(timeout);
+        // a job gone (null) will never reach it: stop waiting then
+        return await(() -> status == wanted || status == JobStatus.NULL, unit.toNanos(timeout))
+                && status == wanted;
+    }
+
+    /** Takes the lock and waits (bounded) for {@code cond}; true when it holds. */
+    private boolean await(Cond cond, long nanos) {
         lock.lock();
         try {
-            while (status != wanted) {
-                long left = deadline - System.nanoTime();
-                if (left <= 0 || status == JobStatus.NULL) {
-                    return status == wanted;
-                }
-                changed.awaitNanos(left);
-            }
-            return true;
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return false;
+            return awaitLocked(cond, nanos);
         } finally {
             lock.unlock();
         }
@@ -617,17 +581,27 @@ public final class Job {
 
     /** Bounded wait on {@link #changed} for a command's visible effect. Caller holds the lock. */
     private void awaitLocked(Cond cond) {
-        long deadline = System.nanoTime() + COMMAND_WAIT_NANOS;
+        awaitLocked(cond, COMMAND_WAIT_NANOS);
+    }
+
+    /**
+     * The one timed wait on {@link #changed}: until {@code cond} holds or {@code nanos} pass (an
+     * interrupt ends it too, flag kept). Caller holds the lock. Returns whether {@code cond} holds.
+     */
+    private boolean awaitLocked(Cond cond, long nanos) {
+        long deadline = System.nanoTime() + nanos;
         try {
             while (!cond.met()) {
                 long left = deadline - System.nanoTime();
                 if (left <= 0) {
-                    return;
+                    return false;
                 }
                 changed.awaitNanos(left);
             }
+            return true;
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
+            return cond.met();
         }
     }
 

@@ -1,11 +1,8 @@
 package jblockd.it;
 
-import static jblockd.it.Peers.exec;
 import static jblockd.it.Peers.run;
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -32,7 +29,6 @@ import jblockd.testsupport.QmpTestClient;
  */
 class FullDiskIT {
     private static final Duration T = Duration.ofSeconds(30);
-    private static final int MIB = 1 << 20;
 
     @TempDir
     Path dir;
@@ -43,30 +39,20 @@ class FullDiskIT {
     void mountSmallFilesystem() throws Exception {
         Peers.assumeTools("qemu-img", "qemu-io");
         small = dir.resolve("small");
-        Files.createDirectories(small);
-        Peers.Result r = exec("mount", "-t", "tmpfs", "-o", "size=12M", "tmpfs", small.toString());
-        assumeTrue(r.rc() == 0, "cannot mount a tmpfs here: " + r.out());
+        Peers.mountTmpfs(small, 12);
         mounted = true;
     }
 
     @AfterEach
     void unmount() throws Exception {
         if (mounted) {
-            exec("umount", "-l", small.toString());
+            Peers.unmount(small);
         }
     }
 
     /** Fills the small filesystem so that only about {@code freeMib} MiB stay free. */
     private Path filler(int freeMib) throws Exception {
-        Path f = small.resolve("filler");
-        try (RandomAccessFile raf = new RandomAccessFile(f.toFile(), "rw")) {
-            byte[] one = new byte[MIB];
-            java.util.Arrays.fill(one, (byte) 1);
-            for (int i = 0; i < 12 - freeMib; i++) {
-                raf.write(one);
-            }
-        }
-        return f;
+        return Peers.fill(small.resolve("filler"), 12 - freeMib);
     }
 
     private DaemonProcess daemon(Path src, Path nbd) throws Exception {

@@ -1,11 +1,8 @@
 package jblockd.it;
 
-import static jblockd.it.Peers.exec;
 import static jblockd.it.Peers.run;
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -32,7 +29,6 @@ import jblockd.testsupport.QmpTestClient;
  */
 class GuestFullDiskIT {
     private static final Duration T = Duration.ofSeconds(30);
-    private static final int MIB = 1 << 20;
 
     @TempDir
     Path dir;
@@ -42,16 +38,15 @@ class GuestFullDiskIT {
     @BeforeEach
     void mount() throws Exception {
         Peers.assumeTools("qemu-img", "qemu-io");
-        small = Files.createDirectories(dir.resolve("small"));
-        Peers.Result r = exec("mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", small.toString());
-        assumeTrue(r.rc() == 0, "cannot mount a tmpfs here: " + r.out());
+        small = dir.resolve("small");
+        Peers.mountTmpfs(small, 8);
         mounted = true;
     }
 
     @AfterEach
     void unmount() throws Exception {
         if (mounted) {
-            exec("umount", "-l", small.toString());
+            Peers.unmount(small);
         }
     }
 
@@ -60,14 +55,7 @@ class GuestFullDiskIT {
     void enospcStopsTheGuestAndContRetriesWithoutLoss(String format) throws Exception {
         Path img = small.resolve("disk." + format);
         run("qemu-img", "create", "-q", "-f", format, img.toString(), "6M");
-        Path filler = small.resolve("filler");
-        try (RandomAccessFile f = new RandomAccessFile(filler.toFile(), "rw")) {
-            byte[] one = new byte[MIB];
-            Arrays.fill(one, (byte) 1);
-            for (int i = 0; i < 6; i++) {
-                f.write(one); // about 2 MiB stay free for a 6 MiB disk
-            }
-        }
+        Path filler = Peers.fill(small.resolve("filler"), 6); // about 2 MiB stay free for a 6 MiB disk
         Path nbd = dir.resolve("nbd.sock");
         try (DaemonProcess d = DaemonProcess.start(dir, "--drive", "id=drive0,file=" + img + ",format=" + format,
                 "--nbd-server", "addr.type=unix,addr.path=" + nbd,

@@ -86,4 +86,30 @@ final class Peers {
     static List<String> list(String... s) {
         return List.of(s);
     }
+
+    /**
+     * Mounts a tmpfs of {@code mib} MiB at {@code dir} (created) for the full-disk tests, or
+     * skips the test where mounting is not permitted. Undo with {@link #unmount}.
+     */
+    static void mountTmpfs(Path dir, int mib) throws IOException, InterruptedException {
+        Files.createDirectories(dir);
+        Result r = exec("mount", "-t", "tmpfs", "-o", "size=" + mib + "M", "tmpfs", dir.toString());
+        org.junit.jupiter.api.Assumptions.assumeTrue(r.rc() == 0, "cannot mount a tmpfs here: " + r.out());
+    }
+
+    static void unmount(Path dir) throws IOException, InterruptedException {
+        exec("umount", "-l", dir.toString());
+    }
+
+    /** Writes {@code mib} MiB of 0x01 bytes to {@code f}: what takes the space of a small filesystem. */
+    static Path fill(Path f, int mib) throws IOException {
+        byte[] one = new byte[1 << 20];
+        java.util.Arrays.fill(one, (byte) 1);
+        try (java.io.RandomAccessFile raf = new java.io.RandomAccessFile(f.toFile(), "rw")) {
+            for (int i = 0; i < mib; i++) {
+                raf.write(one);
+            }
+        }
+        return f;
+    }
 }
