@@ -86,10 +86,11 @@ abstract class QmpClientContract {
         assumeJobs();
         Path target = dir.resolve("target.img");
         List<JobProgress> seen = new CopyOnWriteArrayList<>();
-        // 4 MiB (3 of data) at 1 MiB/s: a few seconds, long enough for many polls even when a
-        // rate limiter lets the first chunks through at once
+        // 4 MiB (3 of data) at 512 KiB/s: several seconds, so polls see at least three offsets
+        // even when a rate limiter lets the first chunks through at once (at 1 MiB/s a full test
+        // run once saw only two: the first burst, then the end)
         Job job = qmp.jobs().driveBackup(DriveBackup.of("drive0", target.toString())
-                .sync(MirrorSyncMode.FULL).format("raw").speed(1L << 20));
+                .sync(MirrorSyncMode.FULL).format("raw").speed(512L << 10));
         job.pollInterval(Duration.ofMillis(100)).onProgress(seen::add);
         assertThat(job.id()).isEqualTo("drive0"); // learnt from JOB_STATUS_CHANGE created (jobs.md §8)
         JobResult r = job.awaitCompletion(WAIT);
