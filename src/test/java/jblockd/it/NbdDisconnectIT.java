@@ -203,8 +203,14 @@ class NbdDisconnectIT {
             JsonNode safe = c.executeError("block-export-del", java.util.Map.of("id", "exp0"));
             assertThat(safe.get("desc").asText()).contains("still in use");
             c.executeOk("block-export-del", java.util.Map.of("id", "exp0", "mode", "hard"));
-            g.stop();
+            // The writer notices the cut on its next request; stopping it first could let it
+            // finish an acknowledged write and exit cleanly, so wait for it to fail on its own.
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            while (g.ended() == null && System.nanoTime() < deadline) {
+                Thread.sleep(5);
+            }
             assertThat(g.ended()).as("the guest was cut off").isNotNull();
+            g.stop();
             assertThat(c.executeOk("query-block-exports")).isEmpty();
             c.executeOk("block-export-add", java.util.Map.of("type", "nbd", "id", "exp1", "node-name",
                     c.executeOk("query-block").get(0).at("/inserted/node-name").asText(), "name", "disk2",
