@@ -27,8 +27,8 @@ import jblockd.qapi.IoOperation;
 
 /**
  * One client: the fixed-newstyle handshake, then the transmission loop. The loop's thread only
- * reads: each request (with its WRITE payload) goes to its own virtual thread, at most
- * {@link NbdServer#MAX_IN_FLIGHT} at once, and each handler replies when it finishes, so replies
+ * reads: each request (with its WRITE payload) goes to the server's {@link RequestExecutor}, at
+ * most {@link NbdServer#MAX_IN_FLIGHT} at once, and each handler replies when it finishes, so replies
  * may overtake each other (matched by handle). Replies follow qemu-nbd 7.2 (formats.md §8):
  * structured replies for READ and BLOCK_STATUS and for errors once negotiated, simple replies for
  * the success of everything else.
@@ -41,6 +41,7 @@ final class NbdConnection {
     private final NbdServer server;
     private final SocketChannel channel;
     private final BufferPool buffers;
+    private final RequestExecutor requests;
     private final NbdReader reader;
     private final NbdWriter writer;
 
@@ -50,9 +51,10 @@ final class NbdConnection {
     private boolean baseAllocation;
     private NbdExport export;
 
-    NbdConnection(NbdServer server, SocketChannel channel, BufferPool buffers) {
+    NbdConnection(NbdServer server, SocketChannel channel, BufferPool buffers, RequestExecutor requests) {
         this.server = server;
         this.channel = channel;
+        this.requests = requests;
         this.buffers = buffers;
         this.reader = new NbdReader(channel);
         this.writer = new NbdWriter(channel);
@@ -320,7 +322,7 @@ final class NbdConnection {
                         payload.flip();
                     }
                     ByteBuffer p = payload;
-                    Thread.ofVirtual().name("nbd-req").start(() -> {
+                    requests.execute(() -> {
                         try {
                             handle(r, p);
                         } finally {

@@ -14,7 +14,9 @@ import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
@@ -472,6 +474,57 @@ class NbdServerIT {
         assertThat(server.export("k").orElseThrow().connections()).isEmpty();
     }
 
+    /**
+     * Clients that pipeline big reads and never read the replies leave handlers blocked in
+     * socket writes, more of them than the server keeps warm threads: another client's I/O must
+     * still be served at once (a fixed pool with a queue would hold it behind the blocked ones).
+     */
+    @Test
+    void clientsThatStopReadingRepliesDelayNobodyElse() throws Exception {
+        Path img = dir.resolve("s.raw");
+        export("s", fileNode(img, 64 << 20), true, null);
+        Tools.Result fill = qemuIo("s", "write -P 0x5a 0 64M");
+        assertThat(fill.exit()).as(fill.all()).isZero();
+        List<RawClient> stalled = new ArrayList<>();
+        try {
+            for (int c = 0; c < 3; c++) {
+                RawClient r = new RawClient(sock);
+                stalled.add(r);
+                r.handshakeGo("s", false); // simple replies: every READ sends its full 1 MiB
+                for (int i = 0; i < 64; i++) {
+                    r.request(0, Nbd.CMD_READ, i, (long) i << 20, 1 << 20);
+                }
+            }
+            Thread.sleep(500); // the handlers fill the socket buffers and block
+            long t0 = System.nanoTime();
+            Tools.Result other = qemuIo("s", "write -P 0x44 1M 1M", "flush", "read -P 0x44 1M 1M",
+                    "read -P 0x5a 8M 1M");
+            long ms = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - t0);
+            assertThat(other.exit()).as(other.all()).isZero();
+            assertThat(other.all()).doesNotContain("Pattern verification failed", "error");
+            assertThat(ms).as("the other client was served while the stalled ones hold handlers").isLessThan(10_000);
+            // the stalled clients' replies are all there, in full, once they read
+            RawClient first = stalled.getFirst();
+            java.util.Set<Long> handles = new java.util.TreeSet<>();
+            for (int i = 0; i < 64; i++) {
+                long handle = first.simpleReplyOk();
+                handles.add(handle);
+                byte[] data = first.readBytes(1 << 20);
+                byte expected = handle == 1 && data[0] == 0x44 ? (byte) 0x44 : (byte) 0x5a; // raced the write
+                for (byte b : data) {
+                    if (b != expected) {
+                        throw new AssertionError("reply " + handle + " holds " + b);
+                    }
+                }
+            }
+            assertThat(handles).hasSize(64).contains(0L, 63L);
+        } finally {
+            for (RawClient r : stalled) {
+                r.close();
+            }
+        }
+    }
+
     @Test
     void maxConnectionsHoldsFurtherClientsInTheBacklog() throws Exception {
         server.stop();
@@ -599,6 +652,13 @@ class NbdServerIT {
             int err = in.readInt();
             assertThat(in.readLong()).isEqualTo(handle);
             return err;
+        }
+
+        /** A successful simple reply's header; returns its handle. */
+        long simpleReplyOk() throws IOException {
+            assertThat(in.readInt()).isEqualTo(Nbd.SIMPLE_REPLY_MAGIC);
+            assertThat(in.readInt()).as("error").isZero();
+            return in.readLong();
         }
 
         Chunk chunk() throws IOException {
