@@ -26,9 +26,10 @@ import jblockd.nbd.proto.NbdWriter;
 import jblockd.qapi.IoOperation;
 
 /**
- * One client: the fixed-newstyle handshake, then the transmission loop. The loop's thread only
- * reads: each request (with its WRITE payload) goes to the server's {@link RequestExecutor}, at
- * most {@link NbdServer#MAX_IN_FLIGHT} at once, and each handler replies when it finishes, so replies
+ * One client: the fixed-newstyle handshake, then the transmission loop. The loop's thread reads
+ * each request (with its WRITE payload) and hands it to the server's {@link RequestExecutor}
+ * (which runs it on this thread when no warm thread is idle), at most
+ * {@link NbdServer#MAX_IN_FLIGHT} at once, and each handler replies when it finishes, so replies
  * may overtake each other (matched by handle). Replies follow qemu-nbd 7.2 (formats.md §8):
  * structured replies for READ and BLOCK_STATUS and for errors once negotiated, simple replies for
  * the success of everything else.

@@ -88,7 +88,9 @@ public final class NbdServer {
         }
         listener = ch;
         connectionSlots = maxConnections > 0 ? new Semaphore(maxConnections) : null;
-        requests = new RequestExecutor(2 * Runtime.getRuntime().availableProcessors());
+        // One warm thread per CPU: more only trade work done in place for hand-offs. On 2 CPUs,
+        // fio's 4 KiB random reads ran 1.6-1.9x qemu-nbd's IOPS so, 1.3-1.4x with 4 per CPU.
+        requests = new RequestExecutor(Runtime.getRuntime().availableProcessors());
         ServerSocketChannel l = ch;
         Semaphore slots = connectionSlots;
         RequestExecutor r = requests;

@@ -6,37 +6,49 @@ import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 
 /**
- * Where NBD request handlers run: a few warm platform threads, and a new virtual thread for a
- * request that finds none of them idle.
+ * Where NBD request handlers run: on one of a few warm platform threads when one is idle, else
+ * on the thread of the connection that read the request, which then reads no further request of
+ * its client until this one is answered.
  *
  * <p>Why not a virtual thread for every request, as elsewhere: a handler's file I/O on a virtual
  * thread makes the scheduler compensate (it may wake or start another carrier for the duration
- * of each pread/pwrite), which on a small machine costs about as much as the copy itself. On
- * this project's 2-CPU test machine, nbdcopy writing 1 GiB over two connections ran 0.95-0.98x
- * qemu-nbd's speed with virtual handlers and 1.01-1.11x with warm platform threads (and a
- * platform thread reading each connection, see {@link NbdServer}).
+ * of each pread/pwrite): more wake-ups on every request. On this project's 2-CPU test machine
+ * nbdcopy writing 1 GiB over two connections ran level with qemu-nbd with virtual handlers and
+ * 1.1-1.25x ahead with this executor (and a platform thread reading each connection).
+ *
+ * <p>Why the connection's own thread when all warm threads are busy: that is backpressure on the
+ * one client that has work waiting. Handing the overflow to new threads instead (virtual ones
+ * were tried) lets dozens of reads copy into cold buffers and queue for the socket at once; on
+ * nbdcopy's single-connection read that cost a quarter or more extra server CPU per GiB over
+ * qemu-nbd, and the read ran level with it instead of ahead.
  *
  * <p>Why not a fixed pool with a queue: a handler may block for as long as its client does not
- * read its reply, or while the guest is stopped. The warm threads therefore never queue work:
- * when all are busy (or blocked), the request gets its own virtual thread, so a stalled client
- * can delay nobody else. After {@link #close()} every request gets a virtual thread.
+ * read its reply, or while the guest is stopped. Nothing ever waits here for a warm thread, so
+ * clients that stall warm threads slow the others to one request at a time per connection but
+ * delay nobody. After {@link #close()} requests run on virtual threads of their own.
  */
 final class RequestExecutor implements Executor, AutoCloseable {
     private final ThreadPoolExecutor warm;
 
     RequestExecutor(int warmThreads) {
         warm = new ThreadPoolExecutor(warmThreads, warmThreads, 30, TimeUnit.SECONDS, new SynchronousQueue<>(),
-                Thread.ofPlatform().daemon().name("nbd-io-", 0).factory(),
-                (task, pool) -> Thread.ofVirtual().name("nbd-req").start(task));
+                Thread.ofPlatform().daemon().name("nbd-io-", 0).factory(), (task, pool) -> {
+                    if (pool.isShutdown()) {
+                        Thread.ofVirtual().name("nbd-req").start(task);
+                    } else {
+                        task.run();
+                    }
+                });
         warm.allowCoreThreadTimeOut(true); // an idle server keeps no threads
     }
 
+    /** Runs {@code task} on an idle warm thread, else here and now. */
     @Override
     public void execute(Runnable task) {
         warm.execute(task);
     }
 
-    /** Lets the warm threads end once idle; requests still arriving get virtual threads. */
+    /** Lets the warm threads end once idle; later requests get virtual threads. */
     @Override
     public void close() {
         warm.shutdown();
