@@ -86,9 +86,10 @@ abstract class QmpClientContract {
         assumeJobs();
         Path target = dir.resolve("target.img");
         List<JobProgress> seen = new CopyOnWriteArrayList<>();
-        // 4 MiB (3 of data) at 512 KiB/s: several seconds, so polls see at least three offsets
-        // even when a rate limiter lets the first chunks through at once (at 1 MiB/s a full test
-        // run once saw only two: the first burst, then the end)
+        // 4 MiB (3 of data) at 512 KiB/s: the limiter lets the first chunks through at once and
+        // then holds the job for seconds, so polls (every 100 ms) must catch an offset between
+        // the start and the end. How many distinct offsets they catch depends on where the chunk
+        // boundaries fall: two CI runs saw only two (a burst, then the end), so none is counted.
         Job job = qmp.jobs().driveBackup(DriveBackup.of("drive0", target.toString())
                 .sync(MirrorSyncMode.FULL).format("raw").speed(512L << 10));
         job.pollInterval(Duration.ofMillis(100)).onProgress(seen::add);
@@ -104,7 +105,8 @@ abstract class QmpClientContract {
             offsets.add(p.offset());
         }
         assertThat(offsets).isSorted();
-        assertThat(offsets.stream().distinct().count()).isGreaterThanOrEqualTo(3);
+        assertThat(offsets).as("progress seen mid-job").anyMatch(o -> o > 0 && o < IMAGE_SIZE);
+        assertThat(offsets.getLast()).isEqualTo(IMAGE_SIZE);
         JobProgress last = seen.get(seen.size() - 1);
         assertThat(last.finished()).isTrue();
         assertThat(last.percent()).isEqualTo(100.0);

@@ -89,7 +89,7 @@ public final class NbdServer {
         listener = ch;
         connectionSlots = maxConnections > 0 ? new Semaphore(maxConnections) : null;
         // One warm thread per CPU: more only trade work done in place for hand-offs. On 2 CPUs,
-        // fio's 4 KiB random reads ran 1.6-1.9x qemu-nbd's IOPS so, 1.3-1.4x with 4 per CPU.
+        // fio's 4 KiB random reads ran 1.6-1.8x qemu-nbd's IOPS so, 1.3-1.5x with 4 per CPU.
         requests = new RequestExecutor(Runtime.getRuntime().availableProcessors());
         ServerSocketChannel l = ch;
         Semaphore slots = connectionSlots;
