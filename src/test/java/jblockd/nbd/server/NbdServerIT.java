@@ -480,20 +480,31 @@ class NbdServerIT {
      * still be served at once (a fixed pool with a queue would hold it behind the blocked ones).
      */
     @Test
+    @org.junit.jupiter.api.Timeout(120) // a hang here must fail the test, not stall the suite
     void clientsThatStopReadingRepliesDelayNobodyElse() throws Exception {
         Path img = dir.resolve("s.raw");
         export("s", fileNode(img, 64 << 20), true, null);
         Tools.Result fill = qemuIo("s", "write -P 0x5a 0 64M");
         assertThat(fill.exit()).as(fill.all()).isZero();
         List<RawClient> stalled = new ArrayList<>();
+        List<Thread> senders = new ArrayList<>();
         try {
             for (int c = 0; c < 3; c++) {
                 RawClient r = new RawClient(sock);
                 stalled.add(r);
                 r.handshakeGo("s", false); // simple replies: every READ sends its full 1 MiB
-                for (int i = 0; i < 64; i++) {
-                    r.request(0, Nbd.CMD_READ, i, (long) i << 20, 1 << 20);
-                }
+                // Sent from a thread of its own: once the server has as many replies queued as
+                // the socket holds it reads no further requests of this client (backpressure, as
+                // qemu-nbd does), so the last requests may wait until the replies are read.
+                senders.add(Thread.ofVirtual().start(() -> {
+                    try {
+                        for (int i = 0; i < 64; i++) {
+                            r.request(0, Nbd.CMD_READ, i, (long) i << 20, 1 << 20);
+                        }
+                    } catch (IOException closed) {
+                        // the test closed this client
+                    }
+                }));
             }
             Thread.sleep(500); // the handlers fill the socket buffers and block
             long t0 = System.nanoTime();
@@ -521,6 +532,9 @@ class NbdServerIT {
         } finally {
             for (RawClient r : stalled) {
                 r.close();
+            }
+            for (Thread t : senders) {
+                t.join(10_000);
             }
         }
     }
