@@ -126,10 +126,9 @@ public final class NbdServer {
                 connections.add(conn);
                 // A platform thread, not a virtual one: a blocked read(2) is woken once, by the
                 // kernel, where a virtual thread needs the JDK's poller and then a carrier. With
-                // the same RequestExecutor, a virtual reader made nbdcopy writes over 2
-                // connections 0.91-0.93x qemu-nbd's speed here (see RequestExecutor for the
-                // figures with this one). Connections are few (one to a handful per guest) and
-                // long-lived.
+                // warm request threads but a virtual reader, nbdcopy writes over 2 connections
+                // ran 0.91-0.93x qemu-nbd's speed here (see RequestExecutor for the figures with
+                // this one). Connections are few (one to a handful per guest) and long-lived.
                 Thread.ofPlatform().daemon().name("nbd-conn").start(() -> {
                     try {
                         conn.run();
