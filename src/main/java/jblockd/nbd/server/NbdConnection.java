@@ -408,7 +408,9 @@ final class NbdConnection {
             switch (r.type()) {
                 case Nbd.CMD_READ -> read(r, io);
                 case Nbd.CMD_WRITE -> {
+                    long t0 = System.nanoTime();
                     io.write(r.offset(), payload, r.has(Nbd.CMD_FLAG_FUA));
+                    requests.observe(System.nanoTime() - t0, r.length());
                     ok(r);
                 }
                 case Nbd.CMD_FLUSH -> {
@@ -481,6 +483,7 @@ final class NbdConnection {
         ByteBuffer buf = buffers.acquire(len);
         try {
             boolean sparse = structured && !r.has(Nbd.CMD_FLAG_DF);
+            long t0 = System.nanoTime();
             List<Piece> pieces = io.run(IoOperation.READ, root -> readPieces(root, r.offset(), buf, sparse),
                     () -> {
                         buf.clear().limit(len);
@@ -488,6 +491,7 @@ final class NbdConnection {
                             buf.put((byte) 0);
                         }
                     });
+            requests.observe(System.nanoTime() - t0, len);
             if (pieces == null) { // ignored error: the zero-filled buffer as data
                 pieces = List.of(new Piece(r.offset(), len, false));
             }
