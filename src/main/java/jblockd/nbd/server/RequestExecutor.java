@@ -39,7 +39,6 @@ final class RequestExecutor implements Executor, AutoCloseable {
     private final int warmThreads;
     /** Share of recent requests that waited on storage, in 1/1024ths (a moving average). */
     private final AtomicInteger slowShare = new AtomicInteger();
-    private volatile boolean grown;
 
     RequestExecutor(int warmThreads) {
         this.warmThreads = warmThreads;
@@ -66,17 +65,32 @@ final class RequestExecutor implements Executor, AutoCloseable {
      * from as many in flight as the client sends (fio's cold 4 KiB random reads stopped at
      * about 4 in flight with a pool of one thread per CPU, where qemu-nbd went on to 16 and
      * more). So while most recent requests waited, the pool may grow to
-     * {@link #STORAGE_THREADS}; once they stop waiting it shrinks back.
+     * {@link #STORAGE_THREADS}; once they stop waiting it shrinks back. Requests held by a
+     * stopped guest count as slow too, which only lets them wait on threads of their own.
      */
     void observe(long nanos, long bytes) {
-        boolean slow = nanos > FAST_NANOS + (long) (bytes * FAST_NANOS_PER_BYTE);
-        int share = slowShare.updateAndGet(v -> v + (((slow ? 1024 : 0) - v) >> 4));
-        if (!grown && share > 512) {
-            grown = true;
-            warm.setMaximumPoolSize(STORAGE_THREADS);
-        } else if (grown && share < 256) {
-            grown = false;
-            warm.setMaximumPoolSize(warmThreads);
+        int target = nanos > FAST_NANOS + (long) (bytes * FAST_NANOS_PER_BYTE) ? 1024 : 0;
+        int share;
+        int next;
+        do { // a CAS loop rather than updateAndGet: no lambda to allocate on every request
+            share = slowShare.get();
+            next = share + ((target - share) >> 4);
+        } while (!slowShare.compareAndSet(share, next));
+        if (poolSize(next) != warm.getMaximumPoolSize()) {
+            resize();
+        }
+    }
+
+    /** The pool size a slow share calls for; between the two thresholds, the current one. */
+    private int poolSize(int share) {
+        return share > 512 ? STORAGE_THREADS : share < 256 ? warmThreads : warm.getMaximumPoolSize();
+    }
+
+    /** Rare; serialised so that a grow and a shrink racing cannot leave the size stale. */
+    private synchronized void resize() {
+        int size = poolSize(slowShare.get());
+        if (size != warm.getMaximumPoolSize()) {
+            warm.setMaximumPoolSize(size);
         }
     }
 

@@ -23,6 +23,7 @@ import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 import jblockd.block.Allocation;
@@ -480,7 +481,7 @@ class NbdServerIT {
      * still be served at once (a fixed pool with a queue would hold it behind the blocked ones).
      */
     @Test
-    @org.junit.jupiter.api.Timeout(120) // a hang here must fail the test, not stall the suite
+    @Timeout(120) // a hang here must fail the test, not stall the suite
     void clientsThatStopReadingRepliesDelayNobodyElse() throws Exception {
         Path img = dir.resolve("s.raw");
         export("s", fileNode(img, 64 << 20), true, null);
