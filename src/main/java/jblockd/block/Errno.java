@@ -17,6 +17,7 @@ public enum Errno {
     EFBIG(27, "File too large"),
     ENOSPC(28, "No space left on device"),
     EROFS(30, "Read-only file system"),
+    ELOOP(40, "Too many levels of symbolic links"),
     EOVERFLOW(75, "Value too large for defined data type"),
     ENOTSUP(95, "Operation not supported"),
     ESHUTDOWN(108, "Cannot send after transport endpoint shutdown"),

@@ -13,6 +13,7 @@ import java.util.function.LongConsumer;
 
 import jblockd.block.Allocation;
 import jblockd.block.BlockNode;
+import jblockd.block.BlockStatus;
 import jblockd.block.Extent;
 import jblockd.block.IoError;
 import jblockd.qapi.IoOperation;
@@ -212,7 +213,7 @@ public final class BlockCopy {
         long pos = (long) c * clusterSize;
         Extent e;
         try {
-            e = chainStatus(source, pos, length - pos);
+            e = BlockStatus.readView(source, pos, length - pos);
         } catch (IOException ex) {
             throw new CopyError(IoOperation.READ, pos, IoError.wrap(ex));
         }
@@ -324,7 +325,7 @@ public final class BlockCopy {
             while (pos < end) {
                 Extent ext;
                 try {
-                    ext = chainStatus(source, pos, end - pos);
+                    ext = BlockStatus.readView(source, pos, end - pos);
                 } catch (IOException e) {
                     throw new CopyError(IoOperation.READ, pos, IoError.wrap(e));
                 }
@@ -388,29 +389,6 @@ public final class BlockCopy {
             pos += n;
         }
         return true;
-    }
-
-    /**
-     * The allocation of the whole backing chain at {@code offset} (what a read returns):
-     * unallocated ranges are looked up in the backing node, and read as zeroes without one or
-     * past its end.
-     */
-    static Extent chainStatus(BlockNode node, long offset, long len) throws IOException {
-        Extent e = node.status(offset, len);
-        if (e.allocation() != Allocation.UNALLOCATED) {
-            return e;
-        }
-        BlockNode backing = node.driver().backing();
-        if (backing == null) {
-            return new Extent(offset, e.length(), Allocation.ZERO);
-        }
-        long blen = backing.length();
-        if (offset >= blen) {
-            return new Extent(offset, e.length(), Allocation.ZERO);
-        }
-        Extent b = chainStatus(backing, offset, Math.min(e.length(), blen - offset));
-        return new Extent(offset, b.length(),
-                b.allocation() == Allocation.UNALLOCATED ? Allocation.ZERO : b.allocation());
     }
 
     /**

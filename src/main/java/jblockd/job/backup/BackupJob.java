@@ -12,6 +12,7 @@ import java.util.logging.Logger;
 
 import jblockd.block.Allocation;
 import jblockd.block.BlockNode;
+import jblockd.block.BlockStatus;
 import jblockd.block.Extent;
 import jblockd.block.cbw.BlockCopy;
 import jblockd.job.JobCancelledException;
@@ -115,7 +116,7 @@ public final class BackupJob implements JobDriver {
         long pos = 0;
         while (pos < len) {
             ctx.pausePoint();
-            Extent e = topLayer.status(pos, len - pos);
+            Extent e = BlockStatus.ofLayer(topLayer, pos, len - pos);
             if (e.allocation() == Allocation.UNALLOCATED) {
                 ctx.addLen(-copy.reset(pos, e.length()));
             }

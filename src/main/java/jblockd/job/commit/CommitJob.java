@@ -1,6 +1,7 @@
 package jblockd.job.commit;
 
 import jblockd.block.BlockNode;
+import jblockd.block.BlockStatus;
 import jblockd.block.IoError;
 import jblockd.job.JobContext;
 import jblockd.job.mirror.Chain;
@@ -44,7 +45,7 @@ public final class CommitJob extends ChainCopyJob {
         }
         // commit_run(): ignore and stop both retry the chunk ("n = 0; continue")
         copyChunks(ctx, size, CHUNK, OnIgnore.RETRY, (off, n, buf) -> copyChunk(off, n, top, baseWriter, buf,
-                (pos, end) -> Chain.statusAbove(top, base, pos, end - pos)));
+                (pos, end) -> BlockStatus.above(top, base, pos, end - pos)));
         baseWriter.flush();
     }
 }

@@ -1,16 +1,14 @@
 package jblockd.job.mirror;
 
-import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
 
-import jblockd.block.Allocation;
 import jblockd.block.BlockNode;
-import jblockd.block.Extent;
 
 /**
- * Backing-chain walks shared by mirror, stream and commit (QEMU block/io.c
- * {@code bdrv_block_status_above} / {@code bdrv_is_allocated_above}). Stateless.
+ * Backing-chain structure shared by mirror, stream and commit (their status walk is
+ * {@link jblockd.block.BlockStatus}). QEMU block.c
+ * bdrv_find_overlay() and friends. Stateless.
  */
 public final class Chain {
     private Chain() {
@@ -54,26 +52,4 @@ public final class Chain {
         return null;
     }
 
-    /**
-     * The status of {@code [offset, offset+len)} as seen through the layers {@code top} down to,
-     * not including, {@code base} (null: the whole chain): the first layer that has the start
-     * allocated decides (DATA or ZERO); UNALLOCATED when no such layer does. The run is clipped
-     * to the shortest run of every layer asked. A range past the end of a shorter layer reads as
-     * zeroes there and counts as allocated ZERO, as QEMU's bdrv_is_allocated_above() does.
-     */
-    public static Extent statusAbove(BlockNode top, BlockNode base, long offset, long len) throws IOException {
-        long n = len;
-        for (BlockNode l = top; l != null && l != base; l = l.driver().backing()) {
-            long size = l.length();
-            if (offset >= size) {
-                return new Extent(offset, n, Allocation.ZERO);
-            }
-            Extent e = l.status(offset, Math.min(n, size - offset));
-            n = Math.min(n, e.length());
-            if (e.allocation() != Allocation.UNALLOCATED) {
-                return new Extent(offset, n, e.allocation());
-            }
-        }
-        return new Extent(offset, n, Allocation.UNALLOCATED);
-    }
 }

@@ -13,6 +13,7 @@ import java.util.logging.Logger;
 
 import jblockd.block.Allocation;
 import jblockd.block.BlockNode;
+import jblockd.block.BlockStatus;
 import jblockd.block.Extent;
 import jblockd.block.IoError;
 import jblockd.block.bitmap.DirtyBitmap;
@@ -207,7 +208,7 @@ public final class MirrorJob implements JobDriver {
                 long off = 0;
                 int steps = 0;
                 while (off < size) {
-                    Extent e = Chain.statusAbove(source, params.base(), off, size - off);
+                    Extent e = BlockStatus.above(source, params.base(), off, size - off);
                     if (e.allocation() != Allocation.UNALLOCATED) {
                         bitmap.mark(e.offset(), e.length());
                     }
@@ -460,7 +461,7 @@ public final class MirrorJob implements JobDriver {
                 long pos = off;
                 long end = off + len;
                 while (pos < end) {
-                    Extent e = Chain.statusAbove(source, null, pos, end - pos);
+                    Extent e = BlockStatus.above(source, null, pos, end - pos);
                     int n = (int) e.length();
                     if (e.allocation() == Allocation.DATA) {
                         ByteBuffer buf = takeBuffer(n);

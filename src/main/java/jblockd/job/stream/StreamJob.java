@@ -4,6 +4,7 @@ import java.nio.ByteBuffer;
 
 import jblockd.block.Allocation;
 import jblockd.block.BlockNode;
+import jblockd.block.BlockStatus;
 import jblockd.block.Extent;
 import jblockd.job.JobContext;
 import jblockd.job.mirror.Chain;
@@ -70,7 +71,7 @@ public final class StreamJob extends ChainCopyJob {
                 // already in the top (a guest write, or copied before): skip it
                 return new Extent(pos, inTop.length(), Allocation.UNALLOCATED);
             }
-            return Chain.statusAbove(below, base, pos, inTop.length());
+            return BlockStatus.above(below, base, pos, inTop.length());
         });
     }
 }

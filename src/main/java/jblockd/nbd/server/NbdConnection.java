@@ -11,8 +11,8 @@ import java.util.concurrent.Semaphore;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
-import jblockd.block.Allocation;
 import jblockd.block.BlockNode;
+import jblockd.block.BlockStatus;
 import jblockd.block.Extent;
 import jblockd.block.IoError;
 import jblockd.device.GuestIo;
@@ -530,8 +530,8 @@ final class NbdConnection {
         long pos = offset;
         long end = offset + len;
         while (pos < end) {
-            Extent e = chainStatus(root, pos, end - pos);
-            boolean hole = readsAsZero(e.allocation());
+            Extent e = BlockStatus.above(root, null, pos, end - pos);
+            boolean hole = BlockStatus.readsAsZero(e.allocation());
             int n = (int) Math.min(e.length(), end - pos);
             Piece last = pieces.isEmpty() ? null : pieces.getLast();
             if (last != null && last.hole() == hole) {
@@ -550,32 +550,6 @@ final class NbdConnection {
         return pieces;
     }
 
-    private static boolean readsAsZero(Allocation a) {
-        return a != Allocation.DATA;
-    }
-
-    /**
-     * The status of {@code [offset, offset+length)} through the backing chain (QEMU's
-     * bdrv_block_status_above down to the bottom): a range the top does not allocate is asked of
-     * its backing node; past the backing node's end, or with no backing node, it reads as zeroes.
-     */
-    static Extent chainStatus(BlockNode node, long offset, long length) throws IOException {
-        Extent e = node.status(offset, length);
-        if (e.allocation() != Allocation.UNALLOCATED) {
-            return e;
-        }
-        BlockNode backing = node.driver().backing();
-        if (backing == null) {
-            return e;
-        }
-        long backingSize = backing.length();
-        if (offset >= backingSize) {
-            return new Extent(offset, e.length(), Allocation.ZERO);
-        }
-        Extent b = chainStatus(backing, offset, Math.min(e.length(), backingSize - offset));
-        return new Extent(offset, b.length(), b.allocation());
-    }
-
     // ==== BLOCK_STATUS ==========================================================================
 
     /**
@@ -591,8 +565,8 @@ final class NbdConnection {
             int count = 0;
             long pos = offset;
             while (pos < end) {
-                Extent e = chainStatus(root, pos, end - pos);
-                int flags = readsAsZero(e.allocation()) ? Nbd.STATE_HOLE | Nbd.STATE_ZERO : 0;
+                Extent e = BlockStatus.above(root, null, pos, end - pos);
+                int flags = BlockStatus.readsAsZero(e.allocation()) ? Nbd.STATE_HOLE | Nbd.STATE_ZERO : 0;
                 long n = Math.min(e.length(), end - pos);
                 if (count > 0 && out[2 * count - 1] == flags) {
                     out[2 * count - 2] += (int) n;

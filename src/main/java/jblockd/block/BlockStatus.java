@@ -1,0 +1,101 @@
+package jblockd.block;
+
+import java.io.IOException;
+
+/**
+ * The one walk of a chain's allocation status (QEMU block/io.c
+ * {@code bdrv_co_common_block_status_above}), used by everyone who asks "what is at this
+ * offset": the NBD server (sparse reads, BLOCK_STATUS), backup's block copy, mirror, stream and
+ * commit. Stateless.
+ * <p>
+ * The walk goes down QEMU's {@code bdrv_filter_or_cow_bs()}: a filter (blkdebug,
+ * copy-before-write, a job's top filter) has no allocation of its own, so the walk steps into
+ * its {@link BlockDriver#filtered() filtered child} without asking it; any other layer is asked,
+ * and when it does not allocate the range the walk steps into its
+ * {@link BlockDriver#backing() backing node}. The first layer that allocates the start of the
+ * range decides (DATA or ZERO). The run returned is clipped to the shortest run of every layer
+ * asked, so it is one status all the way through. A layer shorter than the offset reads as
+ * zeroes there, which counts as allocated ZERO at that layer (the "synthesized zeroes beyond
+ * EOF" rule of bdrv_co_common_block_status_above).
+ * <p>
+ * {@link Allocation#UNALLOCATED} means no layer from {@code top} down to (not including)
+ * {@code base} allocates the range: reads come from {@code base} or, with {@code base} null,
+ * there is nothing below and the range reads as zeroes ({@link #readsAsZero}).
+ */
+public final class BlockStatus {
+    /** Deeper chains than this are a loop (QEMU refuses backing chains longer than 1000). */
+    private static final int MAX_DEPTH = 4096;
+
+    private BlockStatus() {
+    }
+
+    /**
+     * The status of {@code [offset, offset+len)} as seen from {@code top} through filters and
+     * backing layers, stopping before {@code base} (null: to the bottom). {@code len > 0}.
+     */
+    public static Extent above(BlockNode top, BlockNode base, long offset, long len) throws IOException {
+        long n = len;
+        int depth = 0;
+        for (BlockNode layer = top; layer != null && layer != base; layer = next(layer)) {
+            if (++depth > MAX_DEPTH) {
+                throw new IoError(Errno.ELOOP, "backing chain loop at node '" + layer.nodeName() + "'");
+            }
+            if (layer.driver().filtered() != null) {
+                continue; // a filter: what it shows is its child's
+            }
+            long size = layer.length();
+            if (offset >= size) {
+                return new Extent(offset, n, Allocation.ZERO);
+            }
+            Extent e = layer.status(offset, Math.min(n, size - offset));
+            n = Math.min(n, e.length());
+            if (e.allocation() != Allocation.UNALLOCATED) {
+                return new Extent(offset, n, e.allocation());
+            }
+        }
+        return new Extent(offset, n, Allocation.UNALLOCATED);
+    }
+
+    /**
+     * The status of the whole chain under {@code top} as a reader of {@code top} sees it: DATA,
+     * or ZERO for anything that reads as zeroes (a zero cluster, a hole, nothing allocated
+     * anywhere down the chain).
+     */
+    public static Extent readView(BlockNode top, long offset, long len) throws IOException {
+        Extent e = above(top, null, offset, len);
+        return e.allocation() == Allocation.UNALLOCATED ? new Extent(offset, e.length(), Allocation.ZERO) : e;
+    }
+
+    /** True when a reader sees zeroes for an extent {@link #above} returned with base null. */
+    public static boolean readsAsZero(Allocation a) {
+        return a != Allocation.DATA;
+    }
+
+    /**
+     * The status of {@code layer} alone, looking through filters above it (QEMU's
+     * {@code bdrv_is_allocated} of a node whose filters are skipped): the first non-filter layer
+     * under {@code layer} answers. Used by backup sync=top ("allocated in the top image").
+     */
+    public static Extent ofLayer(BlockNode layer, long offset, long len) throws IOException {
+        BlockNode image = skipFilters(layer);
+        return image.status(offset, len);
+    }
+
+    /** The first node at or under {@code node} that is not a filter (bdrv_skip_filters). */
+    public static BlockNode skipFilters(BlockNode node) {
+        BlockNode n = node;
+        for (int depth = 0; n.driver().filtered() != null; depth++) {
+            if (depth > MAX_DEPTH) {
+                throw new IllegalStateException("filter loop at " + n);
+            }
+            n = n.driver().filtered();
+        }
+        return n;
+    }
+
+    /** QEMU's bdrv_filter_or_cow_bs(): a filter's child, else the backing node, else null. */
+    public static BlockNode next(BlockNode layer) {
+        BlockNode f = layer.driver().filtered();
+        return f != null ? f : layer.driver().backing();
+    }
+}
