@@ -13,6 +13,7 @@ import jblockd.block.IoError;
 import jblockd.block.ImageCreator;
 import jblockd.block.NodeGraph;
 import jblockd.device.Device;
+import jblockd.device.DrainedSection;
 import jblockd.device.Devices;
 import jblockd.job.Job;
 import jblockd.job.JobDriver;
@@ -126,9 +127,12 @@ final class JobNodes {
 
     /**
      * bdrv_append(filter, bs): registers {@code filterNode} (a clash discards the job, which has
-     * not started) and moves the devices onto it; from then on every guest write goes through it.
+     * not started) and, in a drained section over them, moves every device whose root is the
+     * filter's child onto it (named drives and anonymous ones: an NBD export on the node name).
+     * A guest request in flight finishes on the old root first; from then on every guest write
+     * goes through the filter.
      */
-    void insertFilter(Job job, List<Device> attached, BlockNode filterNode) throws QmpError {
+    void insertFilter(Job job, BlockNode filterNode) throws QmpError {
         try {
             graph.register(filterNode);
         } catch (IoError e) {
@@ -136,18 +140,21 @@ final class JobNodes {
             throw QmpError.generic(e.getMessage());
         }
         jobs.block(job, filterNode);
-        for (Device d : attached) {
-            devices.replaceRoot(d, filterNode);
+        BlockNode child = filterNode.driver().filtered();
+        try (DrainedSection s = devices.drain(child)) {
+            for (Device d : devices.attachedTo(child)) {
+                devices.replaceRoot(d, filterNode);
+            }
         }
     }
 
     /**
-     * Takes {@code filterNode} out again: the devices still on it move onto {@code to} (the node
-     * below, or a mirror's target after the pivot), those moved elsewhere meanwhile stay.
+     * Takes {@code filterNode} out again, in a drained section: the devices on it move onto
+     * {@code to} (the node below, or a mirror's target after the pivot).
      */
-    void removeFilter(List<Device> attached, BlockNode filterNode, BlockNode to) {
-        for (Device d : attached) {
-            if (d.root() == filterNode) {
+    void removeFilter(BlockNode filterNode, BlockNode to) {
+        try (DrainedSection s = devices.drain(filterNode)) {
+            for (Device d : devices.attachedTo(filterNode)) {
                 devices.replaceRoot(d, to);
             }
         }

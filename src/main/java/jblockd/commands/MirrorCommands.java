@@ -8,6 +8,7 @@ import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
 import jblockd.block.bitmap.DirtyBitmap;
 import jblockd.device.Device;
+import jblockd.device.DrainedSection;
 import jblockd.device.Devices;
 import jblockd.job.Job;
 import jblockd.job.JobRegistry;
@@ -192,8 +193,6 @@ public final class MirrorCommands implements CommandGroup {
         if (filterNodeName != null && nodes.graph().node(filterNodeName).isPresent()) {
             throw QmpError.generic("Duplicate nodes with node-name='" + filterNodeName + "'");
         }
-        // Named drives and anonymous users (an NBD export on the node name) all move onto the filter.
-        List<Device> attached = nodes.devices().attachedTo(bs);
         DirtyBitmap bitmap = new DirtyBitmap(size, granularity);
         // QEMU 7.2's active commit runs on mirror.c (commit_active_start -> mirror_start_job), so
         // its filter is a mirror_top too (observed in query-named-block-nodes); commit_top is the
@@ -201,13 +200,13 @@ public final class MirrorCommands implements CommandGroup {
         JobTopFilter filter = new JobTopFilter("mirror_top", bs, bitmap, null);
         BlockNode filterNode = nodes.filterNode(filter, filterNodeName);
         Job[] self = new Job[1];
-        Actions actions = new Actions(attached, bs, target, filterNode, targetOwned, self, extraRelease);
+        Actions actions = new Actions(bs, target, filterNode, targetOwned, self, extraRelease);
         MirrorJob driver = new MirrorJob(new MirrorJob.Params(type, sync, base, bufSize, onSource, onTarget, unmap),
                 bs, target, filter, bitmap, actions);
         Job job = nodes.createJob(jobId, driver, List.of(bs, target), speed, autoFinalize, autoDismiss);
         self[0] = job;
         // bdrv_append(mirror_top_bs, bs): from now on every guest write is tracked.
-        nodes.insertFilter(job, attached, filterNode);
+        nodes.insertFilter(job, filterNode);
         jobs.start(job);
         return job;
     }
@@ -235,7 +234,6 @@ public final class MirrorCommands implements CommandGroup {
 
     /** The graph side of a mirror's end: pivot, detach, release. */
     private final class Actions implements MirrorJob.GraphActions {
-        private final List<Device> attached;
         private final BlockNode source;
         private final BlockNode target;
         private final BlockNode filterNode;
@@ -244,15 +242,19 @@ public final class MirrorCommands implements CommandGroup {
         private final java.util.function.BiConsumer<Job, Boolean> extraRelease;
         private boolean detached;
 
-        Actions(List<Device> attached, BlockNode source, BlockNode target, BlockNode filterNode, boolean targetOwned,
+        Actions(BlockNode source, BlockNode target, BlockNode filterNode, boolean targetOwned,
                 Job[] job, java.util.function.BiConsumer<Job, Boolean> extraRelease) {
-            this.attached = attached;
             this.source = source;
             this.target = target;
             this.filterNode = filterNode;
             this.targetOwned = targetOwned;
             this.job = job;
             this.extraRelease = extraRelease;
+        }
+
+        @Override
+        public DrainedSection drain() {
+            return nodes.devices().drain(filterNode);
         }
 
         @Override
@@ -271,7 +273,7 @@ public final class MirrorCommands implements CommandGroup {
                 return;
             }
             detached = true;
-            nodes.removeFilter(attached, filterNode, to);
+            nodes.removeFilter(filterNode, to);
         }
 
         @Override

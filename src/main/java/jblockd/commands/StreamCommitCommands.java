@@ -9,6 +9,7 @@ import jblockd.block.BlockNode;
 import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
 import jblockd.device.Device;
+import jblockd.device.DrainedSection;
 import jblockd.device.Devices;
 import jblockd.job.Job;
 import jblockd.job.JobRegistry;
@@ -128,7 +129,6 @@ public final class StreamCommitCommands implements CommandGroup {
         String backingName = base == null ? null : a.backingFile() != null ? a.backingFile() : base.driver().filename();
         String backingFmt = base == null ? null : base.driver().formatName();
         final BlockNode fbase = base;
-        List<Device> attached = nodes.devices().attachedTo(bs);
         RangeLocks locks = new RangeLocks(StreamJob.CHUNK);
         BlockNode filterNode = nodes.filterNode(new JobTopFilter("copy-on-read", bs, null, locks),
                 a.filterNodeName());
@@ -140,13 +140,15 @@ public final class StreamCommitCommands implements CommandGroup {
                 // stream_prepare(): the top's header names base (or no backing file at all);
                 // an image without a backing file is left alone
                 if (bs.driver().backing() != null) {
-                    bs.driver().setBacking(fbase, backingName, backingFmt);
+                    try (DrainedSection s = nodes.devices().drain(bs)) {
+                        bs.driver().setBacking(fbase, backingName, backingFmt);
+                    }
                 }
             }
 
             @Override
             public void release(boolean rebased) {
-                nodes.removeFilter(attached, filterNode, bs);
+                nodes.removeFilter(filterNode, bs);
                 if (rebased && oldBacking != null && oldBacking != fbase && self[0] != null) {
                     nodes.removeWhenGone(self[0], oldBacking, false);
                 }
@@ -155,7 +157,7 @@ public final class StreamCommitCommands implements CommandGroup {
         Job job = nodes.createJob(nodes.defaultJobId(a.jobId(), bs), driver, layers, a.speed(), a.autoFinalize(),
                 a.autoDismiss());
         self[0] = job;
-        nodes.insertFilter(job, attached, filterNode);
+        nodes.insertFilter(job, filterNode);
         jobs.start(job);
         return job;
     }
@@ -282,7 +284,9 @@ public final class StreamCommitCommands implements CommandGroup {
             @Override
             public void rebase() throws Exception {
                 // commit_prepare(): the overlay now reads from base, the committed layers go
-                overlay.driver().setBacking(writer, backingName, backingFmt);
+                try (DrainedSection s = nodes.devices().drain(overlay)) {
+                    overlay.driver().setBacking(writer, backingName, backingFmt);
+                }
             }
 
             @Override

@@ -17,6 +17,7 @@ public final class Device {
     private final BlockdevOnError werror;
     private volatile BlockNode root;
     private volatile IoStatus ioStatus = IoStatus.OK;
+    private final RequestGate gate = new RequestGate();
 
     /**
      * @param rerror report | ignore | stop (QEMU refuses enospc for reads)
@@ -37,9 +38,21 @@ public final class Device {
         return root;
     }
 
-    /** Points the device at a new root (filter insertion/removal, mirror pivot). */
-    public void replaceRoot(BlockNode newRoot) {
+    /**
+     * Points the device at a new root (filter insertion/removal, mirror pivot). Only inside a
+     * drained section over this device ({@link Devices#replaceRoot} opens one), so that no
+     * guest request that already picked the old root is still running on it.
+     */
+    void replaceRoot(BlockNode newRoot) {
+        if (!gate.drained()) {
+            throw new IllegalStateException("device '" + name + "': root changed outside a drained section");
+        }
         this.root = Objects.requireNonNull(newRoot);
+    }
+
+    /** The drain counter every guest request of this device passes (GuestIo). */
+    RequestGate gate() {
+        return gate;
     }
 
     public BlockdevOnError rerror() {

@@ -52,8 +52,16 @@ public final class Devices {
         anonymous.add(device);
     }
 
-    public synchronized void removeAnonymous(Device device) {
-        anonymous.removeIf(d -> d == device);
+    /**
+     * Forgets an anonymous device once its export is gone, after a drained section over it: when
+     * this returns no request of that export is still running on the node.
+     */
+    public void removeAnonymous(Device device) {
+        try (DrainedSection s = drain(device)) {
+            synchronized (this) {
+                anonymous.removeIf(d -> d == device);
+            }
+        }
     }
 
     /** Every device, named or anonymous, whose root is {@code node} right now. */
@@ -89,14 +97,69 @@ public final class Devices {
         return graph.node(deviceOrNode);
     }
 
-    /** Points a device at a new root and moves the graph's use record with it. */
-    public synchronized void replaceRoot(Device device, BlockNode newRoot) {
-        if (device.name().isEmpty()) {
-            device.replaceRoot(newRoot); // anonymous: its export records the use itself
-            return;
+    /**
+     * Opens a drained section over every device, named or anonymous, whose graph reaches any of
+     * {@code nodes} (through children of every role: files, backing links, filtered children):
+     * QEMU's bdrv_drained_begin() on a node quiesces all its parents up to their BlockBackends.
+     * Returns once no guest request is in flight on them; close the section to let the held
+     * requests go on. The one drain primitive: every graph change under a device runs in one.
+     */
+    public DrainedSection drain(BlockNode... nodes) {
+        List<Device> above = new java.util.ArrayList<>();
+        synchronized (this) {
+            for (Device d : everyDevice()) {
+                if (reachesAny(d.root(), nodes, new java.util.HashSet<>())) {
+                    above.add(d);
+                }
+            }
         }
-        graph.removeUser(device.root(), "device:" + device.name());
-        device.replaceRoot(newRoot);
-        graph.addUser(newRoot, "device:" + device.name());
+        // Outside the monitor: waiting for guest requests must not hold up other lookups.
+        return new DrainedSection(above);
+    }
+
+    /** Opens a drained section over exactly {@code device}. */
+    public DrainedSection drain(Device device) {
+        return new DrainedSection(List.of(device));
+    }
+
+    /**
+     * Points a device at a new root, inside a drained section over the device (nested in the
+     * caller's, if it has one), and moves the graph's use record with it.
+     */
+    public void replaceRoot(Device device, BlockNode newRoot) {
+        try (DrainedSection s = drain(device)) {
+            synchronized (this) {
+                if (device.name().isEmpty()) {
+                    device.replaceRoot(newRoot); // anonymous: its export records the use itself
+                    return;
+                }
+                graph.removeUser(device.root(), "device:" + device.name());
+                device.replaceRoot(newRoot);
+                graph.addUser(newRoot, "device:" + device.name());
+            }
+        }
+    }
+
+    private List<Device> everyDevice() {
+        List<Device> all = new java.util.ArrayList<>(byName.values());
+        all.addAll(anonymous);
+        return all;
+    }
+
+    private static boolean reachesAny(BlockNode from, BlockNode[] nodes, java.util.Set<BlockNode> seen) {
+        if (!seen.add(from)) {
+            return false;
+        }
+        for (BlockNode n : nodes) {
+            if (n == from) {
+                return true;
+            }
+        }
+        for (jblockd.block.BlockChild c : from.driver().children()) {
+            if (reachesAny(c.node(), nodes, seen)) {
+                return true;
+            }
+        }
+        return false;
     }
 }

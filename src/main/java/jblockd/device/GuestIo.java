@@ -16,7 +16,7 @@ import jblockd.qapi.QapiEvents;
 /**
  * The guest's way into a {@link Device} (QEMU's BlockBackend request path plus the emulated
  * device's error handling, SPEC §5 and errors.md §4): every request passes the {@link RunState}
- * gate, runs on the device's current root, and a failure is resolved by rerror (reads) or werror
+ * gate and the device's drain counter, runs on the device's current root, and a failure is resolved by rerror (reads) or werror
  * (writes, write-zeroes, discards, flushes):
  * <ul>
  *   <li>{@code report}: BLOCK_IO_ERROR action report, the error goes to the guest;</li>
@@ -123,10 +123,18 @@ public final class GuestIo {
      */
     public <T> T run(IoOperation op, Task<T> task, Runnable onIgnore) throws IoError {
         while (true) {
+            // The run state first: a request held by stop/cont is not in flight on the device,
+            // so a drained graph change never waits for a stopped guest.
             runState.enterGuest();
             IoError failure;
             try {
-                return task.run(device.root());
+                device.gate().enter();
+                try {
+                    // the root is read inside the gate: a drained root change cannot slip between
+                    return task.run(device.root());
+                } finally {
+                    device.gate().leave();
+                }
             } catch (IOException e) {
                 failure = IoError.wrap(e);
             } finally {

@@ -86,12 +86,15 @@ class MirrorJobTest {
         Guest() {
             thread = Thread.ofVirtual().start(() -> {
                 Random r = new Random(7);
+                // the guest's path: the run state and the device's drain counter
+                jblockd.device.GuestIo io = new jblockd.device.GuestIo(device,
+                        new jblockd.device.RunState(events, () -> { }), events);
                 byte[] block = new byte[4096];
                 try {
                     while (!stop.get()) {
                         long off = (long) r.nextInt(SIZE / 4096) * 4096;
                         r.nextBytes(block);
-                        device.root().write(off, ByteBuffer.wrap(block), false);
+                        io.write(off, ByteBuffer.wrap(block), false);
                         System.arraycopy(block, 0, model, (int) off, 4096);
                         writes++;
                         Thread.sleep(0, 200_000);

@@ -119,12 +119,15 @@ class StreamCommitTest {
         Guest() {
             thread = Thread.ofVirtual().start(() -> {
                 Random r = new Random(3);
+                // the guest's path: the run state and the device's drain counter
+                jblockd.device.GuestIo io = new jblockd.device.GuestIo(device,
+                        new jblockd.device.RunState(events, () -> { }), events);
                 byte[] block = new byte[4096];
                 try {
                     while (!stop.get()) {
                         long off = (long) r.nextInt(SIZE / 4096) * 4096;
                         r.nextBytes(block);
-                        device.root().write(off, ByteBuffer.wrap(block), false);
+                        io.write(off, ByteBuffer.wrap(block), false);
                         System.arraycopy(block, 0, model, (int) off, 4096);
                         Thread.sleep(0, 300_000);
                     }

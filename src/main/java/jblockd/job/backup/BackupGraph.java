@@ -12,6 +12,7 @@ import jblockd.block.NodeGraph;
 import jblockd.block.cbw.BlockCopy;
 import jblockd.block.cbw.CopyBeforeWriteDriver;
 import jblockd.device.Device;
+import jblockd.device.DrainedSection;
 import jblockd.device.Devices;
 import jblockd.job.Job;
 import jblockd.job.JobRegistry;
@@ -83,30 +84,36 @@ public final class BackupGraph {
         jobs.block(j, filter);
     }
 
-    /** Re-points every device whose root is the source at the filter. */
+    /**
+     * Re-points every device whose root is the source at the filter, in a drained section: a
+     * guest write in flight lands before the point in time, every later one passes the filter.
+     */
     public synchronized void activate() {
-        for (Device d : devices.attachedTo(source)) {
-            devices.replaceRoot(d, filter);
-            moved.add(d);
+        try (DrainedSection s = devices.drain(source)) {
+            for (Device d : devices.attachedTo(source)) {
+                devices.replaceRoot(d, filter);
+                moved.add(d);
+            }
         }
     }
 
     /**
-     * Undoes {@link #prepare}/{@link #activate}: devices back on the source, guest requests in
-     * the filter drained, copies in flight finished, the filter unregistered, the target flushed
-     * and (when owned) closed. Idempotent; never throws.
+     * Undoes {@link #prepare}/{@link #activate}: devices back on the source in a drained section
+     * (no guest request is left in the filter afterwards), copies in flight finished, the filter
+     * unregistered, the target flushed and (when owned) closed. Idempotent; never throws.
      */
     public synchronized void remove() {
         if (removed) {
             return;
         }
         removed = true;
-        for (Device d : moved) {
-            if (d.root() == filter) {
-                devices.replaceRoot(d, source);
+        try (DrainedSection s = devices.drain(filter)) {
+            for (Device d : moved) {
+                if (d.root() == filter) {
+                    devices.replaceRoot(d, source);
+                }
             }
         }
-        filter.drain();
         copy.deactivate();
         graph.unregister(filter);
         try {

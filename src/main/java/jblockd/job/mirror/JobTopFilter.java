@@ -4,8 +4,6 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.Objects;
-import java.util.concurrent.locks.Condition;
-import java.util.concurrent.locks.ReentrantLock;
 
 import jblockd.block.BlockChild;
 import jblockd.block.FilterDriver;
@@ -24,26 +22,20 @@ import jblockd.block.bitmap.DirtyBitmap;
  *       so a write racing with the copy leaves the granule dirty);</li>
  *   <li>holds {@link RangeLocks} around guest writes (stream: its copy-on-read of a chunk and
  *       a guest write to that chunk never interleave);</li>
- *   <li>can be quiesced: new guest writes wait and writes in flight finish (QEMU's drained
- *       section), used for mirror's final sync and its pivot;</li>
  *   <li>can write guest writes through to a second node (a completed mirror between its final
  *       sync and its pivot, so guests never wait for the job to be finalized).</li>
  * </ul>
- * Thread-safe. After a pivot the filter is {@link #retarget retargeted} at the new root so that
- * requests that already picked the filter as the device root land on the right node.
+ * Thread-safe. The filter goes in and out of the graph in drained sections
+ * ({@link jblockd.device.Devices#drain}), so no guest request is ever left on it afterwards.
  */
 public final class JobTopFilter implements FilterDriver {
     private final String driverName;
-    private volatile BlockNode child;
+    private final BlockNode child;
     private volatile DirtyBitmap bitmap;
     private volatile BlockNode writeThrough;
     private final RangeLocks locks;
     private volatile boolean implicit;
 
-    private final ReentrantLock gate = new ReentrantLock();
-    private final Condition gateChanged = gate.newCondition();
-    private int writesInFlight;
-    private int quiesceDepth;
 
     /**
      * @param driverName {@code mirror_top}, {@code commit_top} or {@code copy-on-read}
@@ -71,13 +63,6 @@ public final class JobTopFilter implements FilterDriver {
         return child;
     }
 
-    /** Forwards every later request to {@code node} and stops marking and writing through. */
-    public void retarget(BlockNode node) {
-        this.bitmap = null;
-        this.writeThrough = null;
-        this.child = Objects.requireNonNull(node);
-    }
-
     /** Stops marking guest writes (the job is over); requests still go to the child. */
     public void stopTracking() {
         this.bitmap = null;
@@ -88,91 +73,29 @@ public final class JobTopFilter implements FilterDriver {
         this.writeThrough = node;
     }
 
-    /** Blocks new guest writes and waits until those in flight are done. Nests. */
-    public void quiesce() {
-        gate.lock();
-        try {
-            quiesceDepth++;
-            while (writesInFlight > 0) {
-                gateChanged.awaitUninterruptibly();
-            }
-        } finally {
-            gate.unlock();
-        }
-    }
-
-    /** Ends one {@link #quiesce}; the held writes go on. */
-    public void unquiesce() {
-        gate.lock();
-        try {
-            if (quiesceDepth > 0) {
-                quiesceDepth--;
-            }
-            gateChanged.signalAll();
-        } finally {
-            gate.unlock();
-        }
-    }
-
-    public boolean quiesced() {
-        gate.lock();
-        try {
-            return quiesceDepth > 0;
-        } finally {
-            gate.unlock();
-        }
-    }
-
-    private void enterWrite() {
-        gate.lock();
-        try {
-            while (quiesceDepth > 0) {
-                gateChanged.awaitUninterruptibly();
-            }
-            writesInFlight++;
-        } finally {
-            gate.unlock();
-        }
-    }
-
-    private void leaveWrite() {
-        gate.lock();
-        try {
-            writesInFlight--;
-            gateChanged.signalAll();
-        } finally {
-            gate.unlock();
-        }
-    }
-
     private interface WriteOp {
         void apply(BlockNode node) throws IOException;
     }
 
     private void guestWrite(long offset, long length, WriteOp op) throws IOException {
-        enterWrite();
         RangeLocks l = locks;
+        if (l != null) {
+            l.lock(offset, length);
+        }
         try {
-            if (l != null) {
-                l.lock(offset, length);
+            op.apply(child);
+            BlockNode second = writeThrough;
+            if (second != null) {
+                op.apply(second);
             }
-            try {
-                op.apply(child);
-                BlockNode second = writeThrough;
-                if (second != null) {
-                    op.apply(second);
-                }
-                DirtyBitmap b = bitmap;
-                if (b != null) {
-                    b.mark(offset, length);
-                }
-            } finally {
-                if (l != null) {
-                    l.unlock(offset, length);
-                }
+            DirtyBitmap b = bitmap;
+            if (b != null) {
+                b.mark(offset, length);
             }
         } finally {
-            leaveWrite();
+            if (l != null) {
+                l.unlock(offset, length);
+            }
         }
     }
 

@@ -17,6 +17,7 @@ import jblockd.block.BlockStatus;
 import jblockd.block.Extent;
 import jblockd.block.IoError;
 import jblockd.block.bitmap.DirtyBitmap;
+import jblockd.device.DrainedSection;
 import jblockd.job.JobCancelledException;
 import jblockd.job.JobContext;
 import jblockd.job.JobDriver;
@@ -44,10 +45,11 @@ import jblockd.qapi.QmpError;
  * through the source's chain are written as zeroes on the target (unmapped when {@code unmap}).
  *
  * <h2>End</h2>
- * Complete, or a soft cancel after READY: the filter is quiesced (guest writes wait, those in
- * flight finish), the rest of the bitmap is copied, the target flushed. For complete, guest
- * writes are then written through to the target as well and the guests go on at once; the pivot
- * itself ({@link #commit}) swaps the device's root under a brief second quiesce. For a soft
+ * Complete, or a soft cancel after READY: the devices on the filter are drained (guest writes
+ * wait, those in flight finish: {@link GraphActions#drain}), the rest of the bitmap is copied,
+ * the target flushed. For complete, guest writes are then written through to the target as well
+ * and the guests go on at once; the pivot itself ({@link #commit}) swaps the device's root in a
+ * brief drained section of its own. For a soft
  * cancel the filter is removed and the device stays on the source (QEMU 7.2 mirror_cancel()).
  *
  * <h2>Errors</h2>
@@ -77,7 +79,13 @@ public final class MirrorJob implements JobDriver {
 
     /** What the end of the job does to the graph; provided by the command that started it. */
     public interface GraphActions {
-        /** Pivot: make the target the device's root. Runs with guest writes quiesced. */
+        /**
+         * Opens a drained section over the devices on the job's filter: no guest request is in
+         * flight and new ones wait until it is closed (the final sync, mirror_run()'s drain).
+         */
+        DrainedSection drain();
+
+        /** Pivot: make the target the device's root (in a drained section of its own). */
         void pivot() throws Exception;
 
         /** Put the source back as the device's root (soft cancel, failure). Idempotent. */
@@ -97,6 +105,8 @@ public final class MirrorJob implements JobDriver {
     private volatile boolean completeRequested;
     private volatile boolean pivotPending;
     private volatile boolean pivoted;
+    /** The final sync's drained section while it is open (job thread only). */
+    private DrainedSection finalSync;
 
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition opDone = lock.newCondition();
@@ -180,12 +190,10 @@ public final class MirrorJob implements JobDriver {
         } finally {
             awaitAllOps();
             if (!finishedInSync) {
-                if (filter.quiesced()) {
-                    filter.unquiesce();
-                }
+                endFinalSync();
             }
         }
-        // In sync, guest writes quiesced, target flushed.
+        // In sync, the devices drained, target flushed.
         if (completeRequested && !ctx.cancelRequested()) {
             filter.stopTracking();
             filter.setWriteThrough(target);
@@ -193,7 +201,14 @@ public final class MirrorJob implements JobDriver {
         } else {
             actions.detach();
         }
-        filter.unquiesce();
+        endFinalSync();
+    }
+
+    private void endFinalSync() {
+        if (finalSync != null) {
+            finalSync.close();
+            finalSync = null;
+        }
     }
 
     /** mirror_dirty_init(): what the initial pass has to copy. */
@@ -267,9 +282,9 @@ public final class MirrorJob implements JobDriver {
                 ctx.ready();
             }
             if (completeRequested || ctx.cancelRequested()) {
-                if (!filter.quiesced()) {
+                if (finalSync == null) {
                     // mirror_run(): drain, then look at the bitmap once more.
-                    filter.quiesce();
+                    finalSync = actions.drain();
                     continue;
                 }
                 flushTarget(ctx);
@@ -519,17 +534,14 @@ public final class MirrorJob implements JobDriver {
         if (!pivotPending) {
             return;
         }
-        filter.quiesce();
         try {
+            // drained inside: no guest request is left on the filter, none reaches it again
             actions.pivot();
-            filter.retarget(target);
             pivoted = true;
         } catch (Exception e) {
             LOG.log(Level.WARNING, "mirror pivot failed", e);
             filter.setWriteThrough(null);
             actions.detach();
-        } finally {
-            filter.unquiesce();
         }
     }
 
