@@ -8,15 +8,18 @@ import java.util.concurrent.TimeUnit;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
+import jblockd.block.Access;
 import jblockd.block.BlockNode;
 import jblockd.block.IoError;
 import jblockd.block.ImageCreator;
 import jblockd.block.NodeGraph;
+import jblockd.block.NodeUser;
 import jblockd.device.Device;
 import jblockd.device.Devices;
 import jblockd.job.Job;
 import jblockd.job.JobDriver;
 import jblockd.job.JobRegistry;
+import jblockd.job.JobUse;
 import jblockd.job.mirror.JobTopFilter;
 import jblockd.qapi.JobStatus;
 import jblockd.qapi.NewImageMode;
@@ -73,12 +76,7 @@ final class JobNodes {
     }
 
     boolean isRoot(BlockNode n) {
-        for (String u : graph.usersOf(n)) {
-            if (u.startsWith("parent:")) {
-                return false;
-            }
-        }
-        return true;
+        return graph.usersOf(n).stream().noneMatch(u -> u.kind() == NodeUser.Kind.PARENT);
     }
 
     /** The device whose root is {@code node}, or null. */
@@ -105,9 +103,9 @@ final class JobNodes {
      * block_job_create() with the QAPI defaults of the optional arguments: no speed limit,
      * auto-finalize and auto-dismiss on.
      */
-    Job createJob(String jobId, JobDriver driver, List<BlockNode> blocked, Long speed, Boolean autoFinalize,
+    Job createJob(String jobId, JobDriver driver, List<JobUse> uses, Long speed, Boolean autoFinalize,
                   Boolean autoDismiss) throws QmpError {
-        return jobs.create(jobId, driver, blocked, speed == null ? 0 : speed,
+        return jobs.create(jobId, driver, uses, speed == null ? 0 : speed,
                 autoFinalize == null || autoFinalize, autoDismiss == null || autoDismiss);
     }
 
@@ -126,16 +124,24 @@ final class JobNodes {
 
     /**
      * bdrv_append(filter, bs): registers {@code filterNode} (a clash discards the job, which has
-     * not started) and moves the devices onto it; from then on every guest write goes through it.
+     * not started), attaches the job to it as its main node ({@code mainNode}: what the job
+     * needs and shares there) and moves the devices onto it; from then on every guest write
+     * goes through it.
      */
-    void insertFilter(Job job, List<Device> attached, BlockNode filterNode) throws QmpError {
+    void insertFilter(Job job, List<Device> attached, BlockNode filterNode, Access mainNode) throws QmpError {
         try {
             graph.register(filterNode);
         } catch (IoError e) {
             jobs.discard(job);
             throw QmpError.generic(e.getMessage());
         }
-        jobs.block(job, filterNode);
+        try {
+            jobs.attach(job, JobUse.node(filterNode, "main node", mainNode));
+        } catch (QmpError e) {
+            graph.unregister(filterNode);
+            jobs.discard(job);
+            throw e;
+        }
         for (Device d : attached) {
             devices.replaceRoot(d, filterNode);
         }
