@@ -65,6 +65,22 @@ public interface BlockDriver {
         return List.of();
     }
 
+    /**
+     * What this node needs and shares on {@code child}, given what its own users need and share
+     * together ({@code parentUse}) and whether it is {@code writable} (QEMU's bdrv_child_perm,
+     * defaulting to block.c bdrv_default_perms()): a filtered child passes the use through, a
+     * backing child is read only, any other child holds the image's data and metadata.
+     */
+    default Access childAccess(BlockChild child, boolean writable, Access parentUse) {
+        if (child.node() == filtered()) {
+            return Access.passthrough(parentUse);
+        }
+        if (child.node() == backing()) {
+            return Access.forCow(parentUse);
+        }
+        return Access.forStorage(parentUse, true, writable);
+    }
+
     /** The node this layer reads unallocated ranges from, or null. */
     default BlockNode backing() {
         return null;

@@ -3,6 +3,7 @@ package jblockd.block;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.Comparator;
@@ -11,6 +12,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -23,8 +25,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 public final class NodeGraph {
     private final DriverRegistry drivers;
     private final Map<String, BlockNode> nodes = new LinkedHashMap<>();
-    /** Nodes other than parent links that keep a node in use: devices, exports, jobs. */
-    private final Map<BlockNode, List<String>> users = new LinkedHashMap<>();
+    /** Users other than parent links, newest first: devices, exports, jobs. Guarded by this. */
+    private final Map<BlockNode, List<NodeUser>> users = new HashMap<>();
     private final AtomicInteger autoNames = new AtomicInteger(100);
     /**
      * When each node got its name in QEMU's terms (block.c bdrv_assign_node_name() order), for
@@ -198,32 +200,123 @@ public final class NodeGraph {
         return all;
     }
 
-    /** Records that {@code user} (a device, export or job description) keeps the node in use. */
-    public synchronized void addUser(BlockNode node, String user) {
-        users.computeIfAbsent(node, n -> new ArrayList<>()).add(user);
+    /**
+     * Adds {@code user} to the node's users after checking permissions: on the node and on
+     * every node below it (a new user changes what parents need and share on their children),
+     * each pair of users must share what the other needs (block.c bdrv_parent_perms_conflict(),
+     * newest user first). A pair that already conflicted before this attach is not blamed on it.
+     *
+     * @throws IoError EPERM, {@code Permission conflict on node 'x': permissions 'write' are
+     *                 both required by ... and unshared by ...}
+     */
+    public synchronized void attach(BlockNode node, NodeUser user) throws IoError {
+        Map<BlockNode, List<NodeUser>> after = new HashMap<>();
+        users.forEach((n, u) -> after.put(n, new ArrayList<>(u)));
+        after.computeIfAbsent(node, n -> new ArrayList<>()).addFirst(user);
+        for (BlockNode n : subtree(node)) {
+            Optional<String> conflict = conflict(n, usersOf(n, after));
+            if (conflict.isPresent() && conflict(n, usersOf(n, users)).isEmpty()) {
+                throw new IoError(Errno.EPERM, conflict.get());
+            }
+        }
+        users.computeIfAbsent(node, n -> new ArrayList<>()).addFirst(user);
     }
 
-    public synchronized void removeUser(BlockNode node, String user) {
-        List<String> u = users.get(node);
+    /** Removes exactly this user (by identity) from the node's users. */
+    public synchronized void detach(BlockNode node, NodeUser user) {
+        List<NodeUser> u = users.get(node);
         if (u != null) {
-            u.remove(user);
+            u.removeIf(x -> x == user);
             if (u.isEmpty()) {
                 users.remove(node);
             }
         }
     }
 
-    /** Who uses the node: registered users plus every parent node ("parent:NAME"). */
-    public synchronized List<String> usersOf(BlockNode node) {
-        List<String> result = new ArrayList<>(users.getOrDefault(node, List.of()));
+    /**
+     * Moves a user to another node without a permission check: a device re-pointed at a job's
+     * filter above its node (which forwards the device's use) or, at a mirror's pivot, onto the
+     * target the job is about to let go of (QEMU drops the job's target use before the switch).
+     */
+    public synchronized void move(NodeUser user, BlockNode from, BlockNode to) {
+        detach(from, user);
+        users.computeIfAbsent(to, n -> new ArrayList<>()).addFirst(user);
+    }
+
+    /**
+     * Who uses the node, newest first: attached users (devices, exports, jobs), then every
+     * parent node's link with the access its driver derives from the parent's own users.
+     */
+    public synchronized List<NodeUser> usersOf(BlockNode node) {
+        return usersOf(node, users);
+    }
+
+    /** The first user whose op blocker makes the node busy for jobs and blockdev-del, if any. */
+    public synchronized Optional<NodeUser> blockerOf(BlockNode node) {
+        return users.getOrDefault(node, List.of()).stream().filter(u -> u.blocker() != null).findFirst();
+    }
+
+    private List<NodeUser> usersOf(BlockNode node, Map<BlockNode, List<NodeUser>> attached) {
+        List<NodeUser> result = new ArrayList<>(attached.getOrDefault(node, List.of()));
         for (BlockNode parent : nodes.values()) {
             for (BlockChild c : parent.driver().children()) {
                 if (c.node() == node) {
-                    result.add("parent:" + parent.nodeName());
+                    Access parentUse = combined(usersOf(parent, attached));
+                    result.add(NodeUser.parent(parent, c,
+                            parent.driver().childAccess(c, !parent.readOnly(), parentUse)));
                 }
             }
         }
         return result;
+    }
+
+    /** What a node's users need together and all share (no users: nothing needed, all shared). */
+    private static Access combined(List<NodeUser> users) {
+        Set<Perm> needs = Perm.none();
+        Set<Perm> shares = Perm.all();
+        for (NodeUser u : users) {
+            needs.addAll(u.access().needs());
+            shares.retainAll(u.access().shares());
+        }
+        return new Access(needs, shares);
+    }
+
+    private static Optional<String> conflict(BlockNode node, List<NodeUser> users) {
+        for (NodeUser a : users) {
+            for (NodeUser b : users) {
+                if (a == b) {
+                    continue;
+                }
+                Set<Perm> denied = b.access().deniedBy(a.access());
+                if (!denied.isEmpty()) {
+                    String name = node.nodeName();
+                    return Optional.of("Permission conflict on node '" + name + "': permissions '"
+                            + Perm.names(denied) + "' are both required by " + b.description() + " (uses node '"
+                            + name + "' as '" + b.role() + "' child) and unshared by " + a.description()
+                            + " (uses node '" + name + "' as '" + a.role() + "' child).");
+                }
+            }
+        }
+        return Optional.empty();
+    }
+
+    /** The node and everything below it, the node first, each once. */
+    private static List<BlockNode> subtree(BlockNode node) {
+        List<BlockNode> out = new ArrayList<>();
+        ArrayDeque<BlockNode> todo = new ArrayDeque<>(List.of(node));
+        while (!todo.isEmpty()) {
+            BlockNode n = todo.removeFirst();
+            if (out.contains(n)) {
+                continue;
+            }
+            out.add(n);
+            for (BlockChild c : n.driver().children()) {
+                if (c.node() != null) {
+                    todo.addLast(c.node());
+                }
+            }
+        }
+        return out;
     }
 
     /**
@@ -231,9 +324,9 @@ public final class NodeGraph {
      * were auto-named (opened with it). Throws EBUSY naming a user otherwise.
      */
     public synchronized void remove(BlockNode node) throws IOException {
-        List<String> u = usersOf(node);
+        List<NodeUser> u = usersOf(node);
         if (!u.isEmpty()) {
-            throw new IoError(Errno.EBUSY, "Node '" + node.nodeName() + "' is busy: " + u.getFirst());
+            throw new IoError(Errno.EBUSY, "Node '" + node.nodeName() + "' is busy: " + u.getFirst().description());
         }
         List<BlockChild> children = node.driver().children();
         nodes.remove(node.nodeName());

@@ -6,6 +6,7 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.Optional;
 
+import jblockd.block.Access;
 import jblockd.block.BlockNode;
 import jblockd.block.ImageCreator;
 import jblockd.block.IoError;
@@ -15,6 +16,7 @@ import jblockd.device.Device;
 import jblockd.device.Devices;
 import jblockd.job.Job;
 import jblockd.job.JobRegistry;
+import jblockd.job.JobUse;
 import jblockd.job.backup.BackupGraph;
 import jblockd.job.backup.BackupJob;
 import jblockd.qapi.BlockdevOnError;
@@ -212,7 +214,8 @@ public final class BackupCommands implements CommandGroup {
                 c.onTargetError() == null ? BlockdevOnError.REPORT : c.onTargetError(), workers, bg);
         Job job;
         try {
-            job = jobs.create(id, driver, List.of(source, target), c.speed(), c.autoFinalize(), c.autoDismiss());
+            job = jobs.create(id, driver, backupUses(bg.filter(), source, target), c.speed(), c.autoFinalize(),
+                    c.autoDismiss());
         } catch (QmpError e) {
             graph.unregister(bg.filter());
             throw e;
@@ -229,6 +232,17 @@ public final class BackupCommands implements CommandGroup {
         job.awaitPaused(5, java.util.concurrent.TimeUnit.SECONDS);
         job.drainEnd();
         return job;
+    }
+
+    /**
+     * backup_job_create(): the job's main node is the copy-before-write filter and it keeps the
+     * target, needing nothing itself on either (the filter's links to source and target carry
+     * the permissions); it keeps the source too, so that no second job starts on it.
+     */
+    private static List<JobUse> backupUses(BlockNode filter, BlockNode source, BlockNode target) {
+        return List.of(JobUse.node(filter, "main node", Access.PASSIVE),
+                JobUse.node(source, "source", Access.PASSIVE),
+                JobUse.node(target, "target", Access.PASSIVE));
     }
 
     /**

@@ -15,6 +15,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
 import jblockd.block.NodeGraph;
+import jblockd.block.NodeUser;
 import jblockd.device.Device;
 import jblockd.device.Devices;
 import jblockd.qapi.QmpError;
@@ -133,16 +134,15 @@ public final class BlockdevCommands implements CommandGroup {
             throw QmpError.generic("Failed to find node with node-name='" + name + "'");
         }
         BlockNode node = found.get();
-        List<String> users = graph.usersOf(node);
-        // A BlockBackend (device or export) on the node: "Node x is in use"
-        if (devices.deviceOf(node).isPresent()
-                || users.stream().anyMatch(u -> u.startsWith("device:") || u.startsWith("export:"))) {
+        List<NodeUser> users = graph.usersOf(node);
+        // bdrv_has_blk(): a BlockBackend (device, export, a job's own) on the node
+        if (devices.deviceOf(node).isPresent() || users.stream().anyMatch(u -> u.kind() == NodeUser.Kind.BACKEND)) {
             throw QmpError.generic("Node " + name + " is in use");
         }
-        // Op blockers (jobs and other users that are not parent nodes)
-        Optional<String> blocker = users.stream().filter(u -> !u.startsWith("parent:")).findFirst();
+        // bdrv_op_is_blocked(BLOCK_OP_TYPE_DRIVE_DEL): a job keeps the node
+        Optional<NodeUser> blocker = graph.blockerOf(node);
         if (blocker.isPresent()) {
-            throw QmpError.generic("Node '" + name + "' is busy: " + blockerText(blocker.get()));
+            throw QmpError.generic("Node '" + name + "' is busy: " + blocker.get().blocker());
         }
         if (!monitorOwned.contains(name)) {
             throw QmpError.generic("Node " + name + " is not owned by the monitor");
@@ -165,14 +165,6 @@ public final class BlockdevCommands implements CommandGroup {
         inlineChildren.remove(name);
         commons.remove(name);
         return null;
-    }
-
-    private static String blockerText(String user) {
-        if (user.startsWith("job:")) {
-            String rest = user.substring(4);
-            return "block device is in use by block job: " + rest;
-        }
-        return user;
     }
 
     private List<BlockInfo> queryBlock() throws QmpError {

@@ -8,16 +8,19 @@ import java.util.concurrent.TimeUnit;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
+import jblockd.block.Access;
 import jblockd.block.BlockNode;
 import jblockd.block.IoError;
 import jblockd.block.ImageCreator;
 import jblockd.block.NodeGraph;
+import jblockd.block.NodeUser;
 import jblockd.device.Device;
 import jblockd.device.DrainedSection;
 import jblockd.device.Devices;
 import jblockd.job.Job;
 import jblockd.job.JobDriver;
 import jblockd.job.JobRegistry;
+import jblockd.job.JobUse;
 import jblockd.job.mirror.JobTopFilter;
 import jblockd.qapi.JobStatus;
 import jblockd.qapi.NewImageMode;
@@ -74,12 +77,7 @@ final class JobNodes {
     }
 
     boolean isRoot(BlockNode n) {
-        for (String u : graph.usersOf(n)) {
-            if (u.startsWith("parent:")) {
-                return false;
-            }
-        }
-        return true;
+        return graph.usersOf(n).stream().noneMatch(u -> u.kind() == NodeUser.Kind.PARENT);
     }
 
     /** The device whose root is {@code node}, or null. */
@@ -106,9 +104,9 @@ final class JobNodes {
      * block_job_create() with the QAPI defaults of the optional arguments: no speed limit,
      * auto-finalize and auto-dismiss on.
      */
-    Job createJob(String jobId, JobDriver driver, List<BlockNode> blocked, Long speed, Boolean autoFinalize,
+    Job createJob(String jobId, JobDriver driver, List<JobUse> uses, Long speed, Boolean autoFinalize,
                   Boolean autoDismiss) throws QmpError {
-        return jobs.create(jobId, driver, blocked, speed == null ? 0 : speed,
+        return jobs.create(jobId, driver, uses, speed == null ? 0 : speed,
                 autoFinalize == null || autoFinalize, autoDismiss == null || autoDismiss);
     }
 
@@ -127,19 +125,26 @@ final class JobNodes {
 
     /**
      * bdrv_append(filter, bs): registers {@code filterNode} (a clash discards the job, which has
-     * not started) and, in a drained section over them, moves every device whose root is the
-     * filter's child onto it (named drives and anonymous ones: an NBD export on the node name).
-     * A guest request in flight finishes on the old root first; from then on every guest write
-     * goes through the filter.
+     * not started), attaches the job to it as its main node ({@code mainNode}: what the job
+     * needs and shares there) and, in a drained section over them, moves every device whose root
+     * is the filter's child onto it (named drives and anonymous ones: an NBD export on the node
+     * name). A guest request in flight finishes on the old root first; from then on every guest
+     * write goes through the filter.
      */
-    void insertFilter(Job job, BlockNode filterNode) throws QmpError {
+    void insertFilter(Job job, BlockNode filterNode, Access mainNode) throws QmpError {
         try {
             graph.register(filterNode);
         } catch (IoError e) {
             jobs.discard(job);
             throw QmpError.generic(e.getMessage());
         }
-        jobs.block(job, filterNode);
+        try {
+            jobs.attach(job, JobUse.node(filterNode, "main node", mainNode));
+        } catch (QmpError e) {
+            graph.unregister(filterNode);
+            jobs.discard(job);
+            throw e;
+        }
         BlockNode child = filterNode.driver().filtered();
         try (DrainedSection s = devices.drain(child)) {
             for (Device d : devices.attachedTo(child)) {

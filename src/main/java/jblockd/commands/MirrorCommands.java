@@ -1,17 +1,23 @@
 package jblockd.commands;
 
 import java.io.IOException;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.Set;
 
+import jblockd.block.Access;
 import jblockd.block.BlockNode;
 import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
+import jblockd.block.Perm;
 import jblockd.block.bitmap.DirtyBitmap;
 import jblockd.device.Device;
 import jblockd.device.DrainedSection;
 import jblockd.device.Devices;
 import jblockd.job.Job;
 import jblockd.job.JobRegistry;
+import jblockd.job.JobUse;
+import jblockd.job.mirror.Chain;
 import jblockd.job.mirror.JobTopFilter;
 import jblockd.job.mirror.MirrorJob;
 import jblockd.qapi.BlockdevOnError;
@@ -203,12 +209,45 @@ public final class MirrorCommands implements CommandGroup {
         Actions actions = new Actions(bs, target, filterNode, targetOwned, self, extraRelease);
         MirrorJob driver = new MirrorJob(new MirrorJob.Params(type, sync, base, bufSize, onSource, onTarget, unmap),
                 bs, target, filter, bitmap, actions);
-        Job job = nodes.createJob(jobId, driver, List.of(bs, target), speed, autoFinalize, autoDismiss);
+        Job job = nodes.createJob(jobId, driver, mirrorUses(bs, target, type == JobType.COMMIT ? base : null, size), speed, autoFinalize, autoDismiss);
         self[0] = job;
-        // bdrv_append(mirror_top_bs, bs): from now on every guest write is tracked.
-        nodes.insertFilter(job, filterNode);
+        // bdrv_append(mirror_top_bs, bs): from now on every guest write is tracked. The job reads
+        // through the filter and lets the guest write, but nobody may resize the source.
+        nodes.insertFilter(job, filterNode, Access.of(Perm.of(Perm.CONSISTENT_READ),
+                Perm.of(Perm.CONSISTENT_READ, Perm.WRITE_UNCHANGED, Perm.WRITE)));
         jobs.start(job);
         return job;
+    }
+
+    /**
+     * mirror_start_job(): the job keeps the source (written by the guest, never resized) and
+     * the target, whose own backend writes it (and grows it when smaller) while nobody else may
+     * read or write it, the target being inconsistent until the job is done. An active commit's
+     * target is in the source's backing chain, so its users may go on reading and writing
+     * through the chain; the layers between the source and {@code commitBase} (an active
+     * commit's base, else null) keep being read by the source and are kept by the job too, as
+     * they leave the chain.
+     */
+    private static List<JobUse> mirrorUses(BlockNode bs, BlockNode target, BlockNode commitBase, long size)
+            throws QmpError {
+        boolean inChain = Chain.contains(bs, target);
+        Set<Perm> targetNeeds = Perm.of(Perm.WRITE);
+        if (length(target) < size) {
+            targetNeeds.add(Perm.RESIZE);
+        }
+        Set<Perm> targetShares = inChain ? Perm.of(Perm.WRITE_UNCHANGED, Perm.CONSISTENT_READ, Perm.WRITE)
+                : Perm.of(Perm.WRITE_UNCHANGED);
+        Set<Perm> guestMayWrite = Perm.of(Perm.CONSISTENT_READ, Perm.WRITE_UNCHANGED, Perm.WRITE);
+        List<JobUse> uses = new ArrayList<>();
+        uses.add(JobUse.node(bs, "source", Access.of(Perm.none(), guestMayWrite)));
+        uses.add(JobUse.backend(target, Access.of(targetNeeds, targetShares)));
+        uses.add(JobUse.node(target, "target", Access.PASSIVE));
+        if (commitBase != null) {
+            for (BlockNode n = bs.driver().backing(); n != null && n != commitBase; n = n.driver().backing()) {
+                uses.add(JobUse.node(n, "intermediate node", Access.of(Perm.none(), guestMayWrite)));
+            }
+        }
+        return uses;
     }
 
     /** bdrv_get_default_bitmap_granularity(): the target's cluster size in [4 KiB, 64 KiB]. */

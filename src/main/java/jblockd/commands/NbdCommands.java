@@ -13,7 +13,9 @@ import java.util.Optional;
 import com.fasterxml.jackson.databind.JsonNode;
 
 import jblockd.block.BlockNode;
+import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
+import jblockd.block.NodeUser;
 import jblockd.device.Device;
 import jblockd.device.Devices;
 import jblockd.device.GuestIo;
@@ -63,6 +65,8 @@ public final class NbdCommands implements CommandGroup {
     private final NodeGraph graph;
     private final RunState runState;
     private final QapiEvents events;
+    /** Each export's BlockBackend in the graph, riding on its device. Guarded by this. */
+    private final Map<NbdExport, NodeUser> exportUsers = new java.util.IdentityHashMap<>();
 
     public NbdCommands(NbdServer server, Devices devices, NodeGraph graph, RunState runState, QapiEvents events) {
         this.server = server;
@@ -271,18 +275,25 @@ public final class NbdCommands implements CommandGroup {
         if (server.export(name).isPresent()) {
             throw QmpError.generic("NBD server already has export named '" + name + "'");
         }
+        // blk_exp_add(): the export's BlockBackend goes onto the node, checked like any user
+        NodeUser user = NodeUser.export(writable);
+        try {
+            devices.attachUser(t.device(), user);
+        } catch (IoError ex) {
+            throw QmpError.generic(ex.getMessage());
+        }
         NbdExport e;
         try {
             e = new NbdExport(id, name, description, writable, new GuestIo(t.device(), runState, events));
-        } catch (IOException ex) {
-            throw QmpError.generic("Failed to get size of export '" + name + "': " + reason(ex));
-        }
-        try {
             server.addExport(e);
+        } catch (IOException ex) {
+            devices.detachUser(t.device(), user);
+            throw QmpError.generic("Failed to get size of export '" + name + "': " + reason(ex));
         } catch (IllegalArgumentException ex) {
+            devices.detachUser(t.device(), user);
             throw QmpError.generic(ex.getMessage());
         }
-        graph.addUser(t.node(), user(e));
+        exportUsers.put(e, user);
         if (t.anonymous()) {
             // a job inserting a filter above the node re-points this device too (Devices.attachedTo)
             devices.addAnonymous(t.device());
@@ -291,15 +302,14 @@ public final class NbdCommands implements CommandGroup {
 
     /** Drops what {@link #add} recorded for an export that is gone. */
     private void forget(NbdExport e) {
-        graph.node(e.nodeName()).ifPresent(n -> graph.removeUser(n, user(e)));
         Device d = e.io().device();
+        NodeUser user = exportUsers.remove(e);
+        if (user != null) {
+            devices.detachUser(d, user);
+        }
         if (d.name().isEmpty()) {
             devices.removeAnonymous(d);
         }
-    }
-
-    private static String user(NbdExport e) {
-        return "export:" + e.id();
     }
 
     private Optional<NbdExport> exportById(String id) {

@@ -4,15 +4,19 @@ import java.io.IOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Set;
 
+import jblockd.block.Access;
 import jblockd.block.BlockNode;
 import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
+import jblockd.block.Perm;
 import jblockd.device.Device;
 import jblockd.device.DrainedSection;
 import jblockd.device.Devices;
 import jblockd.job.Job;
 import jblockd.job.JobRegistry;
+import jblockd.job.JobUse;
 import jblockd.job.commit.CommitJob;
 import jblockd.job.mirror.Chain;
 import jblockd.job.mirror.JobTopFilter;
@@ -154,12 +158,28 @@ public final class StreamCommitCommands implements CommandGroup {
                 }
             }
         });
-        Job job = nodes.createJob(nodes.defaultJobId(a.jobId(), bs), driver, layers, a.speed(), a.autoFinalize(),
-                a.autoDismiss());
+        Job job = nodes.createJob(nodes.defaultJobId(a.jobId(), bs), driver, streamUses(layers), a.speed(),
+                a.autoFinalize(), a.autoDismiss());
         self[0] = job;
-        nodes.insertFilter(job, filterNode);
+        nodes.insertFilter(job, filterNode, Access.PASSIVE);
         jobs.start(job);
         return job;
+    }
+
+    /**
+     * stream_start(): the active node may be written (the guest) but not resized (the length is
+     * read once); the layers below it up to base are read once each and will leave the chain,
+     * so nobody may write or resize them meanwhile.
+     */
+    private static List<JobUse> streamUses(List<BlockNode> layers) {
+        Set<Perm> basic = Perm.of(Perm.CONSISTENT_READ, Perm.WRITE_UNCHANGED);
+        List<JobUse> uses = new ArrayList<>();
+        uses.add(JobUse.node(layers.getFirst(), "active node",
+                Access.of(Perm.none(), Perm.of(Perm.CONSISTENT_READ, Perm.WRITE_UNCHANGED, Perm.WRITE))));
+        for (BlockNode n : layers.subList(1, layers.size())) {
+            uses.add(JobUse.node(n, "intermediate node", Access.of(Perm.none(), basic)));
+        }
+        return uses;
     }
 
     // ------------------------------------------------------------------ block-commit
@@ -259,6 +279,33 @@ public final class StreamCommitCommands implements CommandGroup {
         }
     }
 
+    /**
+     * commit_start(): the job keeps the active node ({@code bs}) and the overlay whose backing
+     * link it rewrites; the committed layers may be written (the job empties them into base) but
+     * not resized; the job's own backends read {@code top} and write the base ({@code writer}:
+     * the base itself, or the base image opened read-write once more), which nobody else may
+     * write or resize meanwhile. QEMU's intermediates also unshare consistent read, which
+     * its commit_top filter between overlay and top absorbs; jblockd has no such filter (the
+     * overlay reads the top directly), so the intermediates share it.
+     */
+    private static List<JobUse> commitUses(BlockNode bs, BlockNode overlay, List<BlockNode> layers,
+                                           BlockNode writer) {
+        Set<Perm> intermediate = Perm.of(Perm.CONSISTENT_READ, Perm.WRITE, Perm.WRITE_UNCHANGED);
+        Access baseBackend = Access.of(Perm.of(Perm.CONSISTENT_READ, Perm.WRITE, Perm.RESIZE),
+                Perm.of(Perm.CONSISTENT_READ, Perm.WRITE_UNCHANGED));
+        List<JobUse> uses = new ArrayList<>();
+        uses.add(JobUse.node(bs, "main node", Access.PASSIVE));
+        for (BlockNode n : layers) {
+            uses.add(JobUse.node(n, "intermediate node", Access.of(Perm.none(), intermediate)));
+        }
+        if (overlay != bs) {
+            uses.add(JobUse.node(overlay, "overlay of top", Access.PASSIVE));
+        }
+        uses.add(JobUse.backend(layers.getFirst(), Access.PASSIVE));
+        uses.add(JobUse.backend(writer, baseBackend));
+        return uses;
+    }
+
     private Job activeCommit(BlockCommitArgs a, String jobId, BlockNode bs, BlockNode base, BlockNode writer,
                              boolean ownWriter, BlockdevOnError onError) throws QmpError {
         int granularity = MirrorCommands.defaultGranularity(writer);
@@ -294,9 +341,8 @@ public final class StreamCommitCommands implements CommandGroup {
                 nodes.releaseAfterJob(self[0], rebased, top, ownWriter ? writer : null);
             }
         });
-        List<BlockNode> blocked = new ArrayList<>(layers);
-        blocked.add(writer);
-        Job job = nodes.createJob(jobId, driver, blocked, a.speed(), a.autoFinalize(), a.autoDismiss());
+        Job job = nodes.createJob(jobId, driver, commitUses(bs, overlay, layers, writer), a.speed(),
+                a.autoFinalize(), a.autoDismiss());
         self[0] = job;
         jobs.start(job);
         return job;

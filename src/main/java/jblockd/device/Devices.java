@@ -7,7 +7,9 @@ import java.util.Map;
 import java.util.Optional;
 
 import jblockd.block.BlockNode;
+import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
+import jblockd.block.NodeUser;
 
 /** The devices of one daemon by name, and the "device or node name" lookup jobs use. */
 public final class Devices {
@@ -15,6 +17,12 @@ public final class Devices {
     private final Map<String, Device> byName = new LinkedHashMap<>();
     /** Devices without a name (an export made on a node-name): not in byName, still re-pointable. */
     private final List<Device> anonymous = new java.util.ArrayList<>();
+    /**
+     * The graph users that reach their node through a device (the device's own BlockBackend, the
+     * exports made on it) and move with it when a job re-points it, as QEMU's bdrv_replace_node()
+     * moves every BlockBackend of a node onto the filter above.
+     */
+    private final Map<Device, List<NodeUser>> riders = new java.util.IdentityHashMap<>();
 
     public Devices(NodeGraph graph) {
         this.graph = graph;
@@ -24,14 +32,41 @@ public final class Devices {
         if (byName.containsKey(device.name())) {
             throw new IllegalArgumentException("Duplicate device name '" + device.name() + "'");
         }
+        NodeUser user = NodeUser.device(device.name(), !device.root().readOnly());
+        try {
+            attachUser(device, user);
+        } catch (IoError e) {
+            throw new IllegalArgumentException(e.getMessage(), e);
+        }
         byName.put(device.name(), device);
-        graph.addUser(device.root(), "device:" + device.name());
+    }
+
+    /**
+     * Attaches {@code user} to the device's current root, checked ({@link NodeGraph#attach}),
+     * and keeps it with the device from then on.
+     */
+    public synchronized void attachUser(Device device, NodeUser user) throws IoError {
+        graph.attach(device.root(), user);
+        riders.computeIfAbsent(device, d -> new java.util.ArrayList<>()).add(user);
+    }
+
+    public synchronized void detachUser(Device device, NodeUser user) {
+        graph.detach(device.root(), user);
+        List<NodeUser> r = riders.get(device);
+        if (r != null) {
+            r.removeIf(u -> u == user);
+            if (r.isEmpty()) {
+                riders.remove(device);
+            }
+        }
     }
 
     public synchronized Optional<Device> remove(String name) {
         Device d = byName.remove(name);
         if (d != null) {
-            graph.removeUser(d.root(), "device:" + d.name());
+            for (NodeUser u : List.copyOf(riders.getOrDefault(d, List.of()))) {
+                detachUser(d, u);
+            }
         }
         return Optional.ofNullable(d);
     }
@@ -129,13 +164,11 @@ public final class Devices {
     public void replaceRoot(Device device, BlockNode newRoot) {
         try (DrainedSection s = drain(device)) {
             synchronized (this) {
-                if (device.name().isEmpty()) {
-                    device.replaceRoot(newRoot); // anonymous: its export records the use itself
-                    return;
+                // the graph users that ride on the device (its own, its exports') move along
+                for (NodeUser u : riders.getOrDefault(device, List.of())) {
+                    graph.move(u, device.root(), newRoot);
                 }
-                graph.removeUser(device.root(), "device:" + device.name());
                 device.replaceRoot(newRoot);
-                graph.addUser(newRoot, "device:" + device.name());
             }
         }
     }

@@ -10,20 +10,23 @@ import java.util.concurrent.TimeUnit;
 import java.util.regex.Pattern;
 
 import jblockd.block.BlockNode;
+import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
+import jblockd.block.NodeUser;
 import jblockd.qapi.QapiEvents;
 import jblockd.qapi.QmpError;
 
 /**
  * The jobs of one daemon (no static state: a test can run two registries). Creates jobs with
- * QEMU's id rules, keeps one job per node (the job is registered as a user of its nodes in the
- * {@link NodeGraph}, so blockdev-del of a node in use fails too), answers the queries and cancels
- * everything at shutdown. Thread-safe.
+ * QEMU's id rules, attaches each job's {@link JobUse}s to the {@link NodeGraph} (whose permission
+ * check and op blockers refuse conflicting users, other jobs and blockdev-del alike), answers the
+ * queries and cancels everything at shutdown. Thread-safe.
  *
  * <h2>Using it for a new job type</h2>
  * <pre>{@code
  *   registry.checkNotBusy(sourceNode, deviceName);           // before touching the graph
- *   Job job = registry.create(id, driver, List.of(src, tgt), speed, autoFinalize, autoDismiss);
+ *   Job job = registry.create(id, driver, List.of(JobUse.node(src, "source", access), ...),
+ *                             speed, autoFinalize, autoDismiss);
  *   // ... graph changes that must precede the reply (filters) ...
  *   registry.start(job);                                     // J(running) before the reply
  * }</pre>
@@ -36,45 +39,43 @@ public final class JobRegistry {
     private final QapiEvents events;
     private final NodeGraph graph;
     private final Map<String, Job> jobs = new LinkedHashMap<>();
-    private final Map<BlockNode, Job> nodeOwners = new IdentityHashMap<>();
-    private final Map<Job, List<BlockNode>> jobNodes = new IdentityHashMap<>();
+    /** What each live job has attached to the graph, to detach when it goes. */
+    private final Map<Job, List<Attached>> jobUses = new IdentityHashMap<>();
+
+    private record Attached(BlockNode node, NodeUser user) {
+    }
 
     public JobRegistry(QapiEvents events, NodeGraph graph) {
         this.events = events;
         this.graph = graph;
     }
 
-    /** The user string QEMU's op blocker shows: {@code block device is in use by block job: backup}. */
-    static String blockerText(Job job) {
-        return "block device is in use by block job: " + job.type().wire();
-    }
-
     /**
-     * Refuses a node some job already uses: {@code Node '<name>' is busy: block device is in use
-     * by block job: <type>}, {@code name} being the device name when the node has one.
+     * Refuses a node some job keeps (its op blocker): {@code Node '<name>' is busy: block device
+     * is in use by block job: <type>}, {@code name} being the device name when the node has one.
      * Like QEMU 7.2 (observed side by side), the running job is drained twice on the way
      * ({@code J(paused) J(running) J(paused) J(running)}).
      */
     public void checkNotBusy(BlockNode node, String displayName) throws QmpError {
-        Job owner;
-        synchronized (this) {
-            owner = nodeOwners.get(node);
+        Optional<NodeUser> blocker = graph.blockerOf(node);
+        if (blocker.isEmpty()) {
+            return;
         }
-        if (owner != null) {
-            for (int i = 0; i < 2; i++) {
-                owner.drainBegin();
-                owner.drainEnd();
-            }
-            throw QmpError.generic("Node '" + displayName + "' is busy: " + blockerText(owner));
+        Optional<Job> owner = ownerOf(blocker.get());
+        for (int i = 0; owner.isPresent() && i < 2; i++) {
+            owner.get().drainBegin();
+            owner.get().drainEnd();
         }
+        throw QmpError.generic("Node '" + displayName + "' is busy: " + blocker.get().blocker());
     }
 
     /**
-     * Creates a job in status {@code created} and blocks {@code nodes} for it. With a negative
-     * speed the job is created and dropped again ({@code J(created) J(null)}) before the error,
-     * exactly as QEMU 7.2 does.
+     * Creates a job in status {@code created} and attaches its {@code uses} in order. A node
+     * another job keeps is refused before the job exists; a permission conflict after it was
+     * created drops it again ({@code J(created) J(null)}, QEMU's block_job_add_bdrv() failing),
+     * and so does a negative speed, exactly as QEMU 7.2 does.
      */
-    public Job create(String id, JobDriver driver, List<BlockNode> nodes, long speed,
+    public Job create(String id, JobDriver driver, List<JobUse> uses, long speed,
                       boolean autoFinalize, boolean autoDismiss) throws QmpError {
         if (id == null || !WELL_FORMED.matcher(id).matches()) {
             throw QmpError.generic("Invalid job ID '" + (id == null ? "" : id) + "'");
@@ -84,22 +85,27 @@ public final class JobRegistry {
             if (jobs.containsKey(id)) {
                 throw QmpError.generic("Job ID '" + id + "' already in use");
             }
-            for (BlockNode n : nodes) {
-                Job owner = nodeOwners.get(n);
-                if (owner != null) {
-                    throw QmpError.generic("Node '" + n.nodeName() + "' is busy: " + blockerText(owner));
+            for (JobUse u : uses) {
+                Optional<NodeUser> blocker = graph.blockerOf(u.node());
+                if (blocker.isPresent()) {
+                    throw QmpError.generic("Node '" + u.node().nodeName() + "' is busy: " + blocker.get().blocker());
                 }
             }
             Job[] self = new Job[1];
             job = new Job(id, driver, events, autoFinalize, autoDismiss, () -> removed(self[0]));
             self[0] = job;
             jobs.put(id, job);
-            jobNodes.put(job, new ArrayList<>());
-            for (BlockNode n : nodes) {
-                blockLocked(job, n);
-            }
+            jobUses.put(job, new ArrayList<>());
         }
         job.created(Math.max(0, speed));
+        try {
+            for (JobUse u : uses) {
+                attach(job, u);
+            }
+        } catch (QmpError e) {
+            job.earlyFail();
+            throw e;
+        }
         if (speed < 0) {
             job.earlyFail();
             throw QmpError.generic("Parameter 'speed' expects a non-negative value");
@@ -107,29 +113,35 @@ public final class JobRegistry {
         return job;
     }
 
-    /** Adds a node to those a job blocks (a filter inserted after creation). */
-    public synchronized void block(Job job, BlockNode node) {
-        if (jobs.get(job.id()) == job) {
-            blockLocked(job, node);
+    /**
+     * Attaches one more use of a live job (a filter node inserted after creation), checked
+     * like the others ({@code Permission conflict on node ...}).
+     */
+    public synchronized void attach(Job job, JobUse use) throws QmpError {
+        List<Attached> mine = jobUses.get(job);
+        if (mine == null || jobs.get(job.id()) != job) {
+            return;
         }
+        NodeUser user = use.userFor(job);
+        try {
+            graph.attach(use.node(), user);
+        } catch (IoError e) {
+            throw QmpError.generic(e.getMessage());
+        }
+        mine.add(new Attached(use.node(), user));
     }
 
-    private void blockLocked(Job job, BlockNode n) {
-        if (nodeOwners.putIfAbsent(n, job) == null) {
-            jobNodes.get(job).add(n);
-            graph.addUser(n, blockerText(job));
-        }
-    }
-
-    /** Stops blocking a node for a job (a job that closes its own target before it ends). */
+    /** Stops using a node for a job (a job that closes its own target before it ends). */
     public synchronized void unblock(Job job, BlockNode node) {
-        if (nodeOwners.get(node) == job) {
-            nodeOwners.remove(node);
-            List<BlockNode> nodes = jobNodes.get(job);
-            if (nodes != null) {
-                nodes.remove(node);
-            }
-            graph.removeUser(node, blockerText(job));
+        List<Attached> mine = jobUses.get(job);
+        if (mine != null) {
+            mine.removeIf(a -> {
+                if (a.node() == node) {
+                    graph.detach(a.node(), a.user());
+                    return true;
+                }
+                return false;
+            });
         }
     }
 
@@ -148,11 +160,10 @@ public final class JobRegistry {
             return;
         }
         jobs.remove(job.id());
-        List<BlockNode> nodes = jobNodes.remove(job);
-        if (nodes != null) {
-            for (BlockNode n : nodes) {
-                nodeOwners.remove(n);
-                graph.removeUser(n, blockerText(job));
+        List<Attached> mine = jobUses.remove(job);
+        if (mine != null) {
+            for (Attached a : mine) {
+                graph.detach(a.node(), a.user());
             }
         }
     }
@@ -161,9 +172,20 @@ public final class JobRegistry {
         return Optional.ofNullable(jobs.get(id));
     }
 
-    /** The job that blocks {@code node}, if any. */
-    public synchronized Optional<Job> jobUsing(BlockNode node) {
-        return Optional.ofNullable(nodeOwners.get(node));
+    /** The job that keeps {@code node} with an op blocker, if any. */
+    public Optional<Job> jobUsing(BlockNode node) {
+        return graph.blockerOf(node).flatMap(this::ownerOf);
+    }
+
+    private synchronized Optional<Job> ownerOf(NodeUser user) {
+        for (Map.Entry<Job, List<Attached>> e : jobUses.entrySet()) {
+            for (Attached a : e.getValue()) {
+                if (a.user() == user) {
+                    return Optional.of(e.getKey());
+                }
+            }
+        }
+        return Optional.empty();
     }
 
     public synchronized List<Job> all() {

@@ -16,6 +16,7 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
+import jblockd.block.Access;
 import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
 import jblockd.block.DriverRegistry;
@@ -23,6 +24,7 @@ import jblockd.block.Errno;
 import jblockd.block.ImageCreator;
 import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
+import jblockd.block.NodeUser;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.ErrorAction;
 import jblockd.qapi.IoOperation;
@@ -356,7 +358,8 @@ class JobLifecycleTest {
                 .hasMessage("Invalid job ID '1abc'");
         assertThatThrownBy(() -> registry.create("", d, List.of(), 0, true, true))
                 .hasMessage("Invalid job ID ''");
-        Job job = registry.create("j0", d, List.of(node), 1 << 20, true, true);
+        Job job = registry.create("j0", d, List.of(JobUse.node(node, "main node", Access.PASSIVE)), 1 << 20, true,
+                true);
         registry.start(job);
         assertThatThrownBy(() -> registry.create("j0", d, List.of(), 0, true, true))
                 .hasMessage("Job ID 'j0' already in use");
@@ -364,7 +367,8 @@ class JobLifecycleTest {
         assertThatThrownBy(() -> registry.checkNotBusy(node, "drive0"))
                 .hasMessage("Node 'drive0' is busy: block device is in use by block job: backup");
         assertThat(events.events()).containsExactly("J(paused)", "J(running)", "J(paused)", "J(running)");
-        assertThat(graph.usersOf(node)).contains("block device is in use by block job: backup");
+        assertThat(graph.usersOf(node)).extracting(NodeUser::blocker)
+                .containsExactly("block device is in use by block job: backup");
         job.userCancel(true);
         assertThat(graph.usersOf(node)).isEmpty();
         assertThat(registry.jobUsing(node)).isEmpty();

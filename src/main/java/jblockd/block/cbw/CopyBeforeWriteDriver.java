@@ -3,12 +3,15 @@ package jblockd.block.cbw;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
+import java.util.Set;
 
+import jblockd.block.Access;
 import jblockd.block.BlockChild;
 import jblockd.block.FilterDriver;
 import jblockd.block.BlockNode;
 import jblockd.block.Capabilities;
 import jblockd.block.Extent;
+import jblockd.block.Perm;
 
 /**
  * The copy-before-write filter (QEMU block/copy-before-write.c): inserted above a backup's
@@ -99,6 +102,28 @@ public final class CopyBeforeWriteDriver implements FilterDriver {
     @Override
     public List<BlockChild> children() {
         return List.of(new BlockChild("file", source), new BlockChild("target", copy.target()));
+    }
+
+    /**
+     * cbw_child_perm(): the target is written while the guest may write its backing chain, but
+     * never resized; the source must read consistently, and nobody may write or resize it
+     * except through this filter (that would bypass the copy).
+     */
+    @Override
+    public Access childAccess(BlockChild child, boolean writable, Access parentUse) {
+        if (child.node() != source) {
+            Set<Perm> shares = Perm.all();
+            shares.remove(Perm.RESIZE);
+            return new Access(Perm.of(Perm.WRITE), shares);
+        }
+        Set<Perm> needs = Perm.none();
+        needs.addAll(parentUse.needs());
+        needs.add(Perm.CONSISTENT_READ);
+        Set<Perm> shares = Perm.none();
+        shares.addAll(parentUse.shares());
+        shares.remove(Perm.WRITE);
+        shares.remove(Perm.RESIZE);
+        return new Access(needs, shares);
     }
 
     /** copy-before-write is a filter of its file child (block/copy-before-write.c). */

@@ -7,6 +7,7 @@ import java.util.List;
 import java.util.Optional;
 import java.util.OptionalLong;
 
+import jblockd.block.Access;
 import jblockd.block.BlockChild;
 import jblockd.block.BlockDriver;
 import jblockd.block.BlockNode;
@@ -162,6 +163,18 @@ public final class RawDriver implements BlockDriver {
     @Override
     public List<BlockChild> children() {
         return List.of(new BlockChild("file", file));
+    }
+
+    /**
+     * raw_child_perm(): the whole file is a filtered child; a window of it ({@code offset},
+     * {@code size}) is a data child whose size nobody else may change.
+     */
+    @Override
+    public Access childAccess(BlockChild child, boolean writable, Access parentUse) {
+        if (offset == 0 && size < 0) {
+            return Access.passthrough(parentUse);
+        }
+        return Access.forStorage(parentUse, false, writable);
     }
 
     /** QEMU sums a format's data children: the file's allocation. */

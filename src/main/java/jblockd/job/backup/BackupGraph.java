@@ -77,11 +77,10 @@ public final class BackupGraph {
         return filter;
     }
 
-    /** Ties the graph to its job: the job blocks the filter too, and releases the target at the end. */
+    /** Ties the graph to its job (which keeps the filter as its main node): it releases the target at the end. */
     public void attach(JobRegistry jobs, Job j) {
         this.registry = jobs;
         this.job = j;
-        jobs.block(j, filter);
     }
 
     /**

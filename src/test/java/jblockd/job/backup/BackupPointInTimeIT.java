@@ -20,6 +20,7 @@ import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
 import jblockd.block.DriverRegistry;
 import jblockd.block.NodeGraph;
+import jblockd.block.NodeUser;
 import jblockd.commands.BackupCommands;
 import jblockd.commands.BackupCommands.BlockdevBackupArgs;
 import jblockd.commands.JobCommands;
@@ -165,7 +166,7 @@ class BackupPointInTimeIT {
         assertThat(events.events()).endsWith("J(aborting)", "CANCELLED", "J(concluded)", "J(null)");
         assertThat(job.info().offset()).isLessThan(job.info().len());
         assertThat(drive.root()).isSameAs(s);
-        assertThat(graph.usersOf(s)).containsExactly("device:drive0");
+        assertThat(graph.usersOf(s)).extracting(NodeUser::description).containsExactly("block device 'drive0'");
     }
 
     @Test
