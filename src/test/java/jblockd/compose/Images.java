@@ -34,7 +34,8 @@ final class Images {
             cmd.add(Long.toString(s.size()));
             ExternalTools.ok(cmd.toArray(String[]::new));
         }
-        for (String layer : layers) {
+        // bottom first: a partial-cluster write into an overlay copies its backing data up then
+        for (String layer : layers.reversed()) {
             List<String> cmd = new ArrayList<>(List.of("qemu-io", "-f", s.format()));
             for (LayerWrite w : s.writes()) {
                 if (w.layer().equals(layer)) {
