@@ -37,6 +37,7 @@ import jblockd.testsupport.ExternalTools;
  *   jblockd.compose.steps=K       steps per schedule (default 30)
  *   jblockd.compose.ops=LIST      op kinds to use ({@link OpKind}: "all", "write,read,backup-full",
  *                                 or "-stop-cont,-trim" for all but those)
+ *   jblockd.compose.guests=MIX    mixed (default: structured and simple replies), simple, structured
  *   jblockd.compose.keep=1,4,9    replay only these steps of the seed's schedule (a shrunk replay)
  *   jblockd.compose.shrink=false  do not shrink failures (default: shrink unless in long mode)
  *   jblockd.compose.report=FILE   also write the figures there (bin/compose-long does)
@@ -64,6 +65,7 @@ class CompositionIT {
         int skipped;
         int guestOps;
         int jobs;
+        final Map<String, Integer> jobEnds = new java.util.TreeMap<>();
         final Map<Long, String> failures = new LinkedHashMap<>();
 
         String render(Set<OpKind> kinds) {
@@ -72,7 +74,9 @@ class CompositionIT {
             b.append(String.format("composition: %d schedules, %d steps (%d skipped after early job ends), "
                     + "%d guest ops, %d jobs, %d failures, %.1f s (%.2f s per schedule)%n", schedules, steps, skipped,
                     guestOps, jobs, failures.size(), secs, schedules == 0 ? 0 : secs / schedules));
-            b.append("op kinds: ").append(OpKind.render(kinds)).append('\n');
+            b.append("op kinds: ").append(OpKind.render(kinds)).append("; guests: ")
+                    .append(System.getProperty("jblockd.compose.guests", "mixed")).append('\n');
+            b.append("job ends in passing schedules: ").append(jobEnds).append('\n');
             Map<String, List<Long>> byCheck = new LinkedHashMap<>();
             failures.forEach((seed, check) -> byCheck.computeIfAbsent(check, k -> new ArrayList<>()).add(seed));
             byCheck.forEach((check, seeds) -> b.append("  ").append(check).append(": seeds ").append(seeds).append('\n'));
@@ -91,10 +95,11 @@ class CompositionIT {
         long[] seeds = longMode ? LongStream.range(0, count).map(i -> (seed == null ? 1000 : seed) + i).toArray()
                 : seed != null ? new long[] {seed} : CI_SEEDS;
         Set<Integer> keep = parseKeep(System.getProperty("jblockd.compose.keep"));
+        ScheduleGenerator.GuestMix mix = ScheduleGenerator.GuestMix.parse(System.getProperty("jblockd.compose.guests"));
         boolean shrink = Boolean.parseBoolean(System.getProperty("jblockd.compose.shrink", Boolean.toString(!longMode)));
         Totals totals = new Totals();
         Stream<DynamicTest> runs = Arrays.stream(seeds).mapToObj(s -> DynamicTest.dynamicTest("seed " + s,
-                () -> runSeed(s, steps, kinds, keep, shrink, totals)));
+                () -> runSeed(s, steps, kinds, mix, keep, shrink, totals)));
         DynamicTest summary = DynamicTest.dynamicTest("figures", () -> {
             String text = totals.render(kinds);
             System.out.print(text);
@@ -106,9 +111,9 @@ class CompositionIT {
         return Stream.concat(runs, Stream.of(summary));
     }
 
-    private void runSeed(long seed, int steps, Set<OpKind> kinds, Set<Integer> keep, boolean shrink, Totals totals)
-            throws Exception {
-        Schedule schedule = ScheduleGenerator.generate(seed, steps, kinds).keep(keep);
+    private void runSeed(long seed, int steps, Set<OpKind> kinds, ScheduleGenerator.GuestMix mix, Set<Integer> keep,
+            boolean shrink, Totals totals) throws Exception {
+        Schedule schedule = ScheduleGenerator.generate(seed, steps, kinds, mix).keep(keep);
         List<String> log = new ArrayList<>();
         Path dir = Files.createTempDirectory(tmp, "seed-" + seed + "-");
         totals.schedules++;
@@ -118,6 +123,7 @@ class CompositionIT {
             totals.skipped += f.skipped();
             totals.guestOps += f.guestOps();
             totals.jobs += f.jobs();
+            f.jobEnds().forEach((k, v) -> totals.jobEnds.merge(k, v, Integer::sum));
             deleteTree(dir);
         } catch (CompositionFailure failure) {
             totals.failures.put(seed, failure.check().toString());
@@ -132,6 +138,7 @@ class CompositionIT {
                             + "-Dit.test=CompositionIT -Djblockd.compose.seed=").append(seed)
                     .append(" -Djblockd.compose.steps=").append(steps)
                     .append(kinds.size() == OpKind.values().length ? "" : " -Djblockd.compose.ops=" + OpKind.render(kinds))
+                    .append(mix == ScheduleGenerator.GuestMix.MIXED ? "" : " -Djblockd.compose.guests=" + mix)
                     .append(" -Djblockd.compose.keep=").append(minimal.indices().stream().map(String::valueOf)
                             .collect(Collectors.joining(",")))
                     .append('\n');

@@ -44,8 +44,8 @@ final class ScheduleRunner {
     private static final int MIB = 1 << 20;
     private static final int ENOTSUP = 95;
 
-    /** What a run did, for the long mode's figures. */
-    record Figures(int steps, int skipped, int guestOps, int jobs) {
+    /** What a run did, for the long mode's figures; {@code jobEnds} counts "SHAPE OUTCOME". */
+    record Figures(int steps, int skipped, int guestOps, int jobs, Map<String, Integer> jobEnds) {
     }
 
     /**
@@ -69,6 +69,7 @@ final class ScheduleRunner {
     private int guestOps;
     private int jobs;
     private int skipped;
+    private final Map<String, Integer> jobEnds = new java.util.TreeMap<>();
 
     /** {@code log} receives one line per step as it runs (the replay, with what happened). */
     ScheduleRunner(Schedule schedule, Path dir, List<String> log) {
@@ -123,7 +124,7 @@ final class ScheduleRunner {
                 }
             }
         }
-        return new Figures(schedule.steps().size(), skipped, guestOps, jobs);
+        return new Figures(schedule.steps().size(), skipped, guestOps, jobs, jobEnds);
     }
 
     private static CompositionFailure withDaemonLog(CompositionFailure f, DaemonProcess daemon) {
@@ -558,6 +559,7 @@ final class ScheduleRunner {
         Outcome outcome = end.path("event").asText().equals("BLOCK_JOB_CANCELLED") ? Outcome.CANCELLED
                 : shape.readyFirst() && !r.completeIssued() ? Outcome.COMPLETED_WITHOUT_PIVOT : Outcome.COMPLETED;
         log.add("      job " + id + " (" + shape + ") ended: " + outcome);
+        jobEnds.merge(shape + " " + outcome, 1, Integer::sum);
         running = null;
         state.end(outcome);
         String file = qmp.executeOk("query-block").path(0).path("inserted").path("file").asText();
