@@ -179,7 +179,8 @@ public final class BlockdevCommands implements CommandGroup {
         List<BlockInfo> list = new ArrayList<>();
         for (Device d : devices.all()) {
             // block/qapi.c bdrv_query_info(): the device shows what is below its implicit filters
-            BlockDeviceInfo inserted = deviceInfo(ImageInfos.skipImplicit(d.root()), false, true);
+            BlockDeviceInfo inserted = deviceInfo(ImageInfos.skipImplicit(d.root()), false, true,
+                    d.writeCacheEnabled());
             String io = d.ioStatusEnabled() ? d.ioStatus().wire() : null;
             list.add(new BlockInfo(d.name(), false, true, inserted, io, "unknown"));
         }
@@ -191,7 +192,8 @@ public final class BlockdevCommands implements CommandGroup {
         // QEMU lists the most recently named node first
         List<BlockDeviceInfo> list = new ArrayList<>();
         for (int i = nodes.size() - 1; i >= 0; i--) {
-            list.add(deviceInfo(nodes.get(i), flat, false));
+            // a node has no write cache of its own: QEMU shows writeback on when no BlockBackend is asked
+            list.add(deviceInfo(nodes.get(i), flat, false, true));
         }
         return list;
     }
@@ -201,8 +203,10 @@ public final class BlockdevCommands implements CommandGroup {
      * while {@code backing_file_depth} and the {@code backing-image} chain follow
      * bdrv_filter_or_cow_bs() (a filter's child counts as its backing). {@code flat}: no chain,
      * depth 0. {@code forDevice}: query-block, which also skips implicit filters in the chain.
+     * {@code writeCache}: the device's write cache, {@code cache.writeback}.
      */
-    BlockDeviceInfo deviceInfo(BlockNode node, boolean flat, boolean forDevice) throws QmpError {
+    BlockDeviceInfo deviceInfo(BlockNode node, boolean flat, boolean forDevice, boolean writeCache)
+            throws QmpError {
         try {
             BlockNode backing = ImageInfos.cowBacking(node);
             int depth = 0;
@@ -216,7 +220,7 @@ public final class BlockdevCommands implements CommandGroup {
             return new BlockDeviceInfo(node.driver().filename(), node.nodeName(), node.readOnly(),
                     ImageInfos.formatOf(node.driver()), backing == null ? null : backing.driver().filename(),
                     depth, false, "off", 0, 0, 0, 0, 0, 0, ImageInfos.imageInfo(node, flat, forDevice), 0,
-                    new BlockdevCacheInfo(true, c.cacheDirect(), c.cacheNoFlush()));
+                    new BlockdevCacheInfo(writeCache, c.cacheDirect(), c.cacheNoFlush()));
         } catch (IOException e) {
             throw QmpError.generic(e.getMessage());
         }

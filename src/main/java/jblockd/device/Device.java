@@ -15,6 +15,7 @@ public final class Device {
     private final String name;
     private final BlockdevOnError rerror;
     private final BlockdevOnError werror;
+    private final boolean writeCache;
     private volatile BlockNode root;
     private volatile IoStatus ioStatus = IoStatus.OK;
 
@@ -23,10 +24,21 @@ public final class Device {
      * @param werror report | ignore | stop | enospc
      */
     public Device(String name, BlockNode root, BlockdevOnError rerror, BlockdevOnError werror) {
+        this(name, root, rerror, werror, true);
+    }
+
+    /**
+     * @param writeCache false for {@code cache=writethrough|directsync}: the guest sees a disk
+     *                   without a volatile write cache, so every write must be durable before it
+     *                   is acknowledged ({@link GuestIo} makes each one FUA)
+     */
+    public Device(String name, BlockNode root, BlockdevOnError rerror, BlockdevOnError werror,
+                  boolean writeCache) {
         this.name = Objects.requireNonNull(name);
         this.root = Objects.requireNonNull(root);
         this.rerror = rerror;
         this.werror = werror;
+        this.writeCache = writeCache;
     }
 
     public String name() {
@@ -40,6 +52,11 @@ public final class Device {
     /** Points the device at a new root (filter insertion/removal, mirror pivot). */
     public void replaceRoot(BlockNode newRoot) {
         this.root = Objects.requireNonNull(newRoot);
+    }
+
+    /** QEMU's blk_enable_write_cache(): query-block's {@code cache.writeback}. */
+    public boolean writeCacheEnabled() {
+        return writeCache;
     }
 
     public BlockdevOnError rerror() {
