@@ -14,6 +14,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 
 import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
+import jblockd.block.BlockdevRef;
 import jblockd.block.NodeGraph;
 import jblockd.device.Device;
 import jblockd.device.Devices;
@@ -121,8 +122,29 @@ public final class BlockdevCommands implements CommandGroup {
         } catch (IOException e) {
             throw QmpError.generic(e.getMessage());
         }
-        commons.put(node.nodeName(), options.common());
+        rememberCommons(options, node);
         return node;
+    }
+
+    /**
+     * Records the options of {@code node} and of the children opened inline with it (their own
+     * or inherited cache options show in query-named-block-nodes, as in QEMU).
+     */
+    private void rememberCommons(BlockdevOptions options, BlockNode node) {
+        commons.put(node.nodeName(), options.common());
+        Map<String, BlockdevRef> inline = switch (options) {
+            case BlockdevOptions.Raw r -> Map.of("file", r.file());
+            case BlockdevOptions.Qcow2 q -> q.backing() == null ? Map.of("file", q.file())
+                    : Map.of("file", q.file(), "backing", q.backing());
+            case BlockdevOptions.Blkdebug b -> Map.of("image", b.image());
+            case BlockdevOptions.File f -> Map.of();
+            case BlockdevOptions.NullCo n -> Map.of();
+        };
+        for (jblockd.block.BlockChild c : node.driver().children()) {
+            if (inline.get(c.role()) instanceof BlockdevRef.Inline i && c.node() != null) {
+                rememberCommons(i.options(), c.node());
+            }
+        }
     }
 
     /** blockdev.c qmp_blockdev_del(), checks in QEMU's order. */
