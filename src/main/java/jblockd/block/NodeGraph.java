@@ -150,7 +150,18 @@ public final class NodeGraph {
      */
     public BlockdevOptions imageOptions(Path path, String format, boolean readOnly, boolean cacheDirect,
                                         String nodeName, boolean discardUnmap) throws IOException {
-        BlockdevOptions.Common fileCommon = new BlockdevOptions.Common(null, readOnly, cacheDirect, false,
+        return imageOptions(path, format, readOnly, cacheDirect, false, nodeName, discardUnmap);
+    }
+
+    /**
+     * As {@link #imageOptions(Path, String, boolean, boolean, String, boolean)}, with
+     * {@code cache.no-flush} for every node it makes (QEMU's children inherit cache.direct and
+     * cache.no-flush: with only the format node's set, its flush would still reach the file).
+     */
+    public BlockdevOptions imageOptions(Path path, String format, boolean readOnly, boolean cacheDirect,
+                                        boolean cacheNoFlush, String nodeName, boolean discardUnmap)
+            throws IOException {
+        BlockdevOptions.Common fileCommon = new BlockdevOptions.Common(null, readOnly, cacheDirect, cacheNoFlush,
                 discardUnmap);
         String p = path.toString();
         BlockdevRef fileRef;
@@ -172,7 +183,7 @@ public final class NodeGraph {
             throw new IoError(Errno.ENOENT, "Could not open '" + realPath + "': No such file or directory");
         }
         String fmt = format != null ? format : drivers.probe(realPath);
-        BlockdevOptions.Common common = new BlockdevOptions.Common(nodeName, readOnly, cacheDirect, false,
+        BlockdevOptions.Common common = new BlockdevOptions.Common(nodeName, readOnly, cacheDirect, cacheNoFlush,
                 discardUnmap);
         return switch (fmt) {
             case "raw" -> new BlockdevOptions.Raw(common, fileRef, null, null);

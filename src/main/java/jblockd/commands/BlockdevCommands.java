@@ -14,6 +14,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 
 import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
+import jblockd.block.BlockdevRef;
 import jblockd.block.NodeGraph;
 import jblockd.block.NodeUser;
 import jblockd.device.Device;
@@ -122,8 +123,29 @@ public final class BlockdevCommands implements CommandGroup {
         } catch (IOException e) {
             throw QmpError.generic(e.getMessage());
         }
-        commons.put(node.nodeName(), options.common());
+        rememberCommons(options, node);
         return node;
+    }
+
+    /**
+     * Records the options of {@code node} and of the children opened inline with it (their own
+     * or inherited cache options show in query-named-block-nodes, as in QEMU).
+     */
+    private void rememberCommons(BlockdevOptions options, BlockNode node) {
+        commons.put(node.nodeName(), options.common());
+        Map<String, BlockdevRef> inline = switch (options) {
+            case BlockdevOptions.Raw r -> Map.of("file", r.file());
+            case BlockdevOptions.Qcow2 q -> q.backing() == null ? Map.of("file", q.file())
+                    : Map.of("file", q.file(), "backing", q.backing());
+            case BlockdevOptions.Blkdebug b -> Map.of("image", b.image());
+            case BlockdevOptions.File f -> Map.of();
+            case BlockdevOptions.NullCo n -> Map.of();
+        };
+        for (jblockd.block.BlockChild c : node.driver().children()) {
+            if (inline.get(c.role()) instanceof BlockdevRef.Inline i && c.node() != null) {
+                rememberCommons(i.options(), c.node());
+            }
+        }
     }
 
     /** blockdev.c qmp_blockdev_del(), checks in QEMU's order. */
@@ -171,7 +193,8 @@ public final class BlockdevCommands implements CommandGroup {
         List<BlockInfo> list = new ArrayList<>();
         for (Device d : devices.all()) {
             // block/qapi.c bdrv_query_info(): the device shows what is below its implicit filters
-            BlockDeviceInfo inserted = deviceInfo(ImageInfos.skipImplicit(d.root()), false, true);
+            BlockDeviceInfo inserted = deviceInfo(ImageInfos.skipImplicit(d.root()), false, true,
+                    d.writeCacheEnabled());
             String io = d.ioStatusEnabled() ? d.ioStatus().wire() : null;
             list.add(new BlockInfo(d.name(), false, true, inserted, io, "unknown"));
         }
@@ -183,7 +206,8 @@ public final class BlockdevCommands implements CommandGroup {
         // QEMU lists the most recently named node first
         List<BlockDeviceInfo> list = new ArrayList<>();
         for (int i = nodes.size() - 1; i >= 0; i--) {
-            list.add(deviceInfo(nodes.get(i), flat, false));
+            // a node has no write cache of its own: QEMU shows writeback on when no BlockBackend is asked
+            list.add(deviceInfo(nodes.get(i), flat, false, true));
         }
         return list;
     }
@@ -193,8 +217,10 @@ public final class BlockdevCommands implements CommandGroup {
      * while {@code backing_file_depth} and the {@code backing-image} chain follow
      * bdrv_filter_or_cow_bs() (a filter's child counts as its backing). {@code flat}: no chain,
      * depth 0. {@code forDevice}: query-block, which also skips implicit filters in the chain.
+     * {@code writeCache}: the device's write cache, {@code cache.writeback}.
      */
-    BlockDeviceInfo deviceInfo(BlockNode node, boolean flat, boolean forDevice) throws QmpError {
+    BlockDeviceInfo deviceInfo(BlockNode node, boolean flat, boolean forDevice, boolean writeCache)
+            throws QmpError {
         try {
             BlockNode backing = ImageInfos.cowBacking(node);
             int depth = 0;
@@ -208,7 +234,7 @@ public final class BlockdevCommands implements CommandGroup {
             return new BlockDeviceInfo(node.driver().filename(), node.nodeName(), node.readOnly(),
                     ImageInfos.formatOf(node.driver()), backing == null ? null : backing.driver().filename(),
                     depth, false, "off", 0, 0, 0, 0, 0, 0, ImageInfos.imageInfo(node, flat, forDevice), 0,
-                    new BlockdevCacheInfo(true, c.cacheDirect(), c.cacheNoFlush()));
+                    new BlockdevCacheInfo(writeCache, c.cacheDirect(), c.cacheNoFlush()));
         } catch (IOException e) {
             throw QmpError.generic(e.getMessage());
         }

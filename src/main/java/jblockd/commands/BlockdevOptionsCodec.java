@@ -25,24 +25,43 @@ public final class BlockdevOptionsCodec {
     }
 
     public static BlockdevOptions decode(JsonNode o) throws QmpError {
-        return decode(o, null);
+        return decode(o, Inherited.NONE);
     }
 
     /**
-     * @param inheritedDiscard the parent's {@code discard} for an inline protocol child (block.c
-     *                         bdrv_inherited_options copies it when the child does not set it)
+     * What an inline child takes from its parent when it does not set it itself (block.c
+     * bdrv_inherited_options / bdrv_backing_options): {@code discard} for a protocol child only,
+     * {@code cache.direct} and {@code cache.no-flush} for every child (a qcow2 node's
+     * {@code cache.no-flush} would otherwise not stop its flush from reaching the file).
+     * Null: not set by any ancestor.
      */
-    private static BlockdevOptions decode(JsonNode o, String inheritedDiscard) throws QmpError {
-        BlockdevOptions.Common common = common(o, inheritedDiscard);
-        String discard = discard(o, inheritedDiscard);
+    private record Inherited(String discard, Boolean cacheDirect, Boolean cacheNoFlush) {
+        static final Inherited NONE = new Inherited(null, null, null);
+
+        /** For a file/image child of node {@code o}. */
+        Inherited forFileChild(JsonNode o) {
+            return new Inherited(BlockdevOptionsCodec.discard(o, discard),
+                    BlockdevOptionsCodec.cacheDirect(o, this), BlockdevOptionsCodec.cacheNoFlush(o, this));
+        }
+
+        /** For a backing child of node {@code o}: discard is not inherited. */
+        Inherited forBackingChild(JsonNode o) {
+            return new Inherited(null, BlockdevOptionsCodec.cacheDirect(o, this),
+                    BlockdevOptionsCodec.cacheNoFlush(o, this));
+        }
+    }
+
+    private static BlockdevOptions decode(JsonNode o, Inherited inherited) throws QmpError {
+        BlockdevOptions.Common common = common(o, inherited);
+        Inherited toFile = inherited.forFileChild(o);
         String driver = o.get("driver").asText();
         return switch (driver) {
             case "file" -> new BlockdevOptions.File(common, o.get("filename").asText());
-            case "raw" -> new BlockdevOptions.Raw(common, ref(o.get("file"), discard), optLong(o, "offset"),
+            case "raw" -> new BlockdevOptions.Raw(common, ref(o.get("file"), toFile), optLong(o, "offset"),
                     optLong(o, "size"));
-            case "qcow2" -> new BlockdevOptions.Qcow2(common, ref(o.get("file"), discard),
-                    o.has("backing") ? ref(o.get("backing"), null) : null);
-            case "blkdebug" -> blkdebug(common, o, inheritedDiscard);
+            case "qcow2" -> new BlockdevOptions.Qcow2(common, ref(o.get("file"), toFile),
+                    o.has("backing") ? ref(o.get("backing"), inherited.forBackingChild(o)) : null);
+            case "blkdebug" -> blkdebug(common, o, toFile);
             case "null-co" -> {
                 long size = o.has("size") ? o.get("size").asLong() : NULL_CO_DEFAULT_SIZE;
                 if (size < 0) {
@@ -55,7 +74,7 @@ public final class BlockdevOptionsCodec {
         };
     }
 
-    private static BlockdevOptions blkdebug(BlockdevOptions.Common common, JsonNode o, String inheritedDiscard)
+    private static BlockdevOptions blkdebug(BlockdevOptions.Common common, JsonNode o, Inherited toImage)
             throws QmpError {
         List<BlockdevOptions.InjectError> rules = new ArrayList<>();
         for (JsonNode r : o.path("inject-error")) {
@@ -73,7 +92,7 @@ public final class BlockdevOptionsCodec {
             states.add(new BlockdevOptions.SetState(r.get("event").asText(), optLong(r, "state"),
                     r.get("new_state").asLong()));
         }
-        return new BlockdevOptions.Blkdebug(common, ref(o.get("image"), discard(o, inheritedDiscard)),
+        return new BlockdevOptions.Blkdebug(common, ref(o.get("image"), toImage),
                 o.has("config") ? o.get("config").asText() : null, List.copyOf(rules),
                 o.has("align") ? o.get("align").asInt() : null, states);
     }
@@ -83,17 +102,28 @@ public final class BlockdevOptionsCodec {
         return o.has("discard") ? o.get("discard").asText() : inherited != null ? inherited : "ignore";
     }
 
-    private static BlockdevOptions.Common common(JsonNode o, String inheritedDiscard) throws QmpError {
+    /** The node's own {@code cache.direct}, else the inherited one (null: neither). */
+    private static Boolean cacheDirect(JsonNode o, Inherited inherited) {
+        JsonNode v = o.path("cache").get("direct");
+        return v != null ? Boolean.valueOf(v.asBoolean()) : inherited.cacheDirect();
+    }
+
+    /** The node's own {@code cache.no-flush}, else the inherited one (null: neither). */
+    private static Boolean cacheNoFlush(JsonNode o, Inherited inherited) {
+        JsonNode v = o.path("cache").get("no-flush");
+        return v != null ? Boolean.valueOf(v.asBoolean()) : inherited.cacheNoFlush();
+    }
+
+    private static BlockdevOptions.Common common(JsonNode o, Inherited inherited) throws QmpError {
         String nodeName = o.has("node-name") ? o.get("node-name").asText() : null;
         if (nodeName != null) {
             checkNodeName(nodeName);
         }
-        JsonNode cache = o.path("cache");
         return new BlockdevOptions.Common(nodeName,
                 o.path("read-only").asBoolean(false),
-                cache.path("direct").asBoolean(false),
-                cache.path("no-flush").asBoolean(false),
-                "unmap".equals(discard(o, inheritedDiscard)));
+                Boolean.TRUE.equals(cacheDirect(o, inherited)),
+                Boolean.TRUE.equals(cacheNoFlush(o, inherited)),
+                "unmap".equals(discard(o, inherited.discard())));
     }
 
     /** block.c bdrv_assign_node_name(): id_wellformed() and a length bound. */
@@ -124,14 +154,14 @@ public final class BlockdevOptionsCodec {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
     }
 
-    private static BlockdevRef ref(JsonNode v, String inheritedDiscard) throws QmpError {
+    private static BlockdevRef ref(JsonNode v, Inherited inherited) throws QmpError {
         if (v == null || v.isNull()) {
             return new BlockdevRef.None();
         }
         if (v.isTextual()) {
             return new BlockdevRef.Reference(v.asText());
         }
-        return new BlockdevRef.Inline(decode(v, inheritedDiscard));
+        return new BlockdevRef.Inline(decode(v, inherited));
     }
 
     private static Long optLong(JsonNode o, String name) {

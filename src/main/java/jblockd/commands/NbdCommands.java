@@ -178,7 +178,7 @@ public final class NbdCommands implements CommandGroup {
         String name = a.name() != null ? a.name() : a.device();
         // nbd-server-add quietly exports a read-only device read-only (block-export-add refuses)
         boolean writable = Boolean.TRUE.equals(a.writable()) && !t.node().readOnly();
-        add(name, name, a.description(), writable, t);
+        add(name, name, a.description(), writable, false, t);
         return null;
     }
 
@@ -211,7 +211,7 @@ public final class NbdCommands implements CommandGroup {
             throw QmpError.generic("Cannot export read-only node as writable");
         }
         String name = a.name() != null ? a.name() : a.nodeName() != null ? a.nodeName() : a.device();
-        add(a.id(), name, a.description(), writable, t);
+        add(a.id(), name, a.description(), writable, Boolean.TRUE.equals(a.writethrough()), t);
         return null;
     }
 
@@ -259,8 +259,13 @@ public final class NbdCommands implements CommandGroup {
         return new Target(GuestIo.anonymousDevice(n.get()), n.get(), true);
     }
 
-    private synchronized void add(String id, String name, String description, boolean writable, Target t)
-            throws QmpError {
+    /**
+     * {@code writethrough}: the export's write cache is off (block/export/export.c
+     * blk_set_enable_write_cache(blk, !writethrough)): every write through it is durable before
+     * its reply, whatever the device's cache mode.
+     */
+    private synchronized void add(String id, String name, String description, boolean writable,
+                                  boolean writethrough, Target t) throws QmpError {
         checkId(id);
         // nbd_export_create (nbd/server.c)
         if (!server.running()) {
@@ -284,7 +289,7 @@ public final class NbdCommands implements CommandGroup {
         }
         NbdExport e;
         try {
-            e = new NbdExport(id, name, description, writable, new GuestIo(t.device(), runState, events));
+            e = new NbdExport(id, name, description, writable, new GuestIo(t.device(), runState, events, writethrough));
             server.addExport(e);
         } catch (IOException ex) {
             devices.detachUser(t.device(), user);

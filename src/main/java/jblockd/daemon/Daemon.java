@@ -21,6 +21,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 
 import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
+import jblockd.block.CacheMode;
 import jblockd.block.DriverRegistry;
 import jblockd.block.NodeGraph;
 import jblockd.commands.BackupCommands;
@@ -436,21 +437,9 @@ public final class Daemon implements AutoCloseable {
             throw new StartupException(null, "'" + format + "' invalid format");
         }
         boolean readOnly = bool(kv, "read-only");
-        boolean direct;
-        boolean noFlush = false;
         String cache = text(kv, "cache");
-        // block.c bdrv_parse_cache_mode()
-        switch (cache == null ? "writeback" : cache) {
-            case "writeback" -> direct = false;
-            case "none", "off" -> direct = true;
-            case "directsync" -> direct = true;
-            case "writethrough" -> direct = false;
-            case "unsafe" -> {
-                direct = false;
-                noFlush = true;
-            }
-            default -> throw new StartupException(null, "invalid cache option");
-        }
+        CacheMode cacheMode = cache == null ? CacheMode.WRITEBACK : CacheMode.parse(cache)
+                .orElseThrow(() -> new StartupException(null, "invalid cache option"));
         String discard = text(kv, "discard");
         // block.c bdrv_parse_discard_flags(): ignore is QEMU's default
         boolean unmap = switch (discard == null ? "ignore" : discard) {
@@ -462,28 +451,15 @@ public final class Daemon implements AutoCloseable {
         if (nodeName != null) {
             BlockdevOptionsCodec.checkNodeName(nodeName);
         }
-        BlockdevOptions opts = graph.imageOptions(Path.of(file), format, readOnly, direct, nodeName, unmap);
-        if (noFlush) {
-            opts = withNoFlush(opts);
-        }
+        BlockdevOptions opts = graph.imageOptions(Path.of(file), format, readOnly, cacheMode.direct(),
+                cacheMode.noFlush(), nodeName, unmap);
         BlockNode root = blockdevCommands.openNode(opts);
         try {
-            devices.add(new Device(id, root, rerror, werror));
+            devices.add(new Device(id, root, rerror, werror, cacheMode.writeback()));
         } catch (IllegalArgumentException e) {
             graph.remove(root);
             throw new StartupException(null, e.getMessage());
         }
-    }
-
-    private static BlockdevOptions withNoFlush(BlockdevOptions o) {
-        BlockdevOptions.Common c = o.common();
-        BlockdevOptions.Common n = new BlockdevOptions.Common(c.nodeName(), c.readOnly(), c.cacheDirect(), true,
-                c.discardUnmap());
-        return switch (o) {
-            case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(n, r.file(), r.offset(), r.size());
-            case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(n, q.file(), q.backing());
-            default -> o;
-        };
     }
 
     /** blockdev.c parse_block_error_action(): enospc is not a read error action; auto is neither. */

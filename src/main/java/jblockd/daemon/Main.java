@@ -40,7 +40,7 @@ public final class Main implements Callable<Integer> {
 
     @Option(names = "--drive", paramLabel = "id=NAME,file=PATH,format=raw|qcow2[,...]",
             description = "A named device over an image: [,rerror=report|ignore|stop]"
-                    + "[,werror=enospc|report|ignore|stop][,read-only=on][,cache=writeback|none][,node-name=N]."
+                    + "[,werror=enospc|report|ignore|stop][,read-only=on][,cache=writeback|none|writethrough|directsync|unsafe][,discard=ignore|unmap][,node-name=N]."
                     + " file= may be blkdebug:CONFIG:PATH.")
     void drive(String v) {
         builder.drive(v);
@@ -57,8 +57,8 @@ public final class Main implements Callable<Integer> {
         builder.nbdServer(v);
     }
 
-    @Option(names = "--export", paramLabel = "type=nbd,id=ID,node-name=NODE[,name=E][,writable=on]",
-            description = "Export a node or device over NBD.")
+    @Option(names = "--export", paramLabel = "type=nbd,id=ID,node-name=NODE[,name=E][,writable=on][,writethrough=on]",
+            description = "Export a node or device over NBD; writethrough=on: every write is durable before its reply.")
     void export(String v) {
         builder.export(v);
     }

@@ -15,6 +15,7 @@ public final class Device {
     private final String name;
     private final BlockdevOnError rerror;
     private final BlockdevOnError werror;
+    private final boolean writeCache;
     private volatile BlockNode root;
     private volatile IoStatus ioStatus = IoStatus.OK;
     private final RequestGate gate = new RequestGate();
@@ -24,10 +25,21 @@ public final class Device {
      * @param werror report | ignore | stop | enospc
      */
     public Device(String name, BlockNode root, BlockdevOnError rerror, BlockdevOnError werror) {
+        this(name, root, rerror, werror, true);
+    }
+
+    /**
+     * @param writeCache false for {@code cache=writethrough|directsync}: the guest sees a disk
+     *                   without a volatile write cache, so every write must be durable before it
+     *                   is acknowledged ({@link GuestIo} makes each one FUA)
+     */
+    public Device(String name, BlockNode root, BlockdevOnError rerror, BlockdevOnError werror,
+                  boolean writeCache) {
         this.name = Objects.requireNonNull(name);
         this.root = Objects.requireNonNull(root);
         this.rerror = rerror;
         this.werror = werror;
+        this.writeCache = writeCache;
     }
 
     public String name() {
@@ -53,6 +65,11 @@ public final class Device {
     /** The drain counter every guest request of this device passes (GuestIo). */
     RequestGate gate() {
         return gate;
+    }
+
+    /** QEMU's blk_enable_write_cache(): query-block's {@code cache.writeback}. */
+    public boolean writeCacheEnabled() {
+        return writeCache;
     }
 
     public BlockdevOnError rerror() {

@@ -25,6 +25,10 @@ import jblockd.qapi.QapiEvents;
  *       failed/nospace, run state io-error; the request is held (not answered) and retried after
  *       {@code cont}. {@code enospc} with another errno reports.</li>
  * </ul>
+ * With the write cache off (the device's {@code cache=writethrough|directsync}, or an export's
+ * {@code writethrough}), every write and write-zeroes is FUA and every discard is followed by a
+ * flush, so nothing is acknowledged before it is durable (QEMU's blk_co_pwritev adds
+ * BDRV_REQ_FUA when {@code !blk->enable_write_cache}).
  * Thread-safe; requests run concurrently.
  */
 public final class GuestIo {
@@ -38,11 +42,31 @@ public final class GuestIo {
     private final Device device;
     private final RunState runState;
     private final QapiEvents events;
+    private final boolean writethrough;
 
     public GuestIo(Device device, RunState runState, QapiEvents events) {
+        this(device, runState, events, false);
+    }
+
+    /**
+     * @param writethrough this way in has its write cache off whatever the device's (QEMU's
+     *                     block-export-add {@code writethrough}: the export's own BlockBackend)
+     */
+    public GuestIo(Device device, RunState runState, QapiEvents events, boolean writethrough) {
         this.device = Objects.requireNonNull(device);
         this.runState = Objects.requireNonNull(runState);
         this.events = Objects.requireNonNull(events);
+        this.writethrough = writethrough;
+    }
+
+    /** False when every write must be durable before it is acknowledged. */
+    public boolean writeCacheEnabled() {
+        return device.writeCacheEnabled() && !writethrough;
+    }
+
+    /** The FUA a request gets: the guest's, or always with the write cache off. */
+    private boolean fua(boolean requested) {
+        return requested || !writeCacheEnabled();
     }
 
     /** A device for an export made on a node name: no name, policies report/report (QEMU). */
@@ -73,7 +97,8 @@ public final class GuestIo {
         });
     }
 
-    public void write(long offset, ByteBuffer src, boolean fua) throws IoError {
+    public void write(long offset, ByteBuffer src, boolean requestedFua) throws IoError {
+        boolean fua = fua(requestedFua);
         int start = src.position();
         run(IoOperation.WRITE, root -> {
             src.position(start);
@@ -82,7 +107,8 @@ public final class GuestIo {
         }, null);
     }
 
-    public void writeZeroes(long offset, long length, boolean mayUnmap, boolean fua) throws IoError {
+    public void writeZeroes(long offset, long length, boolean mayUnmap, boolean requestedFua) throws IoError {
+        boolean fua = fua(requestedFua);
         run(IoOperation.WRITE, root -> {
             root.writeZeroes(offset, length, mayUnmap);
             if (fua) {
@@ -92,7 +118,8 @@ public final class GuestIo {
         }, null);
     }
 
-    public void discard(long offset, long length, boolean fua) throws IoError {
+    public void discard(long offset, long length, boolean requestedFua) throws IoError {
+        boolean fua = fua(requestedFua);
         run(IoOperation.WRITE, root -> {
             try {
                 root.discard(offset, length);

@@ -85,13 +85,13 @@ class QueryBlockParityIT {
         }
 
         List<String> drives = List.of(
-                "id=drive0,file=" + raw + ",format=raw,node-name=rawfmt,read-only=on",
-                "id=drive1,file=" + v3 + ",format=qcow2,node-name=v3,read-only=on",
-                "id=drive2,file=" + v2 + ",format=qcow2,node-name=v2,read-only=on",
+                "id=drive0,file=" + raw + ",format=raw,node-name=rawfmt,read-only=on,cache=writethrough",
+                "id=drive1,file=" + v3 + ",format=qcow2,node-name=v3,read-only=on,cache=none",
+                "id=drive2,file=" + v2 + ",format=qcow2,node-name=v2,read-only=on,cache=directsync",
                 "id=drive3,file=" + top + ",format=qcow2,node-name=top,read-only=on",
                 "id=drive4,file=" + lazy + ",format=qcow2,node-name=lazy,read-only=on",
                 "id=drive5,file=" + corrupt + ",format=qcow2,node-name=corrupt,read-only=on",
-                "id=drive6,file=" + tables + ",format=qcow2,node-name=tables,read-only=on");
+                "id=drive6,file=" + tables + ",format=qcow2,node-name=tables,read-only=on,cache=unsafe");
         List<String> blockdevs = List.of(
                 "{\"driver\":\"blkdebug\",\"node-name\":\"dbg\",\"read-only\":true,\"image\":{\"driver\":\"qcow2\","
                         + "\"node-name\":\"dbgimg\",\"read-only\":true,\"file\":{\"driver\":\"file\","
@@ -200,6 +200,13 @@ class QueryBlockParityIT {
         JsonNode tables = find(jr, "device", "drive6").at("/inserted/image");
         assertThat(tables.at("/snapshots/0/name").asText()).isEqualTo("snap1");
         assertThat(tables.at("/format-specific/data/bitmaps/1/granularity").asLong()).isEqualTo(131072);
+        // cache modes (bdrv_parse_cache_mode): the device's write cache, the nodes' direct / no-flush
+        assertThat(find(jr, "device", "drive0").at("/inserted/cache").toString())
+                .isEqualTo("{\"writeback\":false,\"direct\":false,\"no-flush\":false}");
+        assertThat(find(jr, "device", "drive2").at("/inserted/cache").toString())
+                .isEqualTo("{\"writeback\":false,\"direct\":true,\"no-flush\":false}");
+        assertThat(find(jr, "device", "drive6").at("/inserted/cache").toString())
+                .isEqualTo("{\"writeback\":true,\"direct\":false,\"no-flush\":true}");
         JsonNode raw = find(jr, "device", "drive0").get("inserted");
         String[] blocks = ExternalTools.ok("stat", "-c", "%b %B", dir.resolve("r.raw").toString()).trim().split(" ");
         assertThat(raw.at("/image/actual-size").asLong())
