@@ -119,8 +119,18 @@ public final class BlockdevOptionsCodec {
         if (nodeName != null) {
             checkNodeName(nodeName);
         }
+        boolean readOnly = o.path("read-only").asBoolean(false);
+        // block.c bdrv_fill_options(): sharing every permission is only safe for a reader
+        if (o.path("force-share").asBoolean(false) && !readOnly) {
+            throw QmpError.generic("force-share=on can only be used with read-only images");
+        }
+        // Not implemented: refused rather than accepted and ignored (QEMU's default is off).
+        String detectZeroes = o.path("detect-zeroes").asText("off");
+        if (!detectZeroes.equals("off")) {
+            throw QmpError.generic("detect-zeroes=" + detectZeroes + " is not supported by jblockd (only off)");
+        }
         return new BlockdevOptions.Common(nodeName,
-                o.path("read-only").asBoolean(false),
+                readOnly,
                 Boolean.TRUE.equals(cacheDirect(o, inherited)),
                 Boolean.TRUE.equals(cacheNoFlush(o, inherited)),
                 "unmap".equals(discard(o, inherited.discard())));

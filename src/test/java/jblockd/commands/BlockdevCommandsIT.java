@@ -110,6 +110,25 @@ class BlockdevCommandsIT {
     }
 
     @Test
+    void optionsJblockdDoesNotImplementAreRefusedNotIgnored() throws Exception {
+        Path raw = dir.resolve("o.raw");
+        java.nio.file.Files.write(raw, new byte[1 << 20]);
+        try (DaemonProcess d = DaemonProcess.start(dir); QmpTestClient c = d.connect()) {
+            assertThat(err(c, "blockdev-add", "{\"driver\": \"file\", \"node-name\": \"f0\", \"filename\": \""
+                    + raw + "\", \"detect-zeroes\": \"unmap\"}"))
+                    .isEqualTo("detect-zeroes=unmap is not supported by jblockd (only off)");
+            // QEMU's block.c text: sharing every permission is for readers only
+            assertThat(err(c, "blockdev-add", "{\"driver\": \"file\", \"node-name\": \"f0\", \"filename\": \""
+                    + raw + "\", \"force-share\": true}"))
+                    .isEqualTo("force-share=on can only be used with read-only images");
+            assertThat(nodes(c)).doesNotContainKey("f0");
+            c.executeOk("blockdev-add", QmpTestClient.json("{\"driver\": \"file\", \"node-name\": \"f0\", \"filename\": \""
+                    + raw + "\", \"detect-zeroes\": \"off\", \"force-share\": true, \"read-only\": true}"));
+            assertThat(nodes(c)).containsKey("f0");
+        }
+    }
+
+    @Test
     void nodeNameOfADeviceIsInUseAndConflictsWithDeviceIds() throws Exception {
         assumeTrue(hasDrivers("raw"), "raw driver needed");
         Path raw = dir.resolve("d.raw");
