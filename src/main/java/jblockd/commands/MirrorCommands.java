@@ -311,8 +311,9 @@ public final class MirrorCommands implements CommandGroup {
             if (detached) {
                 return;
             }
-            detached = true;
             nodes.removeFilter(filterNode, to);
+            // only once the devices moved: a pivot that failed half-way can still be detached
+            detached = true;
         }
 
         @Override

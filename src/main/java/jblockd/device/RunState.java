@@ -15,6 +15,10 @@ import jblockd.qapi.RunStatus;
  * past the gate, like QEMU's vm_stop draining all I/O); {@link #ioError()} is what a request
  * failing under a {@code stop}/{@code enospc} policy calls; {@link #cont()} resets every device's
  * io-status and opens the gate again, so the failed requests retry.
+ * <p>
+ * STOP and RESUME are emitted under the lock together with the state change they report, so
+ * with any number of clients racing they strictly alternate, in the order of the changes
+ * ({@link QapiEvents} never blocks).
  * Block jobs never pass this gate: they use nodes directly and run on while guests are stopped.
  */
 public final class RunState {
@@ -26,6 +30,8 @@ public final class RunState {
     /** Written under {@link #lock} only; read without it by the guest fast path. */
     private volatile RunStatus status = RunStatus.RUNNING;
     private final AtomicInteger inFlight = new AtomicInteger();
+    /** How many times {@link #cont()} resumed; a waiting {@link #stop()} ends when it moves. Guarded by lock. */
+    private long resumes;
 
     /**
      * @param resetIoStatus called by {@code cont} to set every device's io-status back to ok
@@ -83,8 +89,11 @@ public final class RunState {
     }
 
     /**
-     * QMP {@code stop}: holds new guest requests, waits for those in flight, emits STOP.
+     * QMP {@code stop}: holds new guest requests, emits STOP, then waits for the requests in
+     * flight (QEMU's do_vm_stop(): the state change and STOP first, then bdrv_drain_all()).
      * Already stopped (paused or io-error): nothing changes and no event (QEMU returns {}).
+     * A {@code cont} from another client while this waits ends the wait: the guests run again,
+     * so there is nothing left to wait for (waiting on would never end under guest load).
      */
     public void stop() {
         lock.lock();
@@ -93,13 +102,15 @@ public final class RunState {
                 return;
             }
             status = RunStatus.PAUSED;
-            while (inFlight.get() > 0) {
+            // Under the lock, like every run-state event, so a racing cont's RESUME follows it.
+            events.stop();
+            long stoppedIn = resumes;
+            while (inFlight.get() > 0 && resumes == stoppedIn) {
                 changed.awaitUninterruptibly();
             }
         } finally {
             lock.unlock();
         }
-        events.stop();
     }
 
     /**
@@ -107,18 +118,14 @@ public final class RunState {
      * the state becomes io-error with one STOP event; when already stopped, nothing more.
      */
     public void ioError() {
-        boolean emit;
         lock.lock();
         try {
-            emit = status == RunStatus.RUNNING;
-            if (emit) {
+            if (status == RunStatus.RUNNING) {
                 status = RunStatus.IO_ERROR;
+                events.stop();
             }
         } finally {
             lock.unlock();
-        }
-        if (emit) {
-            events.stop();
         }
     }
 
@@ -127,13 +134,16 @@ public final class RunState {
      * failed requests go on (a request that fails again stops again). Running: no event.
      */
     public void cont() {
-        resetIoStatus.run();
         lock.lock();
         try {
+            // Under the lock: a request failing meanwhile either set its io-status before this
+            // reset (and its ioError() then finds the state stopped) or after the RESUME.
+            resetIoStatus.run();
             if (status == RunStatus.RUNNING) {
                 return;
             }
             status = RunStatus.RUNNING;
+            resumes++;
             // RESUME goes out before any held request can fail again and emit STOP.
             events.resume();
             changed.signalAll();

@@ -68,12 +68,29 @@ public final class Job {
     private IoStatus ioStatus = IoStatus.OK;
     private Throwable failure;
     private IoError ignoredError;
-    /** Set once the finish sequence (prepare/commit/abort/clean + event) has been claimed. */
+    /**
+     * Set once the finish sequence (prepare/commit/abort/clean + event) has been claimed, and
+     * with it {@link #outcome}: from then on a cancel changes nothing.
+     */
     private boolean finishing;
+    /** How the job ends; written only by {@link #claimFinishLocked} and a failed prepare. */
+    private Outcome outcome;
+    /** Requests of the job still running on its nodes ({@link JobContext#beginInFlight}). */
+    private int inFlight;
     private boolean started;
     private String errorText;
     private final Set<Long> failedSinceProgress = new HashSet<>();
     private int ignoreStreak;
+
+    /** The three ends of a job and their events (QEMU job_finalize_single_locked()). */
+    private enum Outcome {
+        /** prepare and commit ran: BLOCK_JOB_COMPLETED without error. */
+        SUCCESS,
+        /** run or prepare failed: abort ran, BLOCK_JOB_COMPLETED with error. */
+        FAILURE,
+        /** force-cancelled before the finish: abort ran, BLOCK_JOB_CANCELLED. */
+        CANCELLED
+    }
 
     Job(String id, JobDriver driver, QapiEvents events, boolean autoFinalize, boolean autoDismiss,
         Runnable onDismissed) {
@@ -116,7 +133,7 @@ public final class Job {
     public JobInfo info() {
         lock.lock();
         try {
-            boolean paused = atPausePoint > 0 && pauseCount > 0;
+            boolean paused = pauseCount > 0 && quiescedLocked();
             boolean busy = started && !paused && sleeping == 0
                     && (status == JobStatus.RUNNING || status == JobStatus.READY);
             return new JobInfo(id, driver.type(), status, len, offset, limiter.speed(), busy, paused,
@@ -212,10 +229,12 @@ public final class Job {
         completed(fail);
     }
 
-    /** QEMU job_completed(): success → waiting/pending (maybe finalize); failure → aborting. */
+    /**
+     * QEMU job_completed(): success → waiting/pending (then finalize, now or on job-finalize);
+     * failure or force cancel → aborting and the abort path at once.
+     */
     private void completed(Throwable fail) {
-        boolean finalizeNow = false;
-        boolean abortNow = false;
+        Outcome claimed = null;
         lock.lock();
         try {
             if (fail != null && failure == null) {
@@ -226,70 +245,100 @@ public final class Job {
                 transition(JobStatus.WAITING);
                 transition(JobStatus.PENDING);
                 if (autoFinalize) {
-                    finishing = true;
-                    finalizeNow = true;
+                    claimed = claimFinishLocked();
                 } else {
                     events.blockJobPending(driver.type(), id);
                 }
             } else {
-                if (failure == null && ignoredError != null && !forceCancel) {
-                    failure = ignoredError;
-                }
-                finishing = true;
+                claimed = claimFinishLocked();
                 transition(JobStatus.ABORTING);
-                abortNow = true;
             }
         } finally {
             lock.unlock();
         }
-        if (finalizeNow) {
+        if (claimed == Outcome.SUCCESS) {
             doFinalize();
-        } else if (abortNow) {
-            finalizeSingle(false);
+        } else if (claimed != null) {
+            finalizeSingle();
         }
     }
 
-    /** QEMU job_do_finalize(): prepare may still fail, then commit (or abort). */
+    /**
+     * The one place a job's outcome is decided, when its finish sequence is claimed (by the job
+     * thread, job-finalize or a cancel in pending): cancelled if force-cancelled by then, failed
+     * if run failed (or stream ignored an error), else success — which only a failing
+     * {@link JobDriver#prepare} can still turn into failure. Nothing after this makes a job
+     * cancelled: a cancel arriving later (say while a mirror pivots) is too late, as in QEMU,
+     * where job_cancel() of a job already finalizing has nothing left to cancel.
+     */
+    private Outcome claimFinishLocked() {
+        assert lock.isHeldByCurrentThread() && !finishing;
+        finishing = true;
+        if (forceCancel) {
+            outcome = Outcome.CANCELLED;
+        } else if (failure != null || ignoredError != null) {
+            if (failure == null) {
+                failure = ignoredError;
+            }
+            outcome = Outcome.FAILURE;
+        } else {
+            outcome = Outcome.SUCCESS;
+        }
+        return outcome;
+    }
+
+    /** QEMU job_do_finalize(): prepare may still fail (the job then fails), then commit or abort. */
     private void doFinalize() {
-        boolean ok = true;
         try {
             driver.prepare();
         } catch (Throwable t) {
-            ok = false;
             lock.lock();
             try {
                 failure = t;
+                outcome = Outcome.FAILURE;
                 transition(JobStatus.ABORTING);
             } finally {
                 lock.unlock();
             }
         }
-        finalizeSingle(ok);
+        finalizeSingle();
     }
 
-    /** QEMU job_finalize_single(): commit/abort, clean, the end event, concluded, maybe null. */
-    private void finalizeSingle(boolean ok) {
+    /**
+     * QEMU job_finalize_single(): commit or abort as the outcome says, clean, the end event,
+     * concluded, maybe null. commit/abort/clean cannot fail the job (QEMU's are void): whatever
+     * can fail belongs in prepare; an exception here is a bug, logged.
+     */
+    private void finalizeSingle() {
+        Outcome end;
+        lock.lock();
         try {
-            if (ok) {
+            end = outcome;
+        } finally {
+            lock.unlock();
+        }
+        try {
+            if (end == Outcome.SUCCESS) {
                 driver.commit();
             } else {
                 driver.abort();
             }
         } catch (Throwable t) {
-            LOG.log(Level.WARNING, "job " + id + ": " + (ok ? "commit" : "abort") + " failed", t);
+            LOG.log(Level.SEVERE, "job " + id + ": " + (end == Outcome.SUCCESS ? "commit" : "abort")
+                    + " threw, which it must not", t);
         }
         try {
             driver.clean();
         } catch (Throwable t) {
-            LOG.log(Level.WARNING, "job " + id + ": clean failed", t);
+            LOG.log(Level.SEVERE, "job " + id + ": clean threw, which it must not", t);
         }
         lock.lock();
         try {
-            if (forceCancel) {
+            if (end == Outcome.CANCELLED) {
                 errorText = "Operation canceled";
                 events.blockJobCancelled(driver.type(), id, len, offset, limiter.speed());
             } else {
-                errorText = failure == null ? null : errorText(failure);
+                errorText = end == Outcome.FAILURE ? errorText(failure) : null;
                 events.blockJobCompleted(driver.type(), id, len, offset, limiter.speed(), errorText);
             }
             transition(JobStatus.CONCLUDED);
@@ -329,15 +378,35 @@ public final class Job {
             userPaused = true;
             pauseCount++;
             changed.signalAll();
-            awaitLocked(() -> atPausePoint > 0 || !isLive(status));
+            awaitLocked(() -> quiescedLocked() || !isLive(status));
         } finally {
             lock.unlock();
         }
     }
 
-    /** Waits (bounded) until the job is at a pause point or no longer running; for tests and drains. */
+    /** Waits (bounded) until the job is paused (quiesced) or no longer running; for tests and drains. */
     public boolean awaitPaused(long timeout, TimeUnit unit) {
-        return await(() -> atPausePoint != 0 || !isLive(status), unit.toNanos(timeout));
+        return await(() -> quiescedLocked() || !isLive(status), unit.toNanos(timeout));
+    }
+
+    /**
+     * Paused for real: a job thread waits at a pause point and no request of the job is in
+     * flight, so nothing reaches its nodes until resume (query-block-jobs' {@code paused}).
+     */
+    private boolean quiescedLocked() {
+        return atPausePoint > 0 && inFlight == 0;
+    }
+
+    /**
+     * Reports a requested pause once it is real (QEMU's J(paused), or standby when ready): called
+     * wherever the job may just have become quiesced, so that whoever sees it quiesced also sees
+     * the status. Caller holds the lock.
+     */
+    private void settlePauseLocked() {
+        if (pauseCount > 0 && quiescedLocked() && status != JobStatus.PAUSED && status != JobStatus.STANDBY) {
+            statusBeforePause = status;
+            transition(status == JobStatus.READY ? JobStatus.STANDBY : JobStatus.PAUSED);
+        }
     }
 
     /**
@@ -403,13 +472,16 @@ public final class Job {
         cancel(force, true);
     }
 
-    /** Cancel without the verb check (shutdown). Returns after the job ended or a bounded wait. */
+    /**
+     * Cancel without the verb check (shutdown). Returns after the job ended or a bounded wait.
+     * Once the finish sequence is claimed the outcome is decided and the cancel does nothing.
+     */
     void cancel(boolean force, boolean wait) {
         boolean abortNow = false;
         boolean ready;
         lock.lock();
         try {
-            if (!isLive(status) && status != JobStatus.WAITING && status != JobStatus.PENDING) {
+            if (finishing || (!isLive(status) && status != JobStatus.WAITING && status != JobStatus.PENDING)) {
                 return;
             }
             ready = status == JobStatus.READY || status == JobStatus.STANDBY;
@@ -419,6 +491,9 @@ public final class Job {
         boolean isForce = driver.cancel(force, ready);
         lock.lock();
         try {
+            if (finishing) {
+                return; // the job thread claimed the finish meanwhile: too late
+            }
             cancelRequested = true;
             if (isForce) {
                 forceCancel = true;
@@ -430,13 +505,13 @@ public final class Job {
                 pauseCount--;
                 ioStatus = IoStatus.OK;
             }
-            if (forceCancel && status == JobStatus.PENDING && !finishing) {
-                finishing = true;
+            if (forceCancel && status == JobStatus.PENDING) {
+                claimFinishLocked();
                 transition(JobStatus.ABORTING);
                 abortNow = true;
             } else if (!started && status == JobStatus.CREATED) {
-                finishing = true;
                 forceCancel = true;
+                claimFinishLocked();
                 transition(JobStatus.ABORTING);
                 abortNow = true;
             }
@@ -445,7 +520,7 @@ public final class Job {
             lock.unlock();
         }
         if (abortNow) {
-            finalizeSingle(false);
+            finalizeSingle();
             return;
         }
         if (wait && isForce) {
@@ -486,7 +561,7 @@ public final class Job {
             if (finishing) {
                 return;
             }
-            finishing = true;
+            claimFinishLocked();
         } finally {
             lock.unlock();
         }
@@ -526,8 +601,7 @@ public final class Job {
             pauseCount++;
             changed.signalAll();
             if (started) {
-                awaitLocked(() -> atPausePoint > 0 || !isLive(status) || (userPaused && pauseCount > 1
-                        && atPausePoint > 0));
+                awaitLocked(() -> quiescedLocked() || !isLive(status));
             }
         } finally {
             lock.unlock();
@@ -630,6 +704,11 @@ public final class Job {
             }
         }
 
+        /**
+         * Waits while a pause is requested. The job turns paused (standby when ready) only once
+         * its requests in flight are done; none starts while it is paused
+         * ({@link #beginInFlight} passes here first).
+         */
         private void pausePointLocked() throws JobCancelledException {
             if (forceCancel) {
                 throw new JobCancelledException();
@@ -637,11 +716,8 @@ public final class Job {
             if (pauseCount == 0) {
                 return;
             }
-            if (atPausePoint == 0) {
-                statusBeforePause = status;
-                transition(status == JobStatus.READY ? JobStatus.STANDBY : JobStatus.PAUSED);
-            }
             atPausePoint++;
+            settlePauseLocked();
             changed.signalAll();
             try {
                 while (pauseCount > 0 && !forceCancel) {
@@ -650,14 +726,37 @@ public final class Job {
             } finally {
                 atPausePoint--;
                 if (atPausePoint == 0 && (status == JobStatus.PAUSED || status == JobStatus.STANDBY)) {
-                    transition(statusBeforePause == JobStatus.STANDBY ? JobStatus.READY
-                            : statusBeforePause == JobStatus.PAUSED ? JobStatus.RUNNING : statusBeforePause);
+                    transition(statusBeforePause == JobStatus.READY ? JobStatus.READY : JobStatus.RUNNING);
                 }
                 changed.signalAll();
             }
             if (forceCancel) {
                 throw new JobCancelledException();
             }
+        }
+
+        @Override
+        public InFlight beginInFlight() throws JobCancelledException {
+            lock.lock();
+            try {
+                pausePointLocked();
+                inFlight++;
+            } finally {
+                lock.unlock();
+            }
+            java.util.concurrent.atomic.AtomicBoolean open = new java.util.concurrent.atomic.AtomicBoolean(true);
+            return () -> {
+                if (open.getAndSet(false)) {
+                    lock.lock();
+                    try {
+                        inFlight--;
+                        settlePauseLocked(); // the last one a pause was waiting for
+                        changed.signalAll();
+                    } finally {
+                        lock.unlock();
+                    }
+                }
+            };
         }
 
         @Override

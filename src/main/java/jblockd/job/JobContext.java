@@ -28,6 +28,27 @@ public interface JobContext {
      */
     void pausePoint() throws JobCancelledException;
 
+    /**
+     * One request of the job on its nodes that outlives the call that started it (a chunk copy
+     * handed to a helper thread). {@link #close} ends it; closing twice is harmless.
+     */
+    interface InFlight extends AutoCloseable {
+        @Override
+        void close();
+    }
+
+    /**
+     * Opens an {@link InFlight} request: first a pause point, then the job counts the request
+     * until it is closed. A job is reported paused ({@code paused: true}, J(paused)) only once
+     * none is open, and none opens while it is paused, so a paused job touches neither source
+     * nor target until resume. A driver whose requests run beside its own thread (backup's
+     * workers, mirror's operations) opens one per request before it claims or clears any range,
+     * and closes it before anything that may pause (its error policy).
+     *
+     * @throws JobCancelledException when the job is force-cancelled
+     */
+    InFlight beginInFlight() throws JobCancelledException;
+
     /** A cancel was requested (soft or force). */
     boolean cancelRequested();
 
@@ -98,7 +119,7 @@ public interface JobContext {
 
     /**
      * Records an error that was ignored under policy {@code ignore} so that the job, once its
-     * work is done, still ends with this error (SPEC §4: "backup/stream end with an error").
+     * work is done, still ends with this error (stream, SPEC §4 / seed 000; backup retries instead).
      * The first one recorded wins.
      */
     void recordIgnoredError(IoError e);

@@ -14,9 +14,13 @@ import jblockd.qapi.QmpError;
  *   run(ctx)  returns normally ─► waiting ─► pending ─► prepare() ─► commit() ─► clean() ─► COMPLETED
  *             throws / cancelled ─────────► aborting ──────────────► abort()  ─► clean() ─► COMPLETED{error} | CANCELLED
  * </pre>
- * then concluded and (auto-dismiss) null. {@code prepare} failing turns a success into the
- * abort path. {@code commit}/{@code abort}/{@code clean} must not throw: they are best effort
- * (QEMU's are void too); an exception there is logged and ignored.
+ * then concluded and (auto-dismiss) null. Whatever can still fail at the end (a target flush,
+ * a pivot, rewriting a backing link) belongs in {@code prepare} (QEMU 7.2 does the mirror pivot
+ * in mirror_prepare(), the rebase in stream_prepare() / commit_prepare()): its failure turns a
+ * success into the abort path and the job ends with that error. Once {@code prepare} returned,
+ * the job's outcome is success whatever arrives next (a cancel is too late).
+ * {@code commit}/{@code abort}/{@code clean} cannot fail (QEMU's are void): they only do what
+ * cannot go wrong; an exception there is a bug, logged.
  *
  * <h2>Threads</h2>
  * {@link #run} runs on the job's own virtual thread; it may start helper threads (bounded) but
@@ -46,11 +50,14 @@ public interface JobDriver {
      */
     void run(JobContext ctx) throws Exception;
 
-    /** Last step that may still fail, after a successful run (QEMU .prepare). */
+    /**
+     * Last step that may still fail, after a successful run (QEMU .prepare): backup's target
+     * flush, mirror's pivot, stream/commit's rebase. Throwing fails the job with this error.
+     */
     default void prepare() throws Exception {
     }
 
-    /** Makes the result permanent after success (QEMU .commit), e.g. mirror's pivot. */
+    /** After a successful prepare (QEMU .commit); cannot fail. */
     default void commit() {
     }
 

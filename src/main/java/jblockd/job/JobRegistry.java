@@ -1,11 +1,13 @@
 package jblockd.job;
 
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Pattern;
 
@@ -44,6 +46,13 @@ public final class JobRegistry {
 
     private record Attached(BlockNode node, NodeUser user) {
     }
+    /**
+     * Jobs created but not started: their command is still putting their graph (filters) in
+     * place. They hold their id and nodes, but queries and verbs do not see them, so nobody can
+     * cancel a job whose filter is half inserted (QEMU inserts the filter before it creates the
+     * job, all under one lock).
+     */
+    private final Set<Job> settingUp = Collections.newSetFromMap(new IdentityHashMap<>());
 
     public JobRegistry(QapiEvents events, NodeGraph graph) {
         this.events = events;
@@ -96,6 +105,7 @@ public final class JobRegistry {
             self[0] = job;
             jobs.put(id, job);
             jobUses.put(job, new ArrayList<>());
+            settingUp.add(job);
         }
         job.created(Math.max(0, speed));
         try {
@@ -145,9 +155,15 @@ public final class JobRegistry {
         }
     }
 
-    /** Starts a created job's thread (status running before this returns). */
+    /**
+     * Starts a created job's thread (status running before this returns); from now on the job
+     * is visible to queries and verbs. Call it once the job's graph is in place.
+     */
     public void start(Job job) {
         JobRunner.start(job);
+        synchronized (this) {
+            settingUp.remove(job);
+        }
     }
 
     /** Drops a created job whose setup failed (created → null). */
@@ -160,6 +176,7 @@ public final class JobRegistry {
             return;
         }
         jobs.remove(job.id());
+        settingUp.remove(job);
         List<Attached> mine = jobUses.remove(job);
         if (mine != null) {
             for (Attached a : mine) {
@@ -168,8 +185,9 @@ public final class JobRegistry {
         }
     }
 
+    /** A started job by id (one still being set up is not found). */
     public synchronized Optional<Job> find(String id) {
-        return Optional.ofNullable(jobs.get(id));
+        return Optional.ofNullable(jobs.get(id)).filter(j -> !settingUp.contains(j));
     }
 
     /** The job that keeps {@code node} with an op blocker, if any. */
@@ -188,8 +206,9 @@ public final class JobRegistry {
         return Optional.empty();
     }
 
+    /** The started jobs, in creation order. */
     public synchronized List<Job> all() {
-        return List.copyOf(jobs.values());
+        return jobs.values().stream().filter(j -> !settingUp.contains(j)).toList();
     }
 
     /** Snapshots of every job not yet null, in creation order. */

@@ -9,7 +9,9 @@
  *       {@code cancel(force, ready)} returns false to make a soft cancel after READY end as
  *       COMPLETED (mirror).</li>
  *   <li>In {@code run}, per chunk (at most ~1 MiB): {@code ctx.rateLimit(n)} before dispatching
- *       (it is also the pause/cancel point), do the I/O, {@code ctx.addOffset(n)}. Set
+ *       (it is also the pause/cancel point), do the I/O, {@code ctx.addOffset(n)}. A chunk handed
+ *       to a helper thread is bracketed by {@code ctx.beginInFlight()} / {@code close()}, so the
+ *       job reports paused only once no chunk is in flight. Set
  *       {@code ctx.setLen()} first. On an {@link jblockd.block.IoError} call
  *       {@code ctx.handleError(policy, op, e, offset)}: it emits BLOCK_JOB_ERROR, throws for
  *       report, returns STOP after the user resumed (retry the request) or IGNORE (skip it, or

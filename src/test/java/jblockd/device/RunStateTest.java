@@ -126,4 +126,128 @@ class RunStateTest {
         assertThat(ev.resumes.get()).isEqualTo(1);
         assertThat(rs.running()).isTrue();
     }
+
+    /** Records STOP and RESUME in the order their emission finished; {@code onStop} runs inside STOP's emission. */
+    static final class Ordered {
+        final List<String> seen = java.util.Collections.synchronizedList(new ArrayList<>());
+        volatile Runnable onStop = () -> { };
+
+        QapiEvents events() {
+            QapiEvents none = QapiEvents.NONE;
+            return (QapiEvents) java.lang.reflect.Proxy.newProxyInstance(QapiEvents.class.getClassLoader(),
+                    new Class<?>[] {QapiEvents.class}, (p, m, a) -> {
+                        switch (m.getName()) {
+                            case "stop" -> {
+                                onStop.run();
+                                seen.add("STOP");
+                            }
+                            case "resume" -> seen.add("RESUME");
+                            default -> m.invoke(none, a);
+                        }
+                        return null;
+                    });
+        }
+    }
+
+    /** Spins until {@code t} has ended or parks (here: on the run-state lock); no timing involved. */
+    private static void awaitEndedOrParked(Thread t) {
+        while (t.getState() != Thread.State.TERMINATED && t.getState() != Thread.State.WAITING
+                && t.getState() != Thread.State.TIMED_WAITING) {
+            Thread.onSpinWait();
+        }
+    }
+
+    @Test
+    void contRacingWithAStopThatWaitsForRequestsNeitherHangsNorOrdersStopAfterResume() throws Exception {
+        Ordered ev = new Ordered();
+        RunState rs = new RunState(ev.events(), () -> { });
+        CountDownLatch stopEmitted = new CountDownLatch(1);
+        ev.onStop = stopEmitted::countDown;
+        rs.enterGuest(); // a guest request inside: stop() has to wait for it
+        Thread stopper = Thread.ofPlatform().start(rs::stop);
+        assertThat(stopEmitted.await(10, TimeUnit.SECONDS)).as("STOP sent as the state changes (QEMU do_vm_stop)")
+                .isTrue();
+        rs.cont(); // the second client, while the first one's stop still waits for the request
+        stopper.join(TimeUnit.SECONDS.toMillis(10));
+        assertThat(stopper.isAlive()).as("stop() hangs once a cont overtook it").isFalse();
+        rs.leaveGuest();
+        assertThat(ev.seen).containsExactly("STOP", "RESUME");
+        assertThat(rs.running()).isTrue();
+    }
+
+    @Test
+    void contRacingWithIoErrorNeverSendsStopAfterResume() throws Exception {
+        Ordered ev = new Ordered();
+        RunState rs = new RunState(ev.events(), () -> { });
+        Thread[] resumer = new Thread[1];
+        // While ioError() sends STOP, a second client's cont arrives; it must not overtake the STOP.
+        ev.onStop = () -> {
+            resumer[0] = Thread.ofPlatform().start(rs::cont);
+            awaitEndedOrParked(resumer[0]);
+        };
+        rs.ioError();
+        resumer[0].join(TimeUnit.SECONDS.toMillis(10));
+        assertThat(resumer[0].isAlive()).isFalse();
+        assertThat(ev.seen).containsExactly("STOP", "RESUME");
+        assertThat(rs.running()).isTrue();
+    }
+
+    @Test
+    void stopAndContFromTwoClientsUnderGuestLoadAlternateAndNeverHang() throws Exception {
+        Ordered ev = new Ordered();
+        RunState rs = new RunState(ev.events(), () -> { });
+        AtomicBoolean running = new AtomicBoolean(true);
+        List<Thread> guests = new ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            guests.add(Thread.ofPlatform().start(() -> {
+                while (running.get()) {
+                    rs.enterGuest();
+                    Thread.onSpinWait();
+                    rs.leaveGuest();
+                }
+            }));
+        }
+        int rounds = 2000;
+        CountDownLatch go = new CountDownLatch(1);
+        Runnable stops = () -> {
+            awaitQuietly(go);
+            for (int i = 0; i < rounds; i++) {
+                rs.stop();
+                if (i % 7 == 0) {
+                    rs.ioError();
+                }
+            }
+        };
+        Runnable conts = () -> {
+            awaitQuietly(go);
+            for (int i = 0; i < rounds; i++) {
+                rs.cont();
+            }
+        };
+        Thread a = Thread.ofPlatform().start(stops);
+        Thread b = Thread.ofPlatform().start(conts);
+        go.countDown();
+        a.join(TimeUnit.SECONDS.toMillis(20));
+        b.join(TimeUnit.SECONDS.toMillis(20));
+        assertThat(a.isAlive() || b.isAlive()).as("stop/cont hang").isFalse();
+        rs.cont();
+        running.set(false);
+        for (Thread t : guests) {
+            t.join(5000);
+        }
+        assertThat(guests).noneMatch(Thread::isAlive);
+        List<String> seen = List.copyOf(ev.seen);
+        for (int i = 0; i < seen.size(); i++) {
+            assertThat(seen.get(i)).as("event %d of %s", i, seen.size()).isEqualTo(i % 2 == 0 ? "STOP" : "RESUME");
+        }
+        assertThat(seen.size() % 2).as("ends with RESUME (running)").isZero();
+    }
+
+    private static void awaitQuietly(CountDownLatch l) {
+        try {
+            l.await();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
 }

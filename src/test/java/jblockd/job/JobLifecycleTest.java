@@ -116,6 +116,17 @@ class JobLifecycleTest {
             return force || !ready;
         }
 
+        /** Runs inside prepare (a test holds it there); throws to make prepare fail. */
+        volatile ThrowingRunnable duringPrepare = () -> { };
+
+        @Override
+        public void prepare() throws Exception {
+            duringPrepare.run();
+            synchronized (this) {
+                hooks.add("prepare");
+            }
+        }
+
         @Override
         public synchronized void commit() {
             hooks.add("commit");
@@ -130,6 +141,11 @@ class JobLifecycleTest {
         public synchronized void clean() {
             hooks.add("clean");
         }
+    }
+
+    @FunctionalInterface
+    interface ThrowingRunnable {
+        void run() throws Exception;
     }
 
     private Job start(String id, LoopDriver d, long speed, boolean autoFinalize, boolean autoDismiss)
@@ -147,7 +163,7 @@ class JobLifecycleTest {
         events.await("J(null)");
         assertThat(events.events()).containsExactly("J(created)", "J(running)", "J(waiting)", "J(pending)",
                 "COMPLETED", "J(concluded)", "J(null)");
-        assertThat(d.hooks).containsExactly("commit", "clean");
+        assertThat(d.hooks).containsExactly("prepare", "commit", "clean");
         assertThat(registry.find("j0")).isEmpty();
     }
 
@@ -415,5 +431,64 @@ class JobLifecycleTest {
         registry.cancelAll(5, TimeUnit.SECONDS);
         assertThat(registry.all()).isEmpty();
         assertThat(events.events()).contains("CANCELLED").endsWith("J(null)");
+    }
+
+    @Test
+    void aJobIsInvisibleUntilItsCommandStartsIt() throws Exception {
+        LoopDriver d = new LoopDriver(1000, 1 << 20, BlockdevOnError.REPORT);
+        Job job = registry.create("j0", d, List.of(), 1 << 20, true, true);
+        // the command is still putting the job's filters in place: nobody may see or cancel it yet
+        assertThat(registry.find("j0")).isEmpty();
+        assertThat(registry.query()).isEmpty();
+        assertThat(registry.all()).isEmpty();
+        assertThatThrownBy(() -> registry.create("j0", d, List.of(), 0, true, true))
+                .hasMessage("Job ID 'j0' already in use");
+        registry.start(job);
+        assertThat(registry.find("j0")).containsSame(job);
+        assertThat(registry.query()).extracting(JobInfo::id).containsExactly("j0");
+        job.userCancel(true);
+    }
+
+    @Test
+    void aCancelArrivingWhilePrepareRunsDoesNotTurnTheSuccessIntoCancelled() throws Exception {
+        LoopDriver d = new LoopDriver(4, 4096, BlockdevOnError.REPORT);
+        java.util.concurrent.CountDownLatch inPrepare = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch cancelDone = new java.util.concurrent.CountDownLatch(1);
+        d.duringPrepare = () -> {
+            inPrepare.countDown();
+            // the point of no return is passed here (a mirror pivots in prepare)
+            assertThat(cancelDone.await(10, TimeUnit.SECONDS)).isTrue();
+        };
+        Job job = start("j0", d, 0, true, true);
+        assertThat(inPrepare.await(10, TimeUnit.SECONDS)).isTrue();
+        Thread canceller = Thread.ofVirtual().start(() -> {
+            try {
+                job.userCancel(true); // pending accepts cancel
+            } catch (QmpError e) {
+                throw new RuntimeException(e);
+            } finally {
+                cancelDone.countDown();
+            }
+        });
+        assertThat(job.awaitEnd(20, TimeUnit.SECONDS)).isTrue();
+        canceller.join(10_000);
+        events.await("J(null)");
+        assertThat(events.events()).containsExactly("J(created)", "J(running)", "J(waiting)", "J(pending)",
+                "COMPLETED", "J(concluded)", "J(null)");
+        assertThat(d.hooks).containsExactly("prepare", "commit", "clean");
+    }
+
+    @Test
+    void aFailingPrepareEndsTheJobWithItsErrorAndAborts() throws Exception {
+        LoopDriver d = new LoopDriver(4, 4096, BlockdevOnError.REPORT);
+        d.duringPrepare = () -> {
+            throw IoError.of(Errno.EIO);
+        };
+        Job job = start("j0", d, 0, true, true);
+        assertThat(job.awaitEnd(10, TimeUnit.SECONDS)).isTrue();
+        events.await("J(null)");
+        assertThat(events.events()).containsExactly("J(created)", "J(running)", "J(waiting)", "J(pending)",
+                "J(aborting)", "COMPLETED(Input/output error)", "J(concluded)", "J(null)");
+        assertThat(d.hooks).containsExactly("abort", "clean");
     }
 }

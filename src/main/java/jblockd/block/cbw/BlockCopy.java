@@ -311,12 +311,12 @@ public final class BlockCopy {
     }
 
     /**
-     * Copies one claimed run source → target (the claim stays held; the caller releases it).
-     * Reports progress on success.
+     * Copies one claimed run source → target (the claim stays held). Reports progress on
+     * success. Callers use {@link #copyAndRelease}, which ends the claim on every path.
      *
      * @throws CopyError with the side (read/write) that failed
      */
-    public void copy(Claim c) throws CopyError {
+    void copy(Claim c) throws CopyError {
         long start = c.first() * clusterSize;
         long end = start + bytes(c);
         ByteBuffer buf = takeBuffer();
@@ -358,6 +358,24 @@ public final class BlockCopy {
         progress.accept(end - start);
     }
 
+    /**
+     * Copies a claim and ends it, whatever happens: released as copied on success, dirty again
+     * on any throwable (an I/O error, or a driver's RuntimeException or Error). A claim left in
+     * flight would make every guest write to its clusters wait forever, so every copy goes
+     * through here.
+     *
+     * @throws CopyError with the side (read/write) that failed
+     */
+    public void copyAndRelease(Claim c) throws CopyError {
+        boolean copied = false;
+        try {
+            copy(c);
+            copied = true;
+        } finally {
+            release(c, copied);
+        }
+    }
+
     private void writeZeroes(long pos, long n) throws CopyError {
         if (targetReadsZero) {
             return;
@@ -389,6 +407,23 @@ public final class BlockCopy {
             pos += n;
         }
         return true;
+    }
+
+    /**
+     * Copies {@code claims} in order; at the first failure (of any kind) the claims not yet
+     * copied are released dirty again and the failure is thrown. Every claim is ended either way.
+     */
+    private void copyAllOrRelease(List<Claim> claims) throws CopyError {
+        int next = 0;
+        try {
+            while (next < claims.size()) {
+                copyAndRelease(claims.get(next++));
+            }
+        } finally {
+            while (next < claims.size()) {
+                release(claims.get(next++), false);
+            }
+        }
     }
 
     /**
@@ -442,23 +477,7 @@ public final class BlockCopy {
             } finally {
                 lock.unlock();
             }
-            CopyError failure = null;
-            for (Claim cl : mine) {
-                if (failure != null) {
-                    release(cl, false);
-                    continue;
-                }
-                try {
-                    copy(cl);
-                    release(cl, true);
-                } catch (CopyError e) {
-                    release(cl, false);
-                    failure = e;
-                }
-            }
-            if (failure != null) {
-                throw failure;
-            }
+            copyAllOrRelease(mine);
         }
     }
 }

@@ -5,10 +5,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
-import java.util.logging.Level;
-import java.util.logging.Logger;
 
 import jblockd.block.Allocation;
 import jblockd.block.BlockNode;
@@ -18,9 +15,7 @@ import jblockd.block.cbw.BlockCopy;
 import jblockd.job.JobCancelledException;
 import jblockd.job.JobContext;
 import jblockd.job.JobDriver;
-import jblockd.job.ErrorPolicy;
 import jblockd.qapi.BlockdevOnError;
-import jblockd.qapi.ErrorAction;
 import jblockd.qapi.IoOperation;
 import jblockd.qapi.JobType;
 import jblockd.qapi.MirrorSyncMode;
@@ -30,19 +25,18 @@ import jblockd.qapi.MirrorSyncMode;
  * holds from the source to the target, up to {@code workers} chunk copies in flight, while the
  * copy-before-write filter ({@link BackupGraph}) keeps the copy point-in-time.
  *
- * <h2>Error policy (SPEC §4 over QEMU 7.2)</h2>
- * A failed chunk releases its clusters first (so guest writes never wait on a stopped job),
- * then {@link JobContext#handleError} applies {@code on-source-error} (read side) or
- * {@code on-target-error} (write side):
+ * <h2>Error policy (SPEC §4, QEMU 7.2 backup_loop())</h2>
+ * A failed chunk is released dirty again at once (so guest writes never wait on a failing or
+ * stopped job), the round of copies ends (no new chunk starts, those in flight finish), and then
+ * {@link JobContext#handleError} applies {@code on-source-error} (read side) or
+ * {@code on-target-error} (write side), emitting one BLOCK_JOB_ERROR for the round:
  * <ul>
- *   <li>report: no more chunks are started; the job fails with the error's strerror;</li>
- *   <li>stop: the job pauses with io-status failed/nospace; the chunk stays dirty and is copied
- *       again after {@code block-job-resume};</li>
- *   <li>ignore: the chunk is dropped (not copied, not counted in {@code offset}) and the job
- *       carries on to the end — and then ends with the error: {@code BLOCK_JOB_COMPLETED}
- *       carries {@code error}. This follows SPEC §4 ("backup/stream end with an error"), which
- *       is explicit, where QEMU 7.2 reports success (reference/errors.md §1): a backup that
- *       silently lacks data must not look complete.</li>
+ *   <li>report: the job fails with the error's strerror;</li>
+ *   <li>stop: the job pauses with io-status failed/nospace; after {@code block-job-resume} the
+ *       chunk is copied again;</li>
+ *   <li>ignore: the chunk is copied again, after the framework's back-off when it keeps failing
+ *       without progress (SPEC §7). A transient error thus leaves a complete target and a job
+ *       that ends without error; a persistent one is retried until the job is cancelled.</li>
  * </ul>
  * {@code offset} counts bytes copied (or found to be zero); {@code len} the bytes to process
  * (sync=top: only what the top layer allocates).
@@ -55,8 +49,6 @@ import jblockd.qapi.MirrorSyncMode;
  * at shutdown) is what says so. jblockd never deletes the target file: it is the user's.
  */
 public final class BackupJob implements JobDriver {
-    private static final Logger LOG = Logger.getLogger(BackupJob.class.getName());
-
     private final BlockCopy copy;
     private final BlockNode topLayer;
     private final MirrorSyncMode sync;
@@ -65,11 +57,10 @@ public final class BackupJob implements JobDriver {
     private final int workers;
     private final BackupGraph graph;
     /**
-     * Workers between a failed chunk and the pause its {@code stop} policy makes: the chunk is
-     * dirty again already, and the dispatcher must not copy it (nor anything else) before the
-     * job has paused, so the job stops where the error was, as QEMU's single coroutine does.
+     * The cluster the next claim starts from; kept across rounds (job thread only), so that a
+     * round after a failure goes on with the rest and meets a chunk that keeps failing last.
      */
-    private final AtomicInteger stopping = new AtomicInteger();
+    private long next;
 
     /**
      * @param topLayer the source node whose own allocation defines sync=top
@@ -124,24 +115,46 @@ public final class BackupJob implements JobDriver {
         }
     }
 
+    /**
+     * QEMU 7.2 backup_loop(): copy rounds until a round ends with nothing left to copy. A round
+     * that met a failed chunk has ended with every chunk in flight finished and the failed one
+     * dirty again; only then is the error policy applied, once per round, here on the job's
+     * thread: report fails the job, stop pauses it (nothing is in flight) and resume retries,
+     * ignore retries after the framework's back-off.
+     */
     private void copyDirty(JobContext ctx) throws Exception {
+        while (true) {
+            BlockCopy.CopyError failed = copyRound(ctx);
+            if (failed == null) {
+                return;
+            }
+            BlockdevOnError policy = failed.operation() == IoOperation.READ ? onSourceError : onTargetError;
+            ctx.handleError(policy, failed.operation(), failed, failed.offset());
+        }
+    }
+
+    /**
+     * One round (QEMU's block_copy_async() over the whole bitmap): dispatches chunk copies, up
+     * to {@code workers} in flight, until nothing is dirty or a chunk failed, and waits for every
+     * copy it started. Returns the first failed chunk's error, or null when all is copied.
+     *
+     * @throws JobCancelledException when cancelled
+     * @throws Exception             a copy that failed other than with an I/O error (a bug): the job fails
+     */
+    private BlockCopy.CopyError copyRound(JobContext ctx) throws Exception {
         Semaphore slots = new Semaphore(workers);
-        AtomicReference<Exception> failure = new AtomicReference<>();
+        AtomicReference<BlockCopy.CopyError> failed = new AtomicReference<>();
+        AtomicReference<Throwable> broken = new AtomicReference<>();
         long charge = 0;
-        long next = 0;
         try (ExecutorService inFlight = Executors.newVirtualThreadPerTaskExecutor()) {
-            while (failure.get() == null) {
+            while (failed.get() == null && broken.get() == null) {
                 // Charge the previous chunk and wait here, before claiming the next one, so no
                 // cluster is held while the job sleeps or is paused (guest writes would wait).
                 ctx.rateLimit(charge);
                 charge = 0;
-                if (failure.get() != null) {
-                    break;
-                }
-                if (stopping.get() > 0) {
-                    ctx.sleep(TimeUnit.MILLISECONDS.toNanos(1)); // a pause point: the stop lands here
-                    continue;
-                }
+                // Counted from before the claim to after the release: a pause waits for it, and
+                // none starts while the job is paused.
+                JobContext.InFlight request = ctx.beginInFlight();
                 try {
                     next = copy.skipZeroes(next);
                 } catch (BlockCopy.CopyError e) {
@@ -149,9 +162,10 @@ public final class BackupJob implements JobDriver {
                 }
                 BlockCopy.Claim c = copy.claimNext(next);
                 if (c == null && next > 0) {
-                    c = copy.claimNext(0); // wrap: chunks released after a stop or failure are dirty again
+                    c = copy.claimNext(0); // wrap: clusters left dirty behind the cursor (a chunk that failed, a guest's failed copy-before-write)
                 }
                 if (c == null) {
+                    request.close();
                     if (!copy.hasWork()) {
                         break;
                     }
@@ -166,66 +180,35 @@ public final class BackupJob implements JobDriver {
                 slots.acquireUninterruptibly();
                 inFlight.submit(() -> {
                     try {
-                        copyChunk(ctx, claim, failure);
+                        copy.copyAndRelease(claim);
+                    } catch (BlockCopy.CopyError e) {
+                        failed.compareAndSet(null, e);
+                    } catch (Throwable t) {
+                        broken.compareAndSet(null, t);
                     } finally {
+                        request.close();
                         slots.release();
                     }
                 });
             }
         }
-        Exception f = failure.get();
-        if (f != null) {
-            throw f;
+        Throwable bug = broken.get();
+        if (bug instanceof Exception e) {
+            throw e;
         }
-        if (ctx.isCancelled()) {
-            throw new JobCancelledException();
+        if (bug != null) {
+            throw (Error) bug;
         }
+        return failed.get();
     }
 
-    private void copyChunk(JobContext ctx, BlockCopy.Claim c, AtomicReference<Exception> failure) {
-        try {
-            copy.copy(c);
-            copy.release(c, true);
-        } catch (BlockCopy.CopyError e) {
-            BlockdevOnError policy = e.operation() == IoOperation.READ ? onSourceError : onTargetError;
-            ErrorAction action = ErrorPolicy.resolve(policy, e.errno());
-            boolean ignore = action == ErrorAction.IGNORE;
-            boolean stop = action == ErrorAction.STOP;
-            if (stop) {
-                stopping.incrementAndGet(); // before the release: the dispatcher holds off
-            }
-            // ignore: the chunk is given up (not copied, not counted; see the class javadoc).
-            // Otherwise it is dirty again, released before the policy may stop the job, so
-            // that guest writes to it copy it themselves instead of waiting for a resume.
-            copy.release(c, ignore);
-            try {
-                ctx.handleError(policy, e.operation(), e, c.first() * copy.clusterSize());
-                if (ignore) {
-                    ctx.recordIgnoredError(e);
-                }
-            } catch (JobCancelledException cancelled) {
-                // the dispatcher sees the cancel at its next pause point
-            } catch (Exception report) {
-                failure.compareAndSet(null, report);
-            } finally {
-                if (stop) {
-                    stopping.decrementAndGet(); // resumed (or cancelled): the dispatcher goes on
-                }
-            }
-        } catch (RuntimeException e) {
-            copy.release(c, false);
-            failure.compareAndSet(null, e);
-        }
-    }
-
-    /** Success: the target's data is made durable before BLOCK_JOB_COMPLETED. */
+    /**
+     * QEMU's .prepare: the last step that can still fail the job. The target's data is made
+     * durable before BLOCK_JOB_COMPLETED; if it cannot be, the job ends with that error.
+     */
     @Override
-    public void commit() {
-        try {
-            copy.target().flush();
-        } catch (IOException e) {
-            LOG.log(Level.WARNING, "backup: flushing the target failed", e);
-        }
+    public void prepare() throws IOException {
+        copy.target().flush();
     }
 
     /** Both ends: the filter leaves the graph, the target is flushed and, if we opened it, closed. */

@@ -8,8 +8,6 @@ import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
-import java.util.logging.Level;
-import java.util.logging.Logger;
 
 import jblockd.block.Allocation;
 import jblockd.block.BlockNode;
@@ -48,8 +46,8 @@ import jblockd.qapi.QmpError;
  * Complete, or a soft cancel after READY: the devices on the filter are drained (guest writes
  * wait, those in flight finish: {@link GraphActions#drain}), the rest of the bitmap is copied,
  * the target flushed. For complete, guest writes are then written through to the target as well
- * and the guests go on at once; the pivot itself ({@link #commit}) swaps the device's root in a
- * brief drained section of its own. For a soft
+ * and the guests go on at once; the pivot itself ({@link #prepare}, so that its failure fails
+ * the job) swaps the device's root in a brief drained section of its own. For a soft
  * cancel the filter is removed and the device stays on the source (QEMU 7.2 mirror_cancel()).
  *
  * <h2>Errors</h2>
@@ -59,7 +57,6 @@ import jblockd.qapi.QmpError;
  * {@code report} fails the job once every operation in flight has finished.
  */
 public final class MirrorJob implements JobDriver {
-    private static final Logger LOG = Logger.getLogger(MirrorJob.class.getName());
     /** QEMU mirror.c MAX_IO_BYTES. */
     public static final int MAX_OP_BYTES = 1 << 20;
     /** QEMU mirror.c MAX_IN_FLIGHT. */
@@ -267,8 +264,10 @@ public final class MirrorJob implements JobDriver {
                     continue;
                 }
                 ctx.rateLimit(clipped[1]);
+                // opened before the range leaves the bitmap, closed once it is copied or dirty again
+                JobContext.InFlight request = ctx.beginInFlight();
                 bitmap.clear(clipped[0], clipped[1]);
-                dispatch(ctx, clipped[0], clipped[1]);
+                dispatch(ctx, clipped[0], clipped[1], request);
                 cursor = clipped[0] + clipped[1];
                 continue;
             }
@@ -423,7 +422,7 @@ public final class MirrorJob implements JobDriver {
         throw (Error) t;
     }
 
-    private void dispatch(JobContext ctx, long off, long len) {
+    private void dispatch(JobContext ctx, long off, long len, JobContext.InFlight request) {
         long[] range = {off, len};
         lock.lock();
         try {
@@ -436,7 +435,7 @@ public final class MirrorJob implements JobDriver {
         Thread.ofVirtual().name("mirror-op-" + ctx.id()).start(() -> {
             boolean done = false;
             try {
-                done = copy(ctx, off, len);
+                done = copy(ctx, off, len, request);
             } catch (JobCancelledException e) {
                 // the job is going away; nothing to record
             } catch (Throwable t) {
@@ -452,6 +451,7 @@ public final class MirrorJob implements JobDriver {
                 if (!done) {
                     bitmap.mark(off, len);
                 }
+                request.close();
                 lock.lock();
                 try {
                     opsInFlight--;
@@ -467,11 +467,16 @@ public final class MirrorJob implements JobDriver {
 
     /**
      * Copies one range, applying the error policies. Returns true when the range is on the
-     * target, false when an ignored error left it to be copied again.
+     * target, false when an ignored error left it to be copied again. {@code first} is the
+     * in-flight request the dispatcher opened; it is closed before the error policy runs (a
+     * {@code stop} pauses the job, and a job is paused only with nothing in flight), and a retry
+     * after the resume opens a new one.
      */
-    private boolean copy(JobContext ctx, long off, long len) throws Exception {
+    private boolean copy(JobContext ctx, long off, long len, JobContext.InFlight first) throws Exception {
+        JobContext.InFlight request = first;
         while (true) {
             IoOperation op = IoOperation.READ;
+            IOException failed;
             try {
                 long pos = off;
                 long end = off + len;
@@ -498,14 +503,18 @@ public final class MirrorJob implements JobDriver {
                 ctx.addOffset(len);
                 return true;
             } catch (IOException e) {
-                BlockdevOnError policy = op == IoOperation.READ ? params.onSourceError() : params.onTargetError();
-                ErrorAction a = ctx.handleError(policy, op, IoError.wrap(e), off);
-                if (a == ErrorAction.IGNORE) {
-                    // mirror: the range is marked dirty again and retried later (seed 000)
-                    return false;
-                }
-                // STOP: resumed; copy the same range again
+                failed = e;
+            } finally {
+                request.close();
             }
+            BlockdevOnError policy = op == IoOperation.READ ? params.onSourceError() : params.onTargetError();
+            ErrorAction a = ctx.handleError(policy, op, IoError.wrap(failed), off);
+            if (a == ErrorAction.IGNORE) {
+                // mirror: the range is marked dirty again and retried later (seed 000)
+                return false;
+            }
+            // STOP: resumed; copy the same range again
+            request = ctx.beginInFlight();
         }
     }
 
@@ -529,20 +538,19 @@ public final class MirrorJob implements JobDriver {
 
     // ------------------------------------------------------------------ finish
 
+    /**
+     * QEMU 7.2 mirror_prepare() → mirror_exit_common(): the pivot happens here, where a failure
+     * still fails the job (BLOCK_JOB_COMPLETED with error; {@link #abort} then puts the device
+     * back on the source). Once this returned the job has pivoted, whatever arrives next.
+     */
     @Override
-    public void commit() {
+    public void prepare() throws Exception {
         if (!pivotPending) {
             return;
         }
-        try {
-            // drained inside: no guest request is left on the filter, none reaches it again
-            actions.pivot();
-            pivoted = true;
-        } catch (Exception e) {
-            LOG.log(Level.WARNING, "mirror pivot failed", e);
-            filter.setWriteThrough(null);
-            actions.detach();
-        }
+        // drained inside: no guest request is left on the filter, none reaches it again
+        actions.pivot();
+        pivoted = true;
     }
 
     @Override
@@ -561,7 +569,7 @@ public final class MirrorJob implements JobDriver {
         actions.release(pivoted);
     }
 
-    /** True once {@link #commit} moved the device onto the target. */
+    /** True once {@link #prepare} moved the device onto the target. */
     public boolean pivoted() {
         return pivoted;
     }

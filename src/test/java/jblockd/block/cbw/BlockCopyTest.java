@@ -131,4 +131,119 @@ class BlockCopyTest {
         stale.read(0, back);
         assertThat(back.array()).containsOnly((byte) 0);
     }
+
+    /** A filter whose reads throw {@code thrown} while {@code armed} (a driver bug, not an I/O error). */
+    private static BlockNode throwingOnRead(BlockNode child, java.util.concurrent.atomic.AtomicReference<Throwable> armed) {
+        jblockd.block.FilterDriver d = new jblockd.block.FilterDriver() {
+            @Override
+            public BlockNode filtered() {
+                return child;
+            }
+
+            @Override
+            public String driverName() {
+                return "throwing";
+            }
+
+            @Override
+            public void read(long offset, ByteBuffer dst) throws java.io.IOException {
+                Throwable t = armed.getAndSet(null);
+                if (t instanceof RuntimeException r) {
+                    throw r;
+                }
+                if (t instanceof Error e) {
+                    throw e;
+                }
+                child.read(offset, dst);
+            }
+
+            @Override
+            public void write(long offset, ByteBuffer src, boolean fua) throws java.io.IOException {
+                child.write(offset, src, fua);
+            }
+
+            @Override
+            public void writeZeroes(long offset, long length, boolean mayUnmap) throws java.io.IOException {
+                child.writeZeroes(offset, length, mayUnmap);
+            }
+
+            @Override
+            public void discard(long offset, long length) throws java.io.IOException {
+                child.discard(offset, length);
+            }
+
+            @Override
+            public void flush() throws java.io.IOException {
+                child.flush();
+            }
+
+            @Override
+            public long length() throws java.io.IOException {
+                return child.length();
+            }
+
+            @Override
+            public jblockd.block.Extent status(long offset, long length) throws java.io.IOException {
+                return child.status(offset, length);
+            }
+
+            @Override
+            public jblockd.block.Capabilities capabilities() {
+                return child.capabilities();
+            }
+
+            @Override
+            public void close() {
+            }
+
+            @Override
+            public String filename() {
+                return child.driver().filename();
+            }
+        };
+        return new BlockNode("throwing", false, d, false, false);
+    }
+
+    @Test
+    void aCopyBeforeWriteThatThrowsMidCopyReleasesEveryClaimItTook() throws Exception {
+        int size = 3 * CLUSTER;
+        java.util.concurrent.atomic.AtomicReference<Throwable> armed = new java.util.concurrent.atomic.AtomicReference<>();
+        BlockNode src = throwingOnRead(file("s", size, (byte) 5), armed);
+        BlockNode tgt = file("t", size, (byte) 0);
+        // one-cluster chunks: a guest write over all three clusters takes three claims
+        BlockCopy copy = new BlockCopy(src, tgt, size, CLUSTER, CLUSTER, 2, false);
+        armed.set(new IllegalStateException("driver bug"));
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> copy.copyBeforeWrite(0, size))
+                .isInstanceOf(IllegalStateException.class);
+        // Nothing is left in flight: every cluster is dirty again and claimable, and a guest write
+        // over the range copies it instead of waiting for a copy that will never end.
+        assertThat(copy.claimNext(0)).isEqualTo(new BlockCopy.Claim(0, 1));
+        copy.release(new BlockCopy.Claim(0, 1), false);
+        CountDownLatch done = new CountDownLatch(1);
+        Thread guest = Thread.ofVirtual().start(() -> {
+            try {
+                copy.copyBeforeWrite(0, size);
+                done.countDown();
+            } catch (Exception e) {
+                throw new RuntimeException(e);
+            }
+        });
+        assertThat(done.await(10, TimeUnit.SECONDS)).as("a later guest write waits on a leaked claim").isTrue();
+        guest.join();
+        assertThat(Files.readAllBytes(dir.resolve("t"))).containsOnly((byte) 5);
+    }
+
+    @Test
+    void copyAndReleaseEndsTheClaimEvenWhenAnErrorIsThrown() throws Exception {
+        int size = 2 * CLUSTER;
+        java.util.concurrent.atomic.AtomicReference<Throwable> armed = new java.util.concurrent.atomic.AtomicReference<>();
+        BlockNode src = throwingOnRead(file("s", size, (byte) 5), armed);
+        BlockNode tgt = file("t", size, (byte) 0);
+        BlockCopy copy = new BlockCopy(src, tgt, size, CLUSTER, 2 * CLUSTER, 2, false);
+        armed.set(new OutOfMemoryError("simulated"));
+        BlockCopy.Claim c = copy.claimNext(0);
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> copy.copyAndRelease(c))
+                .isInstanceOf(OutOfMemoryError.class);
+        assertThat(copy.claimNext(0)).as("the claim is dirty again, not in flight").isEqualTo(c);
+    }
 }
