@@ -2,12 +2,10 @@ package jblockd.commands;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 
@@ -15,13 +13,9 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-import jblockd.block.BlockChild;
 import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
-import jblockd.block.Capabilities;
 import jblockd.block.DriverRegistry;
-import jblockd.block.Extent;
-import jblockd.block.FilterDriver;
 import jblockd.block.NodeGraph;
 import jblockd.device.Device;
 import jblockd.device.Devices;
@@ -29,6 +23,7 @@ import jblockd.device.GuestIo;
 import jblockd.device.RunState;
 import jblockd.job.Job;
 import jblockd.job.JobRegistry;
+import jblockd.job.GatedDriver;
 import jblockd.job.RecordingEvents;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.JobStatus;
@@ -58,98 +53,6 @@ class DrainedGraphChangeTest {
         graph.closeAll();
     }
 
-    /** Passes everything to its child; the next write after {@link #holdNextWrite()} waits inside. */
-    static final class HoldingDriver implements FilterDriver {
-        private final BlockNode child;
-        private volatile CountDownLatch entered;
-        private volatile CountDownLatch release;
-        /** Armed by holdNextWrite, taken by the write that waits. */
-        private volatile boolean armed;
-
-        HoldingDriver(BlockNode child) {
-            this.child = child;
-        }
-
-        void holdNextWrite() {
-            entered = new CountDownLatch(1);
-            release = new CountDownLatch(1);
-            armed = true;
-        }
-
-        @Override
-        public String driverName() {
-            return "holding";
-        }
-
-        @Override
-        public void read(long offset, ByteBuffer dst) throws IOException {
-            child.read(offset, dst);
-        }
-
-        @Override
-        public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
-            if (armed) {
-                armed = false;
-                entered.countDown();
-                try {
-                    release.await();
-                } catch (InterruptedException e) {
-                    throw new IOException(e);
-                }
-            }
-            child.write(offset, src, fua);
-        }
-
-        @Override
-        public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
-            child.writeZeroes(offset, length, mayUnmap);
-        }
-
-        @Override
-        public void discard(long offset, long length) throws IOException {
-            child.discard(offset, length);
-        }
-
-        @Override
-        public void flush() throws IOException {
-            child.flush();
-        }
-
-        @Override
-        public long length() throws IOException {
-            return child.length();
-        }
-
-        @Override
-        public Extent status(long offset, long length) throws IOException {
-            return child.status(offset, length);
-        }
-
-        @Override
-        public Capabilities capabilities() {
-            return child.capabilities();
-        }
-
-        @Override
-        public void close() {
-        }
-
-        @Override
-        public String filename() {
-            return child.driver().filename();
-        }
-
-        @Override
-        public java.util.List<BlockChild> children() {
-            return java.util.List.of(new BlockChild("file", child));
-        }
-
-        @Override
-        public BlockNode filtered() {
-            return child;
-        }
-    }
-
     @Test
     void aGuestWriteInFlightWhenAMirrorStartsReachesTheTarget() throws Exception {
         Files.write(dir.resolve("src.img"), new byte[SIZE]);
@@ -158,8 +61,8 @@ class DrainedGraphChangeTest {
                 dir.resolve("src.img").toString()));
         graph.add(new BlockdevOptions.File(BlockdevOptions.Common.defaults().withNodeName("tgt"),
                 dir.resolve("tgt.img").toString()));
-        HoldingDriver holding = new HoldingDriver(file);
-        BlockNode src = new BlockNode("src", false, holding, false);
+        BlockNode src = GatedDriver.over(file, "src");
+        GatedDriver gated = GatedDriver.of(src);
         graph.register(src);
         Device device = new Device("drive0", src, BlockdevOnError.REPORT, BlockdevOnError.ENOSPC);
         devices.add(device);
@@ -167,7 +70,7 @@ class DrainedGraphChangeTest {
 
         byte[] data = new byte[64 << 10];
         Arrays.fill(data, (byte) 0x6b);
-        holding.holdNextWrite();
+        gated.holdWrites();
         AtomicReference<Throwable> guestFailure = new AtomicReference<>();
         Thread guest = Thread.ofPlatform().daemon().start(() -> {
             try {
@@ -176,7 +79,7 @@ class DrainedGraphChangeTest {
                 guestFailure.set(t);
             }
         });
-        assertThat(holding.entered.await(10, TimeUnit.SECONDS)).isTrue();
+        assertThat(gated.awaitHeld()).as("the guest write is in flight").isTrue();
 
         AtomicReference<Job> job = new AtomicReference<>();
         AtomicReference<Throwable> startFailure = new AtomicReference<>();
@@ -196,7 +99,7 @@ class DrainedGraphChangeTest {
         if (!starter.isAlive()) {
             events.await("READY");
         }
-        holding.release.countDown();
+        gated.letGo();
         guest.join(10_000);
         starter.join(10_000);
         assertThat(guestFailure.get()).isNull();

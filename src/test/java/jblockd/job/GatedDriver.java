@@ -25,6 +25,8 @@ public final class GatedDriver implements FilterDriver {
     /** When set, every flush fails with it (a target that cannot make its data durable). */
     public volatile IOException flushError;
     private final AtomicReference<CountDownLatch> gate = new AtomicReference<>();
+    /** While the gate is closed by {@link #holdWrites}, reads still pass. */
+    private volatile boolean readsPass;
     private final AtomicInteger held = new AtomicInteger();
     private final Object heldChanged = new Object();
 
@@ -43,6 +45,13 @@ public final class GatedDriver implements FilterDriver {
 
     /** From now on requests wait at the door until {@link #letGo}. */
     public void hold() {
+        readsPass = false;
+        gate.set(new CountDownLatch(1));
+    }
+
+    /** Like {@link #hold}, for writes (and write-zeroes) only: reads go on through the gate. */
+    public void holdWrites() {
+        readsPass = true;
         gate.set(new CountDownLatch(1));
     }
 
@@ -105,7 +114,9 @@ public final class GatedDriver implements FilterDriver {
     @Override
     public void read(long offset, ByteBuffer dst) throws IOException {
         reads.incrementAndGet();
-        door();
+        if (!readsPass) {
+            door();
+        }
         child.read(offset, dst);
     }
 
