@@ -70,7 +70,7 @@ public final class Qcow2Driver implements BlockDriver {
     private volatile boolean closed;
     private static final long WRITE_BACK_DELAY_MS = 200;
 
-    private Qcow2Driver(BlockNode fileNode, Metadata meta, boolean readOnly) {
+    private Qcow2Driver(BlockNode fileNode, Metadata meta, boolean readOnly, boolean backgroundWriteBack) {
         this.fileNode = fileNode;
         this.file = meta.file;
         this.meta = meta;
@@ -79,7 +79,9 @@ public final class Qcow2Driver implements BlockDriver {
         this.clusterBits = meta.clusterBits;
         this.clusterSize = meta.clusterSize;
         this.size = header.size;
-        meta.onDirty = this::scheduleWriteBack;
+        if (backgroundWriteBack) {
+            meta.onDirty = this::scheduleWriteBack;
+        }
     }
 
     public static void register(DriverRegistry r) {
@@ -131,6 +133,16 @@ public final class Qcow2Driver implements BlockDriver {
     /** {@code cacheBytes}: metadata cache budget (tests shrink it to exercise eviction). */
     static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro, long cacheBytes)
             throws IOException {
+        return openOn(fileNode, file, ro, cacheBytes, true);
+    }
+
+    /**
+     * {@code backgroundWriteBack} false: metadata reaches the file only on flush, cache pressure
+     * and close, so the file's write sequence depends on the requests alone (the crash
+     * simulation replays it by seed).
+     */
+    static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro, long cacheBytes,
+                              boolean backgroundWriteBack) throws IOException {
         long fileLength = file.length();
         ByteBuffer head = ByteBuffer.allocate((int) Math.min(fileLength, Qcow2Header.V3_LENGTH));
         file.read(0, head);
@@ -176,7 +188,7 @@ public final class Qcow2Driver implements BlockDriver {
                 meta.lock.unlock();
             }
         }
-        return new Qcow2Driver(fileNode, meta, ro);
+        return new Qcow2Driver(fileNode, meta, ro, backgroundWriteBack);
     }
 
     // ------------------------------------------------------------------ helpers
@@ -511,7 +523,7 @@ public final class Qcow2Driver implements BlockDriver {
                         idx++;
                     }
                     if (lastChanged >= 0) {
-                        meta.markL2Dirty(t, firstChanged, lastChanged + 1);
+                        meta.markL2Linked(t, firstChanged, lastChanged + 1);
                     }
                     linked += linking;
                 }
@@ -718,7 +730,6 @@ public final class Qcow2Driver implements BlockDriver {
             meta.lock.lock();
             try {
                 meta.writeBack();
-                meta.retryPendingFrees();
             } finally {
                 meta.lock.unlock();
             }
