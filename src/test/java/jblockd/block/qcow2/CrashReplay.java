@@ -61,12 +61,21 @@ final class CrashReplay {
                 }
             }
         }
-        // Which unflushed sectors reached the disk: all, none, or each with a random chance.
-        int mode = r.nextInt(4);
+        // Which unflushed sectors reached the disk: all, none, each with a random chance, all
+        // but one write's, or only one write's (a missing barrier between two writes shows
+        // when the later one landed and the earlier one did not).
+        int mode = r.nextInt(8);
         double keep = mode == 0 ? 1 : mode == 1 ? 0 : r.nextDouble();
+        long oneWrite = sectors.isEmpty() ? -1 : sectors.get(r.nextInt(sectors.size()))[0];
         List<long[]> landed = new ArrayList<>();
         for (long[] s : sectors) {
-            if (r.nextDouble() < keep) {
+            boolean lands = switch (mode) {
+                case 2, 3 -> r.nextDouble() < keep;
+                case 4, 5 -> s[0] != oneWrite;
+                case 6, 7 -> s[0] == oneWrite;
+                default -> keep == 1;
+            };
+            if (lands) {
                 landed.add(s);
             }
         }

@@ -11,6 +11,7 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
 import java.util.List;
 import java.util.Random;
 import java.util.TreeSet;
@@ -60,7 +61,7 @@ class Qcow2CrashIT {
         int images = 0;
         boolean grewTable = false;
         for (long seed : CI_SEEDS) {
-            Outcome o = simulate(seed, 60, 25);
+            Outcome o = simulate(seed, 60, 35);
             images += o.crashImages;
             grewTable |= o.grewRefcountTable;
             report(seed, o);
@@ -188,27 +189,41 @@ class Qcow2CrashIT {
         List<RecordingFile.Event> log = rec.log();
         long tableAfter = ByteBuffer.wrap(Files.readAllBytes(im.path)).getLong(48);
 
-        // Crash points: just before each flush (everything since the previous one unstable),
-        // just after it, one at random in between, and the end.
-        TreeSet<Integer> points = new TreeSet<>();
+        // Crash points, the most telling first: just before each flush that follows writes
+        // (everything since the previous flush unstable: where a missing barrier shows), the
+        // flushed state just before the next write (the strictest durability check of it),
+        // points at random in between; then in log order.
+        List<Integer> before = new ArrayList<>();
+        List<Integer> after = new ArrayList<>();
+        List<Integer> between = new ArrayList<>();
         int flushes = 0;
-        int prev = 0;
+        int lastFlush = -1;
+        boolean wroteSince = false;
         for (int i = 0; i < log.size(); i++) {
             if (log.get(i) instanceof RecordingFile.Flush) {
                 flushes++;
-                points.add(i);
-                points.add(i + 1);
-                if (i > prev + 1) {
-                    points.add(prev + 1 + r.nextInt(i - prev - 1));
+                if (wroteSince) {
+                    before.add(i);
+                    if (i - lastFlush > 2) {
+                        between.add(lastFlush + 2 + r.nextInt(i - lastFlush - 2));
+                    }
                 }
-                prev = i;
+                wroteSince = false;
+                lastFlush = i;
+            } else {
+                if (!wroteSince && lastFlush >= 0) {
+                    after.add(i);
+                }
+                wroteSince = true;
             }
         }
-        points.add(log.size());
-        List<Integer> chosen = new ArrayList<>(points);
-        while (chosen.size() > maxCrashPoints) {
-            chosen.remove(r.nextInt(chosen.size()));
-        }
+        after.add(log.size());
+        TreeSet<Integer> chosen = new TreeSet<>();
+        take(chosen, before, maxCrashPoints * 3 / 5, r);
+        take(chosen, after, maxCrashPoints / 4, r);
+        take(chosen, between, maxCrashPoints - chosen.size(), r);
+        take(chosen, before, maxCrashPoints - chosen.size(), r);
+        take(chosen, after, maxCrashPoints - chosen.size(), r);
         CrashReplay replay = new CrashReplay(base, log);
         Path crash = dir.resolve("crash.qcow2");
         for (int p : chosen) {
@@ -222,6 +237,17 @@ class Qcow2CrashIT {
             verifyDurable(im, initial, ops, p, crash, where);
         }
         return new Outcome(chosen.size(), flushes, tableAfter != tableBefore);
+    }
+
+    /** Adds up to {@code n} of {@code from} (chosen at random) that {@code to} does not hold yet. */
+    private static void take(TreeSet<Integer> to, List<Integer> from, int n, Random r) {
+        List<Integer> c = new ArrayList<>(from);
+        Collections.shuffle(c, r);
+        for (int i = 0, added = 0; i < c.size() && added < n; i++) {
+            if (to.add(c.get(i))) {
+                added++;
+            }
+        }
     }
 
     /** The first index at or after {@code from} where the arrays differ, or -1. */
@@ -276,6 +302,14 @@ class Qcow2CrashIT {
             long fill = 1600L << 10;
             long off = (long) r.nextInt((int) ((size - fill) / cs)) * cs;
             io.addAll(List.of("-c", "write -P 0x5c " + off + " " + fill));
+        }
+        if (r.nextBoolean()) {
+            // One sector in every L2 table's range: the workload's allocations then go into
+            // existing tables (no L2 allocation, with its flush, on the way).
+            long l2Range = (long) cs * (cs / 8);
+            for (long off = 0; off < size; off += l2Range) {
+                io.addAll(List.of("-c", "write -P 0x33 " + off + " 512"));
+            }
         }
         io.add(img.toString());
         ExternalTools.ok(io.toArray(String[]::new));
