@@ -296,11 +296,19 @@ class Qcow2CrashIT {
         ExternalTools.ok(create.toArray(String[]::new));
         // Some compressed clusters (COW of those frees their host clusters) and some plain data.
         List<String> io = new ArrayList<>(List.of("qemu-io", "-f", "qcow2"));
+        // Compressed writes first, each in a 16-cluster slot of its own: QEMU writes compressed
+        // clusters only where nothing is allocated yet (else EIO).
+        List<Integer> slots = new ArrayList<>();
+        for (int i = 0; i < size / (16L * cs); i++) {
+            slots.add(i);
+        }
+        Collections.shuffle(slots, r);
         for (int i = 0; i < 6; i++) {
-            long off = (long) r.nextInt((int) (size / cs) - 16) * cs;
+            boolean compressed = i < 3;
+            long off = compressed ? slots.get(i) * 16L * cs : (long) r.nextInt((int) (size / cs) - 16) * cs;
             int clusters = 1 + r.nextInt(16);
             String pattern = "0x" + Integer.toHexString(0x10 + r.nextInt(0xe0));
-            io.addAll(List.of("-c", (i % 2 == 0 ? "write -c -P " : "write -P ") + pattern + " " + off + " "
+            io.addAll(List.of("-c", (compressed ? "write -c -P " : "write -P ") + pattern + " " + off + " "
                     + (long) clusters * cs));
         }
         if (refcountBits == 64 && cs == 512) {
