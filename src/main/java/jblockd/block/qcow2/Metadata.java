@@ -318,6 +318,8 @@ final class Metadata {
      * anything, so a failure fails the request cleanly. Caller holds the lock.
      */
     void maybeWriteBack() throws IOException {
+        // Pending frees count too: until the write-back their clusters cannot be reused, so a
+        // long run of discards and writes without a flush would only grow the file.
         if (dirtyTables.size() > l2Cache.maxTables() / 2 || dirtyBlocks.size() > maxBlocks / 2
                 || pendingFrees.size() >= l2Entries) {
             writeBack();
@@ -329,7 +331,7 @@ final class Metadata {
     }
 
     /** Flushes the file: every write before it is durable, which is what the dependencies wait for. */
-    void flushFile() throws IOException {
+    private void flushFile() throws IOException {
         file.flush();
         tablesAwaitFlush = false;
         tablesUnflushed = false;
