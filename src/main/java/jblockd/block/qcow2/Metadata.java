@@ -18,15 +18,26 @@ import jblockd.block.IoError;
  * <p>
  * Every change happens under {@link #lock}; L1 and cached L2 entries may be read without it.
  * Like QEMU's metadata caches, L2 updates and refcount increments stay in memory (dirty) until
- * {@link #writeBack()}: on flush, under cache pressure, when a free needs them on disk, and in
- * the driver's background write-back shortly after a change. The order on the file is QEMU's:
- * guest data before the L2 entry that points at it (the data is written before the entry
- * changes in memory), refcount increments before the L2 tables and the L1 entry that use the
- * clusters, a new L2 table before its L1 entry, and for frees the L2 change before the refcount
- * decrement (written through). These writes are ordered by program order; only a flush makes
- * them durable (QEMU adds flushes between dependent cache write-backs; after a power loss
- * without one, the file system may have reordered them). Images never have their dirty bit
- * set: refcounts on disk are exact after every write-back.
+ * {@link #writeBack()}: on flush, under cache pressure, and in the driver's background
+ * write-back shortly after a change. Freeing a replaced cluster waits for the write-back too.
+ * <p>
+ * Crash consistency: the file may reorder and drop any writes not yet covered by a flush, so
+ * where one write must not become durable before another, a flush of the file goes between
+ * them ({@link #flushFile()}), as QEMU's cache dependencies do (qcow2_cache_set_dependency,
+ * qcow2_cache_depends_on_flush, the flushes in l2_allocate and alloc_refcount_block):
+ * <ul>
+ * <li>a new cluster's refcount and its data (guest data, the copy-on-write of old data) before
+ * an L2 entry pointing at it: the write-back flushes between refcount blocks and L2 tables
+ * when an L2 entry was linked to a fresh cluster since the last flush;
+ * <li>an L2 change before the refcount decrement of the cluster it no longer points at (else
+ * the cluster could be reused while the old entry on disk still points at it): frees run
+ * after the L2 write-back and a flush;
+ * <li>a new L2 table or refcount block (content and refcount) before the L1 or refcount table
+ * entry that points at it; a new refcount table before the header, the header before the old
+ * table is freed.
+ * </ul>
+ * Nothing else is ordered: a lost refcount decrement or a lost pointer to a new table only
+ * leaks clusters. Images never have their dirty bit set.
  */
 final class Metadata {
     static final long OFFSET_MASK = 0x00fffffffffffe00L;
@@ -56,6 +67,13 @@ final class Metadata {
     private final LinkedHashMap<Long, int[]> dirtyBlocks = new LinkedHashMap<>();
     /** L2 tables changed in memory only. */
     private final java.util.LinkedHashSet<L2Cache.Table> dirtyTables = new java.util.LinkedHashSet<>();
+    /**
+     * L2 entries were linked to fresh clusters since the last flush: the clusters' refcounts and
+     * data must be durable before those tables are written (QEMU's depends_on_flush).
+     */
+    private boolean tablesAwaitFlush;
+    /** L2 tables were written since the last flush: a refcount decrement must wait for one. */
+    private boolean tablesUnflushed;
     /** Told (under the lock) when metadata becomes dirty, so the driver can schedule a write-back. */
     Runnable onDirty = () -> { };
     /** First cluster that may be free (QEMU's free_cluster_index). */
@@ -68,7 +86,7 @@ final class Metadata {
      * refcount still reads 0, and freeing (the old refcount table) may lower the hint below them.
      */
     private final java.util.ArrayDeque<long[]> reserved = new java.util.ArrayDeque<>();
-    /** Replaced L2 entries whose clusters could not be freed yet (see {@link #releaseEntries}). */
+    /** Replaced L2 entries whose clusters are freed at the next write-back (see {@link #releaseEntries}). */
     private final java.util.ArrayList<Long> pendingFrees = new java.util.ArrayList<>();
     /** For each pending free: pass a discard of the freed cluster down to the file. */
     private final java.util.ArrayList<Boolean> pendingDiscards = new java.util.ArrayList<>();
@@ -214,7 +232,7 @@ final class Metadata {
                     try {
                         header.incompatible |= Qcow2Header.INCOMPAT_CORRUPT;
                         writeHeader();
-                        file.flush();
+                        flushFile();
                     } catch (IOException e) {
                         System.err.println("qcow2: cannot set the corrupt bit: " + e.getMessage());
                     }
@@ -254,7 +272,10 @@ final class Metadata {
         long newOff = allocClusters(1);
         try {
             file.write(newOff, ByteBuffer.allocate(clusterSize));
-            writeBackRefBlocks(); // the table's refcount before the L1 entry (QEMU's l2_allocate)
+            writeBackRefBlocks();
+            // The zeroed table and its refcount durable before the L1 entry (QEMU's l2_allocate):
+            // else the entry may point at a cluster with stale content or refcount 0.
+            flushFile();
             setL1(l1Index, newOff | COPIED);
         } catch (IOException failure) {
             freeQuietly(newOff, 1);
@@ -271,7 +292,19 @@ final class Metadata {
         l1.set(index, value);
     }
 
-    /** Records that entries {@code [from, to)} of a table changed. Caller holds the lock. */
+    /**
+     * Records that entries {@code [from, to)} of a table now point at freshly allocated clusters
+     * whose data is written: the table may reach the file only after a flush. Caller holds the lock.
+     */
+    void markL2Linked(L2Cache.Table t, int from, int to) {
+        tablesAwaitFlush = true;
+        markL2Dirty(t, from, to);
+    }
+
+    /**
+     * Records that entries {@code [from, to)} of a table changed without pointing at new
+     * clusters (zero flags, unmapping). Caller holds the lock.
+     */
     void markL2Dirty(L2Cache.Table t, int from, int to) {
         t.dirtyFrom = Math.min(t.dirtyFrom, from);
         t.dirtyTo = Math.max(t.dirtyTo, to);
@@ -285,23 +318,41 @@ final class Metadata {
      * anything, so a failure fails the request cleanly. Caller holds the lock.
      */
     void maybeWriteBack() throws IOException {
-        if (dirtyTables.size() > l2Cache.maxTables() / 2 || dirtyBlocks.size() > maxBlocks / 2) {
+        // Pending frees count too: until the write-back their clusters cannot be reused, so a
+        // long run of discards and writes without a flush would only grow the file.
+        if (dirtyTables.size() > l2Cache.maxTables() / 2 || dirtyBlocks.size() > maxBlocks / 2
+                || pendingFrees.size() >= l2Entries) {
             writeBack();
         }
     }
 
     boolean dirty() {
-        return !dirtyTables.isEmpty() || !dirtyBlocks.isEmpty();
+        return !dirtyTables.isEmpty() || !dirtyBlocks.isEmpty() || !pendingFrees.isEmpty();
+    }
+
+    /** Flushes the file: every write before it is durable, which is what the dependencies wait for. */
+    private void flushFile() throws IOException {
+        file.flush();
+        tablesAwaitFlush = false;
+        tablesUnflushed = false;
     }
 
     /**
-     * Writes dirty metadata back in QEMU's dependency order: refcount blocks (which only hold
-     * increments: decrements are written through after their L2 change, see {@link #freeEntry})
-     * before the L2 tables that point at the new clusters. What fails stays dirty for the next
-     * try. Caller holds the lock.
+     * Writes dirty metadata back in dependency order (see the class comment): refcount blocks
+     * (increments only), a flush if a table links fresh clusters, the L2 tables, then the
+     * pending frees after another flush. What fails stays dirty (or pending) for the next try.
+     * Caller holds the lock.
      */
     void writeBack() throws IOException {
         writeBackRefBlocks();
+        if (!dirtyTables.isEmpty() && tablesAwaitFlush) {
+            flushFile();
+        }
+        writeBackTables();
+        freePending();
+    }
+
+    private void writeBackTables() throws IOException {
         java.util.Iterator<L2Cache.Table> it = dirtyTables.iterator();
         while (it.hasNext()) {
             L2Cache.Table t = it.next();
@@ -312,6 +363,7 @@ final class Metadata {
                 b.putLong(t.entries.get(i));
             }
             b.flip();
+            tablesUnflushed = true;
             file.write(t.offset + (long) from * 8, b);
             t.dirtyFrom = Integer.MAX_VALUE;
             t.dirtyTo = -1;
@@ -544,6 +596,9 @@ final class Metadata {
         try {
             writeBackRefBlocks();
             file.write(off, ByteBuffer.wrap(blk));
+            // The block (and the refcount of its cluster, if another block holds it) durable
+            // before the table points at it (QEMU's alloc_refcount_block).
+            flushFile();
             setRefTableEntry((int) tIdx, off);
         } catch (IOException | RuntimeException e) {
             if (nb / refcountsPerBlock != tIdx) {
@@ -619,12 +674,12 @@ final class Metadata {
         ByteBuffer tb = ByteBuffer.allocate(table.length * 8);
         tb.asLongBuffer().put(table);
         file.write(tableOffset, tb);
-        file.flush();
+        flushFile(); // the new blocks and table before the header points at them
         header.refcountTableOffset = tableOffset;
         header.refcountTableClusters = (int) tableClusters;
         ByteBuffer hb = ByteBuffer.allocate(12).putLong(0, tableOffset).putInt(8, (int) tableClusters);
         file.write(48, hb);
-        file.flush();
+        flushFile(); // the header before the old table's clusters can be reused
         addRefcount(oldOffset >>> clusterBits, oldClusters, -1);
     }
 
@@ -659,9 +714,6 @@ final class Metadata {
 
     /** Allocates {@code n} contiguous clusters with refcount 1; returns the host offset. */
     long allocClusters(long n) throws IOException {
-        if (!pendingFrees.isEmpty() && reserved.isEmpty()) {
-            retryPendingFrees();
-        }
         long start = findFree(n);
         freeHint = start + n;
         allocEnd = Math.max(allocEnd, start + n);
@@ -684,33 +736,33 @@ final class Metadata {
     }
 
     /**
-     * Drops the reference of an L2 entry that was just replaced. Its new value is on disk, so
-     * the request has succeeded: a failure here is kept and retried later (at the next
-     * allocation or flush) instead of failing the request or leaking the cluster, which is what
-     * QEMU's qcow2_free_clusters() would do ("TODO Remember the clusters to free them later").
+     * Drops the references of L2 entries that were just replaced in memory: their clusters are
+     * freed at the next {@link #writeBack()}, once the L2 change is durable. Until then the
+     * clusters stay allocated, so they cannot be reused while a table on disk still points at
+     * them. {@code passDiscard}: pass a discard of the freed clusters down to the file. Caller
+     * holds the lock.
      */
     void releaseEntries(List<Long> entries, boolean passDiscard) {
         pendingFrees.addAll(entries);
         for (int i = 0; i < entries.size(); i++) {
             pendingDiscards.add(passDiscard);
         }
-        try {
-            retryPendingFrees();
-        } catch (IOException | RuntimeException e) {
-            // kept in pendingFrees; retried at the next allocation or flush
-        }
+        onDirty.run();
     }
 
     /**
-     * Frees the clusters of replaced L2 entries: the L2 tables go to the file first, so no
-     * table on disk points at a cluster whose refcount is already lower (QEMU makes its refcount
-     * cache depend on the L2 cache for decrements). Caller holds the lock.
+     * Frees the clusters of replaced L2 entries. The L2 tables were written (see
+     * {@link #writeBack()}); a flush makes them durable before any refcount drops (QEMU makes
+     * its refcount cache depend on the L2 cache for decrements). A failure keeps the rest
+     * pending for the next write-back. Caller holds the lock.
      */
-    void retryPendingFrees() throws IOException {
+    private void freePending() throws IOException {
         if (pendingFrees.isEmpty()) {
             return;
         }
-        writeBack();
+        if (tablesUnflushed) {
+            flushFile();
+        }
         while (!pendingFrees.isEmpty()) {
             long e = pendingFrees.getFirst();
             freeEntry(e);

@@ -31,10 +31,11 @@ import jblockd.block.SnapshotInfo;
  * §1-§6): v2 and v3 images, 512 B..2 MiB clusters, any refcount width, zlib-compressed clusters
  * (read; overwriting one copies it), zero clusters, a backing chain.
  * <p>
- * Concurrency: reads take no lock on the hot path (L1/L2 lookups are lock-free once a table is
- * cached). Writers lock the guest clusters they touch through {@link StripedLocks}: shared when
- * every cluster is already allocated and exclusively theirs (refcount 1, COPIED), so such data
- * I/O runs in parallel; exclusively when L2 entries change. Metadata changes (allocation,
+ * Concurrency: L1/L2 lookups are lock-free once a table is cached. Requests lock the guest
+ * clusters they touch through {@link StripedLocks}: reads, and writes whose clusters are all
+ * allocated and exclusively theirs (refcount 1, COPIED), shared, so their data I/O runs in
+ * parallel; requests that change L2 entries exclusively, so no entry changes (and no cluster
+ * is freed) under a request that looked it up. Metadata changes (allocation,
  * refcounts, L1/L2 updates) are serialised by {@link Metadata#lock}, which is never held during
  * guest data I/O.
  * <p>
@@ -70,7 +71,7 @@ public final class Qcow2Driver implements BlockDriver {
     private volatile boolean closed;
     private static final long WRITE_BACK_DELAY_MS = 200;
 
-    private Qcow2Driver(BlockNode fileNode, Metadata meta, boolean readOnly) {
+    private Qcow2Driver(BlockNode fileNode, Metadata meta, boolean readOnly, boolean backgroundWriteBack) {
         this.fileNode = fileNode;
         this.file = meta.file;
         this.meta = meta;
@@ -79,7 +80,9 @@ public final class Qcow2Driver implements BlockDriver {
         this.clusterBits = meta.clusterBits;
         this.clusterSize = meta.clusterSize;
         this.size = header.size;
-        meta.onDirty = this::scheduleWriteBack;
+        if (backgroundWriteBack) {
+            meta.onDirty = this::scheduleWriteBack;
+        }
     }
 
     public static void register(DriverRegistry r) {
@@ -131,6 +134,16 @@ public final class Qcow2Driver implements BlockDriver {
     /** {@code cacheBytes}: metadata cache budget (tests shrink it to exercise eviction). */
     static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro, long cacheBytes)
             throws IOException {
+        return openOn(fileNode, file, ro, cacheBytes, true);
+    }
+
+    /**
+     * {@code backgroundWriteBack} false: metadata reaches the file only on flush, cache pressure
+     * and close, so the file's write sequence depends on the requests alone (the crash
+     * simulation replays it by seed).
+     */
+    static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro, long cacheBytes,
+                              boolean backgroundWriteBack) throws IOException {
         long fileLength = file.length();
         ByteBuffer head = ByteBuffer.allocate((int) Math.min(fileLength, Qcow2Header.V3_LENGTH));
         file.read(0, head);
@@ -176,7 +189,7 @@ public final class Qcow2Driver implements BlockDriver {
                 meta.lock.unlock();
             }
         }
-        return new Qcow2Driver(fileNode, meta, ro);
+        return new Qcow2Driver(fileNode, meta, ro, backgroundWriteBack);
     }
 
     // ------------------------------------------------------------------ helpers
@@ -216,6 +229,20 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public void read(long offset, ByteBuffer dst) throws IOException {
+        if (!dst.hasRemaining()) {
+            return;
+        }
+        // Shared stripes: the entries this read looks up cannot change before it has read their
+        // host clusters, so none of those can be freed and reused by another guest offset
+        // meanwhile (it would read that offset's data as its own).
+        long g0 = offset >>> clusterBits;
+        long g1 = (offset + dst.remaining() - 1) >>> clusterBits;
+        try (StripedLocks.Held ignored = stripes.lock(g0, g1, false)) {
+            readClusters(offset, dst);
+        }
+    }
+
+    private void readClusters(long offset, ByteBuffer dst) throws IOException {
         long pos = offset;
         while (dst.hasRemaining()) {
             long g = pos >>> clusterBits;
@@ -511,7 +538,7 @@ public final class Qcow2Driver implements BlockDriver {
                         idx++;
                     }
                     if (lastChanged >= 0) {
-                        meta.markL2Dirty(t, firstChanged, lastChanged + 1);
+                        meta.markL2Linked(t, firstChanged, lastChanged + 1);
                     }
                     linked += linking;
                 }
@@ -718,7 +745,6 @@ public final class Qcow2Driver implements BlockDriver {
             meta.lock.lock();
             try {
                 meta.writeBack();
-                meta.retryPendingFrees();
             } finally {
                 meta.lock.unlock();
             }

@@ -4,12 +4,14 @@ import java.util.concurrent.locks.Lock;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
 
 /**
- * Guest-cluster range locks, striped. A writer that only overwrites clusters it already owns
- * takes the stripes of its clusters shared, so such writes run in parallel; a request that
- * changes L2 entries (allocation, COW, zero, discard) takes them exclusively, so two writers of
- * the same unallocated cluster never both allocate it (QEMU serialises them through its
- * cluster-allocation dependency list). Stripes are always taken in ascending order: no deadlock.
- * Reads take no stripe.
+ * Guest-cluster range locks, striped. A request that changes L2 entries (allocation, COW, zero,
+ * discard) takes the stripes of its clusters exclusively, so two writers of the same
+ * unallocated cluster never both allocate it (QEMU serialises them through its
+ * cluster-allocation dependency list). Reads, and writes that only overwrite clusters they
+ * already own, take them shared and run in parallel: an entry a reader or such a writer looked
+ * up cannot change until it is done with the host cluster, so that cluster cannot be freed and
+ * handed to another guest offset in between. Stripes are always taken in ascending order: no
+ * deadlock.
  */
 final class StripedLocks {
     private static final int STRIPES = 256;
@@ -21,43 +23,52 @@ final class StripedLocks {
         }
     }
 
-    /** Held stripes; {@link #close()} releases them. */
+    /**
+     * Held stripes {@code [0, wrapped)} and {@code [start, end)}: a cluster range covers
+     * consecutive stripes modulo {@link #STRIPES}, which may wrap around. {@link #close()}
+     * releases them.
+     */
     final class Held implements AutoCloseable {
-        private final Lock[] held;
-        private final int count;
+        private final int wrapped;
+        private final int start;
+        private final int end;
+        private final boolean exclusive;
 
-        private Held(Lock[] held, int count) {
-            this.held = held;
-            this.count = count;
+        private Held(int wrapped, int start, int end, boolean exclusive) {
+            this.wrapped = wrapped;
+            this.start = start;
+            this.end = end;
+            this.exclusive = exclusive;
         }
 
         @Override
         public void close() {
-            for (int i = count - 1; i >= 0; i--) {
-                held[i].unlock();
+            for (int i = end - 1; i >= start; i--) {
+                stripe(i, exclusive).unlock();
+            }
+            for (int i = wrapped - 1; i >= 0; i--) {
+                stripe(i, exclusive).unlock();
             }
         }
     }
 
+    private Lock stripe(int i, boolean exclusive) {
+        return exclusive ? locks[i].writeLock() : locks[i].readLock();
+    }
+
     /** Locks the stripes of guest clusters {@code [first, last]}. */
     Held lock(long first, long last, boolean exclusive) {
-        boolean[] want = new boolean[STRIPES];
-        if (last - first + 1 >= STRIPES) {
-            java.util.Arrays.fill(want, true);
-        } else {
-            for (long c = first; c <= last; c++) {
-                want[(int) (c % STRIPES)] = true;
-            }
+        long count = last - first + 1;
+        int start = count >= STRIPES ? 0 : (int) (first % STRIPES);
+        int n = (int) Math.min(count, STRIPES);
+        int wrapped = Math.max(0, start + n - STRIPES);
+        int end = start + n - wrapped;
+        for (int i = 0; i < wrapped; i++) {
+            stripe(i, exclusive).lock();
         }
-        Lock[] held = new Lock[STRIPES];
-        int n = 0;
-        for (int i = 0; i < STRIPES; i++) {
-            if (want[i]) {
-                Lock l = exclusive ? locks[i].writeLock() : locks[i].readLock();
-                l.lock();
-                held[n++] = l;
-            }
+        for (int i = start; i < end; i++) {
+            stripe(i, exclusive).lock();
         }
-        return new Held(held, n);
+        return new Held(wrapped, start, end, exclusive);
     }
 }
