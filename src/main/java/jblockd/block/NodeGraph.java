@@ -33,6 +33,12 @@ public final class NodeGraph {
      * query-named-block-nodes' order. Guarded by this.
      */
     private final Map<BlockNode, Long> namedAt = new HashMap<>();
+    /**
+     * Nodes the monitor owns (blockdev-add, --blockdev: QEMU's monitor_bdrv_states): they stay
+     * until blockdev-del. Every other node (a --drive chain, an inline child, a backing file, a
+     * job's target) goes with its last user.
+     */
+    private final java.util.Set<BlockNode> monitorOwned = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
     private long namingClock;
 
     public NodeGraph(DriverRegistry drivers) {
@@ -332,7 +338,7 @@ public final class NodeGraph {
 
     /**
      * Closes and unregisters a node that nobody uses, then its children that become unused and
-     * were auto-named (opened with it). Throws EBUSY naming a user otherwise.
+     * the monitor does not own (opened with it). Throws EBUSY naming a user otherwise.
      */
     public synchronized void remove(BlockNode node) throws IOException {
         List<NodeUser> u = usersOf(node);
@@ -342,13 +348,24 @@ public final class NodeGraph {
         List<BlockChild> children = node.driver().children();
         nodes.remove(node.nodeName());
         namedAt.remove(node);
+        monitorOwned.remove(node);
         node.close();
         for (BlockChild c : children) {
-            if (c.node() != null && c.node().autoNamed() && nodes.containsValue(c.node())
+            if (c.node() != null && !monitorOwned.contains(c.node()) && nodes.containsValue(c.node())
                     && usersOf(c.node()).isEmpty()) {
                 remove(c.node());
             }
         }
+    }
+
+    /** blockdev-add made {@code node}: it stays until blockdev-del (see {@link #monitorOwned}). */
+    public synchronized void markMonitorOwned(BlockNode node) {
+        monitorOwned.add(node);
+    }
+
+    /** True for a node blockdev-add made and blockdev-del has not removed. */
+    public synchronized boolean monitorOwned(BlockNode node) {
+        return monitorOwned.contains(node);
     }
 
     /** Registers a node built outside {@link #add} (a job's filter node). */

@@ -61,8 +61,6 @@ public final class BlockdevCommands implements CommandGroup {
 
     private final NodeGraph graph;
     private final Devices devices;
-    /** Nodes added at the top level of blockdev-add: the only ones blockdev-del may delete. */
-    private final Set<String> monitorOwned = ConcurrentHashMap.newKeySet();
     /**
      * Children opened inline with a monitor-owned node (by its name), parents before children:
      * QEMU drops them with their parent (their only reference), whatever their names.
@@ -96,7 +94,7 @@ public final class BlockdevCommands implements CommandGroup {
         }
         Set<BlockNode> before = Set.copyOf(graph.nodes());
         BlockNode node = openNode(options);
-        monitorOwned.add(node.nodeName());
+        graph.markMonitorOwned(node);
         List<BlockNode> inline = new ArrayList<>();
         collectNew(node, before, inline);
         inline.remove(node);
@@ -166,7 +164,7 @@ public final class BlockdevCommands implements CommandGroup {
         if (blocker.isPresent()) {
             throw QmpError.generic("Node '" + name + "' is busy: " + blocker.get().blocker());
         }
-        if (!monitorOwned.contains(name)) {
+        if (!graph.monitorOwned(node)) {
             throw QmpError.generic("Node " + name + " is not owned by the monitor");
         }
         if (!users.isEmpty()) {
@@ -183,7 +181,6 @@ public final class BlockdevCommands implements CommandGroup {
         } catch (IOException e) {
             throw QmpError.generic(e.getMessage());
         }
-        monitorOwned.remove(name);
         inlineChildren.remove(name);
         commons.remove(name);
         return null;

@@ -4,7 +4,6 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
@@ -22,7 +21,6 @@ import jblockd.job.JobDriver;
 import jblockd.job.JobRegistry;
 import jblockd.job.JobUse;
 import jblockd.job.mirror.JobTopFilter;
-import jblockd.qapi.JobStatus;
 import jblockd.qapi.NewImageMode;
 import jblockd.qapi.QmpError;
 
@@ -205,32 +203,29 @@ final class JobNodes {
             return;
         }
         if (succeeded) {
-            removeWhenGone(job, replaced, false);
+            removeWhenGone(job, replaced);
         } else if (opened != null) {
-            removeWhenGone(job, opened, true);
+            removeWhenGone(job, opened);
         }
     }
 
     /**
      * Closes {@code node} once {@code job} is gone (its blocker released), if nobody uses it
-     * then: QEMU drops a drive's nodes when their last reference goes (the replaced source after
-     * a pivot, drive-mirror's target after a cancel). Nodes added by name stay unless
-     * {@code evenNamed}.
+     * then: QEMU drops a node when its last reference goes (the replaced source after a pivot,
+     * drive-mirror's target after a cancel, a --drive chain's layers whatever their names); only
+     * nodes blockdev-add made stay, until blockdev-del.
      */
-    void removeWhenGone(Job job, BlockNode node, boolean evenNamed) {
-        if (node == null || (!evenNamed && !node.autoNamed())) {
+    void removeWhenGone(Job job, BlockNode node) {
+        if (node == null || graph.monitorOwned(node)) {
             return;
         }
-        Thread.ofVirtual().name("release-" + node.nodeName()).start(() -> {
-            while (!job.awaitStatus(JobStatus.NULL, 1, TimeUnit.HOURS)) {
-                // a job left concluded waits for job-dismiss
-            }
+        jobs.whenGone(job, () -> {
             try {
                 if (graph.node(node.nodeName()).orElse(null) == node && graph.usersOf(node).isEmpty()) {
                     graph.remove(node);
                 }
-            } catch (IOException e) {
-                LOG.log(Level.FINE, "releasing " + node, e);
+            } catch (IOException | RuntimeException e) {
+                LOG.log(Level.WARNING, "releasing " + node, e);
             }
         });
     }

@@ -154,7 +154,7 @@ public final class StreamCommitCommands implements CommandGroup {
             public void release(boolean rebased) {
                 nodes.removeFilter(filterNode, bs);
                 if (rebased && oldBacking != null && oldBacking != fbase && self[0] != null) {
-                    nodes.removeWhenGone(self[0], oldBacking, false);
+                    nodes.removeWhenGone(self[0], oldBacking);
                 }
             }
         });

@@ -43,6 +43,8 @@ public final class JobRegistry {
     private final Map<String, Job> jobs = new LinkedHashMap<>();
     /** What each live job has attached to the graph, to detach when it goes. */
     private final Map<Job, List<Attached>> jobUses = new IdentityHashMap<>();
+    /** What to release when each job goes ({@link #whenGone}). */
+    private final Map<Job, List<Runnable>> whenGone = new IdentityHashMap<>();
 
     private record Attached(BlockNode node, NodeUser user) {
     }
@@ -183,6 +185,27 @@ public final class JobRegistry {
                 graph.detach(a.node(), a.user());
             }
         }
+        // Before JOB_STATUS_CHANGE(null) goes out: a client that saw it may use the nodes at once.
+        for (Runnable action : whenGone.getOrDefault(job, List.of())) {
+            action.run();
+        }
+        whenGone.remove(job);
+    }
+
+    /**
+     * Runs {@code action} once {@code job} has let go of its nodes, just before it goes to null
+     * (at once when it is gone already): what a job leaves behind (a node it replaced, a target
+     * it opened) is released before anyone can see the job gone, as QEMU drops them in the
+     * job's own completion. The action must not throw.
+     */
+    public void whenGone(Job job, Runnable action) {
+        synchronized (this) {
+            if (jobs.get(job.id()) == job) {
+                whenGone.computeIfAbsent(job, j -> new ArrayList<>()).add(action);
+                return;
+            }
+        }
+        action.run();
     }
 
     /** A started job by id (one still being set up is not found). */
