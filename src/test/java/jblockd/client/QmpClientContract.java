@@ -66,7 +66,14 @@ abstract class QmpClientContract {
     void stopAndContDeliverStopAndResumeEvents() throws Exception {
         assumeTrue(peer.supports("stop"), "no stop/cont yet");
         List<String> seen = new CopyOnWriteArrayList<>();
-        try (EventStream events = qmp.events(); Subscription sub = qmp.onEvent(ev -> seen.add(ev.name()))) {
+        // the listener runs on its own dispatch path: the stream may see RESUME before it does
+        java.util.concurrent.CountDownLatch listenerSawResume = new java.util.concurrent.CountDownLatch(1);
+        try (EventStream events = qmp.events(); Subscription sub = qmp.onEvent(ev -> {
+            seen.add(ev.name());
+            if (ev.name().equals(QmpEvent.RESUME)) {
+                listenerSawResume.countDown();
+            }
+        })) {
             qmp.stop();
             QmpEvent stop = events.await(QmpEvent.STOP, WAIT);
             assertThat(stop).isNotNull();
@@ -77,6 +84,7 @@ abstract class QmpClientContract {
             qmp.cont();
             assertThat(events.await(QmpEvent.RESUME, WAIT)).isNotNull();
             assertThat(qmp.queryStatus().status()).isEqualTo(RunStatus.RUNNING);
+            assertThat(listenerSawResume.await(WAIT.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS)).isTrue();
         }
         assertThat(seen).containsSubsequence("STOP", "RESUME");
     }
