@@ -1,7 +1,7 @@
 package jblockd.block.qcow2;
 
 import java.util.concurrent.locks.Lock;
-import java.util.concurrent.locks.ReentrantReadWriteLock;
+import java.util.concurrent.locks.StampedLock;
 
 /**
  * Guest-cluster range locks, striped. A request that changes L2 entries (allocation, COW, zero,
@@ -15,11 +15,18 @@ import java.util.concurrent.locks.ReentrantReadWriteLock;
  */
 final class StripedLocks {
     private static final int STRIPES = 256;
-    private final ReentrantReadWriteLock[] locks = new ReentrantReadWriteLock[STRIPES];
+    /**
+     * StampedLock, not ReentrantReadWriteLock: every read takes a stripe, and the reentrant
+     * lock's per-thread read hold counts (a ThreadLocal entry for each of the many short-lived
+     * request threads) cost a quarter of 4 KiB random-read IOPS (bench/qcow2-bench.sh, depth 64:
+     * 46K IOPS with it, 62K with this, 60K before reads took stripes). Nothing takes a stripe it
+     * already holds, so reentrancy is not needed.
+     */
+    private final StampedLock[] locks = new StampedLock[STRIPES];
 
     StripedLocks() {
         for (int i = 0; i < STRIPES; i++) {
-            locks[i] = new ReentrantReadWriteLock();
+            locks[i] = new StampedLock();
         }
     }
 
@@ -53,7 +60,7 @@ final class StripedLocks {
     }
 
     private Lock stripe(int i, boolean exclusive) {
-        return exclusive ? locks[i].writeLock() : locks[i].readLock();
+        return exclusive ? locks[i].asWriteLock() : locks[i].asReadLock();
     }
 
     /** Locks the stripes of guest clusters {@code [first, last]}. */
