@@ -126,6 +126,11 @@ public final class BlockdevOptionsCodec {
         }
         // Not implemented: refused rather than accepted and ignored (QEMU's default is off).
         String detectZeroes = o.path("detect-zeroes").asText("off");
+        // block.c bdrv_open_common() checks this first (observed on QEMU 7.2)
+        if (detectZeroes.equals("unmap") && !"unmap".equals(discard(o, inherited.discard()))) {
+            throw QmpError.generic("setting detect-zeroes to unmap is not allowed without setting discard "
+                    + "operation to unmap");
+        }
         if (!detectZeroes.equals("off")) {
             throw QmpError.generic("detect-zeroes=" + detectZeroes + " is not supported by jblockd (only off)");
         }
