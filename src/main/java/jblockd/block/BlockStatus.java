@@ -20,7 +20,7 @@ import java.io.IOException;
  * <p>
  * {@link Allocation#UNALLOCATED} means no layer from {@code top} down to (not including)
  * {@code base} allocates the range: reads come from {@code base} or, with {@code base} null,
- * there is nothing below and the range reads as zeroes ({@link #readsAsZero}).
+ * there is nothing below and the range reads as zeroes ({@link #readView} says so).
  */
 public final class BlockStatus {
     /** Deeper chains than this are a loop (QEMU refuses backing chains longer than 1000). */
@@ -64,11 +64,6 @@ public final class BlockStatus {
     public static Extent readView(BlockNode top, long offset, long len) throws IOException {
         Extent e = above(top, null, offset, len);
         return e.allocation() == Allocation.UNALLOCATED ? new Extent(offset, e.length(), Allocation.ZERO) : e;
-    }
-
-    /** True when a reader sees zeroes for an extent {@link #above} returned with base null. */
-    public static boolean readsAsZero(Allocation a) {
-        return a != Allocation.DATA;
     }
 
     /**

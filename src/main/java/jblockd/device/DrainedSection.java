@@ -20,11 +20,6 @@ public final class DrainedSection implements AutoCloseable {
         }
     }
 
-    /** The devices this section holds. */
-    public List<Device> devices() {
-        return devices;
-    }
-
     @Override
     public synchronized void close() {
         if (closed) {

@@ -11,6 +11,7 @@ import java.util.concurrent.Semaphore;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
+import jblockd.block.Allocation;
 import jblockd.block.BlockNode;
 import jblockd.block.BlockStatus;
 import jblockd.block.Extent;
@@ -530,8 +531,8 @@ final class NbdConnection {
         long pos = offset;
         long end = offset + len;
         while (pos < end) {
-            Extent e = BlockStatus.above(root, null, pos, end - pos);
-            boolean hole = BlockStatus.readsAsZero(e.allocation());
+            Extent e = BlockStatus.readView(root, pos, end - pos);
+            boolean hole = e.allocation() == Allocation.ZERO;
             int n = (int) Math.min(e.length(), end - pos);
             Piece last = pieces.isEmpty() ? null : pieces.getLast();
             if (last != null && last.hole() == hole) {
@@ -565,8 +566,8 @@ final class NbdConnection {
             int count = 0;
             long pos = offset;
             while (pos < end) {
-                Extent e = BlockStatus.above(root, null, pos, end - pos);
-                int flags = BlockStatus.readsAsZero(e.allocation()) ? Nbd.STATE_HOLE | Nbd.STATE_ZERO : 0;
+                Extent e = BlockStatus.readView(root, pos, end - pos);
+                int flags = e.allocation() == Allocation.ZERO ? Nbd.STATE_HOLE | Nbd.STATE_ZERO : 0;
                 long n = Math.min(e.length(), end - pos);
                 if (count > 0 && out[2 * count - 1] == flags) {
                     out[2 * count - 2] += (int) n;
