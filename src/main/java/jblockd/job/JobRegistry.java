@@ -173,23 +173,30 @@ public final class JobRegistry {
         job.earlyFail();
     }
 
-    private synchronized void removed(Job job) {
-        if (job == null || jobs.get(job.id()) != job) {
-            return;
+    private void removed(Job job) {
+        List<Runnable> releases;
+        synchronized (this) {
+            if (job == null || jobs.get(job.id()) != job) {
+                return;
+            }
+            jobs.remove(job.id());
+            settingUp.remove(job);
+            List<Attached> mine = jobUses.remove(job);
+            if (mine != null) {
+                for (Attached a : mine) {
+                    graph.detach(a.node(), a.user());
+                }
+            }
+            releases = whenGone.remove(job);
         }
-        jobs.remove(job.id());
-        settingUp.remove(job);
-        List<Attached> mine = jobUses.remove(job);
-        if (mine != null) {
-            for (Attached a : mine) {
-                graph.detach(a.node(), a.user());
+        // Outside the registry's monitor (closing a node flushes it: queries must not wait for
+        // that I/O), but before JOB_STATUS_CHANGE(null) goes out, since the caller still holds the
+        // job's lock: a client that saw null may use the nodes at once.
+        if (releases != null) {
+            for (Runnable release : releases) {
+                release.run();
             }
         }
-        // Before JOB_STATUS_CHANGE(null) goes out: a client that saw it may use the nodes at once.
-        for (Runnable action : whenGone.getOrDefault(job, List.of())) {
-            action.run();
-        }
-        whenGone.remove(job);
     }
 
     /**
