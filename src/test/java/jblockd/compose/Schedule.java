@@ -18,14 +18,15 @@ record Schedule(Setup setup, List<Numbered> steps) {
     /**
      * The disk before the daemon starts: {@code layers} names the chain, active layer first
      * (files NAME.FORMAT); {@code writes} are what qemu-io puts into each layer, bottom first;
-     * {@code structuredGuests} says, per NBD guest, whether it negotiates structured replies.
+     * {@code structuredGuests} says, per NBD guest, whether it negotiates structured replies;
+     * {@code cache} is the drive's cache mode (writethrough/directsync: every guest write FUA).
      */
     record Setup(long seed, String format, int clusterSize, long size, List<String> layers, List<LayerWrite> writes,
-            List<Boolean> structuredGuests, boolean exportByNodeName) {
+            List<Boolean> structuredGuests, boolean exportByNodeName, String cache) {
         String describe() {
             return "seed=" + seed + " format=" + format + " cluster=" + clusterSize + " size=" + size + " chain="
                     + layers + " guests=" + structuredGuests.stream().map(s -> s ? "structured" : "simple").toList()
-                    + " export-by=" + (exportByNodeName ? "node-name" : "device");
+                    + " export-by=" + (exportByNodeName ? "node-name" : "device") + " cache=" + cache;
         }
     }
 

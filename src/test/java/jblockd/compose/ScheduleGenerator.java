@@ -84,9 +84,16 @@ final class ScheduleGenerator {
         if (mix != GuestMix.MIXED) { // after drawing, so the rest of the schedule stays the seed's
             structured.replaceAll(s -> mix == GuestMix.STRUCTURED);
         }
+        boolean exportByNodeName = rnd.nextBoolean();
+        // From a stream of its own, so that every other draw (and what each seed means) stays as
+        // it was before cache modes were composed in.
+        String cache = CACHE_MODES[new java.util.SplittableRandom(seed).nextInt(CACHE_MODES.length)];
         return new Setup(seed, format, cluster, size, layers, List.copyOf(writes), List.copyOf(structured),
-                rnd.nextBoolean());
+                exportByNodeName, cache);
     }
+
+    /** The drive's cache modes a schedule runs under (SPEC §2: durability composed with jobs). */
+    private static final String[] CACHE_MODES = {"writeback", "none", "writethrough", "directsync"};
 
     // ==== the steps =============================================================================
 

@@ -87,7 +87,7 @@ final class ScheduleRunner {
         Path nbd = dir.resolve("nbd.sock");
         String exportOf = setup.exportByNodeName() ? "node-name=root0" : "device=drive0";
         try (DaemonProcess daemon = DaemonProcess.start(dir,
-                "--drive", "id=drive0,file=" + top() + ",format=" + setup.format() + ",node-name=root0",
+                "--drive", "id=drive0,file=" + top() + ",format=" + setup.format() + ",node-name=root0,cache=" + setup.cache(),
                 "--nbd-server", "addr.type=unix,addr.path=" + nbd,
                 "--export", "type=nbd,id=exp0," + exportOf + ",name=disk,writable=on")) {
             try {
