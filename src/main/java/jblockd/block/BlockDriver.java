@@ -165,4 +165,12 @@ public interface BlockDriver {
     default List<SnapshotInfo> snapshots() throws IOException {
         return List.of();
     }
+
+    /**
+     * The image's persistent dirty bitmaps (qcow2 v3 bitmaps extension); empty for formats
+     * that cannot keep bitmaps.
+     */
+    default Optional<jblockd.block.bitmap.PersistentBitmapStore> persistentBitmaps() {
+        return Optional.empty();
+    }
 }
