@@ -173,4 +173,14 @@ public interface BlockDriver {
     default Optional<jblockd.block.bitmap.PersistentBitmapStore> persistentBitmaps() {
         return Optional.empty();
     }
+
+    /**
+     * Present when the node is read-write in name but its storage cannot be written (a file
+     * opened with {@code auto-read-only} on a read-only file system): the error a user that
+     * needs to write, write unchanged or resize gets (block.c bdrv_check_perm through the
+     * driver's .bdrv_check_perm).
+     */
+    default Optional<IoError> writeUnavailable() {
+        return Optional.empty();
+    }
 }

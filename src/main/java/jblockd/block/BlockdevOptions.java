@@ -30,7 +30,16 @@ public sealed interface BlockdevOptions {
     /** The QMP driver name. */
     String driver();
 
-    record File(Common common, String filename) implements BlockdevOptions {
+    /**
+     * @param autoReadOnly QEMU's {@code auto-read-only}: when the file cannot be opened for
+     *                     writing (a read-only file system, no write permission) it is opened
+     *                     for reading, and a user that needs to write it is refused then
+     */
+    record File(Common common, String filename, boolean autoReadOnly) implements BlockdevOptions {
+        public File(Common common, String filename) {
+            this(common, filename, false);
+        }
+
         public String driver() {
             return "file";
         }

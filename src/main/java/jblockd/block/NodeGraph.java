@@ -118,6 +118,13 @@ public final class NodeGraph {
         boolean auto = name == null;
         BlockNode node = new BlockNode(auto ? nextAutoName() : name, auto, driver, options.common().readOnly(),
                 options.common().discardUnmap());
+        // The new node's links take what its driver needs on each child even with no user yet
+        // (a read-write qcow2 writes metadata): a child that cannot be written refuses here.
+        for (BlockChild c : driver.children()) {
+            if (c.node() != null) {
+                checkWritable(c.node(), driver.childAccess(c, !node.readOnly(), Access.PASSIVE));
+            }
+        }
         nodes.put(node.nodeName(), node);
         namedAt.put(node, named[0] < 0 ? namingClock++ : named[0]);
         opened.add(node);
@@ -231,12 +238,23 @@ public final class NodeGraph {
         users.forEach((n, u) -> after.put(n, new ArrayList<>(u)));
         after.computeIfAbsent(node, n -> new ArrayList<>()).addFirst(user);
         for (BlockNode n : subtree(node)) {
-            Optional<String> conflict = conflict(n, usersOf(n, after));
+            List<NodeUser> nodeUsers = usersOf(n, after);
+            Optional<String> conflict = conflict(n, nodeUsers);
             if (conflict.isPresent() && conflict(n, usersOf(n, users)).isEmpty()) {
                 throw new IoError(Errno.EPERM, conflict.get());
             }
+            checkWritable(n, combined(nodeUsers));
         }
         users.computeIfAbsent(node, n -> new ArrayList<>()).addFirst(user);
+    }
+
+    /** Refuses a use that writes a node whose storage cannot be written ({@link BlockDriver#writeUnavailable}). */
+    private static void checkWritable(BlockNode n, Access use) throws IoError {
+        Optional<IoError> why = n.driver().writeUnavailable();
+        if (why.isPresent() && (use.needs().contains(Perm.WRITE) || use.needs().contains(Perm.WRITE_UNCHANGED)
+                || use.needs().contains(Perm.RESIZE))) {
+            throw new IoError(why.get().errno(), why.get().getMessage());
+        }
     }
 
     /** Removes exactly this user (by identity) from the node's users. */

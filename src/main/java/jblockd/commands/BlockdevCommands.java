@@ -18,6 +18,7 @@ import jblockd.block.BlockdevRef;
 import jblockd.block.NodeGraph;
 import jblockd.block.NodeUser;
 import jblockd.device.Device;
+import jblockd.device.DrainedSection;
 import jblockd.device.Devices;
 import jblockd.qapi.QmpError;
 import jblockd.qmp.CommandGroup;
@@ -170,7 +171,9 @@ public final class BlockdevCommands implements CommandGroup {
         if (!users.isEmpty()) {
             throw QmpError.generic("Block device " + name + " is in use");
         }
-        try {
+        // No device reaches an unused node, so the section is usually empty; it is the rule for
+        // every graph change all the same (a parent a later change adds is covered with it).
+        try (DrainedSection s = devices.drain(node)) {
             graph.remove(node);
             for (BlockNode child : inlineChildren.getOrDefault(name, List.of())) {
                 if (graph.node(child.nodeName()).orElse(null) == child && graph.usersOf(child).isEmpty()) {

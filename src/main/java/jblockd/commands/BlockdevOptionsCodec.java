@@ -35,20 +35,30 @@ public final class BlockdevOptionsCodec {
      * {@code cache.no-flush} would otherwise not stop its flush from reaching the file).
      * Null: not set by any ancestor.
      */
-    private record Inherited(String discard, Boolean cacheDirect, Boolean cacheNoFlush) {
-        static final Inherited NONE = new Inherited(null, null, null);
+    private record Inherited(String discard, Boolean cacheDirect, Boolean cacheNoFlush, Boolean autoReadOnly) {
+        static final Inherited NONE = new Inherited(null, null, null, null);
 
         /** For a file/image child of node {@code o}. */
         Inherited forFileChild(JsonNode o) {
             return new Inherited(BlockdevOptionsCodec.discard(o, discard),
-                    BlockdevOptionsCodec.cacheDirect(o, this), BlockdevOptionsCodec.cacheNoFlush(o, this));
+                    BlockdevOptionsCodec.cacheDirect(o, this), BlockdevOptionsCodec.cacheNoFlush(o, this),
+                    BlockdevOptionsCodec.autoReadOnly(o, this));
         }
 
         /** For a backing child of node {@code o}: discard is not inherited. */
         Inherited forBackingChild(JsonNode o) {
             return new Inherited(null, BlockdevOptionsCodec.cacheDirect(o, this),
-                    BlockdevOptionsCodec.cacheNoFlush(o, this));
+                    BlockdevOptionsCodec.cacheNoFlush(o, this), BlockdevOptionsCodec.autoReadOnly(o, this));
         }
+    }
+
+    /**
+     * The node's own {@code auto-read-only}, else the inherited one (block.c
+     * bdrv_inherited_options copies it to file and backing children); null: neither.
+     */
+    private static Boolean autoReadOnly(JsonNode o, Inherited inherited) {
+        JsonNode v = o.get("auto-read-only");
+        return v != null ? Boolean.valueOf(v.asBoolean()) : inherited.autoReadOnly();
     }
 
     private static BlockdevOptions decode(JsonNode o, Inherited inherited) throws QmpError {
@@ -56,7 +66,8 @@ public final class BlockdevOptionsCodec {
         Inherited toFile = inherited.forFileChild(o);
         String driver = o.get("driver").asText();
         return switch (driver) {
-            case "file" -> new BlockdevOptions.File(common, o.get("filename").asText());
+            case "file" -> new BlockdevOptions.File(common, o.get("filename").asText(),
+                    Boolean.TRUE.equals(autoReadOnly(o, inherited)));
             case "raw" -> new BlockdevOptions.Raw(common, ref(o.get("file"), toFile), optLong(o, "offset"),
                     optLong(o, "size"));
             case "qcow2" -> new BlockdevOptions.Qcow2(common, ref(o.get("file"), toFile),

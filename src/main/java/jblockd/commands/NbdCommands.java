@@ -17,6 +17,7 @@ import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
 import jblockd.block.NodeUser;
 import jblockd.device.Device;
+import jblockd.device.DrainedSection;
 import jblockd.device.Devices;
 import jblockd.device.GuestIo;
 import jblockd.device.RunState;
@@ -287,22 +288,35 @@ public final class NbdCommands implements CommandGroup {
         } catch (IoError ex) {
             throw QmpError.generic(ex.getMessage());
         }
+        // The anonymous device is known before the export serves its first request, so a job
+        // inserting a filter above the node meanwhile re-points it too (Devices.attachedTo):
+        // no request of the export can go past a filter that its user record was checked
+        // against. The addition itself is a graph change like any other: drained.
         NbdExport e;
-        try {
-            e = new NbdExport(id, name, description, writable, new GuestIo(t.device(), runState, events, writethrough));
-            server.addExport(e);
-        } catch (IOException ex) {
-            devices.detachUser(t.device(), user);
-            throw QmpError.generic("Failed to get size of export '" + name + "': " + reason(ex));
-        } catch (IllegalArgumentException ex) {
-            devices.detachUser(t.device(), user);
-            throw QmpError.generic(ex.getMessage());
+        try (DrainedSection s = devices.drain(t.node())) {
+            if (t.anonymous()) {
+                devices.addAnonymous(t.device());
+            }
+            try {
+                e = new NbdExport(id, name, description, writable,
+                        new GuestIo(t.device(), runState, events, writethrough));
+                server.addExport(e);
+            } catch (IOException ex) {
+                undoAdd(t, user);
+                throw QmpError.generic("Failed to get size of export '" + name + "': " + reason(ex));
+            } catch (IllegalArgumentException ex) {
+                undoAdd(t, user);
+                throw QmpError.generic(ex.getMessage());
+            }
         }
         exportUsers.put(e, user);
+    }
+
+    private void undoAdd(Target t, NodeUser user) {
         if (t.anonymous()) {
-            // a job inserting a filter above the node re-points this device too (Devices.attachedTo)
-            devices.addAnonymous(t.device());
+            devices.removeAnonymous(t.device());
         }
+        devices.detachUser(t.device(), user);
     }
 
     /** Drops what {@link #add} recorded for an export that is gone. */

@@ -81,7 +81,6 @@ public final class BlockCopy {
     private final Condition changed = lock.newCondition();
     private final BitSet dirty = new BitSet();
     private final BitSet inFlight = new BitSet();
-    private boolean active = true;
     private final BlockingQueue<ByteBuffer> buffers;
     private final ByteBuffer zeroes = ByteBuffer.allocateDirect(64 * 1024);
 
@@ -297,19 +296,6 @@ public final class BlockCopy {
         }
     }
 
-    /** After the job: the filter lets writes through without copying; waits for copies in flight. */
-    public void deactivate() {
-        lock.lock();
-        try {
-            active = false;
-            while (!inFlight.isEmpty()) {
-                changed.awaitUninterruptibly();
-            }
-        } finally {
-            lock.unlock();
-        }
-    }
-
     /**
      * Copies one claimed run source → target (the claim stays held). Reports progress on
      * success. Callers use {@link #copyAndRelease}, which ends the claim on every path.
@@ -443,9 +429,6 @@ public final class BlockCopy {
             List<Claim> mine = new ArrayList<>();
             lock.lock();
             try {
-                if (!active) {
-                    return;
-                }
                 boolean waiting = false;
                 int c = first;
                 while (c < end) {

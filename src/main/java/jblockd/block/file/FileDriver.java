@@ -12,6 +12,7 @@ import java.nio.file.OpenOption;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.HashSet;
+import java.util.Optional;
 import java.util.OptionalLong;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
@@ -73,6 +74,8 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     private volatile boolean punchUnsupported;
     private volatile boolean zeroRangeUnsupported;
     private volatile boolean seekUnsupported;
+    /** Set once at open by the auto-read-only fallback; see {@link #writeUnavailable()}. */
+    private IoError writeUnavailable;
 
     private FileDriver(Path path, boolean readOnly, boolean direct, boolean noFlush, int alignment,
                        FileChannel channel, int fd) {
@@ -95,8 +98,34 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         if (o.filename() == null || o.filename().isEmpty()) {
             throw new IoError(Errno.EINVAL, "Parameter 'filename' is missing");
         }
-        return open(Path.of(o.filename()), o.common().readOnly(), o.common().cacheDirect(),
-                o.common().cacheNoFlush());
+        Path path = Path.of(o.filename());
+        if (!o.autoReadOnly() || o.common().readOnly()) {
+            return open(path, o.common().readOnly(), o.common().cacheDirect(), o.common().cacheNoFlush());
+        }
+        try {
+            return open(path, false, o.common().cacheDirect(), o.common().cacheNoFlush());
+        } catch (IoError e) {
+            if (e.errno() != Errno.EACCES && e.errno() != Errno.EROFS && e.errno() != Errno.EPERM) {
+                throw e;
+            }
+            // auto-read-only: the node stays read-write in name (QEMU 7.2's file-posix opens
+            // such a file read-only until a writer comes, then reopens it read-write and
+            // fails that writer); we open it read-only and remember why writing cannot work,
+            // and the graph refuses a writer with that reason (BlockDriver.writeUnavailable).
+            FileDriver d = open(path, true, o.common().cacheDirect(), o.common().cacheNoFlush());
+            d.writeUnavailable = e;
+            return d;
+        }
+    }
+
+    /**
+     * Why this file cannot be written although its node is read-write (auto-read-only fell
+     * back to a read-only open), as QEMU says it when a writer arrives: "Could not open 'P':
+     * Read-only file system" (EROFS and EACCES both happen).
+     */
+    @Override
+    public Optional<IoError> writeUnavailable() {
+        return Optional.ofNullable(writeUnavailable);
     }
 
     public static FileDriver open(Path path, boolean readOnly) throws IOException {
@@ -507,7 +536,8 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     public Capabilities capabilities() {
         // Any byte range is accepted (O_DIRECT bounces internally); the alignment is advertised
         // so that clients (NBD block size) can avoid read-modify-write, as QEMU does.
-        return new Capabilities(readOnly, true, true, true, alignment, true);
+        // an auto-read-only fallback stays writable in name: writers are refused by the graph
+        return new Capabilities(readOnly && writeUnavailable == null, true, true, true, alignment, true);
     }
 
     @Override

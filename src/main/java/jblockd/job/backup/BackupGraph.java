@@ -113,8 +113,17 @@ public final class BackupGraph {
                 }
             }
         }
-        copy.deactivate();
+        // The drained section moved every guest off the filter; what is left in flight is the
+        // job's own copying. Once that is done the filter is unregistered and closed, so a
+        // request that still reached it would fail rather than bypass the copy (nothing
+        // passes an old filter through: there is no "inactive" mode any more).
+        copy.awaitIdle();
         graph.unregister(filter);
+        try {
+            filter.close();
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "backup: closing the filter failed", e);
+        }
         try {
             if (!target.readOnly()) {
                 target.flush();
