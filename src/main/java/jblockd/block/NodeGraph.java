@@ -24,7 +24,7 @@ import java.util.concurrent.atomic.AtomicInteger;
  */
 public final class NodeGraph {
     private final DriverRegistry drivers;
-    private final Map<String, BlockNode> nodes = new LinkedHashMap<>();
+    private final LinkedHashMap<String, BlockNode> nodes = new LinkedHashMap<>();
     /** Users other than parent links, newest first: devices, exports, jobs. Guarded by this. */
     private final Map<BlockNode, List<NodeUser>> users = new HashMap<>();
     private final AtomicInteger autoNames = new AtomicInteger(100);
@@ -118,17 +118,49 @@ public final class NodeGraph {
         boolean auto = name == null;
         BlockNode node = new BlockNode(auto ? nextAutoName() : name, auto, driver, options.common().readOnly(),
                 options.common().discardUnmap());
-        // The new node's links take what its driver needs on each child even with no user yet
-        // (a read-write qcow2 writes metadata): a child that cannot be written refuses here.
-        for (BlockChild c : driver.children()) {
-            if (c.node() != null) {
-                checkWritable(c.node(), driver.childAccess(c, !node.readOnly(), Access.PASSIVE));
-            }
+        try {
+            linkChildren(node);
+        } catch (IoError e) {
+            node.close();
+            throw e;
         }
-        nodes.put(node.nodeName(), node);
         namedAt.put(node, named[0] < 0 ? namingClock++ : named[0]);
         opened.add(node);
         return node;
+    }
+
+    /**
+     * Registers a new node, whose links to its children take what its driver needs on each
+     * even with no user yet (a read-write qcow2 writes metadata and shares no writer, also
+     * when read-only): checked like any new user (bdrv_attach_child -> bdrv_refresh_perms)
+     * on the children and below, and a child that cannot be written refuses a writing link.
+     * A child opened by another command (blockdev-add with {@code "file": "node"}) may already
+     * have users that the link conflicts with.
+     */
+    private void linkChildren(BlockNode node) throws IoError {
+        List<BlockNode> below = new ArrayList<>();
+        for (BlockChild c : node.driver().children()) {
+            if (c.node() != null) {
+                checkWritable(c.node(), node.driver().childAccess(c, !node.readOnly(), Access.PASSIVE));
+                for (BlockNode n : subtree(c.node())) {
+                    if (!below.contains(n)) {
+                        below.add(n);
+                    }
+                }
+            }
+        }
+        Map<BlockNode, Boolean> conflictedBefore = new HashMap<>();
+        for (BlockNode n : below) {
+            conflictedBefore.put(n, conflict(n, usersOf(n, users)).isPresent());
+        }
+        nodes.put(node.nodeName(), node);
+        for (BlockNode n : below) {
+            Optional<String> conflict = conflict(n, usersOf(n, users));
+            if (conflict.isPresent() && !conflictedBefore.get(n)) {
+                nodes.remove(node.nodeName());
+                throw new IoError(Errno.EPERM, conflict.get());
+            }
+        }
     }
 
     private static BlockdevOptions withReadOnly(BlockdevOptions o, boolean readOnly) {
@@ -293,7 +325,9 @@ public final class NodeGraph {
 
     private List<NodeUser> usersOf(BlockNode node, Map<BlockNode, List<NodeUser>> attached) {
         List<NodeUser> result = new ArrayList<>(attached.getOrDefault(node, List.of()));
-        for (BlockNode parent : nodes.values()) {
+        // parents newest first, like attached users: QEMU lists a node's parents that way
+        // (QLIST_INSERT_HEAD), which decides who is "required by" and who "unshared by"
+        for (BlockNode parent : nodes.sequencedValues().reversed()) {
             for (BlockChild c : parent.driver().children()) {
                 if (c.node() == node) {
                     Access parentUse = combined(usersOf(parent, attached));

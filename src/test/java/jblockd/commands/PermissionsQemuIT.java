@@ -43,6 +43,33 @@ class PermissionsQemuIT {
     }
 
     @Test
+    void aNewParentNodeIsCheckedAgainstTheUsersOfTheNodeItReferences() throws Exception {
+        Exchange e = (c, images) -> {
+            c.executeOk("blockdev-add", QmpTestClient.json("{\"driver\":\"file\",\"node-name\":\"tf\","
+                    + "\"filename\":\"" + images.resolve("t1.qcow2") + "\"}"));
+            c.executeOk("blockdev-add", Map.of("driver", "qcow2", "node-name", "t1", "file", "tf"));
+            List<String> errors = new ArrayList<>();
+            errors.add(c.executeError("blockdev-add", Map.of("driver", "qcow2", "node-name", "t2", "file", "tf"))
+                    .get("desc").asText());
+            errors.add(c.executeError("blockdev-add", Map.of("driver", "qcow2", "node-name", "t3",
+                    "read-only", true, "file", "tf")).get("desc").asText());
+            // a raw node passes its (absent) users' needs through: nothing to conflict with
+            c.executeOk("blockdev-add", Map.of("driver", "raw", "node-name", "t4", "file", "tf"));
+            // the refused nodes were not left behind
+            errors.add(c.executeError("blockdev-del", Map.of("node-name", "t2")).get("desc").asText());
+            return errors;
+        };
+        assertSameAsQemu(e, List.of(
+                "Permission conflict on node 'tf': permissions 'write, resize' are both required by node 't1'"
+                        + " (uses node 'tf' as 'file' child) and unshared by node 't2' (uses node 'tf' as 'file'"
+                        + " child).",
+                "Permission conflict on node 'tf': permissions 'write, resize' are both required by node 't1'"
+                        + " (uses node 'tf' as 'file' child) and unshared by node 't3' (uses node 'tf' as 'file'"
+                        + " child).",
+                "Failed to find node with node-name='t2'"));
+    }
+
+    @Test
     void streamIsRefusedWhileItsBaseOrAnIntermediateIsExportedWritable() throws Exception {
         Exchange e = (c, images) -> {
             chainByReference(c, images);
