@@ -165,6 +165,16 @@ public final class BlockdevCommands implements CommandGroup {
         if (blocker.isPresent()) {
             throw QmpError.generic("Node '" + name + "' is busy: " + blocker.get().blocker());
         }
+        // bdrv_set_backing_hd() puts an op blocker on the backing node that blocks DRIVE_DEL:
+        // "node is used as backing hd of 'PARENT'" (the parent's device name, else node name)
+        Optional<BlockNode> backingParent = List.copyOf(graph.nodes()).reversed().stream()
+                .filter(p -> p.driver().backing() == node).findFirst();
+        if (backingParent.isPresent()) {
+            BlockNode p = backingParent.get();
+            String parentName = devices.deviceOf(p).map(Device::name).orElse(p.nodeName());
+            throw QmpError.generic("Node '" + name + "' is busy: node is used as backing hd of '"
+                    + parentName + "'");
+        }
         if (!graph.monitorOwned(node)) {
             throw QmpError.generic("Node " + name + " is not owned by the monitor");
         }

@@ -43,6 +43,17 @@ class PermissionsQemuIT {
     }
 
     @Test
+    void aBackingNodeCannotBeDeletedUnderItsOverlay() throws Exception {
+        Exchange e = (c, images) -> {
+            chainByReference(c, images);
+            return List.of(c.executeError("blockdev-del", Map.of("node-name", "base")).get("desc").asText(),
+                    c.executeError("blockdev-del", Map.of("node-name", "mid")).get("desc").asText());
+        };
+        assertSameAsQemu(e, List.of("Node 'base' is busy: node is used as backing hd of 'mid'",
+                "Node 'mid' is busy: node is used as backing hd of 'drv0'"));
+    }
+
+    @Test
     void aNewParentNodeIsCheckedAgainstTheUsersOfTheNodeItReferences() throws Exception {
         Exchange e = (c, images) -> {
             c.executeOk("blockdev-add", QmpTestClient.json("{\"driver\":\"file\",\"node-name\":\"tf\","

@@ -122,7 +122,11 @@ public final class QmpTestClient implements AutoCloseable {
                     sawGreeting = true;
                     first.add(n);
                 } else if (n.has("event")) {
-                    events.add(n);
+                    // under the queue's monitor: waitEvent puts skipped events back in front
+                    // of newer ones, and an event arriving meanwhile must not overtake them
+                    synchronized (events) {
+                        events.add(n);
+                    }
                 } else {
                     replies.add(n);
                 }
@@ -255,10 +259,12 @@ public final class QmpTestClient implements AutoCloseable {
             throw new IOException(ex);
         } finally {
             if (!skipped.isEmpty()) {
-                List<JsonNode> rest = new ArrayList<>();
-                events.drainTo(rest);
-                events.addAll(skipped);
-                events.addAll(rest);
+                synchronized (events) {
+                    List<JsonNode> rest = new ArrayList<>();
+                    events.drainTo(rest);
+                    events.addAll(skipped);
+                    events.addAll(rest);
+                }
             }
         }
     }
