@@ -145,10 +145,19 @@ public final class BlockCopy {
     public long dirtyBytes() {
         lock.lock();
         try {
-            return bytesOf(dirty.cardinality());
+            return dirtyBytesLocked();
         } finally {
             lock.unlock();
         }
+    }
+
+    /** Exact bytes of the dirty clusters: the last cluster of the image may be short. */
+    private long dirtyBytesLocked() {
+        long bytes = (long) dirty.cardinality() * clusterSize;
+        if (clusters > 0 && dirty.get((int) clusters - 1)) {
+            bytes -= clusters * clusterSize - length;
+        }
+        return bytes;
     }
 
     private long bytesOf(long clusterCount) {
@@ -160,6 +169,50 @@ public final class BlockCopy {
         long start = c.first() * clusterSize;
         long end = Math.min(length, (c.first() + c.count()) * (long) clusterSize);
         return end - start;
+    }
+
+    /**
+     * sync=incremental|bitmap (QEMU's block_copy_set_copy_bitmap after
+     * bdrv_dirty_bitmap_merge_internal): only clusters that a granule of {@code wanted} touches
+     * stay to be copied; the bitmap's granules are rounded out to whole clusters. Call before the
+     * copy starts (under the drain that fixes the point in time). Returns the bytes dropped.
+     */
+    public long restrictTo(jblockd.block.bitmap.DirtyBitmap wanted) {
+        lock.lock();
+        try {
+            BitSet keep = new BitSet();
+            long pos = 0;
+            long[] run;
+            while ((run = wanted.nextDirtyRun(pos, Long.MAX_VALUE)) != null) {
+                int first = (int) (run[0] / clusterSize);
+                int end = (int) Math.min(clusters, (run[0] + run[1] + clusterSize - 1) / clusterSize);
+                keep.set(first, end);
+                pos = run[0] + run[1];
+            }
+            long before = dirtyBytesLocked();
+            dirty.and(keep);
+            return before - dirtyBytesLocked();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Marks in {@code into} every byte range still to be copied (QEMU merges block-copy's copy
+     * bitmap into the sync bitmap when a bitmap-mode=always backup failed).
+     */
+    public void markRemaining(jblockd.block.bitmap.DirtyBitmap into) {
+        lock.lock();
+        try {
+            for (int c = dirty.nextSetBit(0); c >= 0 && c < clusters; ) {
+                int end = dirty.nextClearBit(c);
+                long start = (long) c * clusterSize;
+                into.mark(start, Math.min(length, (long) end * clusterSize) - start);
+                c = dirty.nextSetBit(end);
+            }
+        } finally {
+            lock.unlock();
+        }
     }
 
     /** Clears dirty clusters of {@code [offset, offset+len)} that need no copy (sync=top). Returns bytes dropped. */

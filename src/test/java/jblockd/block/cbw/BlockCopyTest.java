@@ -36,6 +36,33 @@ class BlockCopyTest {
     }
 
     @Test
+    void restrictedToABitmapOnlyItsGranulesRoundedOutToClustersAreCopiedAndTheRestIsReported() throws Exception {
+        int size = 8 * CLUSTER + 100;
+        BlockNode src = file("s", size, (byte) 7);
+        BlockNode tgt = file("t", size, (byte) 0);
+        BlockCopy copy = new BlockCopy(src, tgt, size, CLUSTER, CLUSTER, 2, false);
+        jblockd.block.bitmap.DirtyBitmap wanted = new jblockd.block.bitmap.DirtyBitmap(size, 4096);
+        wanted.mark(CLUSTER + 4096, 1);          // inside cluster 1
+        wanted.mark(3L * CLUSTER - 1, 2);        // the end of cluster 2 and the start of 3
+        wanted.mark(8L * CLUSTER, 100);          // the short last cluster
+        long dropped = copy.restrictTo(wanted);
+        assertThat(copy.dirtyBytes()).isEqualTo(3L * CLUSTER + 100);
+        assertThat(dropped).isEqualTo(size - copy.dirtyBytes());
+        // one cluster copied, the rest is what a failed always-mode backup merges back
+        BlockCopy.Claim c = copy.claimNext(0);
+        assertThat(c.first()).isEqualTo(1);
+        copy.copyAndRelease(new BlockCopy.Claim(c.first(), 1));
+        jblockd.block.bitmap.DirtyBitmap rest = new jblockd.block.bitmap.DirtyBitmap(size, CLUSTER);
+        copy.markRemaining(rest);
+        assertThat(rest.isDirty(CLUSTER)).isFalse();
+        assertThat(rest.isDirty(2L * CLUSTER)).isTrue();
+        assertThat(rest.isDirty(3L * CLUSTER)).isTrue();
+        assertThat(rest.isDirty(4L * CLUSTER)).isFalse();
+        assertThat(rest.isDirty(8L * CLUSTER)).isTrue();
+        assertThat(rest.dirtyBytes()).isEqualTo(2L * CLUSTER + 100);
+    }
+
+    @Test
     void oddSizedImageIsCopiedExactlyOnceToItsLastByte() throws Exception {
         int size = 5 * CLUSTER + 12345;
         BlockNode src = file("s", size, (byte) 7);
