@@ -8,7 +8,7 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.BitSet;
 import java.util.HexFormat;
-import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.LongAdder;
 
 /**
  * A dirty bitmap over a byte range (QEMU block/dirty-bitmap.c with an HBitmap): one bit per
@@ -24,7 +24,7 @@ import java.util.concurrent.atomic.AtomicLong;
  * <p>
  * Thread-safety: {@link #mark}, {@link #clear}, {@link #or} and every query may run from many
  * threads at once (guest writes mark from connection threads while a job clears and iterates):
- * each word changes by one atomic read-modify-write and the dirty count stays exact. Only
+ * each word changes by one atomic read-modify-write and every flipped bit is counted. Only
  * {@link #resize} and {@link #restore} need the caller to exclude every other use of the bitmap
  * ({@link NodeBitmaps} does, with its mark lock and monitor).
  */
@@ -38,7 +38,13 @@ public final class DirtyBitmap {
     private volatile long length;
     /** Granule bits; at least as long as needed for {@link #length} (growth keeps spare capacity). */
     private volatile long[] words;
-    private final AtomicLong dirtyGranules = new AtomicLong();
+    /**
+     * Set bits. A LongAdder: every write into a clean granule adds to it, from many threads at
+     * once, and one shared AtomicLong would be a contended cache line on the write path. Its sum
+     * is exact whenever no mark or clear is running (a drained node, a frozen bitmap); while
+     * some are, it may lag the bits by those few.
+     */
+    private final LongAdder dirtyGranules = new LongAdder();
 
     /**
      * @param granularity a power of two, at least 1 (QMP bitmaps: 512 .. 2^31)
@@ -159,7 +165,7 @@ public final class DirtyBitmap {
             }
         }
         if (delta != 0) {
-            dirtyGranules.addAndGet(delta);
+            dirtyGranules.add(delta);
         }
     }
 
@@ -182,7 +188,7 @@ public final class DirtyBitmap {
 
     /** Dirty granules (QEMU's hbitmap count before the granularity shift). */
     public long dirtyGranules() {
-        return dirtyGranules.get();
+        return dirtyGranules.sum();
     }
 
     /**
@@ -191,12 +197,12 @@ public final class DirtyBitmap {
      * the last, partial granule counts a whole granule).
      */
     public long count() {
-        return dirtyGranules.get() << shift;
+        return dirtyGranules.sum() << shift;
     }
 
     /** Dirty bytes: dirty granules times the granularity, the last one clipped to the length. */
     public long dirtyBytes() {
-        long n = dirtyGranules.get();
+        long n = dirtyGranules.sum();
         if (n == 0) {
             return 0;
         }
@@ -210,7 +216,7 @@ public final class DirtyBitmap {
     }
 
     public boolean isClean() {
-        return dirtyGranules.get() == 0;
+        return dirtyGranules.sum() == 0;
     }
 
     /**
@@ -222,7 +228,7 @@ public final class DirtyBitmap {
      */
     public long[] nextDirtyRun(long from, long maxLen) {
         long len = length;
-        if (from >= len || dirtyGranules.get() == 0) {
+        if (from >= len || dirtyGranules.sum() == 0) {
             return null;
         }
         long granules = granules(len);
