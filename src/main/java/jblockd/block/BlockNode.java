@@ -1,16 +1,23 @@
 package jblockd.block;
 
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.util.Objects;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 
+import jblockd.block.bitmap.NodeBitmaps;
+import jblockd.block.bitmap.PersistentBitmapStore;
+
 /**
  * A named node of the block graph over one {@link BlockDriver}. The node is the generic layer
  * (nbdkit's backend.c, QEMU's block/io.c): it checks ranges and read-only state, counts
- * requests in flight so a graph change can drain them, and then calls the driver.
+ * requests in flight so a graph change can drain them, and then calls the driver. It also owns
+ * the node's dirty bitmaps ({@link #bitmaps()}) and records every data-changing request that
+ * reached its driver in them: whatever path a request takes (NBD, a job's filter above, a job
+ * writing to its target), it passes here, so this is the one place that marks.
  * Thread-safe.
  */
 public final class BlockNode {
@@ -28,6 +35,7 @@ public final class BlockNode {
     /** Threads waiting in {@link #drain()}. */
     private final AtomicInteger drainers = new AtomicInteger();
     private volatile boolean closed;
+    private final NodeBitmaps bitmaps;
 
     /** A node that passes discards on (filters the jobs insert: their children decide). */
     public BlockNode(String nodeName, boolean autoNamed, BlockDriver driver, boolean readOnly) {
@@ -46,6 +54,22 @@ public final class BlockNode {
         this.driver = Objects.requireNonNull(driver);
         this.caps = driver.capabilities();
         this.readOnly = readOnly || caps.readOnly();
+        this.bitmaps = new NodeBitmaps(nodeName, driver::length, this.readOnly, caps.growable(),
+                caps.requestAlignment());
+        java.util.Optional<PersistentBitmapStore> store = driver.persistentBitmaps();
+        if (store.isPresent()) {
+            try {
+                bitmaps.attachStore(store.get());
+            } catch (IOException e) {
+                // NodeGraph.open unwraps it: the open fails with this message
+                throw new UncheckedIOException(e);
+            }
+        }
+    }
+
+    /** The node's dirty bitmaps (QMP's block-dirty-bitmap-*, jobs' successors and copy bitmaps). */
+    public NodeBitmaps bitmaps() {
+        return bitmaps;
     }
 
     public String nodeName() {
@@ -91,10 +115,15 @@ public final class BlockNode {
     public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
         checkWritable();
         checkRange(offset, src.remaining());
+        int len = src.remaining();
         enter();
         try {
             driver.write(offset, src, fua);
         } finally {
+            // Marked after the driver call, whether it succeeded or not: QEMU's
+            // bdrv_co_write_req_finish() sets the dirty bits for every tracked write and discard
+            // it finishes, whatever ret is (a failed write may have changed part of the range).
+            bitmaps.mark(offset, len);
             leave();
         }
     }
@@ -109,6 +138,7 @@ public final class BlockNode {
         try {
             driver.writeZeroes(offset, length, mayUnmap && unmap);
         } finally {
+            bitmaps.mark(offset, length); // see write()
             leave();
         }
     }
@@ -116,13 +146,17 @@ public final class BlockNode {
     public void discard(long offset, long length) throws IOException {
         checkWritable();
         checkRange(offset, length);
-        if (length == 0 || !unmap) {
-            return; // discard=ignore: "Do nothing if disabled" (bdrv_co_pdiscard)
+        if (length == 0 || !unmap || !caps.canDiscard()) {
+            // discard=ignore: "Do nothing if disabled"; a driver without discard is not asked
+            // either (bdrv_co_pdiscard returns 0 before tracking the request, so neither
+            // changes data nor marks a bitmap: QEMU's null-co has no discard)
+            return;
         }
         enter();
         try {
             driver.discard(offset, length);
         } finally {
+            bitmaps.mark(offset, length); // see write()
             leave();
         }
     }
@@ -165,13 +199,17 @@ public final class BlockNode {
         }
     }
 
-    /** Drains, then closes the driver. Idempotent. Children are closed by the graph. */
+    /**
+     * Drains, stores the persistent dirty bitmaps (a clean close, as QEMU's inactivation), then
+     * closes the driver. Idempotent. Children are closed by the graph, after their parents.
+     */
     public void close() throws IOException {
         if (closed) {
             return;
         }
         drain();
         closed = true;
+        bitmaps.storeOnClose();
         driver.close();
     }
 

@@ -116,8 +116,19 @@ public final class NodeGraph {
         };
         BlockDriver driver = factory.open(options, ctx);
         boolean auto = name == null;
-        BlockNode node = new BlockNode(auto ? nextAutoName() : name, auto, driver, options.common().readOnly(),
-                options.common().discardUnmap());
+        BlockNode node;
+        try {
+            node = new BlockNode(auto ? nextAutoName() : name, auto, driver, options.common().readOnly(),
+                    options.common().discardUnmap());
+        } catch (java.io.UncheckedIOException e) {
+            // the node could not load its persistent bitmaps: the open fails, the driver goes
+            try {
+                driver.close();
+            } catch (IOException ignored) {
+                // the load error is the one to report
+            }
+            throw e.getCause();
+        }
         try {
             linkChildren(node);
         } catch (IoError e) {

@@ -22,7 +22,8 @@ import picocli.CommandLine.ScopeType;
  */
 @Command(name = "jblockctl", mixinStandardHelpOptions = true, versionProvider = JblockCtl.VersionProvider.class,
         sortOptions = false, usageHelpAutoWidth = true,
-        description = {"Control jblockd (or QEMU) over QMP: live block jobs with progress, devices, exports, events.",
+        description = {"Control jblockd (or QEMU) over QMP: live block jobs with progress, devices, exports, dirty bitmaps,"
+                + " events.",
                 "Sizes and speeds take K, M, G, T suffixes (powers of 1024): 512K, 50M, 2G."},
         footer = {"", "Exit codes: 0 success, 1 job failed or cancelled / command refused, 2 usage or connection error."},
         subcommands = {BackupCommand.class, MirrorCommand.class, StreamCommand.class, CommitCommand.class,
@@ -30,7 +31,7 @@ import picocli.CommandLine.ScopeType;
                 JobVerbCommands.Pause.class, JobVerbCommands.Resume.class, JobVerbCommands.Cancel.class,
                 JobVerbCommands.Complete.class, JobVerbCommands.SetSpeed.class, JobVerbCommands.Finalize.class,
                 JobVerbCommands.Dismiss.class,
-                InfoCommand.class, EventsCommand.class, QmpCommand.class, ShellCommand.class,
+                BitmapCommand.class, InfoCommand.class, EventsCommand.class, QmpCommand.class, ShellCommand.class,
                 CommandLine.HelpCommand.class})
 public final class JblockCtl implements Runnable {
     static final String SOCKET_ENV = "JBLOCKD_SOCKET";

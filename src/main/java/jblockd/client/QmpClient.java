@@ -32,7 +32,8 @@ import jblockd.qapi.RunStatus;
  * <p>Connecting reads the greeting and negotiates capabilities ({@code qmp_capabilities}); a
  * reader virtual thread then matches replies to requests by {@code id} and hands events to
  * subscribers ({@link #events()}, {@link #onEvent}). Commands are grouped as in the QAPI schema:
- * session and run state here, {@link #block()}, {@link #exports()}, {@link #jobs()}.
+ * session and run state here, {@link #block()}, {@link #exports()}, {@link #jobs()},
+ * {@link #bitmaps()}.
  *
  * <p>Thread-safe: any number of threads may issue commands at once. A failed command throws
  * {@link QmpException} (typed by error class); a lost connection throws
@@ -46,6 +47,7 @@ public final class QmpClient implements AutoCloseable {
     private final BlockCommands block = new BlockCommands(this);
     private final ExportCommands exports = new ExportCommands(this);
     private final JobCommands jobs = new JobCommands(this);
+    private final BitmapCommands bitmaps = new BitmapCommands(this);
 
     private QmpClient(QmpConnection conn) {
         this.conn = conn;
@@ -230,6 +232,11 @@ public final class QmpClient implements AutoCloseable {
     /** The job commands: backup, mirror, stream, commit and the job verbs. */
     public JobCommands jobs() {
         return jobs;
+    }
+
+    /** The dirty-bitmap commands: block-dirty-bitmap-* and the nodes' bitmap lists. */
+    public BitmapCommands bitmaps() {
+        return bitmaps;
     }
 
     @Override

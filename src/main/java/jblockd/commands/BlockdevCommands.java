@@ -52,7 +52,8 @@ public final class BlockdevCommands implements CommandGroup {
                                   @JsonProperty("iops_rd") long iopsRd,
                                   @JsonProperty("iops_wr") long iopsWr, ImageInfos.ImageInfo image,
                                   @JsonProperty("write_threshold") long writeThreshold,
-                                  BlockdevCacheInfo cache) {
+                                  BlockdevCacheInfo cache,
+                                  List<BitmapCommands.BlockDirtyInfo> dirtyBitmaps) {
     }
 
     @JsonInclude(JsonInclude.Include.NON_NULL)
@@ -227,7 +228,9 @@ public final class BlockdevCommands implements CommandGroup {
      * while {@code backing_file_depth} and the {@code backing-image} chain follow
      * bdrv_filter_or_cow_bs() (a filter's child counts as its backing). {@code flat}: no chain,
      * depth 0. {@code forDevice}: query-block, which also skips implicit filters in the chain.
-     * {@code writeCache}: the device's write cache, {@code cache.writeback}.
+     * {@code writeCache}: the device's write cache, {@code cache.writeback}. {@code dirty-bitmaps}
+     * lists the node's own bitmaps (omitted when it has none), for query-block's {@code inserted}
+     * as for query-named-block-nodes.
      */
     BlockDeviceInfo deviceInfo(BlockNode node, boolean flat, boolean forDevice, boolean writeCache)
             throws QmpError {
@@ -244,7 +247,8 @@ public final class BlockdevCommands implements CommandGroup {
             return new BlockDeviceInfo(node.driver().filename(), node.nodeName(), node.readOnly(),
                     ImageInfos.formatOf(node.driver()), backing == null ? null : backing.driver().filename(),
                     depth, false, "off", 0, 0, 0, 0, 0, 0, ImageInfos.imageInfo(node, flat, forDevice), 0,
-                    new BlockdevCacheInfo(writeCache, c.cacheDirect(), c.cacheNoFlush()));
+                    new BlockdevCacheInfo(writeCache, c.cacheDirect(), c.cacheNoFlush()),
+                    BitmapCommands.dirtyBitmaps(node));
         } catch (IOException e) {
             throw QmpError.generic(e.getMessage());
         }

@@ -25,6 +25,7 @@ import jblockd.block.CacheMode;
 import jblockd.block.DriverRegistry;
 import jblockd.block.NodeGraph;
 import jblockd.commands.BackupCommands;
+import jblockd.commands.BitmapCommands;
 import jblockd.commands.BlockdevCommands;
 import jblockd.commands.JobCommands;
 import jblockd.commands.BlockdevOptionsCodec;
@@ -135,6 +136,7 @@ public final class Daemon implements AutoCloseable {
                 Version.QEMU_MAJOR, Version.QEMU_MINOR, Version.QEMU_MICRO, Version.packageString())
                 .register(registry);
         blockdevCommands.register(registry);
+        new BitmapCommands(devices).register(registry);
         this.jobs = new JobRegistry(events, graph);
         new JobCommands(jobs).register(registry);
         new BackupCommands(graph, devices, jobs).register(registry);

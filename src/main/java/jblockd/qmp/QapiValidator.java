@@ -281,11 +281,16 @@ public final class QapiValidator {
             };
         }
 
+        /**
+         * qapi-visit-core.c visit_type_intN/uintN: out of range is "Parameter 'x' expects
+         * uint32_t" (the C type name: QEMU passes "uint32_t", "int8_t", ...), naming only the
+         * member itself.
+         */
         private JsonNode ranged(long value, long min, long max, String t) throws QmpError {
             if (value < min || value > max) {
                 String last = path.isEmpty() ? "null" : path.getLast();
                 throw QmpError.generic("Parameter '" + (last.startsWith("[") ? "null" : last)
-                        + "' expects " + t);
+                        + "' expects " + t + "_t");
             }
             return LongNode.valueOf(value);
         }

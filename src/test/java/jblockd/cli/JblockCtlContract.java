@@ -138,6 +138,48 @@ abstract class JblockCtlContract {
     }
 
     @Test
+    void bitmapSubcommandsAddListMergeClearAndRemove() throws Exception {
+        assumeTrue(peer.supports("block-dirty-bitmap-add"), "the peer has no dirty bitmaps yet");
+        CliRunner.Result add = ctl("bitmap", "add", "drive0", "b0");
+        assertThat(add.code()).as(add.err()).isZero();
+        assertThat(add.out()).isEqualTo("drive0: bitmap 'b0' added\n");
+        assertThat(quick("bitmap", "add", "drive0", "b1", "--granularity", "512", "--disabled").code()).isZero();
+        CliRunner.Result list = quick("bitmap", "list", "drive0");
+        assertThat(list.code()).as(list.err()).isZero();
+        assertThat(list.outLines()).hasSize(3);
+        assertThat(list.outLines().get(0)).matches("NODE +NAME +GRANULARITY +DIRTY +FLAGS");
+        assertThat(list.outLines().get(1)).matches("drive0 +b1 +512 B +0 B +disabled");
+        assertThat(list.outLines().get(2)).matches("drive0 +b0 +64\\.0 KiB +0 B +recording");
+        CliRunner.Result all = quick("bitmap", "list");
+        assertThat(all.out()).contains(" b1 ").contains(" b0 ");
+
+        assertThat(quick("bitmap", "merge", "drive0", "b1", "b0", "drive0:b0").out())
+                .isEqualTo("drive0: bitmap 'b1' merged from b0, drive0:b0\n");
+        assertThat(quick("bitmap", "enable", "drive0", "b1").out()).isEqualTo("drive0: bitmap 'b1' enabled\n");
+        assertThat(quick("bitmap", "disable", "drive0", "b0").out()).isEqualTo("drive0: bitmap 'b0' disabled\n");
+        assertThat(quick("bitmap", "clear", "drive0", "b0", "--json").out())
+                .isEqualTo("{\"kind\":\"done\",\"command\":\"block-dirty-bitmap-clear\",\"node\":\"drive0\",\"name\":\"b0\"}\n");
+        JsonNode json = JSON.readTree(quick("bitmap", "list", "drive0", "--json").out());
+        assertThat(json.size()).isEqualTo(2);
+        assertThat(json.get(0).path("name").asText()).isEqualTo("b1");
+        assertThat(json.get(0).path("recording").asBoolean()).isTrue();
+        assertThat(json.get(1).path("granularity").asLong()).isEqualTo(65536);
+        assertThat(json.get(1).path("recording").asBoolean()).isFalse();
+
+        CliRunner.Result missing = quick("bitmap", "remove", "drive0", "nob");
+        assertThat(missing.code()).isEqualTo(1);
+        assertThat(missing.err()).isEqualTo("jblockctl: GenericError: Dirty bitmap 'nob' not found\n");
+        assertThat(quick("bitmap", "add", "drive0", "b2", "--granularity", "3000").err())
+                .isEqualTo("jblockctl: GenericError: Granularity must be power of 2 and at least 512\n");
+        assertThat(quick("bitmap", "list", "nosuch").code()).isEqualTo(1);
+        assertThat(quick("bitmap").code()).isEqualTo(2);
+        assertThat(quick("bitmap", "merge", "drive0", "b1").code()).as("no source").isEqualTo(2);
+        assertThat(quick("bitmap", "remove", "drive0", "b0").out()).isEqualTo("drive0: bitmap 'b0' removed\n");
+        assertThat(quick("bitmap", "remove", "drive0", "b1").code()).isZero();
+        assertThat(quick("bitmap", "list").out()).isEqualTo("no dirty bitmaps\n");
+    }
+
+    @Test
     void usageAndConnectionErrorsExitTwo() throws Exception {
         assumeTrue(peer.supports("query-block-jobs"), "the peer has no query-block-jobs yet");
         CliRunner.Result badSpeed = ctl("backup", "drive0", dir.resolve("x.img").toString(), "--speed", "fast");

@@ -199,6 +199,50 @@ abstract class QmpClientContract {
     }
 
     @Test
+    void bitmapCommandsRoundTripAndShowInBothQueries() throws Exception {
+        assumeTrue(peer.supports("block-dirty-bitmap-add"), "no dirty bitmaps yet");
+        BitmapCommands b = qmp.bitmaps();
+        b.add("drive0", "b0");
+        b.add(BitmapAdd.of("drive0", "b1").granularity(512).disabled(true));
+        assertThat(b.of("drive0")).containsExactly(
+                new BitmapInfo("b1", false, false, false, 512, 0, false),
+                new BitmapInfo("b0", true, false, false, 65536, 0, false));
+        BlockInfo drive = qmp.block().queryBlock().stream().filter(x -> x.device().equals("drive0")).findFirst()
+                .orElseThrow();
+        assertThat(drive.dirtyBitmaps()).isEqualTo(b.of("drive0"));
+        assertThat(b.list()).containsEntry(drive.nodeName(), drive.dirtyBitmaps());
+        assertThat(b.of(drive.nodeName())).isEqualTo(drive.dirtyBitmaps());
+        if (TestTools.onPath("qemu-io") && peer.supports("nbd-server-add")) {
+            Path nbd = dir.resolve("bm-nbd.sock");
+            qmp.exports().nbdServerStartUnix(nbd.toString());
+            qmp.exports().nbdServerAdd("drive0", "d0", true);
+            assertThat(TestTools.run(List.of("qemu-io", "-f", "raw", "-c", "write 65536 4096",
+                    "nbd+unix:///d0?socket=" + nbd), new StringBuilder())).isZero();
+            qmp.exports().nbdServerStop();
+            assertThat(b.of("drive0").get(1).count()).isEqualTo(65536);
+            assertThat(b.of("drive0").get(0).count()).as("disabled").isZero();
+        }
+        b.enable("drive0", "b1");
+        b.disable("drive0", "b0");
+        b.merge("drive0", "b1", BitmapRef.local("b0"), BitmapRef.on(drive.nodeName(), "b0"));
+        assertThat(b.of("drive0").get(0).count()).isEqualTo(b.of("drive0").get(1).count());
+        assertThat(b.sha256("drive0", "b0")).hasSize(64);
+        b.clear("drive0", "b1");
+        assertThat(b.sha256("drive0", "b1"))
+                .isEqualTo(b.sha256(drive.nodeName(), "b1")); // device and node name: the same bitmap
+        assertThatThrownBy(() -> b.remove("drive0", "nob"))
+                .isInstanceOfSatisfying(QmpException.class, e -> {
+                    assertThat(e.errorClass()).isEqualTo(ErrorClass.GENERIC_ERROR);
+                    assertThat(e.desc()).isEqualTo("Dirty bitmap 'nob' not found");
+                });
+        b.remove("drive0", "b0");
+        b.remove("drive0", "b1");
+        assertThat(b.of("drive0")).isEmpty();
+        assertThat(b.list()).isEmpty();
+        assertThatThrownBy(() -> b.of("nosuch")).isInstanceOf(IllegalArgumentException.class);
+    }
+
+    @Test
     void genericJobVerbsAndQueryJobs() throws Exception {
         assumeJobs();
         Job job = qmp.jobs().driveBackup(DriveBackup.of("drive0", dir.resolve("g.img").toString())

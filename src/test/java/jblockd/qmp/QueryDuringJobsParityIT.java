@@ -31,8 +31,8 @@ import jblockd.testsupport.QmpTestClient;
  * copy-on-read for stream) is listed with its child as backing-image, and query-block looks
  * through implicit filters (no filter-node-name) but not through named ones or backup's.
  * Compared: all member names and values, except auto node names, host allocation and file
- * nodes' lengths (the copy is under way), jblockd's io-status, and QEMU's dirty-bitmaps
- * (the jobs' internal bitmaps; jblockd has no dirty-bitmap reporting).
+ * nodes' lengths (the copy is under way), jblockd's io-status, and dirty-bitmaps (QEMU lists
+ * its jobs' internal anonymous bitmaps there; jblockd's jobs keep theirs off the node lists).
  */
 class QueryDuringJobsParityIT {
     private static final int SPEED = 64 * 1024;

@@ -34,12 +34,19 @@ public interface PersistentBitmapStore {
     void checkCanStore(String name, long granularity, List<String> alreadyPersistent)
             throws BitmapStoreException;
 
-    /** Removes the bitmap from the image at once (directory rewritten, its clusters freed). */
+    /**
+     * Removes the bitmap from the image at once (directory rewritten, its clusters freed). A
+     * name the image does not hold is not an error: a persistent bitmap added since the open
+     * is only stored at close (QEMU's bdrv_remove_persistent_dirty_bitmap says the same).
+     */
     void remove(String name) throws IOException;
 
     /**
      * Writes {@code bitmaps} (all consistent) as the image's persistent bitmaps, replacing the
      * consistent ones stored before, with {@code in_use} clear; made durable before returning.
+     * The node calls it once, at a clean close of a read-write node, with its consistent
+     * persistent bitmaps in its list order (newest first, as QEMU iterates them) — possibly none,
+     * so that entries marked {@code in_use} at open are settled.
      */
     void store(List<StoredBitmap> bitmaps) throws IOException;
 

@@ -115,9 +115,14 @@ public final class NullCoDriver implements BlockDriver {
         return new Extent(offset, length, readZeroes ? Allocation.ZERO : Allocation.DATA);
     }
 
+    /**
+     * No discard: QEMU's null-co has no bdrv_co_pdiscard, so block/io.c answers a discard with
+     * success before it reaches the driver (and records it in no dirty bitmap); the node does the
+     * same on {@code canDiscard} false. {@link #discard} stays a no-op for direct callers.
+     */
     @Override
     public Capabilities capabilities() {
-        return new Capabilities(readOnly, true, true, true, 1, false);
+        return new Capabilities(readOnly, false, true, true, 1, false);
     }
 
     @Override
