@@ -10,6 +10,7 @@ import jblockd.block.BlockNode;
 import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
 import jblockd.block.Perm;
+import jblockd.block.bitmap.BlockDirtyBitmap;
 import jblockd.block.bitmap.DirtyBitmap;
 import jblockd.device.Device;
 import jblockd.device.DrainedSection;
@@ -203,20 +204,30 @@ public final class MirrorCommands implements CommandGroup {
         // QEMU 7.2's active commit runs on mirror.c (commit_active_start -> mirror_start_job), so
         // its filter is a mirror_top too (observed in query-named-block-nodes); commit_top is the
         // filter of the non-active commit only
-        JobTopFilter filter = new JobTopFilter("mirror_top", bs, bitmap, null);
+        // The bitmap records at the source node itself, not in the filter: every write that
+        // reaches the source is seen, also one from a user that does not go through the
+        // filter (an export added on the node name later, another parent node).
+        JobTopFilter filter = new JobTopFilter("mirror_top", bs, null, null);
         BlockNode filterNode = nodes.filterNode(filter, filterNodeName);
         Job[] self = new Job[1];
-        Actions actions = new Actions(bs, target, filterNode, targetOwned, self, extraRelease);
-        MirrorJob driver = new MirrorJob(new MirrorJob.Params(type, sync, base, bufSize, onSource, onTarget, unmap),
-                bs, target, filter, bitmap, actions);
-        Job job = nodes.createJob(jobId, driver, mirrorUses(bs, target, type == JobType.COMMIT ? base : null, size), speed, autoFinalize, autoDismiss);
-        self[0] = job;
-        // bdrv_append(mirror_top_bs, bs): from now on every guest write is tracked. The job reads
-        // through the filter and lets the guest write, but nobody may resize the source.
-        nodes.insertFilter(job, filterNode, Access.of(Perm.of(Perm.CONSISTENT_READ),
-                Perm.of(Perm.CONSISTENT_READ, Perm.WRITE_UNCHANGED, Perm.WRITE)));
-        jobs.start(job);
-        return job;
+        Actions actions = new Actions(bs, target, filterNode, targetOwned, self, extraRelease,
+                bs.bitmaps().adopt(bitmap));
+        try {
+            MirrorJob driver = new MirrorJob(new MirrorJob.Params(type, sync, base, bufSize, onSource, onTarget,
+                    unmap), bs, target, filter, bitmap, actions);
+            Job job = nodes.createJob(jobId, driver, mirrorUses(bs, target, type == JobType.COMMIT ? base : null,
+                    size), speed, autoFinalize, autoDismiss);
+            self[0] = job;
+            // bdrv_append(mirror_top_bs, bs): the devices move onto the filter. The job reads
+            // through the filter and lets the guest write, but nobody may resize the source.
+            nodes.insertFilter(job, filterNode, Access.of(Perm.of(Perm.CONSISTENT_READ),
+                    Perm.of(Perm.CONSISTENT_READ, Perm.WRITE_UNCHANGED, Perm.WRITE)));
+            jobs.start(job);
+            return job;
+        } catch (QmpError | RuntimeException e) {
+            actions.untrack();
+            throw e;
+        }
     }
 
     /**
@@ -280,20 +291,36 @@ public final class MirrorCommands implements CommandGroup {
         private final Job[] job;
         private final java.util.function.BiConsumer<Job, Boolean> extraRelease;
         private boolean detached;
+        /** The job's bitmap, recording at the source node until the job ends. */
+        private final BlockDirtyBitmap tracking;
+        private boolean untracked;
 
         Actions(BlockNode source, BlockNode target, BlockNode filterNode, boolean targetOwned,
-                Job[] job, java.util.function.BiConsumer<Job, Boolean> extraRelease) {
+                Job[] job, java.util.function.BiConsumer<Job, Boolean> extraRelease, BlockDirtyBitmap tracking) {
             this.source = source;
             this.target = target;
             this.filterNode = filterNode;
             this.targetOwned = targetOwned;
             this.job = job;
             this.extraRelease = extraRelease;
+            this.tracking = tracking;
         }
 
+        /**
+         * Every device that reaches the source: those on the filter and any other user that
+         * writes the source directly (an export on its node name).
+         */
         @Override
         public DrainedSection drain() {
-            return nodes.devices().drain(filterNode);
+            return nodes.devices().drain(source);
+        }
+
+        /** The source stops recording for the job. Idempotent. */
+        synchronized void untrack() {
+            if (!untracked) {
+                untracked = true;
+                source.bitmaps().release(tracking);
+            }
         }
 
         @Override
@@ -318,6 +345,7 @@ public final class MirrorCommands implements CommandGroup {
 
         @Override
         public void release(boolean pivoted) {
+            untrack();
             Job j = job[0];
             if (j == null) {
                 return;

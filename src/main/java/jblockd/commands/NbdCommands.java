@@ -329,6 +329,8 @@ public final class NbdCommands implements CommandGroup {
         if (d.name().isEmpty()) {
             devices.removeAnonymous(d);
         }
+        // blk_exp_unref() -> blk_exp_delete_bh(): once nothing of the export is left
+        events.blockExportDeleted(e.id());
     }
 
     private Optional<NbdExport> exportById(String id) {

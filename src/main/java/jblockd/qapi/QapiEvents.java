@@ -42,6 +42,9 @@ public interface QapiEvents {
     /** SHUTDOWN {guest, reason}. */
     void shutdown(boolean guest, String reason);
 
+    /** BLOCK_EXPORT_DELETED {id}: the export is gone (block-export-del, nbd-server-stop). */
+    void blockExportDeleted(String id);
+
     /** Discards every event: for tests and embedded use without a QMP server. */
     QapiEvents NONE = new QapiEvents() {
         public void jobStatusChange(String id, JobStatus status) { }
@@ -54,5 +57,6 @@ public interface QapiEvents {
         public void stop() { }
         public void resume() { }
         public void shutdown(boolean guest, String reason) { }
+        public void blockExportDeleted(String id) { }
     };
 }

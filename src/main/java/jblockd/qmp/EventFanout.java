@@ -181,4 +181,11 @@ public final class EventFanout implements QapiEvents {
         d.put("reason", reason);
         emit("SHUTDOWN", d);
     }
+
+    @Override
+    public void blockExportDeleted(String id) {
+        ObjectNode d = NF.objectNode();
+        d.put("id", id);
+        emit("BLOCK_EXPORT_DELETED", d);
+    }
 }

@@ -112,6 +112,14 @@ class MirrorJobTest {
         }
     }
 
+    private void awaitGuestWrites(long atLeast) throws InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (guest.writes < atLeast && System.nanoTime() < deadline) {
+            Thread.sleep(1);
+        }
+        assertThat(guest.writes).as("guest writes").isGreaterThanOrEqualTo(atLeast);
+    }
+
     private MirrorCommands.BlockdevMirrorArgs args(MirrorSyncMode sync, Long speed, Long granularity) {
         return new MirrorCommands.BlockdevMirrorArgs(null, "drive0", "tgt", null, sync, speed, granularity,
                 null, null, null, null, null, null, null);
@@ -133,12 +141,13 @@ class MirrorJobTest {
         events.await("READY");
         assertThat(job.info().ready()).isTrue();
         assertThat(job.info().offset()).isEqualTo(job.info().len());
-        Thread.sleep(50);
+        // some guest writes while READY, and more after the pivot (counted, not timed: a loaded
+        // machine may schedule the guest thread rarely)
+        awaitGuestWrites(guest.writes + 10);
         job.complete();
         assertThat(job.awaitStatus(JobStatus.NULL, 10, TimeUnit.SECONDS)).isTrue();
-        Thread.sleep(30);
+        awaitGuestWrites(guest.writes + 5);
         guest.stop();
-        assertThat(guest.writes).isGreaterThan(10);
         assertThat(device.root()).isSameAs(tgt);
         assertThat(read(tgt)).isEqualTo(model);
         List<String> ev = events.events();

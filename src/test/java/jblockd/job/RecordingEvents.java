@@ -116,4 +116,9 @@ public final class RecordingEvents implements QapiEvents {
     public void shutdown(boolean guest, String reason) {
         add("SHUTDOWN");
     }
+
+    @Override
+    public void blockExportDeleted(String id) {
+        add("BLOCK_EXPORT_DELETED");
+    }
 }

@@ -237,6 +237,19 @@ public final class NodeBitmaps {
         return b;
     }
 
+    /**
+     * Records every later write that reaches this node in {@code bits}, a job's own bitmap of the
+     * job's exact length (mirror's: QEMU's mirror job bitmap): an anonymous enabled bitmap that
+     * the job {@link #release releases} at its end. Whoever writes the node (the device through
+     * the job's filter, an export added later on the node's name, another parent) is recorded,
+     * so the job cannot miss a write.
+     */
+    public synchronized BlockDirtyBitmap adopt(DirtyBitmap bits) {
+        BlockDirtyBitmap b = new BlockDirtyBitmap(this, null, bits, false, false, false, false);
+        changeRecording(() -> list.addFirst(b));
+        return b;
+    }
+
     private DirtyBitmap newBits(long granularity, String name) throws BitmapException {
         long length;
         try {

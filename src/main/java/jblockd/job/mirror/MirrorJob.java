@@ -548,9 +548,39 @@ public final class MirrorJob implements JobDriver {
         if (!pivotPending) {
             return;
         }
-        // drained inside: no guest request is left on the filter, none reaches it again
-        actions.pivot();
+        // Drained over everything that reaches the source: a write that reached the source
+        // without passing the filter after the final sync (an export on the node name) is
+        // still in the bitmap and is copied now, so the target misses nothing at the pivot.
+        try (DrainedSection s = actions.drain()) {
+            copyLeftovers();
+            actions.pivot();
+        }
         pivoted = true;
+    }
+
+    /** Copies, synchronously, what the bitmap still holds (the caller keeps everything drained). */
+    private void copyLeftovers() throws IOException {
+        long size = source.length();
+        long[] run;
+        ByteBuffer buf = null;
+        while ((run = bitmap.nextDirtyRun(0, MAX_OP_BYTES)) != null) {
+            long off = run[0];
+            long len = Math.min(run[1], size - off);
+            bitmap.clear(run[0], run[1]);
+            if (len <= 0) {
+                continue;
+            }
+            if (buf == null || buf.capacity() < len) {
+                buf = ByteBuffer.allocateDirect((int) len);
+            }
+            buf.clear().limit((int) len);
+            source.read(off, buf);
+            buf.flip();
+            target.write(off, buf, false);
+        }
+        if (buf != null) {
+            target.flush();
+        }
     }
 
     @Override

@@ -33,4 +33,7 @@ final class RecordingEvents implements QapiEvents {
     }
 
     public void shutdown(boolean guest, String reason) { }
+
+    @Override
+    public void blockExportDeleted(String id) { }
 }
