@@ -487,7 +487,9 @@ public final class Job {
                 events.blockJobCompleted(driver.type(), id, len, offset, limiter.speed(), errorText);
             }
             transition(JobStatus.CONCLUDED);
-            if (autoDismiss) {
+            // a job that never started is gone at once even without auto-dismiss (observed on
+            // QEMU 7.2: a rolled-back transaction's job reaches null and query-jobs is empty)
+            if (autoDismiss || !started) {
                 toNullLocked();
             }
         } finally {
@@ -677,11 +679,11 @@ public final class Job {
             return;
         }
         if (wait && isForce) {
-            lock.lock();
-            try {
-                awaitLocked(() -> status == JobStatus.CONCLUDED || status == JobStatus.NULL);
-            } finally {
-                lock.unlock();
+            // the whole job transaction: QEMU 7.2 replies to block-job-cancel of a grouped
+            // backup after every member's end events (transactions.md §6.2, observed)
+            long deadline = System.nanoTime() + COMMAND_WAIT_NANOS;
+            for (Job m : txn.members()) {
+                m.awaitEnd(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
             }
         }
     }
