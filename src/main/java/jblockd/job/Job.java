@@ -32,6 +32,13 @@ import jblockd.qapi.QmpError;
  * {@link #transition} is the only writer of the status: it checks {@link Transitions} and emits
  * JOB_STATUS_CHANGE (nothing for a same-status move). Events are emitted under the lock, which
  * keeps their order equal to the order of the changes; {@link QapiEvents} never blocks.
+ *
+ * <h2>The end</h2>
+ * A job's end is decided with the other members of its {@link JobTxn} (a job made alone is the
+ * only member of its own): its thread reports the run's end ({@code waiting} or
+ * {@code aborting}) and the transaction finalizes the members ({@link #finish}: the outcome is
+ * claimed, then commit or abort, clean, the end event, concluded). A job never calls into its
+ * transaction while holding its own lock.
  */
 public final class Job {
     private static final Logger LOG = Logger.getLogger(Job.class.getName());
