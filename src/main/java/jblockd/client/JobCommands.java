@@ -52,6 +52,52 @@ public final class JobCommands {
     }
 
     /**
+     * {@code transaction} (reference/transactions.md): runs every action or none. Returns a
+     * {@link Job} for each backup action, in list order, each subscribed to events before the
+     * command was sent (the jobs' {@code created} and {@code running} events precede the reply).
+     * A job without {@code job-id} gets the id of the next {@code JOB_STATUS_CHANGE created} the
+     * transaction caused, in order, else its device's name (jobs.md §8).
+     *
+     * @throws QmpException the first failing action's error: nothing was done
+     */
+    public List<Job> transaction(Transaction t) {
+        List<Transaction.Action> backups = t.actions().stream().filter(a -> a.backup() != null).toList();
+        List<Recorder> recs = new ArrayList<>();
+        for (int i = 0; i < backups.size(); i++) {
+            Recorder r = new Recorder();
+            qmp.connection().addInlineListener(r);
+            recs.add(r);
+        }
+        try {
+            qmp.execute("transaction", t.toJson());
+        } catch (RuntimeException e) {
+            recs.forEach(qmp.connection()::removeInlineListener);
+            throw e;
+        }
+        List<String> explicit = new ArrayList<>();
+        for (Transaction.Action a : backups) {
+            if (a.backup().jobId() != null) {
+                explicit.add(a.backup().jobId());
+            }
+        }
+        List<String> created = recs.isEmpty() ? new ArrayList<>() : new ArrayList<>(recs.get(0).createdJobIds());
+        created.removeAll(explicit);
+        List<Job> jobs = new ArrayList<>();
+        for (int i = 0; i < backups.size(); i++) {
+            JobArgs<?> args = backups.get(i).backup();
+            String id = args.jobId() != null ? args.jobId()
+                    : created.contains(args.device()) ? args.device()
+                    : !created.isEmpty() ? created.get(0) : args.device();
+            created.remove(id);
+            Job job = new Job(qmp, id, JobType.BACKUP);
+            job.start(recs.get(i));
+            recs.get(i).bind(job);
+            jobs.add(job);
+        }
+        return jobs;
+    }
+
+    /**
      * Follows a job that is already running (e.g. started by another client). Events emitted
      * before this call are not seen; the first poll fills in the state.
      *
@@ -124,6 +170,16 @@ public final class JobCommands {
                 return created.get(0);
             }
             return device;
+        }
+
+        /** The ids of the {@code JOB_STATUS_CHANGE created} events seen so far, in order. */
+        synchronized List<String> createdJobIds() {
+            List<String> created = new ArrayList<>();
+            for (QmpEvent ev : buffer) {
+                ev.asJobStatusChange().filter(c -> c.status() == JobStatus.CREATED)
+                        .ifPresent(c -> created.add(c.id()));
+            }
+            return created;
         }
 
         synchronized void bind(Job job) {

@@ -1,44 +1,28 @@
 package jblockd.commands;
 
-import java.io.IOException;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.List;
-import java.util.Optional;
 
-import jblockd.block.Access;
-import jblockd.block.BlockNode;
-import jblockd.block.ImageCreator;
-import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
-import jblockd.block.cbw.BlockCopy;
-import jblockd.device.Device;
 import jblockd.device.Devices;
 import jblockd.job.Job;
 import jblockd.job.JobRegistry;
-import jblockd.job.JobUse;
-import jblockd.job.backup.BackupGraph;
-import jblockd.job.backup.BackupJob;
+import jblockd.job.JobTxn;
 import jblockd.qapi.BlockdevOnError;
-import jblockd.qapi.ErrorClass;
 import jblockd.qapi.MirrorSyncMode;
 import jblockd.qapi.NewImageMode;
 import jblockd.qapi.QmpError;
+import jblockd.qapi.TransactionActionKind;
 import jblockd.qmp.CommandGroup;
 import jblockd.qmp.CommandRegistry;
 
 /**
- * drive-backup and blockdev-backup (seed 004, SPEC §4, reference/backup.md). Checks run in
- * QEMU 7.2's order: device lookup, bitmap arguments, target creation/opening, job creation
- * (id, speed), then the copy-before-write filter goes in and the job starts; the command
- * returns after {@code J(created) J(running) J(paused) J(running)} (jobs.md §5).
+ * drive-backup and blockdev-backup (seed 004, SPEC §4, reference/backup.md), and the same two
+ * as {@code transaction} actions. Each command is a transaction of one {@link BackupAction}, as
+ * QEMU 7.2 runs it (blockdev_do_action): the checks in QEMU's order, the job, the
+ * copy-before-write filter in place before the reply, and the reply after
+ * {@code J(created) J(running) J(paused) J(running)} (jobs.md §5) all come from there.
  */
 public final class BackupCommands implements CommandGroup {
-    /** Backup cluster floor (QEMU block-copy: max(64 KiB, target cluster size)). */
-    static final int MIN_CLUSTER = 64 * 1024;
-    /** Chunk copies in flight per job: enough to keep a disk busy, bounded memory (≤ 16 MiB). */
-    static final int DEFAULT_WORKERS = 8;
-    static final int MAX_WORKERS = 16;
 
     public record BackupPerf(Boolean useCopyRange, Long maxWorkers, Long maxChunk) {
     }
@@ -57,20 +41,16 @@ public final class BackupCommands implements CommandGroup {
                                      BackupPerf xPerf) {
     }
 
-    /** The arguments both commands share once the target node is known. */
-    private record Common(String jobId, MirrorSyncMode sync, long speed, boolean compress,
-                          BlockdevOnError onSourceError, BlockdevOnError onTargetError, boolean autoFinalize,
-                          boolean autoDismiss, String filterNodeName, BackupPerf xPerf) {
-    }
-
     private final NodeGraph graph;
     private final Devices devices;
     private final JobRegistry jobs;
+    private final Transactions transactions;
 
     public BackupCommands(NodeGraph graph, Devices devices, JobRegistry jobs) {
         this.graph = graph;
         this.devices = devices;
         this.jobs = jobs;
+        this.transactions = new Transactions(devices);
     }
 
     @Override
@@ -85,242 +65,33 @@ public final class BackupCommands implements CommandGroup {
         });
     }
 
+    /** The two backups as {@code transaction} actions (their data: the commands' arguments). */
+    public void registerActions(TransactionCommands t) {
+        t.registerAction(TransactionActionKind.DRIVE_BACKUP, DriveBackupArgs.class, this::driveBackupAction);
+        t.registerAction(TransactionActionKind.BLOCKDEV_BACKUP, BlockdevBackupArgs.class, this::blockdevBackupAction);
+    }
+
+    /** drive-backup: a transaction of one; returns the started job. */
     public Job driveBackup(DriveBackupArgs a) throws QmpError {
-        BlockNode source = lookupSource(a.device());
-        MirrorSyncMode sync = a.sync() == null ? MirrorSyncMode.FULL : a.sync(); // seed 004
-        checkBitmapArgs(sync, a.bitmap(), a.bitmapMode());
-        String name = displayName(source);
-        jobs.checkNotBusy(source, name);
-
-        NewImageMode mode = a.mode() == null ? NewImageMode.ABSOLUTE_PATHS : a.mode();
-        if (a.format() != null && !graph.drivers().isFormat(a.format())) {
-            throw QmpError.generic("Unknown file format '" + a.format() + "'");
-        }
-        // QEMU drive_backup_prepare(): sync=top without a backing file is a full backup.
-        BlockNode backing = source.driver().backing();
-        if (sync == MirrorSyncMode.TOP && backing == null) {
-            sync = MirrorSyncMode.FULL;
-        }
-        Path path = Path.of(a.target());
-        boolean fresh;
-        if (mode == NewImageMode.ABSOLUTE_PATHS) {
-            String format = a.format() != null ? a.format() : source.driver().formatName();
-            createTarget(path, format, source, sync, backing);
-            // A new image without backing file reads as zeroes: zero ranges need no write.
-            fresh = sync == MirrorSyncMode.FULL;
-        } else {
-            if (!Files.exists(path)) {
-                throw QmpError.generic("Could not open '" + path + "': No such file or directory");
-            }
-            fresh = false;
-        }
-        BlockNode target;
-        try {
-            target = graph.add(graph.imageOptions(path, mode == NewImageMode.ABSOLUTE_PATHS && a.format() == null
-                    ? source.driver().formatName() : a.format(), false, false, null, source.unmap()));
-        } catch (IOException e) {
-            throw QmpError.generic(openError(path, e));
-        }
-        Common c = new Common(a.jobId(), sync, a.speed() == null ? 0 : a.speed(), Boolean.TRUE.equals(a.compress()),
-                a.onSourceError(), a.onTargetError(), a.autoFinalize() == null || a.autoFinalize(),
-                a.autoDismiss() == null || a.autoDismiss(), a.filterNodeName(), a.xPerf());
-        try {
-            return start(source, target, true, fresh, c);
-        } catch (QmpError | RuntimeException e) {
-            closeQuietly(target);
-            throw e;
-        }
+        BackupAction action = driveBackupAction(a, null);
+        transactions.run(List.of(action), false);
+        return action.job();
     }
 
+    /** blockdev-backup: a transaction of one; returns the started job. */
     public Job blockdevBackup(BlockdevBackupArgs a) throws QmpError {
-        BlockNode source = lookupSource(a.device());
-        MirrorSyncMode sync = a.sync() == null ? MirrorSyncMode.FULL : a.sync();
-        checkBitmapArgs(sync, a.bitmap(), a.bitmapMode());
-        Optional<BlockNode> t = devices.lookupNode(a.target());
-        if (t.isEmpty()) {
-            throw QmpError.generic("Cannot find device='" + a.target() + "' nor node-name='" + a.target() + "'");
-        }
-        BlockNode target = t.get();
-        if (target == source) {
-            throw QmpError.generic("Source and target cannot be the same");
-        }
-        jobs.checkNotBusy(source, displayName(source));
-        jobs.checkNotBusy(target, displayName(target));
-        if (sync == MirrorSyncMode.TOP && source.driver().backing() == null) {
-            sync = MirrorSyncMode.FULL;
-        }
-        Common c = new Common(a.jobId(), sync, a.speed() == null ? 0 : a.speed(), Boolean.TRUE.equals(a.compress()),
-                a.onSourceError(), a.onTargetError(), a.autoFinalize() == null || a.autoFinalize(),
-                a.autoDismiss() == null || a.autoDismiss(), a.filterNodeName(), a.xPerf());
-        return start(source, target, false, false, c);
+        BackupAction action = blockdevBackupAction(a, null);
+        transactions.run(List.of(action), false);
+        return action.job();
     }
 
-    private Job start(BlockNode source, BlockNode target, boolean ownsTarget, boolean fresh, Common c)
-            throws QmpError {
-        long len;
-        long targetLen;
-        try {
-            len = source.length();
-            targetLen = target.length();
-        } catch (IOException e) {
-            throw QmpError.generic(IoError.wrap(e).errno().strerror());
-        }
-        if (len != targetLen && !ownsTarget) {
-            throw QmpError.generic("Source and target image have different sizes");
-        }
-        if (target.readOnly()) {
-            throw QmpError.generic("Target node '" + target.nodeName() + "' is read-only");
-        }
-        int cluster = Math.max(MIN_CLUSTER, target.driver().clusterSize());
-        int chunk = BlockCopy.MAX_CHUNK;
-        int workers = DEFAULT_WORKERS;
-        if (c.xPerf() != null) {
-            Long mw = c.xPerf().maxWorkers();
-            if (mw != null) {
-                if (mw < 1 || mw > Integer.MAX_VALUE) {
-                    throw QmpError.generic("max-workers must be between 1 and 2147483647");
-                }
-                workers = (int) Math.min(MAX_WORKERS, mw);
-            }
-            Long mc = c.xPerf().maxChunk();
-            if (mc != null && mc != 0) {
-                if (mc < cluster) {
-                    throw QmpError.generic("Required max-chunk (" + mc + ") is less than backup cluster size ("
-                            + cluster + ")");
-                }
-                chunk = (int) Math.min(BlockCopy.MAX_CHUNK, mc);
-            }
-        }
-        if (c.compress()) {
-            // QEMU backup_job_create(): the target driver must support compressed writes. raw never
-            // does (QEMU's text, trailing space included); jblockd's qcow2 has no compressed
-            // writer yet.
-            if ("qcow2".equals(target.driver().formatName())) {
-                throw QmpError.generic("Compressed writes to qcow2 are not implemented in jblockd");
-            }
-            throw QmpError.generic("Compression is not supported for this drive ");
-        }
-        String id = c.jobId() != null ? c.jobId() : deviceName(source).orElse("");
-
-        BlockCopy copy = new BlockCopy(source, target, len, cluster, chunk, workers, fresh);
-        BackupGraph bg;
-        try {
-            bg = BackupGraph.prepare(graph, devices, source, copy, c.filterNodeName(), target, ownsTarget);
-        } catch (IoError e) {
-            throw QmpError.generic(e.getMessage());
-        }
-        BackupJob driver = new BackupJob(copy, source, c.sync(),
-                c.onSourceError() == null ? BlockdevOnError.REPORT : c.onSourceError(),
-                c.onTargetError() == null ? BlockdevOnError.REPORT : c.onTargetError(), workers, bg);
-        Job job;
-        try {
-            job = jobs.create(id, driver, backupUses(bg.filter(), source, target), c.speed(), c.autoFinalize(),
-                    c.autoDismiss());
-        } catch (QmpError e) {
-            graph.unregister(bg.filter());
-            throw e;
-        }
-        job.context().setLen(len);
-        copy.onProgress(job.context()::addOffset);
-        bg.attach(jobs, job);
-        bg.activate();
-        // QEMU drains the source once at the start (jobs.md §5): J(running) J(paused) J(running)
-        // before the reply. The pause is requested before the thread starts, so the job stops at
-        // its entry pause point and no I/O happens before the reply.
-        job.drainBegin();
-        jobs.start(job);
-        job.awaitPaused(5, java.util.concurrent.TimeUnit.SECONDS);
-        job.drainEnd();
-        return job;
+    /** @param txn the grouped transaction's job transaction, or null */
+    BackupAction driveBackupAction(DriveBackupArgs a, JobTxn txn) {
+        return BackupAction.drive(graph, devices, jobs, txn, a);
     }
 
-    /**
-     * backup_job_create(): the job's main node is the copy-before-write filter and it keeps the
-     * target, needing nothing itself on either (the filter's links to source and target carry
-     * the permissions); it keeps the source too, so that no second job starts on it.
-     */
-    private static List<JobUse> backupUses(BlockNode filter, BlockNode source, BlockNode target) {
-        return List.of(JobUse.node(filter, "main node", Access.PASSIVE),
-                JobUse.node(source, "source", Access.PASSIVE),
-                JobUse.node(target, "target", Access.PASSIVE));
-    }
-
-    /**
-     * Target creation per reference/backup.md §3: full → no backing; top → the source's backing
-     * file (full path and format); none → the source image itself.
-     */
-    private void createTarget(Path path, String format, BlockNode source, MirrorSyncMode sync, BlockNode backing)
-            throws QmpError {
-        ImageCreator creator = graph.drivers().creator(format)
-                .orElseThrow(() -> QmpError.generic("Unknown file format '" + format + "'"));
-        Path parent = path.toAbsolutePath().getParent();
-        if (parent != null && !Files.isDirectory(parent)) {
-            throw QmpError.generic("Could not create '" + path + "': No such file or directory");
-        }
-        String backingFile = null;
-        String backingFormat = null;
-        if (sync == MirrorSyncMode.TOP && backing != null) {
-            backingFile = backing.driver().filename();
-            backingFormat = backing.driver().formatName();
-        } else if (sync == MirrorSyncMode.NONE) {
-            backingFile = source.driver().filename();
-            backingFormat = source.driver().formatName();
-        }
-        if (backingFile != null && "raw".equals(format)) {
-            // raw has no backing file: the target gets no backing link (the data is still
-            // correct for sync=top only if the base reads as zero; QEMU behaves the same).
-            backingFile = null;
-            backingFormat = null;
-        }
-        try {
-            creator.create(new ImageCreator.Options(path, source.length(), backingFile, backingFormat, 0, false));
-        } catch (IOException e) {
-            throw QmpError.generic("Could not create '" + path + "': " + IoError.wrap(e).errno().strerror());
-        }
-    }
-
-    private static String openError(Path path, IOException e) {
-        IoError io = IoError.wrap(e);
-        String msg = io.getMessage();
-        if (msg != null && (msg.startsWith("Could not open") || msg.startsWith("Unknown file format"))) {
-            return msg;
-        }
-        return "Could not open '" + path + "': " + io.errno().strerror();
-    }
-
-    private void closeQuietly(BlockNode node) {
-        try {
-            graph.remove(node);
-        } catch (IOException ignored) {
-            // the first error is the one to report
-        }
-    }
-
-    private void checkBitmapArgs(MirrorSyncMode sync, String bitmap, String bitmapMode) throws QmpError {
-        // jblockd has no dirty bitmaps yet: no bitmap name can be valid.
-        if (bitmap != null) {
-            throw QmpError.generic("Bitmap '" + bitmap + "' could not be found");
-        }
-        if (bitmapMode != null) {
-            throw QmpError.generic("Cannot specify bitmap sync mode without a bitmap");
-        }
-        if (sync == MirrorSyncMode.INCREMENTAL || sync == MirrorSyncMode.BITMAP) {
-            throw QmpError.generic("must provide a valid bitmap name for '" + sync.wire() + "' sync mode");
-        }
-    }
-
-    /** seed 004: an unknown device is DeviceNotFound (QEMU 7.2 says GenericError). */
-    private BlockNode lookupSource(String device) throws QmpError {
-        return devices.lookupNode(device).orElseThrow(() -> new QmpError(ErrorClass.DEVICE_NOT_FOUND,
-                "Cannot find device='" + device + "' nor node-name='" + device + "'"));
-    }
-
-    private Optional<String> deviceName(BlockNode node) {
-        return devices.deviceOf(node).map(Device::name);
-    }
-
-    /** The name QEMU's busy message shows: the drive name, else the node name. */
-    private String displayName(BlockNode node) {
-        return deviceName(node).orElse(node.nodeName());
+    /** @param txn the grouped transaction's job transaction, or null */
+    BackupAction blockdevBackupAction(BlockdevBackupArgs a, JobTxn txn) {
+        return BackupAction.blockdev(graph, devices, jobs, txn, a);
     }
 }

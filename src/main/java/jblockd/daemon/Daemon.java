@@ -34,6 +34,7 @@ import jblockd.commands.MirrorCommands;
 import jblockd.commands.NbdCommands;
 import jblockd.commands.RunStateCommands;
 import jblockd.commands.StreamCommitCommands;
+import jblockd.commands.TransactionCommands;
 import jblockd.device.Device;
 import jblockd.device.Devices;
 import jblockd.device.RunState;
@@ -139,7 +140,11 @@ public final class Daemon implements AutoCloseable {
         new BitmapCommands(devices).register(registry);
         this.jobs = new JobRegistry(events, graph);
         new JobCommands(jobs).register(registry);
-        new BackupCommands(graph, devices, jobs).register(registry);
+        BackupCommands backups = new BackupCommands(graph, devices, jobs);
+        backups.register(registry);
+        TransactionCommands transactions = new TransactionCommands(devices, json);
+        backups.registerActions(transactions);
+        transactions.register(registry);
         new MirrorCommands(graph, devices, jobs).register(registry);
         new StreamCommitCommands(graph, devices, jobs).register(registry);
         // quit / SIGTERM: running jobs are cancelled (a cancelled backup's target is simply

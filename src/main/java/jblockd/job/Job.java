@@ -32,6 +32,13 @@ import jblockd.qapi.QmpError;
  * {@link #transition} is the only writer of the status: it checks {@link Transitions} and emits
  * JOB_STATUS_CHANGE (nothing for a same-status move). Events are emitted under the lock, which
  * keeps their order equal to the order of the changes; {@link QapiEvents} never blocks.
+ *
+ * <h2>The end</h2>
+ * A job's end is decided with the other members of its {@link JobTxn} (a job made alone is the
+ * only member of its own): its thread reports the run's end ({@code waiting} or
+ * {@code aborting}) and the transaction finalizes the members ({@link #finish}: the outcome is
+ * claimed, then commit or abort, clean, the end event, concluded). A job never calls into its
+ * transaction while holding its own lock.
  */
 public final class Job {
     private static final Logger LOG = Logger.getLogger(Job.class.getName());
@@ -46,6 +53,8 @@ public final class Job {
     private final boolean autoFinalize;
     private final boolean autoDismiss;
     private final Runnable onDismissed;
+    /** The transaction whose members end together; a job alone has one of its own. */
+    private final JobTxn txn;
     private final Context context = new Context();
 
     private final ReentrantLock lock = new ReentrantLock();
@@ -69,11 +78,12 @@ public final class Job {
     private Throwable failure;
     private IoError ignoredError;
     /**
-     * Set once the finish sequence (prepare/commit/abort/clean + event) has been claimed, and
-     * with it {@link #outcome}: from then on a cancel changes nothing.
+     * Set once the finish sequence (prepare/commit/abort/clean + event) is under way: when its
+     * transaction began to finalize its members, or when {@link #outcome} was claimed. From then
+     * on a user's cancel changes nothing.
      */
     private boolean finishing;
-    /** How the job ends; written only by {@link #claimFinishLocked} and a failed prepare. */
+    /** How the job ends; written only by {@link #claimFinishLocked}. */
     private Outcome outcome;
     /** Requests of the job still running on its nodes ({@link JobContext#beginInFlight}). */
     private int inFlight;
@@ -93,13 +103,14 @@ public final class Job {
     }
 
     Job(String id, JobDriver driver, QapiEvents events, boolean autoFinalize, boolean autoDismiss,
-        Runnable onDismissed) {
+        Runnable onDismissed, JobTxn txn) {
         this.id = Objects.requireNonNull(id);
         this.driver = Objects.requireNonNull(driver);
         this.events = Objects.requireNonNull(events);
         this.autoFinalize = autoFinalize;
         this.autoDismiss = autoDismiss;
         this.onDismissed = onDismissed;
+        this.txn = Objects.requireNonNull(txn);
         this.limiter = new RateLimiter(0, System.nanoTime());
     }
 
@@ -113,6 +124,15 @@ public final class Job {
 
     public JobDriver driver() {
         return driver;
+    }
+
+    /** The job transaction it ends with (its own when it was made alone). */
+    public JobTxn txn() {
+        return txn;
+    }
+
+    boolean autoFinalize() {
+        return autoFinalize;
     }
 
     /** The context handed to the driver (tests and drivers' helper threads use it too). */
@@ -185,6 +205,7 @@ public final class Job {
         } finally {
             lock.unlock();
         }
+        txn.remove(this);
     }
 
     /**
@@ -200,12 +221,20 @@ public final class Job {
         transition(JobStatus.NULL);
     }
 
-    /** created → running, synchronously in the caller (QEMU job_start()); the thread follows. */
-    void markStarted() {
+    /**
+     * created → running, synchronously in the caller (QEMU job_start()); the thread follows.
+     * False when the job is no longer created: its transaction aborted it before it could start
+     * (a member cancelled while a transaction still committed the others), so no thread is due.
+     */
+    boolean markStarted() {
         lock.lock();
         try {
+            if (status != JobStatus.CREATED || finishing) {
+                return false;
+            }
             started = true;
             transition(JobStatus.RUNNING);
+            return true;
         } finally {
             lock.unlock();
         }
@@ -230,49 +259,40 @@ public final class Job {
     }
 
     /**
-     * QEMU job_completed(): success → waiting/pending (then finalize, now or on job-finalize);
-     * failure or force cancel → aborting and the abort path at once.
+     * QEMU job_completed(): success → waiting, and the transaction decides what follows
+     * ({@link JobTxn#memberSucceeded}: pending, then finalize, now or on job-finalize); failure
+     * or force cancel → aborting, and the transaction aborts every member ({@link JobTxn#abort}).
      */
     private void completed(Throwable fail) {
-        Outcome claimed = null;
+        boolean success;
         lock.lock();
         try {
             if (fail != null && failure == null) {
                 failure = fail;
             }
             sleeping = 0;
-            if (!forceCancel && failure == null && ignoredError == null) {
-                transition(JobStatus.WAITING);
-                transition(JobStatus.PENDING);
-                if (autoFinalize) {
-                    claimed = claimFinishLocked();
-                } else {
-                    events.blockJobPending(driver.type(), id);
-                }
-            } else {
-                claimed = claimFinishLocked();
-                transition(JobStatus.ABORTING);
-            }
+            success = !forceCancel && failure == null && ignoredError == null;
+            transition(success ? JobStatus.WAITING : JobStatus.ABORTING);
         } finally {
             lock.unlock();
         }
-        if (claimed == Outcome.SUCCESS) {
-            doFinalize();
-        } else if (claimed != null) {
-            finalizeSingle();
+        if (success) {
+            txn.memberSucceeded(this);
+        } else {
+            txn.abort(this, false);
         }
     }
 
     /**
-     * The one place a job's outcome is decided, when its finish sequence is claimed (by the job
-     * thread, job-finalize or a cancel in pending): cancelled if force-cancelled by then, failed
-     * if run failed (or stream ignored an error), else success — which only a failing
-     * {@link JobDriver#prepare} can still turn into failure. Nothing after this makes a job
-     * cancelled: a cancel arriving later (say while a mirror pivots) is too late, as in QEMU,
-     * where job_cancel() of a job already finalizing has nothing left to cancel.
+     * The one place a job's outcome is decided, when its transaction finalizes it (after every
+     * member succeeded and prepared, or when the transaction aborts): cancelled if
+     * force-cancelled by then (by the user, or by its transaction because another member failed),
+     * failed if run or prepare failed (or stream ignored an error), else success. Nothing after
+     * this makes a job cancelled: a cancel arriving later (say while a mirror pivots) is too
+     * late, as in QEMU, where job_cancel() of a job already finalizing has nothing left to cancel.
      */
     private Outcome claimFinishLocked() {
-        assert lock.isHeldByCurrentThread() && !finishing;
+        assert lock.isHeldByCurrentThread() && outcome == null;
         finishing = true;
         if (forceCancel) {
             outcome = Outcome.CANCELLED;
@@ -287,19 +307,146 @@ public final class Job {
         return outcome;
     }
 
-    /** QEMU job_do_finalize(): prepare may still fail (the job then fails), then commit or abort. */
-    private void doFinalize() {
+    // ------------------------------------------------------------------ steps its transaction runs
+
+    /** True in {@code waiting}: the work is done and the job waits for its transaction. */
+    boolean isWaiting() {
+        lock.lock();
+        try {
+            return status == JobStatus.WAITING;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** QEMU job_transition_to_pending(): waiting → pending, BLOCK_JOB_PENDING without auto-finalize. */
+    void toPending() {
+        lock.lock();
+        try {
+            transition(JobStatus.PENDING);
+            if (!autoFinalize) {
+                events.blockJobPending(driver.type(), id);
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** The transaction finalizes its members: a cancel from now on is too late. */
+    void markFinishing() {
+        lock.lock();
+        try {
+            finishing = true;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * QEMU job_prepare(): the last step that may still fail. A failure fails the job (aborting)
+     * and is returned as false.
+     */
+    boolean runPrepare() {
         try {
             driver.prepare();
+            return true;
         } catch (Throwable t) {
             lock.lock();
             try {
                 failure = t;
-                outcome = Outcome.FAILURE;
                 transition(JobStatus.ABORTING);
             } finally {
                 lock.unlock();
             }
+            return false;
+        }
+    }
+
+    /**
+     * QEMU job_cancel_async(job, force=true) from the transaction's abort: another member
+     * failed or was cancelled. Lifts a user pause (the job must see the cancel); a job never
+     * started is completed at once (created → aborting, QEMU job_cancel() of an unstarted job).
+     * Nothing once the job's outcome is claimed.
+     */
+    void cancelByTxn() {
+        boolean ready;
+        lock.lock();
+        try {
+            if (outcome != null) {
+                return;
+            }
+            ready = status == JobStatus.READY || status == JobStatus.STANDBY;
+        } finally {
+            lock.unlock();
+        }
+        // the driver may wake its own waits (in-flight requests); whatever it answers, the
+        // transaction's cancel is a force cancel
+        driver.cancel(true, ready);
+        lock.lock();
+        try {
+            if (outcome != null) {
+                return;
+            }
+            cancelRequested = true;
+            forceCancel = true;
+            liftUserPauseLocked();
+            if (!started && status == JobStatus.CREATED) {
+                transition(JobStatus.ABORTING);
+            }
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * QEMU job_finish_sync() as the transaction's abort uses it: waits, without bound, until the
+     * job's work has stopped (waiting, pending, aborting or later). A force-cancelled job gets
+     * there at its next pause point.
+     */
+    void awaitCompleted() {
+        lock.lock();
+        try {
+            boolean interrupted = false;
+            while (!isCompletedLocked()) {
+                try {
+                    changed.await();
+                } catch (InterruptedException e) {
+                    interrupted = true; // the member must still be finalized; keep the flag
+                }
+            }
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** QEMU job_is_completed(). */
+    private boolean isCompletedLocked() {
+        return switch (status) {
+            case WAITING, PENDING, ABORTING, CONCLUDED, NULL -> true;
+            default -> false;
+        };
+    }
+
+    /**
+     * The end of one member, as its transaction finalizes it: claims the outcome
+     * ({@link #claimFinishLocked}), aborting unless it is a success, then
+     * {@link #finalizeSingle}. Nothing when the outcome was claimed already.
+     */
+    void finish() {
+        lock.lock();
+        try {
+            if (outcome != null) {
+                return;
+            }
+            if (claimFinishLocked() != Outcome.SUCCESS) {
+                transition(JobStatus.ABORTING);
+            }
+        } finally {
+            lock.unlock();
         }
         finalizeSingle();
     }
@@ -336,13 +483,20 @@ public final class Job {
         try {
             if (end == Outcome.CANCELLED) {
                 errorText = "Operation canceled";
-                events.blockJobCancelled(driver.type(), id, len, offset, limiter.speed());
             } else {
                 errorText = end == Outcome.FAILURE ? errorText(failure) : null;
+            }
+            // QEMU emits the end event only for a job that started: one a transaction made and
+            // rolled back shows J(created) J(aborting) J(concluded) J(null) and nothing else
+            if (started && end == Outcome.CANCELLED) {
+                events.blockJobCancelled(driver.type(), id, len, offset, limiter.speed());
+            } else if (started) {
                 events.blockJobCompleted(driver.type(), id, len, offset, limiter.speed(), errorText);
             }
             transition(JobStatus.CONCLUDED);
-            if (autoDismiss) {
+            // a job that never started is gone at once even without auto-dismiss (observed on
+            // QEMU 7.2: a rolled-back transaction's job reaches null and query-jobs is empty)
+            if (autoDismiss || !started) {
                 toNullLocked();
             }
         } finally {
@@ -474,10 +628,15 @@ public final class Job {
 
     /**
      * Cancel without the verb check (shutdown). Returns after the job ended or a bounded wait.
-     * Once the finish sequence is claimed the outcome is decided and the cancel does nothing.
+     * Once the finish sequence is under way the outcome is decided and the cancel does nothing.
+     * <p>
+     * QEMU job_cancel(): a job still working is flagged and stops at its next pause point (its
+     * thread then aborts the transaction); one never started is completed at once (the rollback
+     * of a transaction: {@code J(aborting)}, and no end event since it never ran); one whose work
+     * is done ({@code waiting}, {@code pending}) is only cancelled by force, and then its
+     * transaction aborts right here, in the caller.
      */
     void cancel(boolean force, boolean wait) {
-        boolean abortNow = false;
         boolean ready;
         lock.lock();
         try {
@@ -489,47 +648,58 @@ public final class Job {
             lock.unlock();
         }
         boolean isForce = driver.cancel(force, ready);
+        boolean done;
+        boolean unstarted = false;
         lock.lock();
         try {
             if (finishing) {
-                return; // the job thread claimed the finish meanwhile: too late
+                return; // its transaction began to finalize it meanwhile: too late
             }
-            cancelRequested = true;
-            if (isForce) {
-                forceCancel = true;
+            done = status == JobStatus.WAITING || status == JobStatus.PENDING;
+            if (done && !isForce) {
+                return; // a soft cancel of a job whose work is done is ignored (job_cancel_async)
             }
-            // job_cancel_async(): a user pause is lifted (and io-status reset, as a resume does)
-            // so the job can see the cancel.
-            if (userPaused) {
-                userPaused = false;
-                pauseCount--;
-                ioStatus = IoStatus.OK;
+            if (!done) {
+                cancelRequested = true;
+                if (isForce) {
+                    forceCancel = true;
+                }
+                // job_cancel_async(): a user pause is lifted (and io-status reset, as a resume
+                // does) so the job can see the cancel.
+                liftUserPauseLocked();
+                if (!started && status == JobStatus.CREATED) {
+                    forceCancel = true;
+                    transition(JobStatus.ABORTING);
+                    unstarted = true;
+                }
+                changed.signalAll();
             }
-            if (forceCancel && status == JobStatus.PENDING) {
-                claimFinishLocked();
-                transition(JobStatus.ABORTING);
-                abortNow = true;
-            } else if (!started && status == JobStatus.CREATED) {
-                forceCancel = true;
-                claimFinishLocked();
-                transition(JobStatus.ABORTING);
-                abortNow = true;
-            }
-            changed.signalAll();
         } finally {
             lock.unlock();
         }
-        if (abortNow) {
-            finalizeSingle();
+        if (done) {
+            txn.abort(this, true);
+            return;
+        }
+        if (unstarted) {
+            txn.abort(this, false);
             return;
         }
         if (wait && isForce) {
-            lock.lock();
-            try {
-                awaitLocked(() -> status == JobStatus.CONCLUDED || status == JobStatus.NULL);
-            } finally {
-                lock.unlock();
+            // the whole job transaction: QEMU 7.2 replies to block-job-cancel of a grouped
+            // backup after every member's end events (transactions.md §6.2, observed)
+            long deadline = System.nanoTime() + COMMAND_WAIT_NANOS;
+            for (Job m : txn.members()) {
+                m.awaitEnd(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
             }
+        }
+    }
+
+    private void liftUserPauseLocked() {
+        if (userPaused) {
+            userPaused = false;
+            pauseCount--;
+            ioStatus = IoStatus.OK;
         }
     }
 
@@ -553,7 +723,10 @@ public final class Job {
         }
     }
 
-    /** job-finalize / block-job-finalize: runs the finish sequence now, in the caller. */
+    /**
+     * job-finalize / block-job-finalize: runs the finish sequence now, in the caller, for every
+     * member of the job's transaction (QEMU job_finalize(): the verb is checked on this job only).
+     */
     public void finalizeJob() throws QmpError {
         lock.lock();
         try {
@@ -561,11 +734,10 @@ public final class Job {
             if (finishing) {
                 return;
             }
-            claimFinishLocked();
         } finally {
             lock.unlock();
         }
-        doFinalize();
+        txn.finalizeRequested();
     }
 
     /** job-dismiss / block-job-dismiss: concluded → null. */

@@ -21,6 +21,12 @@ import jblockd.qapi.QmpError;
  * the job's outcome is success whatever arrives next (a cancel is too late).
  * {@code commit}/{@code abort}/{@code clean} cannot fail (QEMU's are void): they only do what
  * cannot go wrong; an exception there is a bug, logged.
+ * <p>
+ * Every job ends through its {@link JobTxn}. A job of a grouped transaction waits in
+ * {@code waiting} until every member finished its run; then all prepare and, only if all
+ * prepared, all commit. So {@code abort} may follow a successful {@code prepare} (another member
+ * failed in its prepare), and a job may be aborted, as cancelled, because another member failed:
+ * {@code abort} must undo whatever {@code prepare} did.
  *
  * <h2>Threads</h2>
  * {@link #run} runs on the job's own virtual thread; it may start helper threads (bounded) but

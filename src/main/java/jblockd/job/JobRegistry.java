@@ -88,6 +88,16 @@ public final class JobRegistry {
      */
     public Job create(String id, JobDriver driver, List<JobUse> uses, long speed,
                       boolean autoFinalize, boolean autoDismiss) throws QmpError {
+        return create(id, driver, uses, speed, autoFinalize, autoDismiss, new JobTxn());
+    }
+
+    /**
+     * {@link #create(String, JobDriver, List, long, boolean, boolean)} as a member of
+     * {@code txn} (a grouped transaction's jobs, QEMU block_job_create(..., txn, ...)): the job
+     * joins it as soon as it exists, and leaves it again if its creation fails.
+     */
+    public Job create(String id, JobDriver driver, List<JobUse> uses, long speed,
+                      boolean autoFinalize, boolean autoDismiss, JobTxn txn) throws QmpError {
         if (id == null || !WELL_FORMED.matcher(id).matches()) {
             throw QmpError.generic("Invalid job ID '" + (id == null ? "" : id) + "'");
         }
@@ -103,8 +113,9 @@ public final class JobRegistry {
                 }
             }
             Job[] self = new Job[1];
-            job = new Job(id, driver, events, autoFinalize, autoDismiss, () -> removed(self[0]));
+            job = new Job(id, driver, events, autoFinalize, autoDismiss, () -> removed(self[0]), txn);
             self[0] = job;
+            txn.add(job);
             jobs.put(id, job);
             jobUses.put(job, new ArrayList<>());
             settingUp.add(job);
@@ -171,6 +182,16 @@ public final class JobRegistry {
     /** Drops a created job whose setup failed (created → null). */
     public void discard(Job job) {
         job.earlyFail();
+    }
+
+    /**
+     * Throws away a created job whose command's transaction rolled back (QEMU
+     * drive_backup_abort(): job_cancel_sync()): {@code J(aborting) J(concluded) J(null)}, no
+     * end event, its driver's abort and clean run; with it, the rest of its job transaction.
+     * Returns once it is gone. Nothing for a job that already ended.
+     */
+    public void abortUnstarted(Job job) {
+        job.cancel(true, true);
     }
 
     private void removed(Job job) {

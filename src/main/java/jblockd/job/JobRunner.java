@@ -9,8 +9,14 @@ public final class JobRunner {
     private JobRunner() {
     }
 
+    /**
+     * Starts {@code job}; returns its thread, or null when the job is no longer {@code created}
+     * (its transaction aborted it first) and so never runs.
+     */
     public static Thread start(Job job) {
-        job.markStarted();
+        if (!job.markStarted()) {
+            return null;
+        }
         return Thread.ofVirtual().name("job-" + job.id()).start(job::runOwner);
     }
 }

@@ -24,6 +24,8 @@
  *       {@code registry.start(job)} (emits J(running) before the reply).</li>
  * </ol>
  * Status changes, events, the verb table and the finish sequence are the framework's; a
- * driver never emits job events itself.
+ * driver never emits job events itself. Jobs that must end together (a {@code transaction} with
+ * {@code completion-mode: grouped}) are created into one {@link jblockd.job.JobTxn}
+ * ({@code registry.create(..., txn)}); its rules are the job layer's, not the commands'.
  */
 package jblockd.job;

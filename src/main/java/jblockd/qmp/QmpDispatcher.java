@@ -68,7 +68,7 @@ public final class QmpDispatcher {
     }
 
     private <A> Object invoke(CommandRegistry.Entry<A> entry, ObjectNode args) throws QmpError {
-        A typed = convert(entry.argsType(), args);
+        A typed = json.bind(args, entry.argsType());
         try {
             return entry.handler().handle(typed);
         } catch (QmpError e) {
@@ -79,21 +79,6 @@ public final class QmpDispatcher {
             System.err.println("jblockd: command " + entry.name() + " failed unexpectedly: " + e);
             e.printStackTrace();
             throw QmpError.generic(e.getMessage() != null ? e.getMessage() : e.toString());
-        }
-    }
-
-    @SuppressWarnings("unchecked")
-    private <A> A convert(Class<A> type, ObjectNode args) throws QmpError {
-        if (type == Void.class || type == void.class) {
-            return null;
-        }
-        if (type.isInstance(args)) {
-            return (A) args;
-        }
-        try {
-            return json.mapper().treeToValue(args, type);
-        } catch (Exception e) {
-            throw QmpError.generic("Invalid arguments: " + e.getMessage());
         }
     }
 }

@@ -28,6 +28,7 @@ import com.fasterxml.jackson.databind.json.JsonMapper;
 import com.fasterxml.jackson.databind.module.SimpleModule;
 import com.fasterxml.jackson.databind.ser.Serializers;
 
+import jblockd.qapi.QmpError;
 import jblockd.qapi.WireEnum;
 
 /**
@@ -87,6 +88,27 @@ public final class QmpJson {
 
     public JsonFactory factory() {
         return factory;
+    }
+
+    /**
+     * Binds schema-validated arguments to a handler's record (members by kebab-case name, wire
+     * enums by wire string): the one conversion every command's arguments go through, and the
+     * data of every transaction action, which carries the arguments of the command it names.
+     * {@code type} may be {@code Void} (no arguments: null) or a {@link JsonNode} type (as given).
+     */
+    @SuppressWarnings("unchecked")
+    public <A> A bind(JsonNode args, Class<A> type) throws QmpError {
+        if (type == Void.class || type == void.class) {
+            return null;
+        }
+        if (type.isInstance(args)) {
+            return (A) args;
+        }
+        try {
+            return mapper.treeToValue(args, type);
+        } catch (Exception e) {
+            throw QmpError.generic("Invalid arguments: " + e.getMessage());
+        }
     }
 
     /** Parses one complete JSON text (from the framer). */

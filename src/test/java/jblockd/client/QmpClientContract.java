@@ -9,11 +9,13 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
+import jblockd.qapi.ActionCompletionMode;
 import jblockd.qapi.ErrorClass;
 import jblockd.qapi.JobStatus;
 import jblockd.qapi.JobType;
 import jblockd.qapi.MirrorSyncMode;
 import jblockd.qapi.RunStatus;
+import jblockd.qapi.TransactionActionKind;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -146,6 +148,41 @@ abstract class QmpClientContract {
             assertThat(statuses).containsSubsequence(JobStatus.CREATED, JobStatus.RUNNING, JobStatus.WAITING,
                     JobStatus.PENDING, JobStatus.CONCLUDED, JobStatus.NULL);
         }
+    }
+
+    @Test
+    void aTransactionStartsItsBackupsAndReturnsTheirJobs() throws Exception {
+        assumeJobs();
+        Path target = dir.resolve("tx.img");
+        List<Job> jobs = qmp.jobs().transaction(Transaction.of()
+                .driveBackup(DriveBackup.of("drive0", target.toString()).sync(MirrorSyncMode.FULL).format("raw"))
+                .completionMode(ActionCompletionMode.GROUPED));
+        assertThat(jobs).extracting(Job::id).containsExactly("drive0"); // the device's name (jobs.md §8)
+        JobResult r = jobs.get(0).awaitCompletion(WAIT);
+        assertThat(r.outcome()).isEqualTo(JobResult.Outcome.COMPLETED);
+        assertThat(TestTools.qemuImgCompare(image, target)).isZero();
+        assertThat(qmp.jobs().transaction(Transaction.of())).isEmpty();
+    }
+
+    @Test
+    void aFailedTransactionThrowsItsFirstErrorAndLeavesNoJob() {
+        assumeJobs();
+        assertThatThrownBy(() -> qmp.jobs().transaction(Transaction.of()
+                .driveBackup(DriveBackup.of("drive0", dir.resolve("tx.img").toString()).jobId("tx1")
+                        .sync(MirrorSyncMode.FULL).format("raw"))
+                .abort()))
+                .isInstanceOfSatisfying(QmpException.class, e -> {
+                    assertThat(e.errorClass()).isEqualTo(ErrorClass.GENERIC_ERROR);
+                    assertThat(e.desc()).isEqualTo("Transaction aborted using Abort action");
+                    assertThat(e.command()).isEqualTo("transaction");
+                });
+        assertThat(qmp.jobs().queryBlockJobs()).isEmpty();
+        // any action type by name: grouped refuses it in its turn (QEMU 7.2's text)
+        assertThatThrownBy(() -> qmp.jobs().transaction(Transaction.of()
+                .action(TransactionActionKind.BLOCK_DIRTY_BITMAP_ADD, java.util.Map.of("node", "drive0", "name", "b"))
+                .completionMode(ActionCompletionMode.GROUPED)))
+                .isInstanceOfSatisfying(QmpException.class, e -> assertThat(e.desc()).isEqualTo(
+                        "Action 'block-dirty-bitmap-add' does not support Transaction property completion-mode = grouped"));
     }
 
     @Test

@@ -47,6 +47,16 @@ import jblockd.qapi.MirrorSyncMode;
  * a consistent image (qcow2 passes {@code qemu-img check}) whose content is simply incomplete:
  * nothing in it claims completeness, the job's end event ({@code BLOCK_JOB_CANCELLED}, or none
  * at shutdown) is what says so. jblockd never deletes the target file: it is the user's.
+ *
+ * <h2>Grouped transactions and bitmaps</h2>
+ * In a {@code transaction} with {@code completion-mode: grouped} the job's end is its job
+ * transaction's ({@link jblockd.job.JobTxn}): {@link #commit} runs only once every backup of the
+ * group succeeded, and when any of them fails or is cancelled every one runs {@link #abort}
+ * (QEMU backup_commit / backup_abort). That is where a sync bitmap (sync=incremental|bitmap, not
+ * in jblockd yet) is to be settled by its bitmap-mode, as QEMU's backup_cleanup_sync_bitmap()
+ * does: {@code on-success} abdicates in commit and reclaims in abort, {@code always} abdicates in
+ * both, {@code never} reclaims in both; a job aborted by its group then follows its bitmap-mode
+ * like a failure of its own, with no group-specific code.
  */
 public final class BackupJob implements JobDriver {
     private final BlockCopy copy;
