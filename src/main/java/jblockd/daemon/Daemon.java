@@ -137,13 +137,15 @@ public final class Daemon implements AutoCloseable {
                 Version.QEMU_MAJOR, Version.QEMU_MINOR, Version.QEMU_MICRO, Version.packageString())
                 .register(registry);
         blockdevCommands.register(registry);
-        new BitmapCommands(devices).register(registry);
+        BitmapCommands bitmapCommands = new BitmapCommands(devices);
+        bitmapCommands.register(registry);
         this.jobs = new JobRegistry(events, graph);
         new JobCommands(jobs).register(registry);
         BackupCommands backups = new BackupCommands(graph, devices, jobs);
         backups.register(registry);
         TransactionCommands transactions = new TransactionCommands(devices, json);
         backups.registerActions(transactions);
+        bitmapCommands.registerActions(transactions);
         transactions.register(registry);
         new MirrorCommands(graph, devices, jobs).register(registry);
         new StreamCommitCommands(graph, devices, jobs).register(registry);

@@ -120,12 +120,6 @@ class TransactionCommandsIT {
     @Test
     void everyActionTypeJblockdCannotPerformYetIsRefusedInItsTurnAndRollsBackTheOthers() throws Exception {
         Map<String, Map<String, Object>> unsupported = new LinkedHashMap<>();
-        unsupported.put("block-dirty-bitmap-add", Map.of("node", "drive0", "name", "b"));
-        for (String op : List.of("remove", "clear", "enable", "disable")) {
-            unsupported.put("block-dirty-bitmap-" + op, Map.of("node", "drive0", "name", "b"));
-        }
-        unsupported.put("block-dirty-bitmap-merge", Map.of("node", "drive0", "target", "b",
-                "bitmaps", List.of("a", Map.of("node", "drive1", "name", "c"))));
         unsupported.put("blockdev-snapshot", Map.of("node", "drive0", "overlay", "ov"));
         unsupported.put("blockdev-snapshot-internal-sync", Map.of("device", "drive0", "name", "s"));
         unsupported.put("blockdev-snapshot-sync", Map.of("device", "drive0",

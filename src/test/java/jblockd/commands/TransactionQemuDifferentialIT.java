@@ -139,6 +139,20 @@ class TransactionQemuDifferentialIT {
             log.add("jobs " + s);
         }
 
+        /** A node's bitmaps: name, recording, count, newest first. */
+        void logBitmaps(String node) throws IOException {
+            List<String> out = new ArrayList<>();
+            for (JsonNode n : exec("query-named-block-nodes", null).get("return")) {
+                if (n.get("node-name").asText().equals(node)) {
+                    for (JsonNode b : n.path("dirty-bitmaps")) {
+                        out.add(b.path("name").asText() + ":" + b.get("recording").asBoolean() + ":"
+                                + b.get("count").asLong());
+                    }
+                }
+            }
+            log.add("bitmaps " + out);
+        }
+
         void await(String normalized) throws IOException, InterruptedException {
             for (int i = mark; i < log.size(); i++) {
                 if (log.get(i).equals(normalized)) {
@@ -293,6 +307,48 @@ class TransactionQemuDifferentialIT {
             // nothing was left behind: the same backup now runs to its end
             t.tx(null, backup("jC", "drive0", "rbA"));
             t.await("J(null jC)");
+        });
+    }
+
+    /**
+     * transactions.md §4: every bitmap action prepared before a failing one is undone (add,
+     * clear, enable/disable, merge, remove), and a successful transaction applies them all.
+     * The bitmaps live on a target node, dirtied by a full backup writing it; each step logs
+     * them (name, recording, count).
+     */
+    @Test
+    void bitmapActionsAreUndoneWhenALaterActionFailsAndAppliedTogetherOtherwise() throws Exception {
+        compare(t -> {
+            t.target("bm", false);
+            t.exec("block-dirty-bitmap-add", Map.of("node", "bm", "name", "full"));
+            t.exec("block-dirty-bitmap-add", Map.of("node", "bm", "name", "empty", "disabled", true));
+            t.exec("block-dirty-bitmap-add", Map.of("node", "bm", "name", "gone"));
+            t.tx(null, backup("jW", "drive0", "bm"));
+            t.await("J(null jW)");
+            t.logBitmaps("bm");
+            t.tx(null,
+                    action("block-dirty-bitmap-add", Map.of("node", "bm", "name", "x")),
+                    action("block-dirty-bitmap-clear", Map.of("node", "bm", "name", "full")),
+                    action("block-dirty-bitmap-disable", Map.of("node", "bm", "name", "full")),
+                    action("block-dirty-bitmap-enable", Map.of("node", "bm", "name", "empty")),
+                    action("block-dirty-bitmap-merge", Map.of("node", "bm", "target", "empty",
+                            "bitmaps", List.of("gone"))),
+                    action("block-dirty-bitmap-remove", Map.of("node", "bm", "name", "gone")),
+                    ABORT);
+            t.logBitmaps("bm");
+            // a bitmap removed by an earlier action cannot be used by a later one
+            t.tx(null, action("block-dirty-bitmap-remove", Map.of("node", "bm", "name", "gone")),
+                    action("block-dirty-bitmap-clear", Map.of("node", "bm", "name", "gone")));
+            t.logBitmaps("bm");
+            t.tx(null,
+                    action("block-dirty-bitmap-add", Map.of("node", "bm", "name", "x", "disabled", true)),
+                    action("block-dirty-bitmap-merge", Map.of("node", "bm", "target", "x",
+                            "bitmaps", List.of("full", Map.of("node", "bm", "name", "gone")))),
+                    action("block-dirty-bitmap-clear", Map.of("node", "bm", "name", "full")),
+                    action("block-dirty-bitmap-remove", Map.of("node", "bm", "name", "gone")),
+                    action("block-dirty-bitmap-disable", Map.of("node", "bm", "name", "empty")));
+            t.logBitmaps("bm");
+            t.exec("blockdev-del", Map.of("node-name", "bm"));
         });
     }
 
