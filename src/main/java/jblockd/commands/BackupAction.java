@@ -28,6 +28,9 @@ import jblockd.job.backup.BackupJob;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.ErrorClass;
 import jblockd.qapi.MirrorSyncMode;
+import jblockd.block.bitmap.BitmapException;
+import jblockd.block.bitmap.BlockDirtyBitmap;
+import jblockd.job.backup.SyncBitmap;
 import jblockd.qapi.NewImageMode;
 import jblockd.qapi.QmpError;
 import jblockd.qapi.TransactionActionKind;
@@ -63,7 +66,8 @@ final class BackupAction implements TransactionAction {
     /** The arguments both commands share once the target node is known. */
     private record Common(String jobId, MirrorSyncMode sync, long speed, boolean compress,
                           BlockdevOnError onSourceError, BlockdevOnError onTargetError, boolean autoFinalize,
-                          boolean autoDismiss, String filterNodeName, BackupPerf xPerf) {
+                          boolean autoDismiss, String filterNodeName, BackupPerf xPerf,
+                          BlockDirtyBitmap bitmap, SyncBitmap.Mode bitmapMode) {
     }
 
     private final NodeGraph graph;
@@ -157,7 +161,7 @@ final class BackupAction implements TransactionAction {
     private Job prepareDrive(DriveBackupArgs a) throws QmpError {
         BlockNode source = lookupSource(a.device());
         MirrorSyncMode sync = a.sync() == null ? MirrorSyncMode.FULL : a.sync(); // seed 004
-        checkBitmapArgs(sync, a.bitmap(), a.bitmapMode());
+        BitmapArgs bm = bitmapArgs(source, sync, a.bitmap(), a.bitmapMode());
         jobs.checkNotBusy(source, displayName(source));
 
         NewImageMode mode = a.mode() == null ? NewImageMode.ABSOLUTE_PATHS : a.mode();
@@ -191,7 +195,7 @@ final class BackupAction implements TransactionAction {
         }
         Common c = new Common(a.jobId(), sync, a.speed() == null ? 0 : a.speed(), Boolean.TRUE.equals(a.compress()),
                 a.onSourceError(), a.onTargetError(), a.autoFinalize() == null || a.autoFinalize(),
-                a.autoDismiss() == null || a.autoDismiss(), a.filterNodeName(), a.xPerf());
+                a.autoDismiss() == null || a.autoDismiss(), a.filterNodeName(), a.xPerf(), bm.bitmap(), bm.mode());
         try {
             return create(source, target, true, fresh, c);
         } catch (QmpError | RuntimeException e) {
@@ -203,7 +207,7 @@ final class BackupAction implements TransactionAction {
     private Job prepareBlockdev(BlockdevBackupArgs a) throws QmpError {
         BlockNode source = lookupSource(a.device());
         MirrorSyncMode sync = a.sync() == null ? MirrorSyncMode.FULL : a.sync();
-        checkBitmapArgs(sync, a.bitmap(), a.bitmapMode());
+        BitmapArgs bm = bitmapArgs(source, sync, a.bitmap(), a.bitmapMode());
         Optional<BlockNode> t = devices.lookupNode(a.target());
         if (t.isEmpty()) {
             throw QmpError.generic("Cannot find device='" + a.target() + "' nor node-name='" + a.target() + "'");
@@ -214,12 +218,11 @@ final class BackupAction implements TransactionAction {
         }
         jobs.checkNotBusy(source, displayName(source));
         jobs.checkNotBusy(target, displayName(target));
-        if (sync == MirrorSyncMode.TOP && source.driver().backing() == null) {
-            sync = MirrorSyncMode.FULL;
-        }
+        // Unlike drive-backup, sync=top stays top without a backing file: only what the image
+        // allocates is copied (QEMU 7.2 blockdev-backup, observed: len = allocated bytes).
         Common c = new Common(a.jobId(), sync, a.speed() == null ? 0 : a.speed(), Boolean.TRUE.equals(a.compress()),
                 a.onSourceError(), a.onTargetError(), a.autoFinalize() == null || a.autoFinalize(),
-                a.autoDismiss() == null || a.autoDismiss(), a.filterNodeName(), a.xPerf());
+                a.autoDismiss() == null || a.autoDismiss(), a.filterNodeName(), a.xPerf(), bm.bitmap(), bm.mode());
         return create(source, target, false, false, c);
     }
 
@@ -270,28 +273,50 @@ final class BackupAction implements TransactionAction {
             throw QmpError.generic("Compression is not supported for this drive ");
         }
         String id = c.jobId() != null ? c.jobId() : deviceName(source).orElse("");
-
+        boolean copiesBitmap = c.sync() == MirrorSyncMode.BITMAP || c.sync() == MirrorSyncMode.INCREMENTAL;
+        if (copiesBitmap && c.bitmap() == null) {
+            throw QmpError.generic("must provide a valid bitmap name for '" + c.sync().wire() + "' sync mode");
+        }
+        SyncBitmap syncBitmap = null;
+        if (c.bitmap() != null) {
+            try {
+                // backup_job_create(): a bitmap the job will write must be writable; then it is
+                // frozen, here inside the drain that fixes the job's point in time
+                if (c.bitmapMode() != SyncBitmap.Mode.NEVER) {
+                    c.bitmap().check(BlockDirtyBitmap.Check.DEFAULT);
+                }
+                syncBitmap = SyncBitmap.freeze(c.bitmap(), c.bitmapMode());
+            } catch (BitmapException e) {
+                throw QmpError.generic(e.getMessage());
+            }
+        }
         BlockCopy copy = new BlockCopy(source, target, len, cluster, chunk, workers, fresh);
+        if (copiesBitmap) {
+            copy.restrictTo(c.bitmap().bits());
+        }
         BackupGraph bg;
         try {
             bg = BackupGraph.prepare(graph, devices, source, copy, c.filterNodeName(), target, ownsTarget);
         } catch (IoError e) {
+            unfreeze(syncBitmap, copy);
             throw QmpError.generic(e.getMessage());
         }
         BackupJob driver = new BackupJob(copy, source, c.sync(),
                 c.onSourceError() == null ? BlockdevOnError.REPORT : c.onSourceError(),
-                c.onTargetError() == null ? BlockdevOnError.REPORT : c.onTargetError(), workers, bg);
+                c.onTargetError() == null ? BlockdevOnError.REPORT : c.onTargetError(), workers, bg, syncBitmap);
         Job created;
         try {
             List<JobUse> uses = backupUses(bg.filter(), source, target);
             created = txn == null
                     ? jobs.create(id, driver, uses, c.speed(), c.autoFinalize(), c.autoDismiss())
                     : jobs.create(id, driver, uses, c.speed(), c.autoFinalize(), c.autoDismiss(), txn);
-        } catch (QmpError e) {
+        } catch (QmpError | RuntimeException e) {
             graph.unregister(bg.filter());
+            unfreeze(syncBitmap, copy);
             throw e;
         }
-        created.context().setLen(len);
+        // incremental/bitmap: the bytes of the clusters the bitmap names (QEMU's copy bitmap count)
+        created.context().setLen(copiesBitmap ? copy.dirtyBytes() : len);
         copy.onProgress(created.context()::addOffset);
         bg.attach(jobs, created);
         // The filter goes in now, while the transaction drains the source: every guest write
@@ -362,16 +387,55 @@ final class BackupAction implements TransactionAction {
         }
     }
 
-    private static void checkBitmapArgs(MirrorSyncMode sync, String bitmap, String bitmapMode) throws QmpError {
-        // jblockd has no dirty bitmaps yet: no bitmap name can be valid.
-        if (bitmap != null) {
-            throw QmpError.generic("Bitmap '" + bitmap + "' could not be found");
+    /** A backup's {@code bitmap} on its source and the bitmap-mode it applies. */
+    private record BitmapArgs(BlockDirtyBitmap bitmap, SyncBitmap.Mode mode) {
+    }
+
+    /**
+     * do_backup_common()'s bitmap checks in QEMU 7.2's order: incremental implies (and only
+     * allows) on-success; the bitmap is looked up on the source node only; a bitmap needs a
+     * mode; it must not be busy or inconsistent (read-only is checked later, when the mode will
+     * write it); sync=none and mode never (except sync=bitmap) make no sense with one; a mode
+     * needs a bitmap. "must provide a valid bitmap name" comes later (backup_job_create).
+     */
+    private static BitmapArgs bitmapArgs(BlockNode source, MirrorSyncMode sync, String bitmap, String bitmapMode)
+            throws QmpError {
+        SyncBitmap.Mode mode = bitmapMode == null ? null : SyncBitmap.Mode.of(bitmapMode);
+        if (sync == MirrorSyncMode.INCREMENTAL) {
+            if (mode != null && mode != SyncBitmap.Mode.ON_SUCCESS) {
+                throw QmpError.generic("Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
+            }
+            mode = SyncBitmap.Mode.ON_SUCCESS;
         }
-        if (bitmapMode != null) {
+        BlockDirtyBitmap b = null;
+        if (bitmap != null) {
+            b = source.bitmaps().find(bitmap).orElseThrow(() ->
+                    QmpError.generic("Bitmap '" + bitmap + "' could not be found"));
+            if (mode == null) {
+                throw QmpError.generic("Bitmap sync mode must be given when providing a bitmap");
+            }
+            try {
+                b.check(BlockDirtyBitmap.Check.ALLOW_RO);
+            } catch (BitmapException e) {
+                throw QmpError.generic(e.getMessage());
+            }
+            if (sync == MirrorSyncMode.NONE) {
+                throw QmpError.generic("sync mode 'none' does not produce meaningful bitmap outputs");
+            }
+            if (mode == SyncBitmap.Mode.NEVER && sync != MirrorSyncMode.BITMAP) {
+                throw QmpError.generic("Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '"
+                        + sync.wire() + "'");
+            }
+        } else if (bitmapMode != null) {
             throw QmpError.generic("Cannot specify bitmap sync mode without a bitmap");
         }
-        if (sync == MirrorSyncMode.INCREMENTAL || sync == MirrorSyncMode.BITMAP) {
-            throw QmpError.generic("must provide a valid bitmap name for '" + sync.wire() + "' sync mode");
+        return new BitmapArgs(b, mode);
+    }
+
+    /** Undoes {@link SyncBitmap#freeze} for a job that was never made (a failed prepare). */
+    private static void unfreeze(SyncBitmap syncBitmap, BlockCopy copy) {
+        if (syncBitmap != null) {
+            syncBitmap.release();
         }
     }
 

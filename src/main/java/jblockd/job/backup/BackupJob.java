@@ -52,11 +52,11 @@ import jblockd.qapi.MirrorSyncMode;
  * In a {@code transaction} with {@code completion-mode: grouped} the job's end is its job
  * transaction's ({@link jblockd.job.JobTxn}): {@link #commit} runs only once every backup of the
  * group succeeded, and when any of them fails or is cancelled every one runs {@link #abort}
- * (QEMU backup_commit / backup_abort). That is where a sync bitmap (sync=incremental|bitmap, not
- * in jblockd yet) is to be settled by its bitmap-mode, as QEMU's backup_cleanup_sync_bitmap()
- * does: {@code on-success} abdicates in commit and reclaims in abort, {@code always} abdicates in
- * both, {@code never} reclaims in both; a job aborted by its group then follows its bitmap-mode
- * like a failure of its own, with no group-specific code.
+ * (QEMU backup_commit / backup_abort). That is where a sync bitmap (sync=incremental|bitmap, or an
+ * output bitmap of sync=full|top) is to be settled by its bitmap-mode, as QEMU's backup_cleanup_sync_bitmap()
+ * does ({@link SyncBitmap}): {@code on-success} abdicates in commit and reclaims in abort,
+ * {@code always} abdicates in both, {@code never} reclaims in both; a job aborted by its group
+ * then follows its bitmap-mode like a failure of its own, with no group-specific code.
  */
 public final class BackupJob implements JobDriver {
     private final BlockCopy copy;
@@ -66,6 +66,7 @@ public final class BackupJob implements JobDriver {
     private final BlockdevOnError onTargetError;
     private final int workers;
     private final BackupGraph graph;
+    private final SyncBitmap syncBitmap;
     /**
      * The cluster the next claim starts from; kept across rounds (job thread only), so that a
      * round after a failure goes on with the rest and meets a chunk that keeps failing last.
@@ -78,6 +79,16 @@ public final class BackupJob implements JobDriver {
      */
     public BackupJob(BlockCopy copy, BlockNode topLayer, MirrorSyncMode sync, BlockdevOnError onSourceError,
                      BlockdevOnError onTargetError, int workers, BackupGraph graph) {
+        this(copy, topLayer, sync, onSourceError, onTargetError, workers, graph, null);
+    }
+
+    /**
+     * @param syncBitmap the frozen {@code bitmap} of the backup (any sync mode but none), settled
+     *                   at the job's end by its bitmap-mode; null without one
+     */
+    public BackupJob(BlockCopy copy, BlockNode topLayer, MirrorSyncMode sync, BlockdevOnError onSourceError,
+                     BlockdevOnError onTargetError, int workers, BackupGraph graph, SyncBitmap syncBitmap) {
+        this.syncBitmap = syncBitmap;
         this.copy = copy;
         this.topLayer = topLayer;
         this.sync = sync;
@@ -219,6 +230,22 @@ public final class BackupJob implements JobDriver {
     @Override
     public void prepare() throws IOException {
         copy.target().flush();
+    }
+
+    /** QEMU backup_commit(): the job (and its whole group) succeeded. */
+    @Override
+    public void commit() {
+        if (syncBitmap != null) {
+            syncBitmap.settle(true, copy);
+        }
+    }
+
+    /** QEMU backup_abort(): failed, cancelled, aborted by its group or rolled back unstarted. */
+    @Override
+    public void abort() {
+        if (syncBitmap != null) {
+            syncBitmap.settle(false, copy);
+        }
     }
 
     /** Both ends: the filter leaves the graph, the target is flushed and, if we opened it, closed. */
