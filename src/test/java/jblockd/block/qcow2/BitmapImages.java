@@ -49,8 +49,12 @@ final class BitmapImages extends ExternalTools {
             channel.close();
         }
 
+        /** Closes cleanly (flushes), unless the test crashed it already. */
         @Override
         public void close() throws IOException {
+            if (!channel.isOpen()) {
+                return;
+            }
             try {
                 driver.close();
             } finally {
@@ -59,11 +63,16 @@ final class BitmapImages extends ExternalTools {
         }
     }
 
+    /**
+     * Without the driver's background metadata write-back: what reaches the file depends on the
+     * requests alone, so a test's crash point means the same every run.
+     */
     static Opened open(Path img, boolean readOnly) throws IOException {
         FileChannel ch = readOnly ? FileChannel.open(img, StandardOpenOption.READ)
                 : FileChannel.open(img, StandardOpenOption.READ, StandardOpenOption.WRITE);
         try {
-            return new Opened(ch, Qcow2Driver.openOn(null, HostFile.of(ch), readOnly));
+            return new Opened(ch, Qcow2Driver.openOn(null, HostFile.of(ch), readOnly, Metadata.DEFAULT_CACHE_BYTES,
+                    false));
         } catch (IOException | RuntimeException e) {
             ch.close();
             throw e;

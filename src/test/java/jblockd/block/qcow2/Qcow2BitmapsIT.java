@@ -160,4 +160,64 @@ class Qcow2BitmapsIT {
                         + "for bitmap 'bm0': Invalid argument (the table at 0x10000000 is past the end");
         assertThat(Files.readAllBytes(img)).isEqualTo(before);
     }
+
+    /**
+     * The same image re-stored by QEMU (qemu-io opens it read-write and stores its bitmaps at
+     * exit) and by jblockd (open read-write, store what was loaded): byte-identical files. The
+     * layout of §8 follows: QEMU's order of data clusters, table and directory, the first free
+     * clusters reused, the old ones freed and the data ones discarded.
+     */
+    @Test
+    void restoringIsByteIdenticalToQemus() throws Exception {
+        Path img = qemuImage();
+        Path byQemu = dir.resolve("by-qemu.qcow2");
+        Path byUs = dir.resolve("by-us.qcow2");
+        Files.copy(img, byQemu);
+        Files.copy(img, byUs);
+        ok("qemu-io", "-c", "flush", byQemu.toString());
+        // through a file node with discard=unmap, as qemu-io opens its images (BDRV_O_UNMAP):
+        // QEMU discards the bitmap data clusters it frees
+        jblockd.block.NodeGraph graph = new jblockd.block.NodeGraph(jblockd.block.DriverRegistry.standard());
+        try {
+            jblockd.block.BlockNode n = graph.add(graph.imageOptions(byUs, "qcow2", false, false, null, true));
+            PersistentBitmapStore s = n.driver().persistentBitmaps().orElseThrow();
+            s.store(s.loaded());
+        } finally {
+            graph.closeAll();
+        }
+        BitmapImages.Result cmp = BitmapImages.run("cmp", "-l", byQemu.toString(), byUs.toString());
+        assertThat(cmp.exit()).as("cmp -l QEMU's jblockd's (offset, octal bytes):%n%s",
+                cmp.out().lines().limit(20).collect(java.util.stream.Collectors.joining("\n"))).isZero();
+    }
+
+    /** §8's bytes: extension, directory entry, table entry and data as QEMU lays them out. */
+    @Test
+    void layoutMatchesTheWorkedExample() throws Exception {
+        Path img = dir.resolve("wx.qcow2");
+        ok("qemu-img", "create", "-q", "-f", "qcow2", img.toString(), "16M");
+        ok("qemu-img", "bitmap", "--add", img.toString(), "bm0");
+        try (BitmapImages.Opened o = BitmapImages.open(img, false)) {
+            o.write(0, 65536, 0xaa);
+            o.write(8 * MIB, 4096, 0xcd);
+            o.store().store(List.of(bitmap("bm0", G64K, 16 * MIB, true, granules(G64K, 0, 65536, 8 * MIB, 4096))));
+        }
+        assertThat(BitmapImages.autoclear(img)).isEqualTo(1);
+        assertThat(BitmapImages.read(img, 0x1f8, 16)).isEqualTo(hex("2385287500000018 0000000100000000"));
+        long[] ext = BitmapImages.bitmapsExtension(img);
+        assertThat(ext[1]).isEqualTo(32);
+        byte[] entry = BitmapImages.read(img, ext[2], 32);
+        long table = java.nio.ByteBuffer.wrap(entry).getLong(0);
+        assertThat(java.util.Arrays.copyOfRange(entry, 8, 32))
+                .isEqualTo(hex("0000000100000002 0110000300000000 626d300000000000"));
+        long data = java.nio.ByteBuffer.wrap(BitmapImages.read(img, table, 8)).getLong(0);
+        assertThat(BitmapImages.read(img, data, 32))
+                .isEqualTo(hex("0100000000000000 0000000000000000 0100000000000000 0000000000000000"));
+        assertThat(Files.size(img)).as("the directory is not padded to a cluster").isEqualTo(ext[2] + 32);
+        BitmapImages.Result check = BitmapImages.check(img);
+        assertThat(check.exit()).as(check.out()).isZero();
+    }
+
+    private static byte[] hex(String s) {
+        return java.util.HexFormat.of().parseHex(s.replace(" ", ""));
+    }
 }
