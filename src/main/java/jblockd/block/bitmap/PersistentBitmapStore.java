@@ -14,6 +14,8 @@ import java.util.List;
  * marked every entry {@code in_use} in the image (durably) before the node accepts its first
  * write; {@link #store} at a clean close (and on request) writes every consistent persistent
  * bitmap anew and clears {@code in_use}; inconsistent entries it loaded stay as they were.
+ * Beyond QEMU, {@link #sync} arms a crash record (docs/qcow2-bitmaps.md) that {@link #beforeWrite}
+ * keeps up to date; both default to doing nothing (no crash record: QEMU's behaviour).
  */
 public interface PersistentBitmapStore {
 

@@ -386,6 +386,7 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
         if (m == Mode.UNARMED || m == Mode.ARMED && intent.covered(offset, length)) {
             return;
         }
+        intent.announce(offset, length);
         lock.lock();
         try {
             if (mode == Mode.STORED) {
@@ -393,6 +394,8 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
             }
             if (mode == Mode.ARMED) {
                 markOrDisarm(offset, length);
+            } else {
+                intent.dropAnnounced(); // nothing to mark: every waiter finds the same
             }
         } finally {
             lock.unlock();
