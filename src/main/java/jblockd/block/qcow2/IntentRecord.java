@@ -225,11 +225,6 @@ final class IntentRecord {
         return closing;
     }
 
-    /** The epoch stamps are made with now (the first sync after open closes it). */
-    int currentEpoch() {
-        return epoch;
-    }
-
     /** True when a request touched any unit of guest bytes {@code [from, to)} at or after epoch {@code since}. */
     private boolean touchedSince(long from, long to, int since) {
         long last = Math.min(stamps.length() - 1L, (Math.min(to, imageSize) - 1) >>> unitShift);

@@ -2,7 +2,6 @@ package jblockd.block.qcow2;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.HashMap;
@@ -68,9 +67,10 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
     private final int clusterSize;
     private final long size;
     private final boolean readOnly;
-    /** For messages: the image file name, or a generic name. */
+    /** For messages: the image file name quoted, or a generic name. */
     private final String image;
     private final IntentRecord intent;
+    private final BitmapWriter writer;
     private final ReentrantLock lock = new ReentrantLock();
     private volatile Mode mode = Mode.UNARMED;
     /** The directory the header points at now, in order (empty: no bitmaps extension). */
@@ -87,14 +87,19 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
         this.clusterSize = meta.clusterSize;
         this.size = meta.header.size;
         this.readOnly = readOnly;
-        this.image = image;
+        this.image = displayName(image);
         this.intent = new IntentRecord(file, clusterSize, size);
+        this.writer = new BitmapWriter(meta, image);
         this.entries = List.copyOf(entries);
         this.inconsistent = inconsistent;
         this.loaded = List.copyOf(loaded);
     }
 
     // ------------------------------------------------------------------ open
+
+    private static String displayName(String image) {
+        return image == null ? "qcow2 image" : "'" + image + "'";
+    }
 
     /**
      * Loads the bitmaps of a just-parsed image and, read-write, brings the header and directory
@@ -103,7 +108,7 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
      */
     static Qcow2Bitmaps open(Metadata meta, boolean readOnly, String image) throws IOException {
         Qcow2Header h = meta.header;
-        String name = image == null ? "qcow2 image" : "'" + image + "'";
+        String name = displayName(image);
         byte[] ext = h.extension(Qcow2Header.EXT_BITMAPS);
         boolean consistentBit = h.version >= 3 && (h.autoclear & Qcow2Header.AUTOCLEAR_BITMAPS) != 0;
         List<Entry> entries = List.of();
@@ -113,7 +118,8 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
         } else if (ext != null) {
             try {
                 x = BitmapFormat.Extension.decode(ext, meta.clusterSize);
-                entries = BitmapFormat.parse(readDirectory(meta.file, x), x.count(), meta.clusterSize, h.size);
+                entries = BitmapFormat.parse(BitmapReader.readDirectory(meta.file, x), x.count(), meta.clusterSize,
+                        h.size);
             } catch (IoError e) {
                 throw new IoError(e.errno(), "Could not open " + name + ": " + e.getMessage(), e);
             }
@@ -134,10 +140,10 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
             BitSet bits = null;
             try {
                 if (!e.inUse()) {
-                    bits = readBits(meta.file, meta.clusterSize, h.size, e, readTable(meta.file, meta.clusterSize, e),
-                            false);
+                    bits = BitmapReader.readBits(meta.file, meta.clusterSize, h.size, e,
+                            BitmapReader.readTable(meta.file, meta.clusterSize, e), false);
                 } else if (vouched.get(i)) {
-                    bits = recover(meta.file, meta.clusterSize, h.size, e);
+                    bits = BitmapReader.recover(meta.file, meta.clusterSize, h.size, e);
                 }
             } catch (IoError err) {
                 throw new IoError(err.errno(), "Could not open " + name + ": " + err.getMessage(), err);
@@ -156,20 +162,6 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
             b.openReadWrite(ext != null && x == null);
         }
         return b;
-    }
-
-    private static byte[] readDirectory(HostFile file, BitmapFormat.Extension x) throws IOException {
-        if (x.directorySize() == 0) {
-            throw new IoError(Errno.EINVAL, "Requested bitmap directory size is zero");
-        }
-        if (x.directoryOffset() == 0 || x.directoryOffset() > file.length() - x.directorySize()) {
-            // QEMU reads zeroes past the end of the file; an error names what is wrong instead
-            throw new IoError(Errno.EINVAL, "Bitmap directory at 0x" + Long.toHexString(x.directoryOffset())
-                    + " is past the end of the image file");
-        }
-        byte[] dir = new byte[(int) x.directorySize()];
-        file.read(x.directoryOffset(), ByteBuffer.wrap(dir));
-        return dir;
     }
 
     /**
@@ -235,84 +227,7 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
     }
 
     private long[] readTable(Entry e) throws IOException {
-        return readTable(file, clusterSize, e);
-    }
-
-    /** bitmap_table_load(): the table, each entry checked; EINVAL with QEMU's text. */
-    static long[] readTable(HostFile file, int clusterSize, Entry e) throws IOException {
-        long n = Integer.toUnsignedLong(e.tableSize());
-        String what = "Could not read bitmap_table table from image for bitmap '" + e.name() + "': ";
-        if (e.tableOffset() > file.length() - n * 8) {
-            throw new IoError(Errno.EINVAL, what + "Invalid argument (the table at 0x"
-                    + Long.toHexString(e.tableOffset()) + " is past the end of the image file)");
-        }
-        ByteBuffer b = ByteBuffer.allocate((int) (n * 8));
-        file.read(e.tableOffset(), b);
-        long[] table = new long[(int) n];
-        b.flip();
-        b.asLongBuffer().get(table);
-        for (long t : table) {
-            if (!BitmapFormat.tableEntryValid(t, clusterSize)) {
-                throw new IoError(Errno.EINVAL, what + "Invalid argument");
-            }
-        }
-        return table;
-    }
-
-    /**
-     * load_bitmap_data(): the bits of entry {@code e}; all-zero and all-one table entries read
-     * as such, bits past the image's end are dropped. {@code allocatedOnly}: a table entry
-     * without a data cluster makes it null (the crash record always allocates every cluster).
-     */
-    static BitSet readBits(HostFile file, int clusterSize, long size, Entry e, long[] table, boolean allocatedOnly)
-            throws IOException {
-        String what = "Could not read bitmap '" + e.name() + "' from image: ";
-        long granules = BitmapFormat.granules(size, e.granularity());
-        if (table.length != BitmapFormat.tableSize(size, e.granularity(), clusterSize)) {
-            throw new IoError(Errno.EINVAL, what + "Invalid argument");
-        }
-        if (granules > Integer.MAX_VALUE) {
-            throw new IoError(Errno.EFBIG, what + "jblockd holds at most 2^31 - 1 bits per bitmap; " + granules
-                    + " needed");
-        }
-        long[] words = new long[(int) ((granules + 63) / 64)];
-        int wordsPerCluster = clusterSize / 8;
-        long fileLength = file.length();
-        byte[] buf = new byte[clusterSize];
-        for (int i = 0; i < table.length; i++) {
-            long off = table[i] & BitmapFormat.TABLE_OFFSET;
-            int w0 = i * wordsPerCluster;
-            int w1 = Math.min(words.length, w0 + wordsPerCluster);
-            if (off == 0) {
-                if (allocatedOnly) {
-                    return null;
-                }
-                if ((table[i] & BitmapFormat.TABLE_ALL_ONES) != 0) {
-                    java.util.Arrays.fill(words, w0, w1, -1L);
-                }
-                continue;
-            }
-            if (off > fileLength - clusterSize) {
-                throw new IoError(Errno.EINVAL, what + "Invalid argument (the data cluster at 0x"
-                        + Long.toHexString(off) + " is past the end of the image file)");
-            }
-            file.read(off, ByteBuffer.wrap(buf));
-            ByteBuffer.wrap(buf).order(ByteOrder.LITTLE_ENDIAN).asLongBuffer().get(words, w0, w1 - w0);
-        }
-        BitSet bits = BitSet.valueOf(words);
-        bits.clear((int) granules, Math.max((int) granules, words.length * 64));
-        return bits;
-    }
-
-    /**
-     * The bits of an {@code in_use} entry the crash record vouches for, or null (then it is
-     * inconsistent after all): its table must be whole and every cluster allocated.
-     */
-    private static BitSet recover(HostFile file, int clusterSize, long size, Entry e) throws IOException {
-        if (e.tableSize() != BitmapFormat.tableSize(size, e.granularity(), clusterSize)) {
-            return null;
-        }
-        return readBits(file, clusterSize, size, e, readTable(file, clusterSize, e), true);
+        return BitmapReader.readTable(file, clusterSize, e);
     }
 
     // ------------------------------------------------------------------ PersistentBitmapStore
@@ -486,7 +401,7 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
             try {
                 BitmapFormat.Extension old = directory();
                 commitDirectory(next, tracked, new ArrayList<>());
-                freeAll(old, List.of(gone), data == null ? List.of() : List.of(data));
+                writer.freeAll(old, List.of(gone), data == null ? List.of() : List.of(data));
             } finally {
                 meta.lock.unlock();
             }
@@ -607,184 +522,44 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
                     }
                     StoredBitmap b = todo.remove(e.name());
                     if (b != null) {
-                        next.add(writeBitmap(b, fresh));
+                        next.add(writer.writeBitmap(b, fresh));
                     }
                 }
                 for (StoredBitmap b : todo.values()) {
-                    next.add(writeBitmap(b, fresh));
+                    next.add(writer.writeBitmap(b, fresh));
                 }
             } catch (IOException | RuntimeException e) {
-                freeFresh(fresh);
+                writer.freeFresh(fresh);
                 throw e;
             }
             commitDirectory(next, List.of(), fresh);
-            freeAll(old, replaced, replacedData);
+            writer.freeAll(old, replaced, replacedData);
         } finally {
             meta.lock.unlock();
         }
     }
 
-    private void freeFresh(List<long[]> fresh) {
-        for (long[] f : fresh) {
-            meta.freeClusters(f[0], f[1], false);
-        }
-    }
-
     /**
-     * store_bitmap(): one data cluster per non-zero cluster of bits, then the table. Caller
-     * holds the metadata lock; what it allocates is added to {@code fresh}.
-     */
-    private Entry writeBitmap(StoredBitmap b, List<long[]> fresh) throws IOException {
-        int gb = Long.numberOfTrailingZeros(b.granularity());
-        long granules = BitmapFormat.granules(size, b.granularity());
-        int n = (int) BitmapFormat.tableSize(size, b.granularity(), clusterSize);
-        long bitsPerCluster = (long) clusterSize * 8;
-        long[] table = new long[n];
-        BitSet bits = b.bits();
-        for (int i = 0; i < n; i++) {
-            long from = i * bitsPerCluster;
-            long to = Math.min(granules, from + bitsPerCluster);
-            int next = bits.nextSetBit((int) from);
-            if (next < 0 || next >= to) {
-                continue;
-            }
-            long off = meta.allocClusters(1);
-            fresh.add(new long[] {off, clusterSize});
-            file.write(off, ByteBuffer.wrap(clusterOf(bits, from, to)));
-            table[i] = off;
-        }
-        long tableOffset = allocBytes((long) n * 8, fresh);
-        ByteBuffer tb = ByteBuffer.allocate(n * 8);
-        tb.asLongBuffer().put(table);
-        file.write(tableOffset, tb);
-        return new Entry(tableOffset, n, b.enabled() ? BitmapFormat.FLAG_AUTO : 0, gb, b.name());
-    }
-
-    /** Bits {@code [from, to)} as one cluster of bitmap data, zero-padded. */
-    private byte[] clusterOf(BitSet bits, long from, long to) {
-        byte[] out = new byte[clusterSize];
-        byte[] b = bits.get((int) from, (int) to).toByteArray();
-        System.arraycopy(b, 0, out, 0, Math.min(b.length, clusterSize));
-        return out;
-    }
-
-    private long allocBytes(long bytes, List<long[]> fresh) throws IOException {
-        long off = meta.allocClusters((bytes + clusterSize - 1) / clusterSize);
-        fresh.add(new long[] {off, bytes});
-        return off;
-    }
-
-    /**
-     * update_ext_header_and_dir(): writes {@code next} as a new directory (none when empty),
-     * makes it and everything in {@code fresh} durable, and switches the header to it, with the
-     * crash record for {@code tracked} (none: the record off). When it fails before the header
-     * write, {@code fresh} is freed; from the header write on, nothing is (the header on disk may
-     * point at the new clusters: they leak at worst), and the old header is written back if it
-     * can be. Caller holds both locks.
+     * update_ext_header_and_dir(): {@link BitmapWriter#writeDirectory} then
+     * {@link #commitHeader}. Caller holds both locks.
      */
     private void commitDirectory(List<Entry> next, List<IntentRecord.Tracked> tracked, List<long[]> fresh)
             throws IOException {
-        BitmapFormat.Extension x = null;
-        try {
-            if (!next.isEmpty()) {
-                byte[] dir = BitmapFormat.serialize(next);
-                long off = allocBytes(dir.length, fresh);
-                file.write(off, ByteBuffer.wrap(dir));
-                x = new BitmapFormat.Extension(next.size(), dir.length, off);
-            }
-            meta.flushMetadata();
-        } catch (IOException | RuntimeException e) {
-            freeFresh(fresh);
-            throw e;
-        }
-        commitHeader(x, next, tracked);
+        commitHeader(writer.writeDirectory(next, fresh), next, tracked);
     }
 
-    /**
-     * Points the header at directory {@code x} ({@code next}) with the record for
-     * {@code tracked}, durably, and publishes both. On failure the in-memory header is restored
-     * and written back (best effort): both headers are valid, nothing was freed yet.
-     */
+    /** {@link BitmapWriter#switchHeader}, then publishes the directory and what the record tracks. */
     private void commitHeader(BitmapFormat.Extension x, List<Entry> next, List<IntentRecord.Tracked> tracked)
             throws IOException {
-        byte[] oldBitmaps = header.extension(Qcow2Header.EXT_BITMAPS);
-        byte[] oldIntent = header.extension(Qcow2Header.EXT_JBLOCKD_INTENT);
-        long oldAutoclear = header.autoclear;
-        boolean armed = setHeader(x, next, tracked);
+        boolean armed;
         try {
-            meta.writeHeader();
-            file.flush();
+            armed = writer.switchHeader(x, next, tracked);
         } catch (IOException | RuntimeException e) {
-            header.setExtension(Qcow2Header.EXT_BITMAPS, oldBitmaps);
-            header.setExtension(Qcow2Header.EXT_JBLOCKD_INTENT, oldIntent);
-            header.autoclear = oldAutoclear & ~Qcow2Header.AUTOCLEAR_JBLOCKD_INTENT;
-            try {
-                meta.writeHeader();
-                file.flush();
-            } catch (IOException | RuntimeException again) {
-                e.addSuppressed(again);
-            }
             intent.setTracked(List.of());
             throw e;
         }
         entries = List.copyOf(next);
         intent.setTracked(armed ? tracked : List.of());
-    }
-
-    /**
-     * The header fields for directory {@code x} ({@code next}): the bitmaps extension and bit 0,
-     * and the crash record for {@code tracked} (marker and extension; none when empty, or when it
-     * would not fit into cluster 0, which is then logged).
-     */
-    private boolean setHeader(BitmapFormat.Extension x, List<Entry> next, List<IntentRecord.Tracked> tracked) {
-        header.setExtension(Qcow2Header.EXT_BITMAPS, x == null ? null : x.encode());
-        header.autoclear = x == null ? 0 : Qcow2Header.AUTOCLEAR_BITMAPS;
-        header.setExtension(Qcow2Header.EXT_JBLOCKD_INTENT, null);
-        if (x == null || tracked.isEmpty()) {
-            return false;
-        }
-        Set<String> names = new HashSet<>();
-        tracked.forEach(t -> names.add(t.name));
-        BitSet mask = new BitSet();
-        for (int i = 0; i < next.size(); i++) {
-            if (names.contains(next.get(i).name())) {
-                mask.set(i);
-            }
-        }
-        header.setExtension(Qcow2Header.EXT_JBLOCKD_INTENT,
-                new IntentRecord.Extension(x.count(), x.directoryOffset(), x.directorySize(), mask).encode());
-        try {
-            header.serialize();
-            header.autoclear |= Qcow2Header.AUTOCLEAR_JBLOCKD_INTENT;
-            return true;
-        } catch (IoError tooBig) {
-            header.setExtension(Qcow2Header.EXT_JBLOCKD_INTENT, null);
-            LOG.warning(image + ": bitmaps: the write-intent record does not fit into cluster 0; "
-                    + "a crash leaves the bitmaps inconsistent");
-            return false;
-        }
-    }
-
-    /**
-     * Frees, after the header no longer points at them, the old directory, the tables of
-     * {@code entries} and the data clusters in {@code data} (QEMU discards freed bitmap data, not
-     * tables or directories). Failures only leak. Caller holds the metadata lock.
-     */
-    private void freeAll(BitmapFormat.Extension oldDir, List<Entry> gone, List<long[]> data) {
-        if (oldDir != null) {
-            meta.freeClusters(oldDir.directoryOffset(), oldDir.directorySize(), false);
-        }
-        for (long[] clusters : data) {
-            for (long c : clusters) {
-                long off = c & BitmapFormat.TABLE_OFFSET;
-                if (off != 0) {
-                    meta.freeClusters(off, clusterSize, true);
-                }
-            }
-        }
-        for (Entry e : gone) {
-            meta.freeClusters(e.tableOffset(), Integer.toUnsignedLong(e.tableSize()) * 8, false);
-        }
     }
 
     // ------------------------------------------------------------------ the crash record
@@ -902,7 +677,7 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
             if (structural) {
                 BitmapFormat.Extension oldDir = directory();
                 commitDirectory(next, tracked, fresh);
-                freeAll(oldDir, replaced, replacedData);
+                writer.freeAll(oldDir, replaced, replacedData);
                 return;
             }
             // Same entries in the same places: data, tables and refcounts durable, then the flags
@@ -959,7 +734,7 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
             clusters[i] = meta.allocClusters(1);
             fresh.add(new long[] {clusters[i], clusterSize});
         }
-        long tableOffset = allocBytes((long) n * 8, fresh);
+        long tableOffset = writer.allocBytes((long) n * 8, fresh);
         IntentRecord.Tracked t = new IntentRecord.Tracked(b.name(), Long.numberOfTrailingZeros(b.granularity()),
                 BitmapFormat.granules(size, b.granularity()), b.enabled(), tableOffset, clusters, null, null);
         intent.writeLayout(t, b.bits(), since, true);
