@@ -123,7 +123,11 @@ final class BitmapWriter {
         byte[] oldBitmaps = header.extension(Qcow2Header.EXT_BITMAPS);
         byte[] oldIntent = header.extension(Qcow2Header.EXT_JBLOCKD_INTENT);
         long oldAutoclear = header.autoclear;
+        byte[] before = header.serialize();
         boolean armed = setHeader(x, next, tracked);
+        if (java.util.Arrays.equals(before, header.serialize())) {
+            return armed; // nothing changed (a sync that only wrote bits): no header write
+        }
         try {
             meta.writeHeader();
             file.flush();

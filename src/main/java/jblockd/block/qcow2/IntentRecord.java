@@ -241,9 +241,12 @@ final class IntentRecord {
      * changing: of a recording bitmap, every sector touched since epoch {@code since} is (or
      * stays) all ones, so a request that passed before this sync and whose bits {@code bits} may
      * not hold yet stays covered. {@code fresh}: the clusters hold garbage, write them whole.
-     * Writes only; the caller flushes. Caller holds the lock.
+     * Writes only. Returns true when a sector gained bits on disk: the caller must flush before
+     * the sync returns (the caller vouches for them); sectors that only lost bits need no flush,
+     * since their old and new contents both hold every request. Caller holds the lock.
      */
-    void writeLayout(Tracked t, BitSet bits, int since, boolean fresh) throws IOException {
+    boolean writeLayout(Tracked t, BitSet bits, int since, boolean fresh) throws IOException {
+        boolean raised = fresh;
         // Requests wait for the sync (the store's gate) except those that had passed it: their
         // stamps are visible here, so a sector they touched stays all ones. Marks set here are
         // durable before the gate opens (the caller flushes first).
@@ -261,8 +264,12 @@ final class IntentRecord {
                 byte[] want = sector(t, s, ones ? null : bits);
                 if (cluster != null) {
                     System.arraycopy(want, 0, cluster, k * SECTOR, SECTOR);
-                } else if (ones != t.isMarked(s) || !ones && !Arrays.equals(want, sector(t, s, t.fine))) {
-                    file.write(t.sectorOffset(s, clusterSize), ByteBuffer.wrap(want));
+                } else {
+                    byte[] had = t.isMarked(s) ? null : sector(t, s, t.fine);
+                    if (had == null ? !ones : !Arrays.equals(want, had)) {
+                        file.write(t.sectorOffset(s, clusterSize), ByteBuffer.wrap(want));
+                        raised |= had != null && gains(want, had);
+                    }
                 }
                 t.setMarked(s, ones);
             }
@@ -271,6 +278,17 @@ final class IntentRecord {
             }
         }
         t.fine = (BitSet) bits.clone();
+        return raised;
+    }
+
+    /** True when {@code now} has a bit set that {@code before} has not. */
+    private static boolean gains(byte[] now, byte[] before) {
+        for (int i = 0; i < now.length; i++) {
+            if ((now[i] & ~before[i]) != 0) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** Sector {@code s} of {@code t}'s data: the fine bits of {@code bits}, or all ones when null. */

@@ -634,6 +634,7 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
         List<long[]> replacedData = new ArrayList<>();
         boolean structural = false;
         boolean flagsChanged = false;
+        boolean raised = false;
         meta.lock.lock();
         try {
             List<long[]> fresh = new ArrayList<>();
@@ -648,10 +649,11 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
                 IntentRecord.Tracked t = old.get(e.name());
                 if (t != null && t.granularityBits == gb) {
                     t = t.withRecording(b.enabled());
-                    intent.writeLayout(t, b.bits(), since, false);
+                    raised |= intent.writeLayout(t, b.bits(), since, false);
                 } else if (gb == e.granularityBits()
                         && e.tableSize() == BitmapFormat.tableSize(size, b.granularity(), clusterSize)) {
                     t = fillInPlace(e, b, since);
+                    raised = true; // newly vouched for: its whole layout must be durable
                 } else {
                     t = newLayout(b, since, fresh);
                     replaced.add(e);
@@ -680,11 +682,15 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
                 writer.freeAll(oldDir, replaced, replacedData);
                 return;
             }
-            // Same entries in the same places: data, tables and refcounts durable, then the flags
-            // in place. Only whole 4-byte flag fields change, each within one sector, so any mix
-            // of old and new sectors is a valid directory (QEMU's protocol for other in-place
-            // changes clears autoclear bit 0 around them instead).
-            meta.flushMetadata();
+            // Same entries in the same places. What gained bits (and tables filled in place) must
+            // be durable before the header vouches for it; a sync that only lowered sectors
+            // needs no flush (the usual periodic one). Then the flags in place: only whole 4-byte
+            // flag fields change, each within one sector, so any mix of old and new sectors is a
+            // valid directory (QEMU's protocol for other in-place changes clears autoclear bit 0
+            // around them instead).
+            if (raised || flagsChanged) {
+                meta.flushMetadata();
+            }
             BitmapFormat.Extension x = directory();
             if (flagsChanged) {
                 file.write(x.directoryOffset(), ByteBuffer.wrap(BitmapFormat.serialize(next)));

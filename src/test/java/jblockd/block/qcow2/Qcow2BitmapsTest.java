@@ -304,6 +304,43 @@ class Qcow2BitmapsTest {
     }
 
     /**
+     * Bits a sync adds that no request brought (a merge into the bitmap) are durable when sync
+     * returns: every crash image from then on holds them.
+     */
+    @Test
+    void bitsASyncAddsAreDurableWhenItReturns() throws Exception {
+        Path p = create("g.qcow2", 64 * MIB, 65536, false);
+        long g = 512;
+        try (BitmapImages.Opened o = BitmapImages.open(p, false)) {
+            o.store().store(List.of(bitmap("m", g, 64 * MIB, true, new BitSet())));
+        }
+        BitSet merged = granules(g, 40 * MIB, 1, 3 * MIB, 70_000);
+        RecordingFile rec;
+        byte[] base;
+        try (FileChannel ch = FileChannel.open(p, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+            rec = new RecordingFile(HostFile.of(ch));
+            Qcow2Driver d = Qcow2Driver.openOn(null, rec, false, Metadata.DEFAULT_CACHE_BYTES, false);
+            PersistentBitmapStore s = d.persistentBitmaps().orElseThrow();
+            s.sync(s.loaded());
+            rec.flush();
+            base = Files.readAllBytes(p);
+            rec.startRecording();
+            s.sync(List.of(bitmap("m", g, 64 * MIB, true, merged)));
+        }
+        CrashReplay replay = new CrashReplay(base, rec.log());
+        Path crash = dir.resolve("crash.qcow2");
+        Random r = new Random(3);
+        for (int variant = 0; variant < 30; variant++) {
+            replay.writeCrashImage(rec.log().size(), new Random(r.nextLong()), crash);
+            try (BitmapImages.Opened o = BitmapImages.open(crash, true)) {
+                BitSet missing = (BitSet) merged.clone();
+                missing.andNot(o.loaded("m").bits());
+                assertThat(missing.isEmpty()).as("variant %d misses %s", variant, missing).isTrue();
+            }
+        }
+    }
+
+    /**
      * Metadata.writeHeader's rule: while the marker is set on disk, nothing past sector 0 of
      * cluster 0 changes; so in every crash image of a header rewrite that does change it, a set
      * marker sits next to the complete old rest or the complete new one.
