@@ -809,8 +809,91 @@ final class Metadata {
         return new long[] {offset, length};
     }
 
-    /** Rewrites cluster 0 from {@link #header}. Caller holds the lock. */
+    /** The unit a disk writes atomically: a write of one aligned sector lands whole or not at all. */
+    private static final int SECTOR = 512;
+
+    /**
+     * Rewrites cluster 0 from {@link #header}. Caller holds the lock.
+     * <p>
+     * jblockd's intent marker (autoclear bit 63, in sector 0) vouches for the bitmap metadata the
+     * rest of cluster 0 describes (docs/qcow2-bitmaps.md). A disk may land any subset of the
+     * sectors of a write that was not flushed, so the marker must never be durable next to a
+     * half-written rest: when bytes past sector 0 change, a write of sector 0 alone clears the
+     * marker first (flushed), the new cluster is written with the marker clear, and only after
+     * another flush does a write of sector 0 alone set it again. A change within sector 0 is one
+     * atomic write. The caller flushes after the last write, as before.
+     */
     void writeHeader() throws IOException {
-        file.write(0, ByteBuffer.wrap(header.serialize()));
+        byte[] next = header.serialize();
+        if (header.version < 3 || clusterSize <= SECTOR) {
+            file.write(0, ByteBuffer.wrap(next));
+            return;
+        }
+        byte[] cur = new byte[clusterSize];
+        file.read(0, ByteBuffer.wrap(cur));
+        if (java.util.Arrays.equals(cur, SECTOR, clusterSize, next, SECTOR, clusterSize)) {
+            file.write(0, ByteBuffer.wrap(next, 0, SECTOR));
+            return;
+        }
+        if (intentMarker(cur)) {
+            setIntentMarker(cur, false);
+            file.write(0, ByteBuffer.wrap(cur, 0, SECTOR));
+            flushFile();
+        }
+        if (!intentMarker(next)) {
+            file.write(0, ByteBuffer.wrap(next));
+            return;
+        }
+        byte[] cleared = next.clone();
+        setIntentMarker(cleared, false);
+        file.write(0, ByteBuffer.wrap(cleared));
+        flushFile();
+        file.write(0, ByteBuffer.wrap(next, 0, SECTOR));
+    }
+
+    private static boolean intentMarker(byte[] cluster0) {
+        return (ByteBuffer.wrap(cluster0).getLong(88) & Qcow2Header.AUTOCLEAR_JBLOCKD_INTENT) != 0;
+    }
+
+    private static void setIntentMarker(byte[] cluster0, boolean on) {
+        ByteBuffer b = ByteBuffer.wrap(cluster0);
+        long v = b.getLong(88);
+        b.putLong(88, on ? v | Qcow2Header.AUTOCLEAR_JBLOCKD_INTENT : v & ~Qcow2Header.AUTOCLEAR_JBLOCKD_INTENT);
+    }
+
+    /**
+     * Writes every dirty L2 table and refcount block back and flushes the file (QEMU's
+     * qcow2_flush_caches): afterwards new clusters' refcounts are durable, so a pointer to them
+     * may be written. Caller holds the lock.
+     */
+    void flushMetadata() throws IOException {
+        writeBack();
+        flushFile();
+    }
+
+    /**
+     * Drops one reference to every cluster that {@code [offset, offset + bytes)} touches (QEMU's
+     * qcow2_free_clusters). With {@code discard} a cluster that becomes free is punched out of
+     * the file (QEMU's QCOW2_DISCARD_ALWAYS, which it uses for bitmap data clusters). A failure
+     * only leaks clusters. Caller holds the lock.
+     */
+    void freeClusters(long offset, long bytes, boolean discard) {
+        if (bytes <= 0 || offset <= 0) {
+            return;
+        }
+        long first = offset >>> clusterBits;
+        long count = ((offset + bytes - 1) >>> clusterBits) - first + 1;
+        freeQuietly(first << clusterBits, count);
+        if (discard) {
+            for (long c = first; c < first + count; c++) {
+                try {
+                    if (refcount(c) == 0) {
+                        file.discard(c << clusterBits, clusterSize);
+                    }
+                } catch (IOException | RuntimeException ignored) {
+                    // a discard is a hint
+                }
+            }
+        }
     }
 }

@@ -64,15 +64,17 @@ public final class Qcow2Driver implements BlockDriver {
     private volatile BlockNode backing;
     /** Read on first query; immutable afterwards (see {@link #snapshots()}). */
     private volatile List<SnapshotInfo> snapshotList;
-    private volatile List<FormatSpecific.Qcow2Bitmap> bitmapList;
+    private final Qcow2Bitmaps bitmaps;
     private final java.util.concurrent.atomic.AtomicBoolean writeBackScheduled =
             new java.util.concurrent.atomic.AtomicBoolean();
     /** Set under the metadata lock; the background write-back checks it there. */
     private volatile boolean closed;
     private static final long WRITE_BACK_DELAY_MS = 200;
 
-    private Qcow2Driver(BlockNode fileNode, Metadata meta, boolean readOnly, boolean backgroundWriteBack) {
+    private Qcow2Driver(BlockNode fileNode, Metadata meta, Qcow2Bitmaps bitmaps, boolean readOnly,
+                        boolean backgroundWriteBack) {
         this.fileNode = fileNode;
+        this.bitmaps = bitmaps;
         this.file = meta.file;
         this.meta = meta;
         this.header = meta.header;
@@ -177,19 +179,11 @@ public final class Qcow2Driver implements BlockDriver {
         }
         Metadata meta = new Metadata(file, h, cacheBytes);
         meta.markCorruptOnDisk = !ro;
-        if (!ro && h.autoclear != 0) {
-            // We maintain none of the autoclear features (bitmaps, raw external data): clearing
-            // the bits tells their users the data is stale (qcow2.txt "autoclear features").
-            meta.lock.lock();
-            try {
-                h.autoclear = 0;
-                meta.writeHeader();
-                file.flush();
-            } finally {
-                meta.lock.unlock();
-            }
-        }
-        return new Qcow2Driver(fileNode, meta, ro, backgroundWriteBack);
+        // Loads (and checks) the persistent bitmaps; read-write, it also clears the autoclear
+        // bits of features we do not maintain (qcow2.txt "autoclear features": raw external data,
+        // unknown ones) and marks the bitmaps in_use, durably, before any write can happen.
+        Qcow2Bitmaps bitmaps = Qcow2Bitmaps.open(meta, ro, fileNode == null ? null : fileNode.driver().filename());
+        return new Qcow2Driver(fileNode, meta, bitmaps, ro, backgroundWriteBack);
     }
 
     // ------------------------------------------------------------------ helpers
@@ -377,6 +371,8 @@ public final class Qcow2Driver implements BlockDriver {
             return;
         }
         refuseWritesIfCorrupt();
+        // The bitmaps' write-intent record, before anything of the request reaches the file.
+        bitmaps.beforeWrite(offset, len);
         long g0 = offset >>> clusterBits;
         long g1 = (offset + len - 1) >>> clusterBits;
         boolean done = false;
@@ -603,6 +599,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     private void unmapRange(long offset, long length, Unmap mode) throws IOException {
         refuseWritesIfCorrupt();
+        bitmaps.beforeWrite(offset, length);
         long end = offset + length;
         long a = (offset + clusterMask()) & ~clusterMask();
         // The partial last cluster of the image counts as whole (nothing follows it).
@@ -923,16 +920,17 @@ public final class Qcow2Driver implements BlockDriver {
             return Optional.of(new FormatSpecific.Qcow2("0.10", compression, null,
                     refcountBits, null, null, null));
         }
-        List<FormatSpecific.Qcow2Bitmap> b = bitmapList;
-        if (b == null) {
-            // valid only while the autoclear bit is set: a read-write open clears it at once
-            b = ImageTables.bitmaps(file, header);
-            bitmapList = b;
-        }
+        List<FormatSpecific.Qcow2Bitmap> b = bitmaps.info();
         return Optional.of(new FormatSpecific.Qcow2("1.1", compression,
                 (header.compatible & Qcow2Header.COMPAT_LAZY_REFCOUNTS) != 0, refcountBits,
                 (header.incompatible & Qcow2Header.INCOMPAT_CORRUPT) != 0,
                 (header.incompatible & Qcow2Header.INCOMPAT_EXTL2) != 0, b));
+    }
+
+    /** Every qcow2 image has a store; a v2 one refuses new bitmaps with QEMU's text. */
+    @Override
+    public Optional<jblockd.block.bitmap.PersistentBitmapStore> persistentBitmaps() {
+        return Optional.of(bitmaps);
     }
 
     /** The image's qcow2 version (2 or 3). */

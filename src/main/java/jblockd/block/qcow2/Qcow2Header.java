@@ -34,6 +34,20 @@ final class Qcow2Header {
     static final int EXT_BITMAPS = 0x23852875;
     static final int EXT_CRYPTO = 0x0537be77;
     static final int EXT_DATA_FILE = 0x44415441;
+    /**
+     * jblockd's write-intent record for persistent bitmaps (docs/qcow2-bitmaps.md): a header
+     * extension QEMU does not know, so it keeps it verbatim ("jbwi").
+     */
+    static final int EXT_JBLOCKD_INTENT = 0x6a627769;
+
+    /** Autoclear bit 0: the bitmaps extension is consistent (qcow2.txt). */
+    static final long AUTOCLEAR_BITMAPS = 1;
+    /**
+     * Autoclear bit 63 (reserved in qcow2.txt), jblockd's own: the write-intent record is valid.
+     * Every other writer clears unknown autoclear bits when it opens the image read-write, so
+     * the bit survives only while nobody but jblockd wrote the image.
+     */
+    static final long AUTOCLEAR_JBLOCKD_INTENT = 1L << 63;
 
     static final long INCOMPAT_DIRTY = 1;
     static final long INCOMPAT_CORRUPT = 2;
@@ -245,6 +259,44 @@ final class Qcow2Header {
                 extensions.add(new Extension(type, data));
             }
         }
+    }
+
+    /** The data of header extension {@code type}, or null. */
+    byte[] extension(int type) {
+        for (Extension e : extensions) {
+            if (e.type() == type) {
+                return e.data();
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Sets (or with null data removes) header extension {@code type}. New ones go where QEMU's
+     * qcow2_update_header() puts them: the bitmaps extension before every extension QEMU does
+     * not know, jblockd's intent record right after it.
+     */
+    void setExtension(int type, byte[] data) {
+        for (int i = 0; i < extensions.size(); i++) {
+            if (extensions.get(i).type() == type) {
+                if (data == null) {
+                    extensions.remove(i);
+                } else {
+                    extensions.set(i, new Extension(type, data));
+                }
+                return;
+            }
+        }
+        if (data == null) {
+            return;
+        }
+        int at = 0;
+        if (type != EXT_BITMAPS) {
+            while (at < extensions.size() && extensions.get(at).type() == EXT_BITMAPS) {
+                at++;
+            }
+        }
+        extensions.add(at, new Extension(type, data));
     }
 
     /** Cluster 0 as QEMU's qcow2_update_header() writes it; EINVAL when it does not fit. */
