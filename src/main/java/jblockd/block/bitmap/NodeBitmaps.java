@@ -221,8 +221,9 @@ public final class NodeBitmaps {
         try {
             store.checkCanStore(name, granularity, already);
         } catch (PersistentBitmapStore.BitmapStoreException e) {
-            throw new BitmapException("Can't make bitmap '" + name + "' persistent in '" + shownName + "': "
-                    + e.getMessage(), e);
+            // a name clash with an entry in the image is QEMU's plain "Bitmap already exists"
+            throw new BitmapException(!e.prefixed() ? e.getMessage()
+                    : "Can't make bitmap '" + name + "' persistent in '" + shownName + "': " + e.getMessage(), e);
         }
     }
 
