@@ -204,6 +204,9 @@ public final class NodeBitmaps {
         BlockDirtyBitmap b = new BlockDirtyBitmap(this, name, newBits(granularity, name), disabled, persistent,
                 false, false);
         changeRecording(() -> list.addFirst(b));
+        if (persistent) {
+            syncRecord();
+        }
         return b;
     }
 
@@ -315,6 +318,9 @@ public final class NodeBitmaps {
         checkOwned(b);
         b.check(BlockDirtyBitmap.Check.ALLOW_RO);
         changeRecording(() -> b.setDisabled(!enabled));
+        if (b.persistent() && enabled) {
+            syncRecord();
+        }
     }
 
     /** block-dirty-bitmap-clear: every bit cleared; refused for busy, read-only, inconsistent. */
@@ -339,6 +345,9 @@ public final class NodeBitmaps {
         }
         for (BlockDirtyBitmap s : sources) {
             target.bits().or(s.bits());
+        }
+        if (target.persistent()) {
+            syncRecord();
         }
     }
 
@@ -409,6 +418,9 @@ public final class NodeBitmaps {
             b.setBusy(false);
             list.remove(b);
         });
+        if (successor.persistent()) {
+            syncRecord();
+        }
         return successor;
     }
 
@@ -430,6 +442,9 @@ public final class NodeBitmaps {
             b.setSuccessor(null);
             list.remove(successor);
         });
+        if (b.persistent()) {
+            syncRecord(); // the successor's bits came back
+        }
         return b;
     }
 
@@ -461,19 +476,14 @@ public final class NodeBitmaps {
         }
         changeRecording(() -> loaded.forEach(list::addFirst));
         store = s;
+        syncRecord(); // arms the crash record of a read-write image
     }
 
     /**
-     * The clean close (QEMU's qcow2_inactivate -> qcow2_store_persistent_dirty_bitmaps): stores
-     * every consistent persistent bitmap in the list's order, each with {@code auto} = recording.
-     * A bitmap still frozen is stored as its bits plus its successor's (no write is dropped). A
-     * failure is reported on stderr as QEMU reports it, and the close goes on. At most once.
+     * Every consistent persistent bitmap as it would be stored now: a frozen one with its
+     * successor's bits too, so that no write is dropped.
      */
-    public synchronized void storeOnClose() {
-        if (store == null || store.readOnly() || stored) {
-            return;
-        }
-        stored = true;
+    private List<StoredBitmap> persistentNow() {
         List<StoredBitmap> out = new ArrayList<>();
         for (BlockDirtyBitmap b : list) {
             if (b.name() == null || !b.persistent() || b.inconsistent() || b.readonly()) {
@@ -487,8 +497,41 @@ public final class NodeBitmaps {
             }
             out.add(new StoredBitmap(b.name(), b.granularity(), bits.length(), b.recording(), false, bits.toBitSet()));
         }
+        return out;
+    }
+
+    /**
+     * Brings the store's crash record up to date (PersistentBitmapStore#sync: beyond QEMU, the
+     * persistent bitmaps survive a crash): after the open, and after every change that sets bits
+     * other than by recording a request or starts a persistent bitmap recording (add, enable,
+     * merge, a job's bitmap given back). A failure only costs the record: after a crash the
+     * bitmaps are then inconsistent, as QEMU's always are; it is logged.
+     */
+    private void syncRecord() {
+        if (store == null || store.readOnly() || stored) {
+            return;
+        }
         try {
-            store.store(out);
+            store.sync(persistentNow());
+        } catch (IOException | RuntimeException e) {
+            System.err.println("jblockd: the crash record of the persistent bitmaps of node '" + nodeName
+                    + "' could not be updated (after a crash they will be inconsistent): " + e.getMessage());
+        }
+    }
+
+    /**
+     * The clean close (QEMU's qcow2_inactivate -> qcow2_store_persistent_dirty_bitmaps): stores
+     * every consistent persistent bitmap in the list's order, each with {@code auto} = recording.
+     * A bitmap still frozen is stored as its bits plus its successor's (no write is dropped). A
+     * failure is reported on stderr as QEMU reports it, and the close goes on. At most once.
+     */
+    public synchronized void storeOnClose() {
+        if (store == null || store.readOnly() || stored) {
+            return;
+        }
+        stored = true;
+        try {
+            store.store(persistentNow());
         } catch (IOException | RuntimeException e) {
             System.err.println("jblockd: Lost persistent bitmaps during inactivation of node '" + nodeName + "': "
                     + e.getMessage());
