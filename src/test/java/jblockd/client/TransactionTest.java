@@ -12,8 +12,12 @@ import org.junit.jupiter.api.Test;
 class TransactionTest {
     @Test
     void buildsActionsInOrderWithTheirDataAndTheCompletionMode() {
+        // an ordered map: Map.of's iteration order is unspecified
+        Map<String, Object> add = new java.util.LinkedHashMap<>();
+        add.put("node", "drive0");
+        add.put("name", "b0");
         Transaction t = Transaction.of()
-                .action(TransactionActionKind.BLOCK_DIRTY_BITMAP_ADD, Map.of("node", "drive0", "name", "b0"))
+                .action(TransactionActionKind.BLOCK_DIRTY_BITMAP_ADD, add)
                 .blockdevBackup(BlockdevBackup.of("drive0", "tgt0", MirrorSyncMode.FULL).jobId("j0"))
                 .driveBackup(DriveBackup.of("drive1", "/b/d1.raw").sync(MirrorSyncMode.TOP).speed(5))
                 .abort()
