@@ -159,12 +159,27 @@ class PermissionsQemuIT {
             while (!Files.exists(sock) && qemu.isAlive()) {
                 Thread.onSpinWait();
             }
-            try (QmpTestClient q = QmpTestClient.connectUnix(sock)) {
+            try (QmpTestClient q = connectWhenListening(sock)) {
                 assertThat(e.run(q, qImages)).as("QEMU").containsExactlyElementsOf(expected);
             }
         } finally {
             qemu.destroy();
             qemu.waitFor(10, TimeUnit.SECONDS);
+        }
+    }
+
+    /** QEMU creates its socket file before it listens on it: retry a refused connect for a while. */
+    private static QmpTestClient connectWhenListening(Path sock) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (true) {
+            try {
+                return QmpTestClient.connectUnix(sock);
+            } catch (java.net.ConnectException e) {
+                if (System.nanoTime() > deadline) {
+                    throw e;
+                }
+                Thread.sleep(20); // polling QEMU's start-up, not synchronising with jblockd
+            }
         }
     }
 
