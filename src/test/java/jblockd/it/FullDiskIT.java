@@ -108,7 +108,14 @@ class FullDiskIT {
                     "format", tgtFmt, "sync", "full", "on-target-error", policy));
             JsonNode err = c.waitEvent("BLOCK_JOB_ERROR", T);
             assertThat(err.at("/data/action").asText()).isEqualTo("stop");
+            // the error event comes as the pause is requested; "paused" is reported once the job
+            // is quiesced (jblockd's rule), which may be a moment later: poll for it, bounded
             JsonNode job = c.executeOk("query-block-jobs").get(0);
+            long deadline = System.nanoTime() + T.toNanos();
+            while (!job.get("paused").asBoolean() && System.nanoTime() < deadline) {
+                Thread.sleep(5);
+                job = c.executeOk("query-block-jobs").get(0);
+            }
             assertThat(job.get("io-status").asText()).isEqualTo("nospace");
             assertThat(job.get("paused").asBoolean()).isTrue();
             assertStillServing(c, nbd);
