@@ -208,6 +208,32 @@ class TransactionQemuDifferentialIT {
         assertThat(replies(tj.log)).as("replies, jblockd vs QEMU 7.2").isEqualTo(replies(tq.log));
     }
 
+    private static void compareIgnoringPausesWhileAborting(Scenario s) throws Exception {
+        Trace tq = new Trace(q, "q");
+        Trace tj = new Trace(j, "j");
+        q.drainEvents();
+        j.drainEvents();
+        s.run(tq);
+        s.run(tj);
+        assertThat(withoutPausesWhileAborting(events(tj.log))).as("events, jblockd vs QEMU 7.2")
+                .isEqualTo(withoutPausesWhileAborting(events(tq.log)));
+        assertThat(replies(tj.log)).as("replies, jblockd vs QEMU 7.2").isEqualTo(replies(tq.log));
+    }
+
+    /**
+     * Drops J(paused x)/J(running x): when QEMU drains the group for the cancel is not fixed, so
+     * the comparison is of the group's fate (created, aborting, cancelled, concluded, null).
+     */
+    private static List<String> withoutPausesWhileAborting(List<String> events) {
+        List<String> out = new ArrayList<>();
+        for (String e : events) {
+            if (!e.startsWith("J(paused") && !e.startsWith("J(running")) {
+                out.add(e);
+            }
+        }
+        return out;
+    }
+
     private static boolean isEvent(String entry) {
         return entry.matches("[A-Z_]+\\(.*\\)");
     }
@@ -390,7 +416,10 @@ class TransactionQemuDifferentialIT {
 
     @Test
     void cancellingOneGroupedJobCancelsBoth() throws Exception {
-        compare(t -> {
+        // QEMU 7.2 sometimes drains the other member while the cancel runs (an extra
+        // J(paused jB) J(running jB) around the aborting events, seen in CI): pauses and
+        // resumes are not compared here, the group's fate is
+        compareIgnoringPausesWhileAborting(t -> {
             t.target("gcA", false);
             t.target("gcB", false);
             t.tx(GROUPED, backup("jA", "drive0", "gcA", "speed", 1), backup("jB", "drive1", "gcB", "speed", 1));
