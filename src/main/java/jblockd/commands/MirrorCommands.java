@@ -207,7 +207,7 @@ public final class MirrorCommands implements CommandGroup {
         // The bitmap records at the source node itself, not in the filter: every write that
         // reaches the source is seen, also one from a user that does not go through the
         // filter (an export added on the node name later, another parent node).
-        JobTopFilter filter = new JobTopFilter("mirror_top", bs, null, null);
+        JobTopFilter filter = new JobTopFilter("mirror_top", bs, null);
         BlockNode filterNode = nodes.filterNode(filter, filterNodeName);
         Job[] self = new Job[1];
         Actions actions = new Actions(bs, target, filterNode, targetOwned, self, extraRelease,

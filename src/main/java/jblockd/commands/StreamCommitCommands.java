@@ -134,7 +134,7 @@ public final class StreamCommitCommands implements CommandGroup {
         String backingFmt = base == null ? null : base.driver().formatName();
         final BlockNode fbase = base;
         RangeLocks locks = new RangeLocks(StreamJob.CHUNK);
-        BlockNode filterNode = nodes.filterNode(new JobTopFilter("copy-on-read", bs, null, locks),
+        BlockNode filterNode = nodes.filterNode(new JobTopFilter("copy-on-read", bs, locks),
                 a.filterNodeName());
         BlockNode oldBacking = bs.driver().backing();
         Job[] self = new Job[1];

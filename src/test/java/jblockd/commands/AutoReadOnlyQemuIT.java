@@ -9,7 +9,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -19,6 +18,7 @@ import org.junit.jupiter.api.io.TempDir;
 import com.fasterxml.jackson.databind.JsonNode;
 
 import jblockd.testsupport.DaemonProcess;
+import jblockd.testsupport.QemuStorageDaemon;
 import jblockd.testsupport.QmpTestClient;
 
 /**
@@ -113,18 +113,9 @@ class AutoReadOnlyQemuIT {
     private final List<AutoCloseable> closeLater = new ArrayList<>();
 
     private QmpTestClient qsd() throws Exception {
-        Path sock = dir.resolve("qsd.sock");
-        Process p = new ProcessBuilder("qemu-storage-daemon", "--chardev",
-                "socket,id=m,path=" + sock + ",server=on,wait=off", "--monitor", "chardev=m,mode=control")
-                .redirectErrorStream(true).redirectOutput(dir.resolve("qsd.log").toFile()).start();
-        closeLater.add(() -> {
-            p.destroy();
-            p.waitFor(10, TimeUnit.SECONDS);
-        });
-        while (!Files.exists(sock) && p.isAlive()) {
-            Thread.onSpinWait();
-        }
-        return QmpTestClient.connectUnix(sock);
+        QemuStorageDaemon p = QemuStorageDaemon.start(dir.resolve("qsd"));
+        closeLater.add(p);
+        return p.connect();
     }
 
     private static int run(String... cmd) throws IOException, InterruptedException {

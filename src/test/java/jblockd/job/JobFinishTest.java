@@ -100,9 +100,10 @@ class JobFinishTest {
 
     private MirrorJob mirror(BlockNode src, BlockNode tgt, RecordingActions actions) {
         DirtyBitmap bitmap = new DirtyBitmap(SIZE, 64 * 1024);
+        src.bitmaps().adopt(bitmap); // as MirrorCommands: the source records guest writes
         return new MirrorJob(new MirrorJob.Params(JobType.MIRROR, MirrorSyncMode.FULL, null,
                 MirrorJob.DEFAULT_BUF_SIZE, BlockdevOnError.REPORT, BlockdevOnError.REPORT, true),
-                src, tgt, new JobTopFilter("mirror_top", src, bitmap, null), bitmap, actions);
+                src, tgt, new JobTopFilter("mirror_top", src, null), bitmap, actions);
     }
 
     @Test

@@ -116,7 +116,8 @@ class PausedMeansQuiescedTest {
         BlockNode src = gatedSource();
         BlockNode tgt = GatedDriver.over(file("tgt", new byte[SIZE]), "gtgt");
         DirtyBitmap bitmap = new DirtyBitmap(SIZE, 64 * 1024);
-        JobTopFilter filter = new JobTopFilter("mirror_top", src, bitmap, null);
+        src.bitmaps().adopt(bitmap); // as MirrorCommands: the source records guest writes
+        JobTopFilter filter = new JobTopFilter("mirror_top", src, null);
         MirrorJob driver = new MirrorJob(new MirrorJob.Params(JobType.MIRROR, MirrorSyncMode.FULL, null,
                 MirrorJob.DEFAULT_BUF_SIZE, BlockdevOnError.REPORT, BlockdevOnError.REPORT, true),
                 src, tgt, filter, bitmap, new MirrorJob.GraphActions() {

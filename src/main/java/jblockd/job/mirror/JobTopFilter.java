@@ -10,16 +10,14 @@ import jblockd.block.FilterDriver;
 import jblockd.block.BlockNode;
 import jblockd.block.Capabilities;
 import jblockd.block.Extent;
-import jblockd.block.bitmap.DirtyBitmap;
 
 /**
  * The filter a job puts above the node it works on, as the device's root, so that every guest
  * request passes it (QEMU's {@code mirror_top}, {@code commit_top} and stream's
- * {@code copy-on-read} filters). It forwards everything to its child and, depending on the job:
+ * {@code copy-on-read} filters). It forwards everything to its child and, depending on the job
+ * (a mirror's dirty tracking is not here: the source node records every write that reaches it,
+ * whatever path it took, see {@link jblockd.block.bitmap.NodeBitmaps#adopt}):
  * <ul>
- *   <li>marks guest writes, write-zeroes and discards in a {@link DirtyBitmap} after they
- *       completed (mirror, active commit: the job clears a granule before it reads the source,
- *       so a write racing with the copy leaves the granule dirty);</li>
  *   <li>holds {@link RangeLocks} around guest writes (stream: its copy-on-read of a chunk and
  *       a guest write to that chunk never interleave);</li>
  *   <li>can write guest writes through to a second node (a completed mirror between its final
@@ -31,7 +29,6 @@ import jblockd.block.bitmap.DirtyBitmap;
 public final class JobTopFilter implements FilterDriver {
     private final String driverName;
     private final BlockNode child;
-    private volatile DirtyBitmap bitmap;
     private volatile BlockNode writeThrough;
     private final RangeLocks locks;
     private volatile boolean implicit;
@@ -39,13 +36,11 @@ public final class JobTopFilter implements FilterDriver {
 
     /**
      * @param driverName {@code mirror_top}, {@code commit_top} or {@code copy-on-read}
-     * @param bitmap     marks guest writes, or null
      * @param locks      serialises guest writes with the job's chunks, or null
      */
-    public JobTopFilter(String driverName, BlockNode child, DirtyBitmap bitmap, RangeLocks locks) {
+    public JobTopFilter(String driverName, BlockNode child, RangeLocks locks) {
         this.driverName = driverName;
         this.child = Objects.requireNonNull(child);
-        this.bitmap = bitmap;
         this.locks = locks;
     }
 
@@ -61,11 +56,6 @@ public final class JobTopFilter implements FilterDriver {
 
     public BlockNode child() {
         return child;
-    }
-
-    /** Stops marking guest writes (the job is over); requests still go to the child. */
-    public void stopTracking() {
-        this.bitmap = null;
     }
 
     /** Writes every later guest write to {@code node} as well, after the child (null: stop). */
@@ -87,10 +77,6 @@ public final class JobTopFilter implements FilterDriver {
             BlockNode second = writeThrough;
             if (second != null) {
                 op.apply(second);
-            }
-            DirtyBitmap b = bitmap;
-            if (b != null) {
-                b.mark(offset, length);
             }
         } finally {
             if (l != null) {

@@ -192,7 +192,6 @@ public final class MirrorJob implements JobDriver {
         }
         // In sync, the devices drained, target flushed.
         if (completeRequested && !ctx.cancelRequested()) {
-            filter.stopTracking();
             filter.setWriteThrough(target);
             pivotPending = true;
         } else {
@@ -591,7 +590,6 @@ public final class MirrorJob implements JobDriver {
 
     @Override
     public void clean() {
-        filter.stopTracking();
         if (!pivoted) {
             filter.setWriteThrough(null);
             actions.detach();

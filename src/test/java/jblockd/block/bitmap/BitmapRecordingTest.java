@@ -77,7 +77,7 @@ class BitmapRecordingTest {
     void writesThroughAJobFilterAreRecordedOnTheNodeBelowAndOnAWriteThroughTarget() throws Exception {
         BlockNode source = new BlockNode("src", false, new TestDisk(SIZE), false);
         BlockNode target = new BlockNode("tgt", false, new TestDisk(SIZE), false);
-        JobTopFilter top = new JobTopFilter("mirror_top", source, new DirtyBitmap(SIZE, G), null);
+        JobTopFilter top = new JobTopFilter("mirror_top", source, null);
         BlockNode filter = new BlockNode("#block900", true, top, false);
         BlockDirtyBitmap onSource = source.bitmaps().create("s", G, false, false, "src");
         BlockDirtyBitmap onTarget = target.bitmaps().create("t", G, false, false, "tgt");

@@ -13,7 +13,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
-import java.util.concurrent.TimeUnit;
 
 import com.fasterxml.jackson.databind.JsonNode;
 
@@ -23,6 +22,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
 import jblockd.testsupport.DaemonProcess;
+import jblockd.testsupport.QemuStorageDaemon;
 import jblockd.testsupport.QmpTestClient;
 
 /**
@@ -92,16 +92,10 @@ class IncrementalBackupQemuIT {
     }
 
     private Peer qsd() throws IOException, InterruptedException {
-        Path d = Files.createDirectories(dir.resolve("qsd"));
-        Path sock = d.resolve("qmp.sock");
-        Process p = new ProcessBuilder("qemu-storage-daemon", "--chardev",
-                "socket,id=m,path=" + sock + ",server=on,wait=off", "--monitor", "chardev=m,mode=control",
-                "--nbd-server", "addr.type=unix,addr.path=" + d.resolve("nbd.sock"))
-                .redirectErrorStream(true).redirectOutput(d.resolve("qsd.log").toFile()).start();
-        for (int i = 0; i < 400 && !Files.exists(sock) && p.isAlive(); i++) {
-            Thread.sleep(25);
-        }
-        QmpTestClient c = QmpTestClient.connectUnix(sock);
+        Path d = dir.resolve("qsd");
+        QemuStorageDaemon p = QemuStorageDaemon.start(d, "--nbd-server",
+                "addr.type=unix,addr.path=" + d.resolve("nbd.sock"));
+        QmpTestClient c = p.connect();
         return new Peer() {
             public String name() {
                 return "qemu-storage-daemon";
@@ -117,8 +111,7 @@ class IncrementalBackupQemuIT {
 
             public void close() throws InterruptedException {
                 c.close();
-                p.destroy();
-                p.waitFor(10, TimeUnit.SECONDS);
+                p.close();
             }
         };
     }

@@ -7,13 +7,13 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Map;
-import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import jblockd.testsupport.DaemonProcess;
 import jblockd.testsupport.ExternalTools;
+import jblockd.testsupport.QemuStorageDaemon;
 import jblockd.testsupport.QmpTestClient;
 
 /**
@@ -38,22 +38,10 @@ class MirrorSourceWritersIT {
             exchange(c, j);
         }
         if (ExternalTools.present("qemu-storage-daemon")) {
-            Path q = Files.createDirectories(dir.resolve("q"));
-            Path sock = q.resolve("qmp.sock");
-            Process p = new ProcessBuilder("qemu-storage-daemon", "--chardev",
-                    "socket,id=m,path=" + sock + ",server=on,wait=off", "--monitor", "chardev=m,mode=control",
-                    "--nbd-server", "addr.type=unix,addr.path=" + q.resolve("nbd.sock"))
-                    .redirectErrorStream(true).redirectOutput(q.resolve("qsd.log").toFile()).start();
-            try {
-                while (!Files.exists(sock) && p.isAlive()) {
-                    Thread.onSpinWait();
-                }
-                try (QmpTestClient c = QmpTestClient.connectUnix(sock)) {
-                    exchange(c, q);
-                }
-            } finally {
-                p.destroy();
-                p.waitFor(10, TimeUnit.SECONDS);
+            Path q = dir.resolve("q");
+            try (QemuStorageDaemon p = QemuStorageDaemon.start(q, "--nbd-server",
+                    "addr.type=unix,addr.path=" + q.resolve("nbd.sock")); QmpTestClient c = p.connect()) {
+                exchange(c, q);
             }
         }
     }
