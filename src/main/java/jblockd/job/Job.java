@@ -486,6 +486,13 @@ public final class Job {
             } else {
                 errorText = end == Outcome.FAILURE ? errorText(failure) : null;
             }
+            boolean goesNow = autoDismiss || !started;
+            if (goesNow && onDismissed != null) {
+                // Its nodes are free before the end event goes out: QEMU emits it and dismisses
+                // the job in one main-loop step, so a client that saw BLOCK_JOB_COMPLETED may
+                // blockdev-del the target at once (seen refused as busy here before).
+                onDismissed.run();
+            }
             // QEMU emits the end event only for a job that started: one a transaction made and
             // rolled back shows J(created) J(aborting) J(concluded) J(null) and nothing else
             if (started && end == Outcome.CANCELLED) {
@@ -496,7 +503,7 @@ public final class Job {
             transition(JobStatus.CONCLUDED);
             // a job that never started is gone at once even without auto-dismiss (observed on
             // QEMU 7.2: a rolled-back transaction's job reaches null and query-jobs is empty)
-            if (autoDismiss || !started) {
+            if (goesNow) {
                 toNullLocked();
             }
         } finally {

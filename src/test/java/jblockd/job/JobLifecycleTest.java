@@ -31,6 +31,7 @@ import jblockd.qapi.IoOperation;
 import jblockd.qapi.IoStatus;
 import jblockd.qapi.JobStatus;
 import jblockd.qapi.JobType;
+import jblockd.qapi.QapiEvents;
 import jblockd.qapi.QmpError;
 
 /**
@@ -388,6 +389,48 @@ class JobLifecycleTest {
         job.userCancel(true);
         assertThat(graph.usersOf(node)).isEmpty();
         assertThat(registry.jobUsing(node)).isEmpty();
+    }
+
+    /**
+     * QEMU emits BLOCK_JOB_COMPLETED and dismisses an auto-dismiss job in one main-loop step: a
+     * client reacting to the event may blockdev-del the job's nodes at once. So by the time the
+     * end event goes out the job holds no node and is out of the registry.
+     */
+    @Test
+    void anAutoDismissJobHasLetGoOfItsNodesWhenItsEndEventGoesOut() throws Exception {
+        Path img = dir.resolve("a.raw");
+        graph.drivers().creator("raw").orElseThrow().create(ImageCreator.Options.of(img, 65536));
+        BlockNode node = graph.add(new BlockdevOptions.File(BlockdevOptions.Common.defaults().withNodeName("f0"),
+                img.toString()));
+        List<String> seenAtEnd = new java.util.concurrent.CopyOnWriteArrayList<>();
+        JobRegistry[] reg = new JobRegistry[1];
+        QapiEvents probe = new QapiEvents() {
+            public void jobStatusChange(String id, JobStatus status) { }
+            public void blockJobCompleted(JobType t, String d, long l, long o, long s, String e) {
+                seenAtEnd.add("users=" + graph.usersOf(node).size() + " listed=" + reg[0].find(d).isPresent());
+            }
+            public void blockJobCancelled(JobType t, String d, long l, long o, long s) {
+                blockJobCompleted(t, d, l, o, s, null);
+            }
+            public void blockJobError(String d, IoOperation op, ErrorAction a) { }
+            public void blockJobReady(JobType t, String d, long l, long o, long s) { }
+            public void blockJobPending(JobType t, String id) { }
+            public void blockIoError(String d, String n, IoOperation op, ErrorAction a, Boolean ns, String r) { }
+            public void stop() { }
+            public void resume() { }
+            public void shutdown(boolean guest, String reason) { }
+            public void blockExportDeleted(String id) { }
+        };
+        reg[0] = new JobRegistry(probe, graph);
+        Job done = reg[0].create("j0", new LoopDriver(2, 4096, BlockdevOnError.REPORT),
+                List.of(JobUse.node(node, "main node", Access.PASSIVE)), 0, true, true);
+        reg[0].start(done);
+        assertThat(done.awaitEnd(10, TimeUnit.SECONDS)).isTrue();
+        Job cancelled = reg[0].create("j1", new LoopDriver(1_000_000, 4096, BlockdevOnError.REPORT),
+                List.of(JobUse.node(node, "main node", Access.PASSIVE)), 4096, true, true);
+        reg[0].start(cancelled);
+        cancelled.userCancel(true);
+        assertThat(seenAtEnd).containsExactly("users=0 listed=false", "users=0 listed=false");
     }
 
     @Test

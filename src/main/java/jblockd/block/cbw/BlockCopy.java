@@ -42,6 +42,8 @@ import jblockd.qapi.IoOperation;
 public final class BlockCopy {
     /** One copy request reads and writes at most 1 MiB (QEMU block-copy without offload). */
     public static final int MAX_CHUNK = 1 << 20;
+    /** The most one zero-skipping status query asks about (a bound on its cost, not on the skip). */
+    static final long STATUS_WINDOW = 64L << 20;
 
     /** A copy failure, with the side it happened on (BLOCK_JOB_ERROR.operation). */
     public static final class CopyError extends IoError {
@@ -253,9 +255,11 @@ public final class BlockCopy {
             return from;
         }
         int c;
+        int runEnd;
         lock.lock();
         try {
             c = dirty.nextSetBit((int) from);
+            runEnd = c < 0 ? -1 : dirty.nextClearBit(c);
         } finally {
             lock.unlock();
         }
@@ -263,9 +267,13 @@ public final class BlockCopy {
             return clusters;
         }
         long pos = (long) c * clusterSize;
+        // Asked for the dirty run only, and at most STATUS_WINDOW: a driver's status costs in
+        // proportion to the extent it reports, and this runs once per claim, so asking for the
+        // rest of the disk each time made a scattered incremental backup quadratic.
+        long ask = Math.min(Math.min(length, (long) runEnd * clusterSize) - pos, STATUS_WINDOW);
         Extent e;
         try {
-            e = BlockStatus.readView(source, pos, length - pos);
+            e = BlockStatus.readView(source, pos, ask);
         } catch (IOException ex) {
             throw new CopyError(IoOperation.READ, pos, IoError.wrap(ex));
         }
