@@ -81,7 +81,10 @@ class NbdBitmapExportQemuIT {
                         + " | 20971520 65536 1 dirty | 21037056 10420224 0 clean | 31457280 131072 1 dirty"
                         + " | 31588352 35520512 0 clean",
                 "block-export-add ro2 -> Enabled bitmap 'b1' incompatible with readonly export",
-                "block-export-add ro3 -> Bitmap 'nob' is not found");
+                "block-export-add ro3 -> Bitmap 'nob' is not found",
+                "map filtered depth: 0 65536 1 local | 65536 2031616 3 backing depth 3 | 2097152 2097152 0 absent"
+                        + " | 4194304 1048576 1 local | 5242880 15728640 0 absent | 20971520 65536 1 local"
+                        + " | 21037056 10420224 0 absent | 31457280 131072 1 local | 31588352 35520512 0 absent");
         assumeTrue(ExternalTools.present("qemu-storage-daemon"), "qemu-storage-daemon not installed");
         List<String> theirs;
         try (Peer q = qsd()) {
@@ -154,6 +157,13 @@ class NbdBitmapExportQemuIT {
                     "driver=nbd,server.type=unix,server.path=" + p.nbdSocket() + ",export=bk,x-dirty-bitmap=" + ctx));
         }
         rawExchanges(t, p);
+
+        // QEMU counts a filter as a layer: through one, the backing's data is at depth 3
+        c.executeOk("blockdev-add", Map.of("driver", "blkdebug", "node-name", "dbg", "image", "fmt"));
+        step(t, c, "filtered", "block-export-add", Map.of("type", "nbd", "id", "filtered", "node-name", "dbg",
+                "name", "filtered", "allocation-depth", true));
+        t.add("map filtered depth: " + tool(p, "nbdinfo", "--map=qemu:allocation-depth", p.uri("filtered")));
+        step(t, c, "filtered", "block-export-del", Map.of("id", "filtered"));
 
         // teardown: the bitmaps are free again once their exports are gone
         step(t, c, "bk", "block-export-del", Map.of("id", "bk"));
