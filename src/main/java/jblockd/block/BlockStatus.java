@@ -34,26 +34,65 @@ public final class BlockStatus {
      * backing layers, stopping before {@code base} (null: to the bottom). {@code len > 0}.
      */
     public static Extent above(BlockNode top, BlockNode base, long offset, long len) throws IOException {
+        return walk(top, base, offset, len).extent();
+    }
+
+    /**
+     * What {@link #walk} found: the status, and QEMU's depth of the layer that decided it
+     * (0 when nothing in the chain allocates the range).
+     */
+    public record Depth(Extent extent, int depth) {
+    }
+
+    /**
+     * The depth of the layer that provides {@code [offset, offset+len)} as seen from {@code top}
+     * (QEMU's {@code bdrv_is_allocated_above(top, NULL, false, ...)}, the NBD context
+     * {@code qemu:allocation-depth}): 0 when no layer of the chain allocates it, 1 when
+     * {@code top} does, 2 its backing, and so on. The run returned is the same one
+     * {@link #above} returns.
+     * <p>
+     * QEMU counts every node it asks, filters included: it asks a filter too, and a filter
+     * answers with its filtered child's own status. So a filter (or a run of filters) right above
+     * the allocating layer takes that layer's place in the count (data in an image under
+     * {@code top}'s filter is at depth 1, its backing's at 3), which {@link #walk} reproduces.
+     */
+    public static Depth allocationDepth(BlockNode top, long offset, long len) throws IOException {
+        return walk(top, null, offset, len);
+    }
+
+    /**
+     * The one walk (bdrv_co_common_block_status_above): down filters and backing links, each
+     * non-filter layer asked once; the depth counts every node passed as QEMU does.
+     */
+    private static Depth walk(BlockNode top, BlockNode base, long offset, long len) throws IOException {
         long n = len;
         int depth = 0;
+        // 1-based depth of the first of the filters directly above the current layer, 0 if none:
+        // QEMU's answer for that filter is this layer's status
+        int filterRunStart = 0;
         for (BlockNode layer = top; layer != null && layer != base; layer = next(layer)) {
             if (++depth > MAX_DEPTH) {
                 throw new IoError(Errno.ELOOP, "backing chain loop at node '" + layer.nodeName() + "'");
             }
             if (layer.driver().filtered() != null) {
+                if (filterRunStart == 0) {
+                    filterRunStart = depth;
+                }
                 continue; // a filter: what it shows is its child's
             }
+            int shown = filterRunStart != 0 ? filterRunStart : depth;
+            filterRunStart = 0;
             long size = layer.length();
             if (offset >= size) {
-                return new Extent(offset, n, Allocation.ZERO);
+                return new Depth(new Extent(offset, n, Allocation.ZERO), shown);
             }
             Extent e = layer.status(offset, Math.min(n, size - offset));
             n = Math.min(n, e.length());
             if (e.allocation() != Allocation.UNALLOCATED) {
-                return new Extent(offset, n, e.allocation());
+                return new Depth(new Extent(offset, n, e.allocation()), shown);
             }
         }
-        return new Extent(offset, n, Allocation.UNALLOCATED);
+        return new Depth(new Extent(offset, n, Allocation.UNALLOCATED), 0);
     }
 
     /**

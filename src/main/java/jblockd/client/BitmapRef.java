@@ -4,9 +4,10 @@ import java.util.Objects;
 
 /**
  * A source of {@code block-dirty-bitmap-merge}: a bitmap of the target's node ({@link #local})
- * or of another node ({@link #on}), QAPI's BlockDirtyBitmapOrStr.
+ * or of another node ({@link #on}), QAPI's BlockDirtyBitmapOrStr; also a bitmap of an NBD export
+ * ({@link ExportCommands#blockExportAdd(String, String, String, boolean, java.util.List, boolean)}).
  *
- * @param node null for a bitmap of the target's own node
+ * @param node null for a bitmap of the target's (or exported) node
  */
 public record BitmapRef(String node, String name) {
     public BitmapRef {

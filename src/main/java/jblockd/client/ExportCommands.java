@@ -64,6 +64,32 @@ public final class ExportCommands {
         qmp.execute("block-export-add", a.put("writable", writable));
     }
 
+    /**
+     * {@code block-export-add} of type nbd offering pull-mode readers the meta contexts
+     * {@code qemu:dirty-bitmap:NAME} for each of {@code bitmaps} (a {@link BitmapRef#local local}
+     * name is looked up on the node and down its backing chain) and, with
+     * {@code allocationDepth}, {@code qemu:allocation-depth}. The bitmaps stay busy while the
+     * export exists; a recording one needs a writable export (or a read-only node).
+     */
+    public void blockExportAdd(String id, String nodeName, String name, boolean writable, List<BitmapRef> bitmaps,
+                               boolean allocationDepth) {
+        ObjectNode a = obj().put("type", "nbd").put("id", id).put("node-name", nodeName);
+        if (name != null) {
+            a.put("name", name);
+        }
+        a.put("writable", writable);
+        if (!bitmaps.isEmpty()) {
+            com.fasterxml.jackson.databind.node.ArrayNode list = a.putArray("bitmaps");
+            for (BitmapRef b : bitmaps) {
+                list.add(QmpConnection.MAPPER.valueToTree(b.toWire()));
+            }
+        }
+        if (allocationDepth) {
+            a.put("allocation-depth", true);
+        }
+        qmp.execute("block-export-add", a);
+    }
+
     /** {@code block-export-add} with the full BlockExportOptions object. */
     public void blockExportAdd(JsonNode options) {
         qmp.execute("block-export-add", options);

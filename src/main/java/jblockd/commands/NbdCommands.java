@@ -11,11 +11,15 @@ import java.util.Map;
 import java.util.Optional;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.TextNode;
 
 import jblockd.block.BlockNode;
+import jblockd.block.BlockStatus;
 import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
 import jblockd.block.NodeUser;
+import jblockd.block.bitmap.BitmapException;
+import jblockd.block.bitmap.BlockDirtyBitmap;
 import jblockd.device.Device;
 import jblockd.device.DrainedSection;
 import jblockd.device.Devices;
@@ -48,14 +52,30 @@ public final class NbdCommands implements CommandGroup {
     public record NbdServerRemove(String name, String mode) {
     }
 
-    /** {@code device} is jblockd's addition (SPEC §1): export a device by name instead of a node. */
+    /**
+     * {@code device} is jblockd's addition (SPEC §1): export a device by name instead of a node.
+     * {@code bitmaps}: each a name (searched on the node and down its chain) or
+     * {@code {"node", "name"}} (the BlockDirtyBitmapOrStr alternate).
+     */
     public record BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
-                                 String name, String description, String device) {
-        /** QEMU's members only (no {@code device}). */
+                                 String name, String description, String device, List<JsonNode> bitmaps,
+                                 Boolean allocationDepth) {
+        /** QEMU's members without the meta contexts (no {@code device}). */
         public BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
                               String name, String description) {
-            this(type, id, nodeName, writable, writethrough, name, description, null);
+            this(type, id, nodeName, writable, writethrough, name, description, null, null, null);
         }
+
+        /** Without the meta contexts. */
+        public BlockExportAdd(String type, String id, String nodeName, Boolean writable, Boolean writethrough,
+                              String name, String description, String device) {
+            this(type, id, nodeName, writable, writethrough, name, description, device, null, null);
+        }
+    }
+
+    /** What an export offers besides base:allocation (BlockExportOptionsNbd's two members). */
+    private record Contexts(List<JsonNode> bitmaps, boolean allocationDepth) {
+        static final Contexts NONE = new Contexts(List.of(), false);
     }
 
     public record BlockExportDel(String id, String mode) {
@@ -173,13 +193,13 @@ public final class NbdCommands implements CommandGroup {
     /** qmp_nbd_server_add: lookup first, then block-export-add with id = name (blockdev-nbd.c). */
     Object nbdServerAdd(NbdServerAdd a) throws QmpError {
         Target t = target(a.device(), a.device());
-        if (a.bitmap() != null) {
-            throw QmpError.generic("Bitmap '" + a.bitmap() + "' is not found");
-        }
         String name = a.name() != null ? a.name() : a.device();
         // nbd-server-add quietly exports a read-only device read-only (block-export-add refuses)
         boolean writable = Boolean.TRUE.equals(a.writable()) && !t.node().readOnly();
-        add(name, name, a.description(), writable, false, t);
+        // its one bitmap is block-export-add's bitmaps: [name] (qmp_nbd_server_add)
+        Contexts contexts = a.bitmap() == null ? Contexts.NONE
+                : new Contexts(List.of(TextNode.valueOf(a.bitmap())), false);
+        add(name, name, a.description(), writable, false, t, contexts);
         return null;
     }
 
@@ -212,7 +232,9 @@ public final class NbdCommands implements CommandGroup {
             throw QmpError.generic("Cannot export read-only node as writable");
         }
         String name = a.name() != null ? a.name() : a.nodeName() != null ? a.nodeName() : a.device();
-        add(a.id(), name, a.description(), writable, Boolean.TRUE.equals(a.writethrough()), t);
+        Contexts contexts = new Contexts(a.bitmaps() == null ? List.of() : a.bitmaps(),
+                Boolean.TRUE.equals(a.allocationDepth()));
+        add(a.id(), name, a.description(), writable, Boolean.TRUE.equals(a.writethrough()), t, contexts);
         return null;
     }
 
@@ -266,7 +288,7 @@ public final class NbdCommands implements CommandGroup {
      * its reply, whatever the device's cache mode.
      */
     private synchronized void add(String id, String name, String description, boolean writable,
-                                  boolean writethrough, Target t) throws QmpError {
+                                  boolean writethrough, Target t, Contexts contexts) throws QmpError {
         checkId(id);
         // nbd_export_create (nbd/server.c)
         if (!server.running()) {
@@ -288,6 +310,15 @@ public final class NbdCommands implements CommandGroup {
         } catch (IoError ex) {
             throw QmpError.generic(ex.getMessage());
         }
+        List<BlockDirtyBitmap> bitmaps;
+        try {
+            bitmaps = exportBitmaps(contexts.bitmaps(), t.node(), !writable);
+        } catch (QmpError ex) {
+            devices.detachUser(t.device(), user);
+            throw ex;
+        }
+        // nbd_export_create marks them busy once all passed; they stay busy for the export's life
+        setBusy(bitmaps, true);
         // The anonymous device is known before the export serves its first request, so a job
         // inserting a filter above the node meanwhile re-points it too (Devices.attachedTo):
         // no request of the export can go past a filter that its user record was checked
@@ -299,17 +330,81 @@ public final class NbdCommands implements CommandGroup {
             }
             try {
                 e = new NbdExport(id, name, description, writable,
-                        new GuestIo(t.device(), runState, events, writethrough));
+                        new GuestIo(t.device(), runState, events, writethrough), contexts.allocationDepth(), bitmaps);
                 server.addExport(e);
             } catch (IOException ex) {
+                setBusy(bitmaps, false);
                 undoAdd(t, user);
                 throw QmpError.generic("Failed to get size of export '" + name + "': " + reason(ex));
             } catch (IllegalArgumentException ex) {
+                setBusy(bitmaps, false);
                 undoAdd(t, user);
                 throw QmpError.generic(ex.getMessage());
             }
         }
         exportUsers.put(e, user);
+    }
+
+    /**
+     * nbd_export_create's bitmap loop (nbd/server.c, QEMU 7.2), each entry in turn:
+     * <ul>
+     *   <li>a name is looked up on the exported node, then down its filter/backing chain
+     *   (bdrv_filter_or_cow_bs): {@code Bitmap 'x' is not found}; a read-only export refuses
+     *   such a bitmap when it is enabled and its node is writable (it would keep changing under
+     *   the reader): {@code Enabled bitmap 'x' incompatible with readonly export};</li>
+     *   <li>{@code {node, name}} is looked up as every bitmap command does
+     *   (block_dirty_bitmap_lookup: {@code Node 'n' not found}, {@code Dirty bitmap 'x' not
+     *   found}) and is exported even when enabled (QEMU applies the rule above to names
+     *   only);</li>
+     *   <li>then either must be usable read-only: not busy, not inconsistent
+     *   (BDRV_BITMAP_ALLOW_RO).</li>
+     * </ul>
+     */
+    private List<BlockDirtyBitmap> exportBitmaps(List<JsonNode> specs, BlockNode exported, boolean readonly)
+            throws QmpError {
+        List<BlockDirtyBitmap> out = new ArrayList<>();
+        for (JsonNode spec : specs) {
+            BlockDirtyBitmap bm;
+            if (spec.isTextual()) {
+                String bitmap = spec.asText();
+                bm = null;
+                BlockNode holder = exported;
+                for (BlockNode n = exported; n != null; n = BlockStatus.next(n)) {
+                    Optional<BlockDirtyBitmap> found = n.bitmaps().find(bitmap);
+                    if (found.isPresent()) {
+                        bm = found.get();
+                        holder = n;
+                        break;
+                    }
+                }
+                if (bm == null) {
+                    throw QmpError.generic("Bitmap '" + bitmap + "' is not found");
+                }
+                if (readonly && !holder.readOnly() && bm.enabled()) {
+                    throw QmpError.generic("Enabled bitmap '" + bitmap + "' incompatible with readonly export");
+                }
+            } else {
+                String node = spec.get("node").asText();
+                String bitmap = spec.get("name").asText();
+                BlockNode n = devices.lookupNode(node).orElseThrow(() ->
+                        QmpError.generic("Node '" + node + "' not found"));
+                bm = n.bitmaps().find(bitmap).orElseThrow(() ->
+                        QmpError.generic("Dirty bitmap '" + bitmap + "' not found"));
+            }
+            try {
+                bm.check(BlockDirtyBitmap.Check.ALLOW_RO);
+            } catch (BitmapException ex) {
+                throw QmpError.generic(ex.getMessage());
+            }
+            out.add(bm);
+        }
+        return out;
+    }
+
+    private static void setBusy(List<BlockDirtyBitmap> bitmaps, boolean busy) {
+        for (BlockDirtyBitmap b : bitmaps) {
+            b.owner().setBusy(b, busy);
+        }
     }
 
     private void undoAdd(Target t, NodeUser user) {
@@ -326,6 +421,8 @@ public final class NbdCommands implements CommandGroup {
         if (user != null) {
             devices.detachUser(d, user);
         }
+        // nbd_export_delete: the exported bitmaps are free again
+        setBusy(e.bitmaps(), false);
         if (d.name().isEmpty()) {
             devices.removeAnonymous(d);
         }

@@ -236,6 +236,30 @@ abstract class QmpClientContract {
     }
 
     @Test
+    void exportWithBitmapAndAllocationDepthHoldsTheBitmapBusy() throws Exception {
+        assumeTrue(peer.supports("block-export-add") && peer.supports("block-dirty-bitmap-add"), "no bitmaps yet");
+        Path extra = TestTools.patternedRaw(dir.resolve("bm.img"), 1 << 20);
+        qmp.block().blockdevAdd(Blockdev.raw("bmnode", Blockdev.file("bmnode-file", extra.toString())));
+        qmp.bitmaps().add(BitmapAdd.of("bmnode", "bm").disabled(true));
+        Path nbd = dir.resolve("nbd-bm.sock");
+        qmp.exports().nbdServerStartUnix(nbd.toString());
+        qmp.exports().blockExportAdd("bmexp", "bmnode", "bmexp", false, List.of(BitmapRef.local("bm")), true);
+        assertThat(qmp.bitmaps().of("bmnode")).extracting(BitmapInfo::busy).containsExactly(true);
+        if (TestTools.onPath("nbdinfo")) {
+            StringBuilder out = new StringBuilder();
+            assertThat(TestTools.run(List.of("nbdinfo", "--list", "--content", "nbd+unix://?socket=" + nbd), out))
+                    .isZero();
+            assertThat(out.toString()).contains("qemu:allocation-depth", "qemu:dirty-bitmap:bm");
+        }
+        qmp.exports().blockExportDel("bmexp", false);
+        waitFor(() -> qmp.exports().queryBlockExports().isEmpty());
+        assertThat(qmp.bitmaps().of("bmnode")).extracting(BitmapInfo::busy).containsExactly(false);
+        qmp.bitmaps().remove("bmnode", "bm");
+        qmp.exports().nbdServerStop();
+        qmp.block().blockdevDel("bmnode");
+    }
+
+    @Test
     void bitmapCommandsRoundTripAndShowInBothQueries() throws Exception {
         assumeTrue(peer.supports("block-dirty-bitmap-add"), "no dirty bitmaps yet");
         BitmapCommands b = qmp.bitmaps();

@@ -132,6 +132,8 @@ public final class Nbd {
     /** base:allocation flags. */
     public static final int STATE_HOLE = 1;
     public static final int STATE_ZERO = 2;
+    /** qemu:dirty-bitmap:NAME flag: the range is dirty in the bitmap (QEMU's NBD_STATE_DIRTY). */
+    public static final int STATE_DIRTY = 1;
 
     public static final String BASE_ALLOCATION = "base:allocation";
 

@@ -37,8 +37,6 @@ import jblockd.qapi.IoOperation;
  */
 final class NbdConnection {
     private static final Logger LOG = Logger.getLogger(NbdConnection.class.getName());
-    /** Most extents in one BLOCK_STATUS reply; proto.md lets the server return fewer. */
-    private static final int MAX_EXTENTS = 65536;
 
     private final NbdServer server;
     private final SocketChannel channel;
@@ -49,8 +47,10 @@ final class NbdConnection {
 
     private boolean noZeroes;
     private boolean structured;
-    /** base:allocation selected by SET_META_CONTEXT (its context id is 0). */
-    private boolean baseAllocation;
+    /** What the last SET_META_CONTEXT selected (and on which export). */
+    private MetaContexts meta = MetaContexts.NONE;
+    /** The contexts BLOCK_STATUS answers: {@link #meta} if it was made on the export entered. */
+    private MetaContexts selected = MetaContexts.NONE;
     private NbdExport export;
 
     NbdConnection(NbdServer server, SocketChannel channel, BufferPool buffers, RequestExecutor requests) {
@@ -112,6 +112,7 @@ final class NbdConnection {
                         throw new NbdProtocolException("export not found");
                     }
                     export = e;
+                    selected = meta.forExport(e);
                     writer.exportNameReply(e.size(), e.transmissionFlags(structured), noZeroes);
                     return true;
                 }
@@ -229,14 +230,21 @@ final class NbdConnection {
                 return false;
             }
             export = e;
+            selected = meta.forExport(e);
         }
         writer.optionAck(o);
         return o == Nbd.OPT_GO;
     }
 
     /**
-     * LIST_/SET_META_CONTEXT payload: u32 export name length, name, u32 number of queries, then
-     * each query as u32 length + string. We know one context, {@code base:allocation} (id 0).
+     * LIST_/SET_META_CONTEXT (nbd_negotiate_meta_queries). Payload:
+     * <pre>
+     *  u32 export name length | name | u32 number of queries | (u32 query length | query)*
+     * </pre>
+     * One META_CONTEXT reply per selected context in id order ({@link MetaContexts}), then ACK.
+     * A SET forgets the previous selection before anything else (QEMU resets it first), so a
+     * SET that fails leaves nothing selected. A query longer than 4096 bytes is skipped, as
+     * QEMU does; lengths that do not fit the option are REP_ERR_INVALID with QEMU's texts.
      */
     private void metaContext(NbdOption opt) throws IOException {
         int o = opt.option();
@@ -246,50 +254,96 @@ final class NbdConnection {
                     "request option '" + Nbd.optionName(o) + "' when structured reply is not negotiated");
             return;
         }
+        if (set) {
+            meta = MetaContexts.NONE;
+        }
         ByteBuffer d = opt.data().duplicate();
+        String inconsistent = "Inconsistent lengths in option " + Nbd.optionName(o);
+        if (d.remaining() < 4) {
+            writer.optionError(o, Nbd.REP_ERR_INVALID, inconsistent);
+            return;
+        }
+        long nameLen = Integer.toUnsignedLong(d.getInt());
+        if (nameLen > Nbd.MAX_STRING_SIZE) {
+            writer.optionError(o, Nbd.REP_ERR_INVALID, "Invalid name length: " + nameLen);
+            return;
+        }
+        String name = optString(o, d, (int) nameLen);
+        if (name == null) {
+            return;
+        }
+        NbdExport e = server.findForClient(name);
+        if (e == null) {
+            writer.optionError(o, Nbd.REP_ERR_UNKNOWN, "export '" + sanitize(name) + "' not present");
+            return;
+        }
+        if (d.remaining() < 4) {
+            writer.optionError(o, Nbd.REP_ERR_INVALID, inconsistent);
+            return;
+        }
+        long n = Integer.toUnsignedLong(d.getInt());
         List<String> queries = new ArrayList<>();
-        String name;
-        try {
-            long nameLen = Integer.toUnsignedLong(d.getInt());
-            if (nameLen > Nbd.MAX_STRING_SIZE || d.remaining() < nameLen + 4) {
-                rejectLength(o);
+        for (long i = 0; i < n; i++) {
+            if (d.remaining() < 4) {
+                writer.optionError(o, Nbd.REP_ERR_INVALID, inconsistent);
                 return;
             }
-            name = readString(d, (int) nameLen);
-            long n = Integer.toUnsignedLong(d.getInt());
-            for (long i = 0; i < n; i++) {
-                long qlen = Integer.toUnsignedLong(d.getInt());
-                if (qlen > Nbd.MAX_STRING_SIZE || d.remaining() < qlen) {
-                    rejectLength(o);
+            long qlen = Integer.toUnsignedLong(d.getInt());
+            if (qlen > Nbd.MAX_STRING_SIZE) {
+                // QEMU skips an over-long query rather than failing the option
+                if (d.remaining() < qlen) {
+                    writer.optionError(o, Nbd.REP_ERR_INVALID, inconsistent);
                     return;
                 }
-                queries.add(readString(d, (int) qlen));
+                d.position(d.position() + (int) qlen);
+                continue;
             }
-            if (d.hasRemaining()) {
-                rejectLength(o);
+            String q = optString(o, d, (int) qlen);
+            if (q == null) {
                 return;
             }
-        } catch (java.nio.BufferUnderflowException e) {
+            queries.add(q);
+        }
+        if (d.hasRemaining()) {
             rejectLength(o);
             return;
         }
-        if (server.findForClient(name) == null) {
-            writer.optionError(o, Nbd.REP_ERR_UNKNOWN, "export '" + name + "' not present");
-            return;
-        }
-        boolean match = queries.isEmpty() && !set;
-        for (String q : queries) {
-            if (q.equals(Nbd.BASE_ALLOCATION) || (!set && q.equals("base:"))) {
-                match = true;
-            }
-        }
-        if (match) {
-            writer.metaContext(o, 0, Nbd.BASE_ALLOCATION);
-        }
-        if (set) {
-            baseAllocation = match;
+        MetaContexts chosen = MetaContexts.select(e, !set, queries);
+        for (MetaContexts.Context c : chosen.contexts()) {
+            // LIST replies carry id 0 (proto.md: the id is only meaningful for SET)
+            writer.metaContext(o, set ? c.id() : 0, c.name());
         }
         writer.optionAck(o);
+        if (set) {
+            meta = chosen;
+        }
+    }
+
+    /**
+     * A string of {@code len} bytes of the option (nbd_opt_read with its NUL check), or null
+     * after the error reply.
+     */
+    private String optString(int option, ByteBuffer d, int len) throws IOException {
+        if (d.remaining() < len) {
+            writer.optionError(option, Nbd.REP_ERR_INVALID, "Inconsistent lengths in option " + Nbd.optionName(option));
+            return null;
+        }
+        byte[] b = new byte[len];
+        d.get(b);
+        for (byte x : b) {
+            if (x == 0) {
+                writer.optionError(option, Nbd.REP_ERR_INVALID,
+                        "Unexpected embedded NUL in option " + Nbd.optionName(option));
+                return null;
+            }
+        }
+        return new String(b, StandardCharsets.UTF_8);
+    }
+
+    /** nbd_sanitize_name(): names of 80 bytes or more are cut to 80 and end in "...". */
+    private static String sanitize(String name) {
+        byte[] b = name.getBytes(StandardCharsets.UTF_8);
+        return b.length < 80 ? name : new String(b, 0, 80, StandardCharsets.UTF_8) + "...";
     }
 
     // ==== transmission ==========================================================================
@@ -388,11 +442,12 @@ final class NbdConnection {
             return new Refusal(NbdError.EINVAL, "invalid request type (" + type + ") received");
         }
         if (type == Nbd.CMD_BLOCK_STATUS) {
-            if (!baseAllocation) {
-                return new Refusal(NbdError.EINVAL, "CMD_BLOCK_STATUS not negotiated");
-            }
+            // nbd_handle_request's order: the length first
             if (r.length() == 0) {
                 return new Refusal(NbdError.EINVAL, "need non-zero length");
+            }
+            if (selected.isEmpty()) {
+                return new Refusal(NbdError.EINVAL, "CMD_BLOCK_STATUS not negotiated");
             }
         }
         return null;
@@ -554,42 +609,65 @@ final class NbdConnection {
     // ==== BLOCK_STATUS ==========================================================================
 
     /**
-     * base:allocation (context id 0): data is 0, anything reading as zeroes is HOLE|ZERO (3),
-     * adjacent extents of equal flags merged, the last one clipped to the request.
+     * One BLOCK_STATUS chunk per selected context, in id order, the last one flagged DONE
+     * (nbd_handle_request). Each chunk's extents are built on their own, at most one with
+     * REQ_ONE, each clipped to the request:
+     * <ul>
+     *   <li>{@code base:allocation}: data 0, anything reading as zeroes HOLE|ZERO (3);</li>
+     *   <li>{@code qemu:allocation-depth}: the depth of the layer that provides the data
+     *   ({@link BlockStatus#allocationDepth}), 0 when no layer does;</li>
+     *   <li>{@code qemu:dirty-bitmap:NAME}: DIRTY (1) per dirty granule of the bitmap.</li>
+     * </ul>
+     * A failure of the chain walk answers the chunks not yet sent with QEMU's error chunk.
      */
     private void blockStatus(NbdRequest r, GuestIo io) throws IOException {
         boolean one = r.has(Nbd.CMD_FLAG_REQ_ONE);
         long offset = r.offset();
-        long end = offset + r.length();
-        int[] extents = io.run(null, root -> {
-            int[] out = new int[16];
-            int count = 0;
-            long pos = offset;
-            while (pos < end) {
-                Extent e = BlockStatus.readView(root, pos, end - pos);
-                int flags = e.allocation() == Allocation.ZERO ? Nbd.STATE_HOLE | Nbd.STATE_ZERO : 0;
-                long n = Math.min(e.length(), end - pos);
-                if (count > 0 && out[2 * count - 1] == flags) {
-                    out[2 * count - 2] += (int) n;
-                } else {
-                    if (count == MAX_EXTENTS || (one && count == 1)) {
-                        break;
-                    }
-                    if (2 * count + 2 > out.length) {
-                        out = java.util.Arrays.copyOf(out, out.length * 2);
-                    }
-                    out[2 * count] = (int) n;
-                    out[2 * count + 1] = flags;
-                    count++;
+        long len = r.length();
+        List<MetaContexts.Context> contexts = selected.contexts();
+        for (int i = 0; i < contexts.size(); i++) {
+            MetaContexts.Context c = contexts.get(i);
+            ExtentList extents = ExtentList.forRequest(one);
+            if (c.id() >= MetaContexts.ID_DIRTY_BITMAP) {
+                extents.addBitmap(export.bitmaps().get(c.id() - MetaContexts.ID_DIRTY_BITMAP).bits(), offset, len,
+                        Nbd.STATE_DIRTY);
+            } else {
+                boolean depth = c.id() == MetaContexts.ID_ALLOCATION_DEPTH;
+                try {
+                    io.run(null, root -> {
+                        chainExtents(root, offset, offset + len, depth, extents);
+                        return null;
+                    }, null);
+                } catch (IoError e) {
+                    replyError(r, NbdError.of(e.errno()), "can't get block status");
+                    return;
                 }
-                pos += n;
             }
-            int[] result = java.util.Arrays.copyOf(out, 2 * count + 1);
-            result[2 * count] = count;
-            return result;
-        }, null);
-        int count = extents[extents.length - 1];
-        writer.chunkBlockStatus(r.handle(), 0, extents, count, true);
+            writer.chunkBlockStatus(r.handle(), c.id(), extents.toPairs(), extents.count(), i == contexts.size() - 1);
+        }
+    }
+
+    /** base:allocation or allocation-depth extents of {@code [pos, end)} from the one chain walk. */
+    private static void chainExtents(BlockNode root, long pos, long end, boolean depth, ExtentList out)
+            throws IOException {
+        while (pos < end) {
+            long n;
+            int flags;
+            if (depth) {
+                BlockStatus.Depth d = BlockStatus.allocationDepth(root, pos, end - pos);
+                n = d.extent().length();
+                flags = d.depth();
+            } else {
+                Extent e = BlockStatus.readView(root, pos, end - pos);
+                n = e.length();
+                flags = e.allocation() == Allocation.ZERO ? Nbd.STATE_HOLE | Nbd.STATE_ZERO : 0;
+            }
+            n = Math.min(n, end - pos);
+            if (!out.add(n, flags)) {
+                return;
+            }
+            pos += n;
+        }
     }
 
     @Override

@@ -6,6 +6,7 @@ import java.util.Objects;
 import java.util.concurrent.CopyOnWriteArrayList;
 
 import jblockd.block.BlockNode;
+import jblockd.block.bitmap.BlockDirtyBitmap;
 import jblockd.device.GuestIo;
 import jblockd.nbd.proto.Nbd;
 
@@ -13,6 +14,11 @@ import jblockd.nbd.proto.Nbd;
  * One NBD export: a name clients ask for, served through a device's {@link GuestIo} (so the
  * device's policies and run-state gate apply, and a filter a job puts above the device's root is
  * seen at once). {@code id} is the block-export id (nbd-server-add uses the name).
+ * <p>
+ * Besides {@code base:allocation}, an export may offer the meta contexts
+ * {@code qemu:allocation-depth} and one {@code qemu:dirty-bitmap:NAME} per exported bitmap
+ * (QEMU's NBDExport {@code allocation_depth} and {@code export_bitmaps}); the bitmaps are the
+ * caller's to hold busy for the export's life.
  */
 public final class NbdExport {
     private final String id;
@@ -22,16 +28,35 @@ public final class NbdExport {
     private final GuestIo io;
     private final String nodeName;
     private final long size;
+    private final boolean allocationDepth;
+    private final List<BlockDirtyBitmap> bitmaps;
     private final List<NbdConnection> connections = new CopyOnWriteArrayList<>();
     private volatile boolean shuttingDown;
 
     public NbdExport(String id, String name, String description, boolean writable, GuestIo io)
             throws IOException {
+        this(id, name, description, writable, io, false, List.of());
+    }
+
+    /**
+     * @param allocationDepth offer {@code qemu:allocation-depth}
+     * @param bitmaps         offered as {@code qemu:dirty-bitmap:NAME}, context ids 2, 3, ... in
+     *                        this order (named bitmaps only)
+     */
+    public NbdExport(String id, String name, String description, boolean writable, GuestIo io,
+                     boolean allocationDepth, List<BlockDirtyBitmap> bitmaps) throws IOException {
         this.id = Objects.requireNonNull(id);
         this.name = Objects.requireNonNull(name);
         this.description = description;
         this.writable = writable;
         this.io = Objects.requireNonNull(io);
+        this.allocationDepth = allocationDepth;
+        this.bitmaps = List.copyOf(bitmaps);
+        for (BlockDirtyBitmap b : this.bitmaps) {
+            if (b.name() == null) {
+                throw new IllegalArgumentException("an anonymous bitmap cannot be exported");
+            }
+        }
         BlockNode root = io.root();
         this.nodeName = root.nodeName();
         // Fixed at creation like QEMU's exp->size: clients cache it from the handshake.
@@ -65,6 +90,16 @@ public final class NbdExport {
 
     public long size() {
         return size;
+    }
+
+    /** Whether {@code qemu:allocation-depth} is offered. */
+    public boolean allocationDepth() {
+        return allocationDepth;
+    }
+
+    /** The exported bitmaps, in context-id order. */
+    public List<BlockDirtyBitmap> bitmaps() {
+        return bitmaps;
     }
 
     public boolean shuttingDown() {
