@@ -149,6 +149,7 @@ public final class Daemon implements AutoCloseable {
         transactions.register(registry);
         new MirrorCommands(graph, devices, jobs).register(registry);
         new StreamCommitCommands(graph, devices, jobs).register(registry);
+        new jblockd.commands.CreateCommands(graph, jobs).register(registry);
         // quit / SIGTERM: running jobs are cancelled (a cancelled backup's target is simply
         // incomplete) and concluded ones dismissed, before the nodes are flushed and closed.
         addShutdownStep(() -> jobs.cancelAll(30, TimeUnit.SECONDS));
