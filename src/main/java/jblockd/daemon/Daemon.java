@@ -146,6 +146,9 @@ public final class Daemon implements AutoCloseable {
         TransactionCommands transactions = new TransactionCommands(devices, json);
         backups.registerActions(transactions);
         bitmapCommands.registerActions(transactions);
+        jblockd.commands.SnapshotCommands snapshots = new jblockd.commands.SnapshotCommands(graph, devices);
+        snapshots.register(registry);
+        snapshots.registerActions(transactions);
         transactions.register(registry);
         new MirrorCommands(graph, devices, jobs).register(registry);
         new StreamCommitCommands(graph, devices, jobs).register(registry);

@@ -841,6 +841,16 @@ public final class Qcow2Driver implements BlockDriver {
         return backing;
     }
 
+    @Override
+    public boolean supportsBacking() {
+        return true;
+    }
+
+    @Override
+    public void linkBacking(BlockNode newBacking) {
+        backing = newBacking;
+    }
+
     /** Rewrites the backing file name and format extension in cluster 0 (qcow2_change_backing_file). */
     @Override
     public void setBacking(BlockNode newBacking, String backingFileName, String backingFormat)
