@@ -96,6 +96,20 @@ public interface BlockDriver {
         throw new IoError(Errno.ENOTSUP, driverName() + " has no backing file");
     }
 
+    /** True for formats that can have a backing node (QEMU's BlockDriver.supports_backing). */
+    default boolean supportsBacking() {
+        return false;
+    }
+
+    /**
+     * Points this layer at {@code newBacking} (null: none) without touching the image: the
+     * backing link of QEMU's bdrv_set_backing_hd(), as blockdev-snapshot attaches the old top
+     * below an overlay whose header already names it. Callers change links drained.
+     */
+    default void linkBacking(BlockNode newBacking) throws IoError {
+        throw new IoError(Errno.ENOTSUP, "The overlay does not support backing images");
+    }
+
     /** The image format name for query-block's {@code format}/{@code drv}; the driver name by default. */
     default String formatName() {
         return driverName();

@@ -135,7 +135,9 @@ public final class JobCommands implements CommandGroup {
     public List<BlockJobInfo> queryBlockJobs() {
         List<BlockJobInfo> out = new ArrayList<>();
         for (JobInfo i : jobs.query()) {
-            out.add(BlockJobInfo.of(i));
+            if (i.type().blockJob()) {
+                out.add(BlockJobInfo.of(i));
+            }
         }
         return out;
     }
@@ -150,7 +152,7 @@ public final class JobCommands implements CommandGroup {
 
     /** find_block_job(): DeviceNotActive. */
     public Job blockJob(String id) throws QmpError {
-        return jobs.find(id).orElseThrow(() ->
+        return jobs.find(id).filter(j -> j.type().blockJob()).orElseThrow(() ->
                 new QmpError(ErrorClass.DEVICE_NOT_ACTIVE, "Block job '" + id + "' not found"));
     }
 

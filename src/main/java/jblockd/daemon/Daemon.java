@@ -146,9 +146,13 @@ public final class Daemon implements AutoCloseable {
         TransactionCommands transactions = new TransactionCommands(devices, json);
         backups.registerActions(transactions);
         bitmapCommands.registerActions(transactions);
+        jblockd.commands.SnapshotCommands snapshots = new jblockd.commands.SnapshotCommands(graph, devices);
+        snapshots.register(registry);
+        snapshots.registerActions(transactions);
         transactions.register(registry);
         new MirrorCommands(graph, devices, jobs).register(registry);
         new StreamCommitCommands(graph, devices, jobs).register(registry);
+        new jblockd.commands.CreateCommands(graph, jobs).register(registry);
         // quit / SIGTERM: running jobs are cancelled (a cancelled backup's target is simply
         // incomplete) and concluded ones dismissed, before the nodes are flushed and closed.
         addShutdownStep(() -> jobs.cancelAll(30, TimeUnit.SECONDS));

@@ -495,9 +495,10 @@ public final class Job {
             }
             // QEMU emits the end event only for a job that started: one a transaction made and
             // rolled back shows J(created) J(aborting) J(concluded) J(null) and nothing else
-            if (started && end == Outcome.CANCELLED) {
+            // a plain job (blockdev-create's) has no BLOCK_JOB_* events (JobType.blockJob)
+            if (started && driver.type().blockJob() && end == Outcome.CANCELLED) {
                 events.blockJobCancelled(driver.type(), id, len, offset, limiter.speed());
-            } else if (started) {
+            } else if (started && driver.type().blockJob()) {
                 events.blockJobCompleted(driver.type(), id, len, offset, limiter.speed(), errorText);
             }
             transition(JobStatus.CONCLUDED);

@@ -120,10 +120,8 @@ class TransactionCommandsIT {
     @Test
     void everyActionTypeJblockdCannotPerformYetIsRefusedInItsTurnAndRollsBackTheOthers() throws Exception {
         Map<String, Map<String, Object>> unsupported = new LinkedHashMap<>();
-        unsupported.put("blockdev-snapshot", Map.of("node", "drive0", "overlay", "ov"));
+        // blockdev-snapshot and blockdev-snapshot-sync are actions now (ImageLifecycleQemuIT)
         unsupported.put("blockdev-snapshot-internal-sync", Map.of("device", "drive0", "name", "s"));
-        unsupported.put("blockdev-snapshot-sync", Map.of("device", "drive0",
-                "snapshot-file", dir.resolve("snap.qcow2").toString()));
         List<String> before = nodeNames();
         for (Map.Entry<String, Map<String, Object>> u : unsupported.entrySet()) {
             Map<String, Object> action = Map.of("type", u.getKey(), "data", u.getValue());

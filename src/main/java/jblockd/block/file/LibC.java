@@ -61,6 +61,15 @@ final class LibC {
             LINKER.defaultLookup().find("ftruncate").orElseThrow(),
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG), CCS);
 
+    /** ioctl(fd, request, int *): FS_IOC_GETFLAGS / FS_IOC_SETFLAGS (blockdev-create's nocow). */
+    private static final MethodHandle IOCTL = LINKER.downcallHandle(
+            LINKER.defaultLookup().find("ioctl").orElseThrow(),
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG,
+                    ValueLayout.ADDRESS), CCS, Linker.Option.firstVariadicArg(2));
+    static final long FS_IOC_GETFLAGS = 0x80086601L;
+    static final long FS_IOC_SETFLAGS = 0x40086602L;
+    static final int FS_NOCOW_FL = 0x00800000;
+
     /** glibc >= 2.33 exports fstat(); older ones only __fxstat, then allocation is unknown. */
     private static final MethodHandle FSTAT = LINKER.defaultLookup().find("fstat")
             .map(f -> LINKER.downcallHandle(f,
@@ -121,6 +130,26 @@ final class LibC {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment state = arena.allocate(CAPTURE);
             int r = (int) FALLOCATE.invokeExact(state, fd, mode, offset, length);
+            return result(r, state);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * Sets the file attribute flags {@code add} (FS_IOC_GETFLAGS, then FS_IOC_SETFLAGS with them
+     * or-ed in). Result value -1 with errno when the file system has no such flags.
+     */
+    static Result addInodeFlags(int fd, int add) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CAPTURE);
+            MemorySegment flags = arena.allocate(ValueLayout.JAVA_INT);
+            int r = (int) IOCTL.invokeExact(state, fd, FS_IOC_GETFLAGS, flags);
+            if (r < 0) {
+                return result(r, state);
+            }
+            flags.set(ValueLayout.JAVA_INT, 0, flags.get(ValueLayout.JAVA_INT, 0) | add);
+            r = (int) IOCTL.invokeExact(state, fd, FS_IOC_SETFLAGS, flags);
             return result(r, state);
         } catch (Throwable t) {
             throw rethrow(t);

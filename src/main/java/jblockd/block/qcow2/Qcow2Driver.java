@@ -92,6 +92,15 @@ public final class Qcow2Driver implements BlockDriver {
         r.registerFormat("qcow2", Qcow2Creator::create, Qcow2Driver::probe);
     }
 
+    /**
+     * blockdev-create's qcow2 step (QEMU qcow2_co_create on a {@code file} node): lays a new
+     * image out in {@code file} ({@code o.path()} unused) with the same layout as
+     * {@code qemu-img create}. The caller holds write and resize on the node.
+     */
+    public static void createOn(BlockNode file, jblockd.block.ImageCreator.Options o) throws IOException {
+        Qcow2Creator.createOn(file, o);
+    }
+
     /** QEMU's qcow2_probe(): the magic and a version of at least 2. */
     static boolean probe(ByteBuffer head) {
         int p = head.position();
@@ -830,6 +839,16 @@ public final class Qcow2Driver implements BlockDriver {
     @Override
     public BlockNode backing() {
         return backing;
+    }
+
+    @Override
+    public boolean supportsBacking() {
+        return true;
+    }
+
+    @Override
+    public void linkBacking(BlockNode newBacking) {
+        backing = newBacking;
     }
 
     /** Rewrites the backing file name and format extension in cluster 0 (qcow2_change_backing_file). */
