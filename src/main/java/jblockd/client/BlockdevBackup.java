@@ -1,5 +1,6 @@
 package jblockd.client;
 
+import jblockd.qapi.BitmapSyncMode;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.MirrorSyncMode;
 
@@ -27,5 +28,14 @@ public final class BlockdevBackup extends JobArgs<BlockdevBackup> {
 
     public BlockdevBackup compress(boolean b) {
         return set("compress", b);
+    }
+
+    /** The dirty bitmap of {@code sync=incremental|bitmap} (or with full/top, synced per {@link #bitmapMode}). */
+    public BlockdevBackup bitmap(String name) {
+        return set("bitmap", name);
+    }
+
+    public BlockdevBackup bitmapMode(BitmapSyncMode mode) {
+        return set("bitmap-mode", mode);
     }
 }

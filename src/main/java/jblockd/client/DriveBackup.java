@@ -1,5 +1,6 @@
 package jblockd.client;
 
+import jblockd.qapi.BitmapSyncMode;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.MirrorSyncMode;
 import jblockd.qapi.NewImageMode;
@@ -44,5 +45,14 @@ public final class DriveBackup extends JobArgs<DriveBackup> {
 
     public DriveBackup compress(boolean b) {
         return set("compress", b);
+    }
+
+    /** The dirty bitmap of {@code sync=incremental|bitmap} (or with full/top, synced per {@link #bitmapMode}). */
+    public DriveBackup bitmap(String name) {
+        return set("bitmap", name);
+    }
+
+    public DriveBackup bitmapMode(BitmapSyncMode mode) {
+        return set("bitmap-mode", mode);
     }
 }

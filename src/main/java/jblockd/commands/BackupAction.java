@@ -25,6 +25,7 @@ import jblockd.job.JobTxn;
 import jblockd.job.JobUse;
 import jblockd.job.backup.BackupGraph;
 import jblockd.job.backup.BackupJob;
+import jblockd.qapi.BitmapSyncMode;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.ErrorClass;
 import jblockd.qapi.MirrorSyncMode;
@@ -67,7 +68,7 @@ final class BackupAction implements TransactionAction {
     private record Common(String jobId, MirrorSyncMode sync, long speed, boolean compress,
                           BlockdevOnError onSourceError, BlockdevOnError onTargetError, boolean autoFinalize,
                           boolean autoDismiss, String filterNodeName, BackupPerf xPerf,
-                          BlockDirtyBitmap bitmap, SyncBitmap.Mode bitmapMode) {
+                          BlockDirtyBitmap bitmap, BitmapSyncMode bitmapMode) {
     }
 
     private final NodeGraph graph;
@@ -282,7 +283,7 @@ final class BackupAction implements TransactionAction {
             try {
                 // backup_job_create(): a bitmap the job will write must be writable; then it is
                 // frozen, here inside the drain that fixes the job's point in time
-                if (c.bitmapMode() != SyncBitmap.Mode.NEVER) {
+                if (c.bitmapMode() != BitmapSyncMode.NEVER) {
                     c.bitmap().check(BlockDirtyBitmap.Check.DEFAULT);
                 }
                 syncBitmap = SyncBitmap.freeze(c.bitmap(), c.bitmapMode());
@@ -388,7 +389,7 @@ final class BackupAction implements TransactionAction {
     }
 
     /** A backup's {@code bitmap} on its source and the bitmap-mode it applies. */
-    private record BitmapArgs(BlockDirtyBitmap bitmap, SyncBitmap.Mode mode) {
+    private record BitmapArgs(BlockDirtyBitmap bitmap, BitmapSyncMode mode) {
     }
 
     /**
@@ -400,12 +401,12 @@ final class BackupAction implements TransactionAction {
      */
     private static BitmapArgs bitmapArgs(BlockNode source, MirrorSyncMode sync, String bitmap, String bitmapMode)
             throws QmpError {
-        SyncBitmap.Mode mode = bitmapMode == null ? null : SyncBitmap.Mode.of(bitmapMode);
+        BitmapSyncMode mode = bitmapMode == null ? null : BitmapSyncMode.fromWire(bitmapMode);
         if (sync == MirrorSyncMode.INCREMENTAL) {
-            if (mode != null && mode != SyncBitmap.Mode.ON_SUCCESS) {
+            if (mode != null && mode != BitmapSyncMode.ON_SUCCESS) {
                 throw QmpError.generic("Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
             }
-            mode = SyncBitmap.Mode.ON_SUCCESS;
+            mode = BitmapSyncMode.ON_SUCCESS;
         }
         BlockDirtyBitmap b = null;
         if (bitmap != null) {
@@ -422,7 +423,7 @@ final class BackupAction implements TransactionAction {
             if (sync == MirrorSyncMode.NONE) {
                 throw QmpError.generic("sync mode 'none' does not produce meaningful bitmap outputs");
             }
-            if (mode == SyncBitmap.Mode.NEVER && sync != MirrorSyncMode.BITMAP) {
+            if (mode == BitmapSyncMode.NEVER && sync != MirrorSyncMode.BITMAP) {
                 throw QmpError.generic("Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '"
                         + sync.wire() + "'");
             }

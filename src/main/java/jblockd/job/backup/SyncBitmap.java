@@ -7,6 +7,7 @@ import java.util.logging.Logger;
 import jblockd.block.bitmap.BitmapException;
 import jblockd.block.bitmap.BlockDirtyBitmap;
 import jblockd.block.cbw.BlockCopy;
+import jblockd.qapi.BitmapSyncMode;
 
 /**
  * A backup's sync bitmap ({@code bitmap} with {@code bitmap-mode}), frozen for the job: busy,
@@ -25,41 +26,17 @@ import jblockd.block.cbw.BlockCopy;
 public final class SyncBitmap {
     private static final Logger LOG = Logger.getLogger(SyncBitmap.class.getName());
 
-    /** QAPI BitmapSyncMode. */
-    public enum Mode {
-        ON_SUCCESS("on-success"), NEVER("never"), ALWAYS("always");
-
-        private final String wire;
-
-        Mode(String wire) {
-            this.wire = wire;
-        }
-
-        public String wire() {
-            return wire;
-        }
-
-        public static Mode of(String wire) {
-            for (Mode m : values()) {
-                if (m.wire.equals(wire)) {
-                    return m;
-                }
-            }
-            throw new IllegalArgumentException("bitmap-mode " + wire);
-        }
-    }
-
     private final BlockDirtyBitmap bitmap;
-    private final Mode mode;
+    private final BitmapSyncMode mode;
     private boolean settled;
 
-    private SyncBitmap(BlockDirtyBitmap bitmap, Mode mode) {
+    private SyncBitmap(BlockDirtyBitmap bitmap, BitmapSyncMode mode) {
         this.bitmap = bitmap;
         this.mode = mode;
     }
 
     /** Freezes {@code bitmap} for a job; call inside the drained section of the job's start. */
-    public static SyncBitmap freeze(BlockDirtyBitmap bitmap, Mode mode) throws BitmapException {
+    public static SyncBitmap freeze(BlockDirtyBitmap bitmap, BitmapSyncMode mode) throws BitmapException {
         bitmap.owner().freeze(bitmap);
         return new SyncBitmap(Objects.requireNonNull(bitmap), mode);
     }
@@ -90,10 +67,10 @@ public final class SyncBitmap {
             return;
         }
         settled = true;
-        boolean sync = (success || mode == Mode.ALWAYS) && mode != Mode.NEVER;
+        boolean sync = (success || mode == BitmapSyncMode.ALWAYS) && mode != BitmapSyncMode.NEVER;
         try {
             BlockDirtyBitmap bm = sync ? bitmap.owner().abdicate(bitmap) : bitmap.owner().reclaim(bitmap);
-            if (!success && mode == Mode.ALWAYS) {
+            if (!success && mode == BitmapSyncMode.ALWAYS) {
                 copy.markRemaining(bm.bits());
             }
         } catch (BitmapException e) {
