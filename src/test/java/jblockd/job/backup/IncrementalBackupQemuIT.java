@@ -444,6 +444,102 @@ class IncrementalBackupQemuIT {
         });
     }
 
+    // ------------------------------------------------------------------ interop both ways
+
+    /**
+     * One disk, checkpoints handed between the daemons through the image: jblockd takes the
+     * full backup with checkpoint chk0 and closes the disk; qemu-storage-daemon opens it, backs
+     * up incrementally from the bitmap jblockd stored, with checkpoint chk1, and closes it;
+     * jblockd backs up from the bitmap QEMU stored. Each incremental copies exactly what the
+     * guest wrote since the checkpoint, each restored point equals the disk at its backup, and
+     * the image passes {@code qemu-img check} after every step.
+     */
+    @Test
+    void checkpointsPassBetweenJblockdAndQemuThroughTheImage() throws Exception {
+        assumeTrue(Proc.present("qemu-img") && Proc.present("qemu-io") && Proc.present("qemu-storage-daemon"));
+        Path disk = dir.resolve("shared-disk.qcow2");
+        Proc.ok("qemu-img", "create", "-q", "-f", "qcow2", disk.toString(), "32M");
+        Proc.ok("qemu-io", "-c", "write -P 0x11 0 8M", disk.toString());
+        List<Path> points = new ArrayList<>();
+        List<Path> targets = new ArrayList<>();
+        try (Peer j = jblockd()) {
+            checkpointStep(j, disk, null, 0, "chk0", points, targets, "write -P 0x22 1M 64k", "write -P 0x23 9M 1M");
+        }
+        Proc.ok("qemu-img", "check", disk.toString());
+        try (Peer q = qsd()) {
+            checkpointStep(q, disk, "chk0", MIB + K64, "chk1", points, targets, "write -P 0x33 2M 128k", "write -P 0x34 30M 64k");
+        }
+        Proc.ok("qemu-img", "check", disk.toString());
+        try (Peer j = jblockd()) {
+            checkpointStep(j, disk, "chk1", 3 * K64, "chk2", points, targets, "vda");
+        }
+        Proc.ok("qemu-img", "check", disk.toString());
+        for (int k = 0; k < points.size(); k++) {
+            Proc.ok("qemu-img", "compare", "-f", "raw", "-F", "qcow2", points.get(k).toString(),
+                    targets.get(k).toString());
+        }
+    }
+
+    /**
+     * On {@code p}: opens {@code disk}, checks that the incremental from {@code fromChk} (a full
+     * backup when null), whose count must be {@code fromCount}, copies what the previous step's guest wrote, backs up with the new
+     * persistent checkpoint {@code newChk} (fromChk removed), then lets the guest write
+     * {@code afterwards} and closes the disk, which stores the bitmaps.
+     */
+    private void checkpointStep(Peer p, Path disk, String fromChk, long fromCount, String newChk, List<Path> points, List<Path> targets,
+                                String... afterwards) throws Exception {
+        QmpTestClient c = p.qmp();
+        int k = targets.size();
+        c.executeOk("blockdev-add", Map.of("driver", "qcow2", "node-name", "fmt",
+                "file", Map.of("driver", "file", "filename", disk.toString())));
+        c.executeOk("block-export-add", Map.of("type", "nbd", "id", "guest", "node-name", "fmt",
+                "name", "vda", "writable", true));
+        Path point = p.dir().resolve("xpoint" + k + ".raw");
+        Proc.ok("qemu-img", "convert", "-f", "raw", "-O", "raw", p.nbd("vda"), point.toString());
+        points.add(point);
+        Path t = p.dir().resolve("xchain" + k + ".qcow2");
+        targets.add(t);
+        List<Object> actions = new ArrayList<>();
+        actions.add(action("block-dirty-bitmap-add", Map.of("node", "fmt", "name", newChk, "persistent", true)));
+        long expected;
+        if (fromChk == null) {
+            Proc.ok("qemu-img", "create", "-q", "-f", "qcow2", t.toString(), "32M");
+            actions.add(action("blockdev-backup", Map.of("device", "fmt", "target", "t", "sync", "full",
+                    "job-id", "b")));
+            expected = 32 * MIB;
+        } else {
+            JsonNode from = bitmaps(c, "fmt").get(fromChk);
+            assertThat(from).as("%s: %s loaded from the image", p.name(), fromChk).isNotNull();
+            assertThat(from.get("persistent").asBoolean()).isTrue();
+            assertThat(from.get("recording").asBoolean()).isTrue();
+            expected = from.get("count").asLong();
+            assertThat(expected).as("%s: %s's count", p.name(), fromChk).isEqualTo(fromCount);
+            Proc.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", targets.get(k - 1).toString(), "-F", "qcow2",
+                    t.toString());
+            actions.add(action("blockdev-backup", Map.of("device", "fmt", "target", "t", "sync", "incremental",
+                    "bitmap", fromChk, "job-id", "b")));
+        }
+        c.executeOk("blockdev-add", QmpTestClient.json("{\"driver\":\"qcow2\",\"node-name\":\"t\","
+                + "\"file\":{\"driver\":\"file\",\"filename\":\"" + t + "\"},\"backing\":null}"));
+        c.executeOk("transaction", Map.of("actions", actions));
+        JsonNode done = c.waitEvent("BLOCK_JOB_COMPLETED", T).get("data");
+        assertThat(done.has("error")).as("%s: %s", p.name(), done).isFalse();
+        assertThat(done.get("len").asLong()).as("%s: bytes copied from %s", p.name(), fromChk).isEqualTo(expected);
+        c.waitEvent("JOB_STATUS_CHANGE", e -> e.at("/data/status").asText().equals("null"), T);
+        c.executeOk("blockdev-del", Map.of("node-name", "t"));
+        if (fromChk != null) {
+            c.executeOk("block-dirty-bitmap-remove", Map.of("node", "fmt", "name", fromChk));
+        }
+        if (afterwards.length > 0 && afterwards[0].contains(" ")) {
+            String[] cmds = Arrays.copyOf(afterwards, afterwards.length + 1);
+            cmds[afterwards.length] = "vda";
+            guest(p, cmds);
+        }
+        c.executeOk("block-export-del", Map.of("id", "guest"));
+        c.waitEvent("BLOCK_EXPORT_DELETED", T);
+        c.executeOk("blockdev-del", Map.of("node-name", "fmt"));
+    }
+
     /** {@code n} qemu-io writes of 4 KiB .. 256 KiB at random 4 KiB-aligned offsets of 32 MiB, then the export name. */
     private static String[] randomWrites(SplittableRandom rnd, int n, String export) {
         String[] cmds = new String[n + 1];
