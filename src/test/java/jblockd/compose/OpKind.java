@@ -10,7 +10,7 @@ import java.util.stream.Collectors;
  * Every kind of event a schedule can contain, by the name used in
  * {@code -Djblockd.compose.ops=...} and in replays. The generator only picks enabled kinds, so a
  * feature too broken to let other schedules run can be switched off by name while it is fixed
- * (the assertions stay the same). New kinds (bitmaps next) go here, in {@link ScheduleGenerator}
+ * (the assertions stay the same). New kinds go here, in {@link ScheduleGenerator}
  * and in {@link ScheduleRunner}.
  */
 enum OpKind {
@@ -18,6 +18,8 @@ enum OpKind {
     WRITE, ZERO, TRIM, READ, BLOCK_STATUS, FLUSH,
     // backup
     BACKUP_FULL, BACKUP_TOP, BACKUP_NONE,
+    // a checkpoint chain: a full backup with a new bitmap, then incrementals from it
+    BACKUP_INCREMENTAL,
     // mirror: ended by complete (pivot) or by cancel after READY
     MIRROR_COMPLETE, MIRROR_CANCEL,
     // stream and commit

@@ -136,6 +136,9 @@ final class ScheduleGenerator {
         if (kinds.contains(OpKind.BACKUP_NONE)) {
             starts.add(new Step.StartBackup(id, "none", speed));
         }
+        if (kinds.contains(OpKind.BACKUP_INCREMENTAL)) {
+            starts.add(new Step.StartBackup(id, "incremental", speed));
+        }
         if (kinds.contains(OpKind.MIRROR_COMPLETE) || kinds.contains(OpKind.MIRROR_CANCEL)) {
             starts.add(new Step.StartMirror(id, state.chain().size() >= 2 && rnd.nextBoolean() ? "top" : "full", speed));
         }

@@ -19,6 +19,7 @@ import jblockd.compose.Schedule.Numbered;
 import jblockd.compose.Schedule.Setup;
 import jblockd.compose.ScheduleState.Outcome;
 import jblockd.testsupport.DaemonProcess;
+import jblockd.testsupport.ExternalTools;
 import jblockd.testsupport.QmpTestClient;
 
 /**
@@ -56,6 +57,13 @@ final class ScheduleRunner {
     private record Running(Path target, byte[] pointInTime, boolean completeIssued) {
     }
 
+    /** The checkpoint chain's bitmap (on the device's node). */
+    private static final String CHECKPOINT = "chk";
+
+    /** A running chain link: its target node, the node holding {@link #CHECKPOINT}, full or incremental. */
+    private record ChainLink(String node, String bitmapNode, boolean full) {
+    }
+
     private final Schedule schedule;
     private final Setup setup;
     private final Path dir;
@@ -66,6 +74,10 @@ final class ScheduleRunner {
     private QmpTestClient qmp;
     private final List<NbdGuest> guests = new ArrayList<>();
     private Running running;
+    private ChainLink chainLink;
+    /** The last completed link of the checkpoint chain, or null when there is no usable checkpoint. */
+    private Path chainTip;
+    private String checkpointNode;
     private int guestOps;
     private int jobs;
     private int skipped;
@@ -375,6 +387,10 @@ final class ScheduleRunner {
     }
 
     private void startBackup(Step.StartBackup b) throws Exception {
+        if (b.sync().equals("incremental")) {
+            startChainLink(b);
+            return;
+        }
         // sync=none needs a backing link to the source (fleecing); sync=top one to the source's backing
         String format = b.sync().equals("full") ? setup.format() : "qcow2";
         if (b.sync().equals("top") && setup.format().equals("raw")) {
@@ -383,6 +399,76 @@ final class ScheduleRunner {
         Path target = dir.resolve(b.id() + "." + format);
         startJob(b, "drive-backup", Map.of("job-id", b.id(), "device", "drive0", "target", target.toString(),
                 "format", format, "sync", b.sync(), "speed", b.speed()), target);
+    }
+
+    /**
+     * The next link of the checkpoint chain (libvirt's push mode): an incremental from bitmap
+     * {@code chk} into a qcow2 whose backing file is the previous link, attached with
+     * {@code backing: null} so it holds only the delta; when there is no usable checkpoint (none
+     * yet, the last full one was cancelled, or the device moved to another node by a pivot and the
+     * bitmap stayed behind), a full backup in a transaction that adds {@code chk} at the same
+     * point in time. Either way the restored chain must equal the disk at the start.
+     */
+    private void startChainLink(Step.StartBackup b) throws Exception {
+        String node = qmp.executeOk("query-block").path(0).path("inserted").path("node-name").asText();
+        boolean hasChk = false;
+        for (JsonNode n : qmp.executeOk("query-named-block-nodes", Map.of("flat", true))) {
+            if (n.path("node-name").asText().equals(node)) {
+                for (JsonNode bm : n.path("dirty-bitmaps")) {
+                    hasChk |= bm.path("name").asText().equals(CHECKPOINT);
+                }
+            }
+        }
+        boolean full = chainTip == null || !hasChk || !node.equals(checkpointNode);
+        Path target = dir.resolve(b.id() + ".qcow2");
+        long size = model.snapshot().length;
+        if (full) {
+            if (hasChk) {
+                qmp.executeOk("block-dirty-bitmap-remove", Map.of("node", node, "name", CHECKPOINT));
+            }
+            ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", target.toString(),
+                    Long.toString(size));
+        } else {
+            ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", chainTip.toString(),
+                    "-F", "qcow2", target.toString(), Long.toString(size));
+        }
+        qmp.executeOk("blockdev-add", QmpTestClient.json("{\"driver\":\"qcow2\",\"node-name\":\"" + b.id()
+                + "\",\"file\":{\"driver\":\"file\",\"filename\":\"" + target + "\"},\"backing\":null}"));
+        Map<String, Object> backup = new LinkedHashMap<>(Map.of("job-id", b.id(), "device", "drive0", "target", b.id(),
+                "speed", b.speed()));
+        List<Object> actions = new ArrayList<>();
+        if (full) {
+            backup.put("sync", "full");
+            actions.add(Map.of("type", "block-dirty-bitmap-add", "data", Map.of("node", node, "name", CHECKPOINT)));
+        } else {
+            backup.put("sync", "incremental");
+            backup.put("bitmap", CHECKPOINT);
+        }
+        actions.add(Map.of("type", "blockdev-backup", "data", backup));
+        log.add("      " + (full ? "full, new checkpoint on " + node : "incremental from " + CHECKPOINT + " over "
+                + chainTip.getFileName()));
+        startJob(b, "transaction", Map.of("actions", actions), target);
+        chainLink = new ChainLink(b.id(), node, full);
+    }
+
+    /**
+     * The chain link's end: its node goes; a completed link is the new tip (its bitmap now holds
+     * the writes since its start); a cancelled full one leaves no checkpoint (its bitmap counts
+     * from a point no complete backup has), a cancelled incremental leaves the checkpoint as it
+     * was (the bitmap got its bits back).
+     */
+    private void endChainLink(Running r, Outcome outcome) throws Exception {
+        ChainLink link = chainLink;
+        chainLink = null;
+        qmp.executeOk("blockdev-del", Map.of("node-name", link.node()));
+        if (outcome == Outcome.COMPLETED) {
+            expectFile(Check.BACKUP_TARGET, r.target(), r.pointInTime(), link.node() + " chain restored at its start point");
+            chainTip = r.target();
+            checkpointNode = link.bitmapNode();
+        } else if (link.full()) {
+            qmp.executeOk("block-dirty-bitmap-remove", Map.of("node", link.bitmapNode(), "name", CHECKPOINT));
+            chainTip = null;
+        }
     }
 
     private void startMirror(Step.StartMirror m) throws Exception {
@@ -569,6 +655,7 @@ final class ScheduleRunner {
         }
         flushAll(); // what follows reads files the daemon has open
         switch (shape) {
+            case BACKUP_INCREMENTAL -> endChainLink(r, outcome);
             case BACKUP_FULL, BACKUP_TOP -> {
                 if (outcome == Outcome.COMPLETED) {
                     expectFile(Check.BACKUP_TARGET, r.target(), r.pointInTime(), id + " target at its start point");

@@ -13,7 +13,7 @@ import java.util.List;
 final class ScheduleState {
     /** The shapes of job a schedule starts. */
     enum Shape {
-        BACKUP_FULL, BACKUP_TOP, BACKUP_NONE, MIRROR_FULL, MIRROR_TOP, STREAM, COMMIT_INTERMEDIATE, COMMIT_ACTIVE;
+        BACKUP_FULL, BACKUP_TOP, BACKUP_NONE, BACKUP_INCREMENTAL, MIRROR_FULL, MIRROR_TOP, STREAM, COMMIT_INTERMEDIATE, COMMIT_ACTIVE;
 
         /** Mirror and active commit go through READY and end only by complete or cancel. */
         boolean readyFirst() {
@@ -26,7 +26,7 @@ final class ScheduleState {
         }
 
         boolean backup() {
-            return this == BACKUP_FULL || this == BACKUP_TOP || this == BACKUP_NONE;
+            return this == BACKUP_FULL || this == BACKUP_TOP || this == BACKUP_NONE || this == BACKUP_INCREMENTAL;
         }
     }
 
@@ -104,6 +104,7 @@ final class ScheduleState {
             case Step.StartBackup b -> new Job(switch (b.sync()) {
                 case "full" -> Shape.BACKUP_FULL;
                 case "top" -> Shape.BACKUP_TOP;
+                case "incremental" -> Shape.BACKUP_INCREMENTAL;
                 default -> Shape.BACKUP_NONE;
             }, b.id(), -1, -1, -1, false);
             case Step.StartMirror m -> new Job(m.sync().equals("full") ? Shape.MIRROR_FULL : Shape.MIRROR_TOP, m.id(),
@@ -157,7 +158,7 @@ final class ScheduleState {
     private static List<String> chainAfter(Job job, List<String> chain) {
         List<String> c = new ArrayList<>();
         switch (job.shape()) {
-            case BACKUP_FULL, BACKUP_TOP, BACKUP_NONE -> c.addAll(chain);
+            case BACKUP_FULL, BACKUP_TOP, BACKUP_NONE, BACKUP_INCREMENTAL -> c.addAll(chain);
             // the device pivots onto the mirror target; sync=top gave it the source's backing
             case MIRROR_FULL -> c.add(job.id());
             case MIRROR_TOP -> {

@@ -28,11 +28,17 @@ sealed interface Step {
         }
     }
 
-    /** drive-backup with {@code sync} full, top or none (the target's point in time is now). */
+    /**
+     * drive-backup with {@code sync} full, top or none (the target's point in time is now); with
+     * {@code incremental}, the next link of the checkpoint chain: a blockdev-backup sync=incremental
+     * from bitmap {@code chk} into a qcow2 over the previous link, or, when there is no usable
+     * checkpoint, a full one in a transaction that adds {@code chk}.
+     */
     record StartBackup(String id, String sync, long speed) implements Step {
         @Override
         public String describe() {
-            return "drive-backup job-id=" + id + " sync=" + sync + " speed=" + speed;
+            return (sync.equals("incremental") ? "checkpoint-chain backup" : "drive-backup") + " job-id=" + id
+                    + " sync=" + sync + " speed=" + speed;
         }
     }
 
