@@ -28,11 +28,11 @@ class Qmp:
             m = self._read()
             if "return" in m: return m["return"]
             if "error" in m: raise RuntimeError(f"{_cmd}: {m['error']}")
-    def wait_event(self, name, timeout=3600):
+    def wait_event(self, name, match=None, timeout=3600):
         self.s.settimeout(timeout)
         while True:
             for e in self.events:
-                if e["event"] == name:
+                if e["event"] == name and (match is None or match(e)):
                     self.events.remove(e); return e
             self._read()
 
