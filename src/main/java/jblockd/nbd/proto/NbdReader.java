@@ -56,6 +56,11 @@ public final class NbdReader {
         return buf.getInt();
     }
 
+    public int readUnsignedShort() throws IOException {
+        need(2);
+        return Short.toUnsignedInt(buf.getShort());
+    }
+
     public long readLong() throws IOException {
         need(8);
         return buf.getLong();

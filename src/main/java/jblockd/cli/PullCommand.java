@@ -1,0 +1,154 @@
+package jblockd.cli;
+
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import java.util.concurrent.atomic.AtomicLong;
+
+import jblockd.block.BlockNode;
+import jblockd.block.BlockdevOptions;
+import jblockd.block.BlockdevRef;
+import jblockd.block.DriverRegistry;
+import jblockd.block.ImageCreator;
+import jblockd.block.NodeGraph;
+import jblockd.client.PullBackup;
+import jblockd.client.QmpClient;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.ParentCommand;
+
+/**
+ * {@code jblockctl pull DEVICE TARGET}: a pull-mode backup ({@link PullBackup}) into the local
+ * qcow2 TARGET, which jblockctl writes itself; with {@code --bitmap CHK --previous PREV} TARGET is
+ * a new qcow2 over PREV holding only what changed since checkpoint CHK, so PREV's chain plus
+ * TARGET is the disk at the fleecing point.
+ */
+@Command(name = "pull", sortOptions = false,
+        header = "Pull-mode backup of DEVICE over NBD into the new qcow2 TARGET (fleecing + dirty-bitmap export).",
+        description = "Freezes DEVICE's point in time in a scratch image on the daemon's host (classic fleecing),"
+                + " exports it over NBD with a copy of --bitmap, and reads only the extents it calls dirty (all"
+                + " allocated data without --bitmap). Works against jblockd and qemu-storage-daemon alike.")
+final class PullCommand implements Callable<Integer> {
+    @ParentCommand
+    JblockCtl top;
+
+    @Parameters(index = "0", paramLabel = "DEVICE", description = "Device or node name")
+    String device;
+
+    @Parameters(index = "1", paramLabel = "TARGET", description = "The qcow2 file to create (must not exist)")
+    Path target;
+
+    @Option(names = "--bitmap", paramLabel = "CHK", description = "Pull only what changed since checkpoint bitmap CHK")
+    String bitmap;
+
+    @Option(names = "--previous", paramLabel = "PREV",
+            description = "With --bitmap: TARGET is a qcow2 overlay over PREV (the previous backup of the chain)")
+    Path previous;
+
+    @Option(names = "--checkpoint", paramLabel = "NEW",
+            description = "Add the persistent bitmap NEW at the fleecing point (the next pull's --bitmap)")
+    String checkpoint;
+
+    @Option(names = "--scratch", paramLabel = "PATH",
+            description = "The scratch qcow2 the daemon creates and removes from the graph after (default: a new"
+                    + " file in the temporary directory, deleted after)")
+    Path scratch;
+
+    @Option(names = "--nbd-socket", paramLabel = "PATH",
+            description = "The daemon's running NBD server (default: start one for this pull and stop it after)")
+    Path nbdSocket;
+
+    @Override
+    public Integer call() throws Exception {
+        if (previous != null && bitmap == null) {
+            throw new CliException("--previous needs --bitmap (an overlay holds only what changed)", 2);
+        }
+        if (Files.exists(target)) {
+            throw new CliException("'" + target + "' exists; pull creates TARGET", 2);
+        }
+        if (previous != null && !Files.isRegularFile(previous)) {
+            throw new CliException("'" + previous + "' is not a file", 2);
+        }
+        boolean ownScratch = scratch == null;
+        Path scratchFile = ownScratch
+                ? Path.of(System.getProperty("java.io.tmpdir"), "jblockd-pull-" + ProcessHandle.current().pid()
+                        + "-" + System.nanoTime() + ".qcow2")
+                : scratch;
+        if (Files.exists(scratchFile)) {
+            throw new CliException("scratch '" + scratchFile + "' exists; it would be overwritten", 2);
+        }
+        NodeGraph graph = new NodeGraph(DriverRegistry.standard());
+        try (QmpClient qmp = top.connect()) {
+            long size = sizeOf(qmp);
+            ImageCreator qcow2 = graph.drivers().creator("qcow2").orElseThrow();
+            qcow2.create(new ImageCreator.Options(target, size,
+                    previous == null ? null : previous.toAbsolutePath().toString(), previous == null ? null : "qcow2",
+                    0, false));
+            BlockdevOptions.Common c = BlockdevOptions.Common.defaults();
+            BlockNode out = graph.add(new BlockdevOptions.Qcow2(c.withNodeName("target"),
+                    new BlockdevRef.Inline(new BlockdevOptions.File(c.withNodeName("target-file"), target.toString())),
+                    null));
+            AtomicLong done = new AtomicLong();
+            PullBackup.Sink sink = new PullBackup.Sink() {
+                public void write(long offset, ByteBuffer data) throws java.io.IOException {
+                    out.write(offset, data, false);
+                }
+
+                public void zero(long offset, long length) throws java.io.IOException {
+                    out.writeZeroes(offset, length, false);
+                }
+            };
+            PullBackup.Result r = PullBackup.run(qmp, new PullBackup.Options(device, bitmap, checkpoint,
+                    scratchFile.toAbsolutePath(), nbdSocket, "jblockctl-pull"), sink, done::addAndGet);
+            out.flush();
+            List<String> chain = chain(out);
+            if (top.json) {
+                top.out.printf("{\"kind\":\"pulled\",\"size\":%d,\"dirty\":%d,\"data\":%d,\"zero\":%d,\"chain\":[%s]}%n",
+                        r.size(), r.dirtyBytes(), r.dataBytes(), r.zeroBytes(),
+                        String.join(",", chain.stream().map(s -> "\"" + s.replace("\\", "\\\\").replace("\"", "\\\"")
+                                + "\"").toList()));
+            } else {
+                top.out.printf("%s: pulled %s of %s (%s read, %s zero)%n", device, Sizes.format(r.dirtyBytes()),
+                        Sizes.format(r.size()), Sizes.format(r.dataBytes()), Sizes.format(r.zeroBytes()));
+                top.out.println("chain: " + String.join(" -> ", chain));
+            }
+            return 0;
+        } catch (Exception e) {
+            graph.closeAll();
+            Files.deleteIfExists(target); // a partial backup must not look like one
+            throw e;
+        } finally {
+            graph.closeAll();
+            if (ownScratch) {
+                Files.deleteIfExists(scratchFile);
+            }
+        }
+    }
+
+    private long sizeOf(QmpClient qmp) {
+        for (var b : qmp.execute("query-block", null)) {
+            if (b.path("device").asText().equals(device) || b.at("/inserted/node-name").asText().equals(device)) {
+                return b.at("/inserted/image/virtual-size").asLong();
+            }
+        }
+        for (var n : qmp.execute("query-named-block-nodes", java.util.Map.of("flat", true))) {
+            if (n.path("node-name").asText().equals(device)) {
+                return n.at("/image/virtual-size").asLong();
+            }
+        }
+        throw new CliException("no device or node '" + device + "'", 1);
+    }
+
+    /** TARGET and its backing files, as the images name them. */
+    private static List<String> chain(BlockNode n) {
+        List<String> names = new ArrayList<>();
+        for (BlockNode at = n; at != null; at = at.driver().backing()) {
+            names.add(at.driver().filename());
+        }
+        return names;
+    }
+}

@@ -1,0 +1,591 @@
+package jblockd.nbd.client;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.net.SocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.ReentrantLock;
+
+import jblockd.block.Errno;
+import jblockd.block.IoError;
+import jblockd.nbd.proto.Nbd;
+import jblockd.nbd.proto.NbdError;
+import jblockd.nbd.proto.NbdProtocolException;
+import jblockd.nbd.proto.NbdReader;
+
+/**
+ * An NBD client (doc/proto.md): fixed newstyle handshake with structured replies, meta contexts
+ * and {@code OPT_GO}, then requests from any number of threads with several in flight. One
+ * reader thread matches replies to requests by handle; a request's caller waits for its own.
+ * <p>
+ * Every length the server sends is checked against what the request asked before a byte is
+ * stored, so a broken or hostile server ends the connection with an {@link NbdProtocolException}
+ * (every waiting request fails with EIO) and never makes the client allocate or write out of
+ * bounds. An error the server reports for a request is an {@link IoError} with the errno it sent.
+ */
+public final class NbdClient implements AutoCloseable {
+    /** What to ask for: the export, and the meta contexts for BLOCK_STATUS (may be empty). */
+    public record Options(String export, List<String> metaContexts) {
+        public Options {
+            metaContexts = List.copyOf(metaContexts);
+        }
+
+        public static Options of(String export, String... contexts) {
+            return new Options(export, List.of(contexts));
+        }
+    }
+
+    /** One extent of a BLOCK_STATUS chunk: its length and the context's flags. */
+    public record Extent(long length, int flags) {
+    }
+
+    private final SocketChannel channel;
+    private final NbdReader in;
+    private final ReentrantLock sendLock = new ReentrantLock();
+    private final long size;
+    private final int transmissionFlags;
+    private final boolean structured;
+    private final Map<String, Integer> contexts;
+    private final int minBlock;
+    private final int maxBlock;
+    private final AtomicLong handles = new AtomicLong(1);
+    private final Map<Long, Pending> pending = new ConcurrentHashMap<>();
+    private final Thread reader;
+    private volatile IOException broken;
+
+    /** A request in flight: what it asked, where read data goes, extents by context id. */
+    private static final class Pending {
+        final int type;
+        final long offset;
+        final long length;
+        final ByteBuffer dst;
+        final Map<Integer, List<Extent>> extents = new LinkedHashMap<>();
+        final CompletableFuture<Void> done = new CompletableFuture<>();
+        IoError error;
+
+        Pending(int type, long offset, long length, ByteBuffer dst) {
+            this.type = type;
+            this.offset = offset;
+            this.length = length;
+            this.dst = dst;
+        }
+    }
+
+    private NbdClient(SocketChannel channel, NbdReader in, Handshake h) {
+        this.channel = channel;
+        this.in = in;
+        this.size = h.size;
+        this.transmissionFlags = h.flags;
+        this.structured = h.structured;
+        this.contexts = Collections.unmodifiableMap(h.contexts);
+        this.minBlock = h.minBlock;
+        this.maxBlock = h.maxBlock;
+        this.reader = Thread.ofVirtual().name("nbd-client-replies").start(this::readReplies);
+    }
+
+    /** Connects to {@code address} (UNIX or inet) and negotiates {@code options}. */
+    public static NbdClient connect(SocketAddress address, Options options) throws IOException {
+        SocketChannel ch = SocketChannel.open(address);
+        try {
+            NbdReader in = new NbdReader(ch);
+            Handshake h = Handshake.run(ch, in, options);
+            return new NbdClient(ch, in, h);
+        } catch (IOException | RuntimeException e) {
+            ch.close();
+            throw e;
+        }
+    }
+
+    public long size() {
+        return size;
+    }
+
+    public boolean readOnly() {
+        return (transmissionFlags & Nbd.FLAG_READ_ONLY) != 0;
+    }
+
+    public int transmissionFlags() {
+        return transmissionFlags;
+    }
+
+    /** Whether the server agreed to structured replies (needed for block status). */
+    public boolean structuredReplies() {
+        return structured;
+    }
+
+    /** The meta contexts the server selected, by name, with their ids. */
+    public Map<String, Integer> metaContexts() {
+        return contexts;
+    }
+
+    /** The largest request payload the server takes (its INFO_BLOCK_SIZE maximum, else 32 MiB). */
+    public int maxRequest() {
+        return maxBlock;
+    }
+
+    public int minBlock() {
+        return minBlock;
+    }
+
+    // ------------------------------------------------------------------ requests
+
+    /** Reads {@code dst.remaining()} bytes at {@code offset} into {@code dst} (position advanced). */
+    public void read(long offset, ByteBuffer dst) throws IOException {
+        int n = dst.remaining();
+        Pending p = new Pending(Nbd.CMD_READ, offset, n, dst.slice());
+        call(p, 0, null);
+        dst.position(dst.position() + n);
+    }
+
+    public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
+        requireWritable();
+        Pending p = new Pending(Nbd.CMD_WRITE, offset, src.remaining(), null);
+        call(p, fua ? Nbd.CMD_FLAG_FUA : 0, src);
+    }
+
+    public void writeZeroes(long offset, long length, boolean mayTrim, boolean fua) throws IOException {
+        requireWritable();
+        requireFlag(Nbd.FLAG_SEND_WRITE_ZEROES, "WRITE_ZEROES");
+        int flags = (mayTrim ? 0 : Nbd.CMD_FLAG_NO_HOLE) | (fua ? Nbd.CMD_FLAG_FUA : 0);
+        call(new Pending(Nbd.CMD_WRITE_ZEROES, offset, length, null), flags, null);
+    }
+
+    public void trim(long offset, long length) throws IOException {
+        requireWritable();
+        requireFlag(Nbd.FLAG_SEND_TRIM, "TRIM");
+        call(new Pending(Nbd.CMD_TRIM, offset, length, null), 0, null);
+    }
+
+    public void flush() throws IOException {
+        requireFlag(Nbd.FLAG_SEND_FLUSH, "FLUSH");
+        call(new Pending(Nbd.CMD_FLUSH, 0, 0, null), 0, null);
+    }
+
+    /**
+     * BLOCK_STATUS of {@code length} bytes at {@code offset}: for each selected meta context
+     * (by id), the extents the server sent, in order, never past the request's end (the last one
+     * may be clipped; the server may describe less than asked).
+     */
+    public Map<Integer, List<Extent>> blockStatus(long offset, long length, boolean reqOne) throws IOException {
+        if (contexts.isEmpty()) {
+            throw new IoError(Errno.ENOTSUP, "no meta context was negotiated for BLOCK_STATUS");
+        }
+        Pending p = new Pending(Nbd.CMD_BLOCK_STATUS, offset, length, null);
+        call(p, reqOne ? Nbd.CMD_FLAG_REQ_ONE : 0, null);
+        return p.extents;
+    }
+
+    private void requireWritable() throws IoError {
+        if (readOnly()) {
+            throw new IoError(Errno.EPERM, "the NBD export is read-only");
+        }
+    }
+
+    private void requireFlag(int flag, String what) throws IoError {
+        if ((transmissionFlags & flag) == 0) {
+            throw new IoError(Errno.ENOTSUP, "the NBD server does not support " + what);
+        }
+    }
+
+    private void call(Pending p, int flags, ByteBuffer payload) throws IOException {
+        if (p.offset < 0 || p.length < 0 || p.length > 0xffffffffL) {
+            throw new IoError(Errno.EINVAL, "request out of range: offset " + p.offset + ", length " + p.length);
+        }
+        long handle = handles.getAndIncrement();
+        IOException b = broken;
+        if (b != null) {
+            throw new IoError(Errno.EIO, "NBD connection lost: " + b.getMessage(), b);
+        }
+        pending.put(handle, p);
+        ByteBuffer header = ByteBuffer.allocate(28);
+        header.putInt(Nbd.REQUEST_MAGIC).putShort((short) flags).putShort((short) p.type).putLong(handle)
+                .putLong(p.offset).putInt((int) p.length).flip();
+        sendLock.lock();
+        try {
+            writeFully(header);
+            if (payload != null) {
+                writeFully(payload.duplicate());
+            }
+        } catch (IOException e) {
+            pending.remove(handle);
+            fail(e);
+            throw new IoError(Errno.EIO, "NBD connection lost: " + e.getMessage(), e);
+        } finally {
+            sendLock.unlock();
+        }
+        // A failure found by the reader after the put above completes the future too.
+        if (broken != null) {
+            fail(broken);
+        }
+        try {
+            p.done.get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IoError(Errno.ECANCELED, "interrupted waiting for the NBD server", e);
+        } catch (ExecutionException e) {
+            Throwable c = e.getCause();
+            throw c instanceof IoError io ? io : new IoError(Errno.EIO, "NBD connection lost: " + c.getMessage(), c);
+        }
+        if (p.error != null) {
+            throw p.error;
+        }
+    }
+
+    private void writeFully(ByteBuffer b) throws IOException {
+        while (b.hasRemaining()) {
+            channel.write(b);
+        }
+    }
+
+    // ------------------------------------------------------------------ replies
+
+    private void readReplies() {
+        try {
+            while (true) {
+                int magic = in.readInt();
+                if (magic == Nbd.SIMPLE_REPLY_MAGIC) {
+                    simpleReply();
+                } else if (magic == Nbd.STRUCTURED_REPLY_MAGIC && structured) {
+                    structuredChunk();
+                } else {
+                    throw new NbdProtocolException("bad reply magic 0x" + Integer.toHexString(magic));
+                }
+            }
+        } catch (IOException e) {
+            fail(e instanceof EOFException && closing ? new IOException("client closed", e) : e);
+        } catch (RuntimeException e) {
+            fail(new NbdProtocolException("reply handling failed: " + e));
+        }
+    }
+
+    private Pending take(long handle, boolean last) throws NbdProtocolException {
+        Pending p = last ? pending.remove(handle) : pending.get(handle);
+        if (p == null) {
+            throw new NbdProtocolException("reply for unknown handle " + handle);
+        }
+        return p;
+    }
+
+    private void simpleReply() throws IOException {
+        int error = in.readInt();
+        long handle = in.readLong();
+        Pending p = take(handle, true);
+        if (error != 0) {
+            p.error = errorOf(error, "", p);
+        } else if (p.type == Nbd.CMD_READ) {
+            if (structured) {
+                throw new NbdProtocolException("simple reply to a READ after structured replies were negotiated");
+            }
+            in.readFully(p.dst.duplicate());
+        } else if (p.type == Nbd.CMD_BLOCK_STATUS) {
+            throw new NbdProtocolException("simple success reply to BLOCK_STATUS");
+        }
+        p.done.complete(null);
+    }
+
+    private void structuredChunk() throws IOException {
+        int flags = in.readUnsignedShort();
+        int type = in.readUnsignedShort();
+        long handle = in.readLong();
+        long length = Integer.toUnsignedLong(in.readInt());
+        boolean last = (flags & Nbd.REPLY_FLAG_DONE) != 0;
+        Pending p = take(handle, last);
+        switch (type) {
+            case Nbd.REPLY_TYPE_NONE -> {
+                if (length != 0 || !last) {
+                    throw new NbdProtocolException("NONE chunk with length " + length + " or without DONE");
+                }
+            }
+            case Nbd.REPLY_TYPE_OFFSET_DATA -> {
+                if (p.type != Nbd.CMD_READ || length < 8) {
+                    throw new NbdProtocolException("unexpected OFFSET_DATA chunk");
+                }
+                long off = in.readLong();
+                long n = length - 8;
+                ByteBuffer at = slice(p, off, n);
+                in.readFully(at);
+            }
+            case Nbd.REPLY_TYPE_OFFSET_HOLE -> {
+                if (p.type != Nbd.CMD_READ || length != 12) {
+                    throw new NbdProtocolException("unexpected OFFSET_HOLE chunk");
+                }
+                long off = in.readLong();
+                long n = Integer.toUnsignedLong(in.readInt());
+                ByteBuffer at = slice(p, off, n);
+                while (at.hasRemaining()) {
+                    at.put((byte) 0);
+                }
+            }
+            case Nbd.REPLY_TYPE_BLOCK_STATUS -> blockStatusChunk(p, length);
+            case Nbd.REPLY_TYPE_ERROR, Nbd.REPLY_TYPE_ERROR_OFFSET -> {
+                if (length < 6) {
+                    throw new NbdProtocolException("error chunk too short: " + length);
+                }
+                int error = in.readInt();
+                int msgLen = in.readUnsignedShort();
+                long rest = length - 6 - msgLen - (type == Nbd.REPLY_TYPE_ERROR_OFFSET ? 8 : 0);
+                if (msgLen > Nbd.MAX_STRING_SIZE || rest != 0) {
+                    throw new NbdProtocolException("error chunk lengths do not add up");
+                }
+                ByteBuffer msg = ByteBuffer.allocate(msgLen);
+                in.readFully(msg);
+                if (type == Nbd.REPLY_TYPE_ERROR_OFFSET) {
+                    in.readLong();
+                }
+                if (p.error == null) {
+                    p.error = errorOf(error, new String(msg.array(), StandardCharsets.UTF_8), p);
+                }
+            }
+            default -> {
+                if ((type & 0x8000) != 0) { // an unknown error type: still an error (proto.md)
+                    in.skip(length);
+                    if (p.error == null) {
+                        p.error = new IoError(Errno.EIO, "NBD server sent error chunk type " + type);
+                    }
+                } else {
+                    throw new NbdProtocolException("unknown chunk type " + type);
+                }
+            }
+        }
+        if (last) {
+            p.done.complete(null);
+        }
+    }
+
+    /** The part of a READ's buffer a data or hole chunk fills; outside the request is a violation. */
+    private static ByteBuffer slice(Pending p, long off, long n) throws NbdProtocolException {
+        if (off < p.offset || n > p.length || off - p.offset > p.length - n) {
+            throw new NbdProtocolException("chunk " + off + "+" + n + " outside the READ " + p.offset + "+" + p.length);
+        }
+        return p.dst.slice((int) (off - p.offset), (int) n);
+    }
+
+    private void blockStatusChunk(Pending p, long length) throws IOException {
+        if (p.type != Nbd.CMD_BLOCK_STATUS || length < 12 || (length - 4) % 8 != 0) {
+            throw new NbdProtocolException("unexpected BLOCK_STATUS chunk (length " + length + ")");
+        }
+        int id = in.readInt();
+        if (!contexts.containsValue(id) || p.extents.containsKey(id)) {
+            throw new NbdProtocolException("BLOCK_STATUS chunk for context " + id + " not selected or repeated");
+        }
+        long count = (length - 4) / 8;
+        List<Extent> list = new ArrayList<>((int) Math.min(count, 1024));
+        long covered = 0;
+        for (long i = 0; i < count; i++) {
+            long len = Integer.toUnsignedLong(in.readInt());
+            int flags = in.readInt();
+            if (len == 0) {
+                throw new NbdProtocolException("BLOCK_STATUS extent of length 0");
+            }
+            // The server may describe past the end of the request only in its last extent
+            // (proto.md); clip it, keep nothing beyond.
+            long keep = Math.min(len, p.length - covered);
+            if (keep > 0) {
+                list.add(new Extent(keep, flags));
+            }
+            covered += len;
+        }
+        p.extents.put(id, list);
+    }
+
+    private static IoError errorOf(int code, String message, Pending p) {
+        Errno errno = NbdError.fromCode(code).errno();
+        return new IoError(errno, "NBD server: " + (message.isEmpty() ? errno.strerror() : message)
+                + " (request " + p.type + " at " + p.offset + "+" + p.length + ")");
+    }
+
+    private void fail(IOException cause) {
+        if (broken == null) {
+            broken = cause;
+        }
+        for (Long h : List.copyOf(pending.keySet())) {
+            Pending p = pending.remove(h);
+            if (p != null) {
+                p.done.completeExceptionally(new IoError(Errno.EIO, "NBD connection lost: " + cause.getMessage(),
+                        cause));
+            }
+        }
+    }
+
+    private volatile boolean closing;
+
+    /** NBD_CMD_DISC, then the socket closes; requests still waiting fail. */
+    @Override
+    public void close() throws IOException {
+        closing = true;
+        try {
+            if (broken == null) {
+                ByteBuffer header = ByteBuffer.allocate(28);
+                header.putInt(Nbd.REQUEST_MAGIC).putShort((short) 0).putShort((short) Nbd.CMD_DISC)
+                        .putLong(handles.getAndIncrement()).putLong(0).putInt(0).flip();
+                sendLock.lock();
+                try {
+                    writeFully(header);
+                } catch (IOException e) {
+                    // closing anyway
+                } finally {
+                    sendLock.unlock();
+                }
+            }
+        } finally {
+            channel.close();
+            try {
+                reader.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ handshake
+
+    /** The fixed newstyle negotiation; its results. */
+    private static final class Handshake {
+        long size;
+        int flags;
+        boolean structured;
+        final Map<String, Integer> contexts = new LinkedHashMap<>();
+        int minBlock = 1;
+        int maxBlock = Nbd.MAX_BUFFER_SIZE;
+
+        static Handshake run(SocketChannel ch, NbdReader in, Options o) throws IOException {
+            Handshake h = new Handshake();
+            if (in.readLong() != Nbd.NBDMAGIC || in.readLong() != Nbd.IHAVEOPT) {
+                throw new NbdProtocolException("not an NBD server with newstyle negotiation");
+            }
+            int serverFlags = in.readUnsignedShort();
+            if ((serverFlags & Nbd.FLAG_FIXED_NEWSTYLE) == 0) {
+                throw new NbdProtocolException("the server does not do fixed newstyle negotiation");
+            }
+            int clientFlags = Nbd.FLAG_C_FIXED_NEWSTYLE | (serverFlags & Nbd.FLAG_NO_ZEROES);
+            send(ch, ByteBuffer.allocate(4).putInt(clientFlags).flip());
+            // structured replies
+            option(ch, Nbd.OPT_STRUCTURED_REPLY, ByteBuffer.allocate(0));
+            Reply r = reply(in, Nbd.OPT_STRUCTURED_REPLY);
+            if (r.type == Nbd.REP_ACK) {
+                h.structured = true;
+            } else if (!r.isError()) {
+                throw new NbdProtocolException("unexpected reply " + r.type + " to STRUCTURED_REPLY");
+            }
+            byte[] name = o.export().getBytes(StandardCharsets.UTF_8);
+            if (name.length > Nbd.MAX_STRING_SIZE) {
+                throw new IoError(Errno.EINVAL, "export name longer than " + Nbd.MAX_STRING_SIZE + " bytes");
+            }
+            if (!o.metaContexts().isEmpty()) {
+                if (!h.structured) {
+                    throw new IoError(Errno.ENOTSUP, "the server has no structured replies: no meta contexts");
+                }
+                int len = 4 + name.length + 4;
+                List<byte[]> qs = new ArrayList<>();
+                for (String c : o.metaContexts()) {
+                    byte[] b = c.getBytes(StandardCharsets.UTF_8);
+                    qs.add(b);
+                    len += 4 + b.length;
+                }
+                ByteBuffer d = ByteBuffer.allocate(len).putInt(name.length).put(name).putInt(qs.size());
+                for (byte[] b : qs) {
+                    d.putInt(b.length).put(b);
+                }
+                option(ch, Nbd.OPT_SET_META_CONTEXT, d.flip());
+                while (true) {
+                    r = reply(in, Nbd.OPT_SET_META_CONTEXT);
+                    if (r.type == Nbd.REP_ACK) {
+                        break;
+                    }
+                    if (r.isError()) {
+                        throw refused("SET_META_CONTEXT", r);
+                    }
+                    if (r.type != Nbd.REP_META_CONTEXT || r.data.remaining() < 4) {
+                        throw new NbdProtocolException("unexpected reply " + r.type + " to SET_META_CONTEXT");
+                    }
+                    int id = r.data.getInt();
+                    h.contexts.put(StandardCharsets.UTF_8.decode(r.data).toString(), id);
+                }
+            }
+            ByteBuffer go = ByteBuffer.allocate(4 + name.length + 2 + 2).putInt(name.length).put(name)
+                    .putShort((short) 1).putShort((short) Nbd.INFO_BLOCK_SIZE).flip();
+            option(ch, Nbd.OPT_GO, go);
+            boolean haveExport = false;
+            while (true) {
+                r = reply(in, Nbd.OPT_GO);
+                if (r.type == Nbd.REP_ACK) {
+                    break;
+                }
+                if (r.isError()) {
+                    throw refused("export '" + o.export() + "'", r);
+                }
+                if (r.type != Nbd.REP_INFO || r.data.remaining() < 2) {
+                    throw new NbdProtocolException("unexpected reply " + r.type + " to GO");
+                }
+                int info = Short.toUnsignedInt(r.data.getShort());
+                if (info == Nbd.INFO_EXPORT && r.data.remaining() == 10) {
+                    h.size = r.data.getLong();
+                    h.flags = Short.toUnsignedInt(r.data.getShort());
+                    haveExport = true;
+                } else if (info == Nbd.INFO_BLOCK_SIZE && r.data.remaining() == 12) {
+                    h.minBlock = r.data.getInt();
+                    r.data.getInt();
+                    h.maxBlock = (int) Math.min(Nbd.MAX_BUFFER_SIZE, Integer.toUnsignedLong(r.data.getInt()));
+                }
+            }
+            if (!haveExport || h.size < 0) {
+                throw new NbdProtocolException("GO ended without a valid export size");
+            }
+            return h;
+        }
+
+        private static IoError refused(String what, Reply r) {
+            String msg = StandardCharsets.UTF_8.decode(r.data).toString();
+            Errno e = r.type == Nbd.REP_ERR_UNKNOWN ? Errno.ENOENT : r.type == Nbd.REP_ERR_UNSUP ? Errno.ENOTSUP
+                    : Errno.EINVAL;
+            return new IoError(e, "NBD server refused " + what + (msg.isEmpty() ? "" : ": " + msg));
+        }
+
+        private static void option(SocketChannel ch, int option, ByteBuffer data) throws IOException {
+            ByteBuffer b = ByteBuffer.allocate(16 + data.remaining()).putLong(Nbd.IHAVEOPT).putInt(option)
+                    .putInt(data.remaining()).put(data).flip();
+            send(ch, b);
+        }
+
+        private static void send(SocketChannel ch, ByteBuffer b) throws IOException {
+            while (b.hasRemaining()) {
+                ch.write(b);
+            }
+        }
+
+        private record Reply(int type, ByteBuffer data) {
+            boolean isError() {
+                return (type & 0x80000000) != 0;
+            }
+        }
+
+        private static Reply reply(NbdReader in, int option) throws IOException {
+            if (in.readLong() != Nbd.OPT_REPLY_MAGIC) {
+                throw new NbdProtocolException("bad option reply magic");
+            }
+            int opt = in.readInt();
+            int type = in.readInt();
+            long len = Integer.toUnsignedLong(in.readInt());
+            if (opt != option) {
+                throw new NbdProtocolException("reply to option " + opt + " while negotiating " + option);
+            }
+            if (len > Nbd.MAX_OPTION_LENGTH) {
+                throw new NbdProtocolException("option reply of " + len + " bytes");
+            }
+            ByteBuffer data = ByteBuffer.allocate((int) len);
+            in.readFully(data);
+            return new Reply(type, data.flip());
+        }
+    }
+}

@@ -1,0 +1,142 @@
+package jblockd.cli;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import com.fasterxml.jackson.databind.JsonNode;
+
+import jblockd.testsupport.DaemonProcess;
+import jblockd.testsupport.ExternalTools;
+import jblockd.testsupport.QemuStorageDaemon;
+import jblockd.testsupport.QmpTestClient;
+
+/**
+ * {@code jblockctl pull} end to end against jblockd and qemu-storage-daemon 7.2: a full pull
+ * that sets checkpoint chk0, guest writes (data and zeroes) over NBD, then an incremental pull
+ * from chk0 into a qcow2 over the full one that sets chk1. The chain restores the disk at the
+ * second fleecing point, the new link holds only the changed clusters, the checkpoints are as
+ * the flow promises (chk0 untouched, chk1 empty), and nothing the pull added stays in the daemon.
+ */
+class PullBackupIT {
+    private static final Duration T = Duration.ofSeconds(60);
+    private static final long K64 = 64 * 1024;
+    private static final long MIB = 1 << 20;
+
+    @TempDir
+    Path dir;
+
+    @Test
+    void fullThenIncrementalPullOnJblockd() throws Exception {
+        assumeTrue(ExternalTools.present("qemu-img") && ExternalTools.present("qemu-io"));
+        Path d = Files.createDirectories(dir.resolve("j"));
+        try (DaemonProcess p = DaemonProcess.start(d, "--nbd-server",
+                "addr.type=unix,addr.path=" + d.resolve("nbd.sock"))) {
+            try (QmpTestClient c = p.connect()) {
+                scenario(c, p.qmpSocket(), d);
+            }
+        }
+    }
+
+    @Test
+    void fullThenIncrementalPullOnQemuStorageDaemon() throws Exception {
+        assumeTrue(ExternalTools.present("qemu-img") && ExternalTools.present("qemu-io")
+                && ExternalTools.present("qemu-storage-daemon"));
+        Path d = Files.createDirectories(dir.resolve("q"));
+        // a monitor serves one client at a time: jblockctl gets a second one
+        Path second = d.resolve("qmp2.sock");
+        try (QemuStorageDaemon p = QemuStorageDaemon.start(d, "--nbd-server",
+                "addr.type=unix,addr.path=" + d.resolve("nbd.sock"),
+                "--chardev", "socket,id=m2,path=" + second + ",server=on,wait=off", "--monitor", "chardev=m2,mode=control")) {
+            try (QmpTestClient c = p.connect()) {
+                scenario(c, second, d);
+            }
+        }
+    }
+
+    private void scenario(QmpTestClient c, Path qmp, Path d) throws Exception {
+        Path disk = d.resolve("disk.qcow2");
+        ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", disk.toString(), "64M");
+        ExternalTools.ok("qemu-io", "-c", "write -P 0x11 0 8M", "-c", "write -P 0x44 32M 1M", disk.toString());
+        c.executeOk("blockdev-add", Map.of("driver", "qcow2", "node-name", "fmt",
+                "file", Map.of("driver", "file", "filename", disk.toString())));
+        c.executeOk("block-export-add", Map.of("type", "nbd", "id", "guest", "node-name", "fmt", "name", "vda",
+                "writable", true));
+        String nbd = d.resolve("nbd.sock").toString();
+        String guest = "nbd+unix:///vda?socket=" + nbd;
+
+        Path point0 = d.resolve("point0.raw");
+        ExternalTools.ok("qemu-img", "convert", "-f", "raw", "-O", "raw", guest, point0.toString());
+        Path full = d.resolve("full.qcow2");
+        CliRunner.Result r = CliRunner.run("--socket", qmp.toString(), "pull", "fmt", full.toString(),
+                "--checkpoint", "chk0", "--nbd-socket", nbd, "--scratch", d.resolve("scratch0.qcow2").toString());
+        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(r.out()).contains("pulled 64.0 MiB of 64.0 MiB").contains("chain: " + full);
+        ExternalTools.ok("qemu-img", "compare", "-f", "raw", "-F", "qcow2", point0.toString(), full.toString());
+
+        ExternalTools.ok("qemu-io", "-f", "raw", "-c", "write -P 0x22 1M 64k", "-c", "write -P 0x33 40M 1M",
+                "-c", "write -z 4M 64k", guest);
+        Path point1 = d.resolve("point1.raw");
+        ExternalTools.ok("qemu-img", "convert", "-f", "raw", "-O", "raw", guest, point1.toString());
+        Path inc = d.resolve("inc1.qcow2");
+        r = CliRunner.run("--socket", qmp.toString(), "--json", "pull", "fmt", inc.toString(), "--bitmap", "chk0",
+                "--previous", full.toString(), "--checkpoint", "chk1", "--nbd-socket", nbd,
+                "--scratch", d.resolve("scratch1.qcow2").toString());
+        assertThat(r.code()).as(r.err()).isZero();
+        JsonNode out = QmpTestClient.json(r.out().strip());
+        assertThat(out.get("dirty").asLong()).isEqualTo(K64 + MIB + K64);
+        assertThat(out.get("data").asLong()).isEqualTo(K64 + MIB);
+        assertThat(out.get("zero").asLong()).isEqualTo(K64);
+        assertThat(out.get("chain").toString()).isEqualTo("[\"" + inc + "\",\"" + full + "\"]");
+        ExternalTools.ok("qemu-img", "compare", "-f", "raw", "-F", "qcow2", point1.toString(), inc.toString());
+        ExternalTools.ok("qemu-img", "check", inc.toString());
+        // the link holds just what changed: data at 1M and 40M, the zeroes at 4M as zero clusters
+        List<String> own = new ArrayList<>();
+        for (JsonNode e : QmpTestClient.json(ExternalTools.ok("qemu-img", "map", "--output=json", inc.toString()))) {
+            if (e.get("depth").asInt() == 0) {
+                own.add(e.get("start").asLong() + "+" + e.get("length").asLong() + (e.get("data").asBoolean() ? ""
+                        : " zero"));
+            }
+        }
+        assertThat(own).containsExactly(MIB + "+" + K64, 4 * MIB + "+" + K64 + " zero", 40 * MIB + "+" + MIB);
+
+        // chk0 kept what it had; chk1 started at the second fleecing point; nothing else is left
+        List<String> bitmaps = new ArrayList<>();
+        List<String> nodes = new ArrayList<>();
+        for (JsonNode n : c.executeOk("query-named-block-nodes", Map.of("flat", true))) {
+            nodes.add(n.get("node-name").asText().startsWith("#") ? "#auto" : n.get("node-name").asText());
+            if (n.get("node-name").asText().equals("fmt")) {
+                for (JsonNode b : n.path("dirty-bitmaps")) {
+                    bitmaps.add(b.get("name").asText() + "=" + b.get("count").asLong());
+                }
+            }
+        }
+        assertThat(bitmaps).containsExactlyInAnyOrder("chk0=" + (K64 + MIB + K64), "chk1=0");
+        assertThat(nodes).containsOnly("fmt", "#auto");
+        assertThat(c.executeOk("query-block-exports", null)).hasSize(1);
+        assertThat(c.executeOk("query-jobs", null)).isEmpty();
+        assertThat(Files.exists(d.resolve("scratch1.qcow2"))).isTrue(); // given by the user: left to them
+
+        // a pull that cannot start leaves nothing behind either
+        r = CliRunner.run("--socket", qmp.toString(), "pull", "fmt", d.resolve("bad.qcow2").toString(),
+                "--bitmap", "nosuch", "--nbd-socket", nbd, "--scratch", d.resolve("scratch2.qcow2").toString());
+        assertThat(r.code()).isNotZero();
+        assertThat(r.err()).contains("nosuch");
+        assertThat(Files.exists(d.resolve("bad.qcow2"))).isFalse();
+        List<String> after = new ArrayList<>();
+        for (JsonNode n : c.executeOk("query-named-block-nodes", Map.of("flat", true))) {
+            after.add(n.get("node-name").asText().startsWith("#") ? "#auto" : n.get("node-name").asText());
+        }
+        assertThat(after).containsOnly("fmt", "#auto");
+        assertThat(c.executeOk("query-jobs", null)).isEmpty();
+    }
+}
