@@ -113,6 +113,18 @@ public final class SnapshotAccessDriver implements BlockDriver {
         return List.of(new BlockChild("file", file));
     }
 
+    /** No get_info in QEMU's driver: query-block shows no dirty-flag (nor cluster-size). */
+    @Override
+    public java.util.Optional<Boolean> dirtyFlag() {
+        return java.util.Optional.empty();
+    }
+
+    /** QEMU sums a non-filter's data children: the filter's, so the source's. */
+    @Override
+    public java.util.OptionalLong allocatedFileSize() throws IOException {
+        return file.driver().allocatedFileSize();
+    }
+
     /** snapshot_access_child_perm(): the snapshot API needs no permission on the filter. */
     @Override
     public Access childAccess(BlockChild child, boolean writable, Access parentUse) {
