@@ -135,7 +135,7 @@ public final class CopyBeforeWriteDriver implements FilterDriver {
         return frozenReads;
     }
 
-    /** Copies that are not finished with all bits: the access and done cluster sets, for queries. */
+    /** Bytes the snapshot may read and bytes copy-before-writes copied (QEMU's access and done bitmap counts). */
     public long[] snapshotCounts() {
         lock.lock();
         try {
