@@ -36,6 +36,8 @@ public final class BlockNode {
     private final AtomicInteger drainers = new AtomicInteger();
     private volatile boolean closed;
     private final NodeBitmaps bitmaps;
+    /** Set while a copy into this node must wait for its reads in flight (a fleecing scratch). */
+    private volatile TrackedReads trackedReads;
 
     /** A node that passes discards on (filters the jobs insert: their children decide). */
     public BlockNode(String nodeName, boolean autoNamed, BlockDriver driver, boolean readOnly) {
@@ -104,12 +106,27 @@ public final class BlockNode {
 
     public void read(long offset, ByteBuffer dst) throws IOException {
         checkRange(offset, dst.remaining());
+        TrackedReads t = trackedReads;
+        long ticket = t == null ? -1 : t.begin(offset, dst.remaining());
         enter();
         try {
             driver.read(offset, dst);
         } finally {
             leave();
+            if (t != null) {
+                t.end(ticket);
+            }
         }
+    }
+
+    /**
+     * Registers every read of this node in {@code reads} from now on (null: stop). A backup
+     * whose target reads through to its source (classic fleecing) sets it, so a guest write
+     * waits for the target's readers before it changes the source (block-copy's serialising
+     * writes into a fleecing target).
+     */
+    public void trackReads(TrackedReads reads) {
+        this.trackedReads = reads;
     }
 
     public void write(long offset, ByteBuffer src, boolean fua) throws IOException {

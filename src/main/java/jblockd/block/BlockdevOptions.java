@@ -104,4 +104,27 @@ public sealed interface BlockdevOptions {
             return "null-co";
         }
     }
+
+    /** A dirty bitmap named by node and name (QAPI BlockDirtyBitmap). */
+    record BitmapRef(String node, String name) {
+    }
+
+    /**
+     * BlockdevOptionsCbw: {@code file} is the source, {@code target} receives the old data;
+     * {@code bitmap} null: every cluster; {@code onCbwError} null: break-guest-write;
+     * {@code cbwTimeout} null: no timeout (seconds).
+     */
+    record CopyBeforeWrite(Common common, BlockdevRef file, BlockdevRef target, BitmapRef bitmap,
+                           String onCbwError, Long cbwTimeout) implements BlockdevOptions {
+        public String driver() {
+            return "copy-before-write";
+        }
+    }
+
+    /** snapshot-access (BlockdevOptionsGenericFormat): the point-in-time view of a copy-before-write {@code file}. */
+    record SnapshotAccess(Common common, BlockdevRef file) implements BlockdevOptions {
+        public String driver() {
+            return "snapshot-access";
+        }
+    }
 }

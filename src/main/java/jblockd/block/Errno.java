@@ -8,6 +8,7 @@ package jblockd.block;
 public enum Errno {
     EPERM(1, "Operation not permitted"),
     ENOENT(2, "No such file or directory"),
+    EINTR(4, "Interrupted system call"),
     EIO(5, "Input/output error"),
     EAGAIN(11, "Resource temporarily unavailable"),
     ENOMEM(12, "Cannot allocate memory"),
@@ -21,6 +22,7 @@ public enum Errno {
     EOVERFLOW(75, "Value too large for defined data type"),
     ENOTSUP(95, "Operation not supported"),
     ESHUTDOWN(108, "Cannot send after transport endpoint shutdown"),
+    ETIMEDOUT(110, "Connection timed out"),
     ECANCELED(125, "Operation canceled");
 
     private final int code;

@@ -106,6 +106,11 @@ public final class NodeGraph {
             }
 
             @Override
+            public Optional<BlockNode> node(String nodeName) {
+                return Optional.ofNullable(nodes.get(nodeName));
+            }
+
+            @Override
             public BlockNode openBackingImage(String filename, String format, boolean readOnly)
                     throws IOException {
                 if (named[0] < 0) {
@@ -187,6 +192,9 @@ public final class NodeGraph {
                     b.injectError(), b.align(), b.setState());
             case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes(), n.sizeGiven(),
                     n.readZeroesGiven());
+            case BlockdevOptions.CopyBeforeWrite w -> new BlockdevOptions.CopyBeforeWrite(c, w.file(), w.target(),
+                    w.bitmap(), w.onCbwError(), w.cbwTimeout());
+            case BlockdevOptions.SnapshotAccess a -> new BlockdevOptions.SnapshotAccess(c, a.file());
         };
     }
 

@@ -15,4 +15,9 @@ public interface OpenContext {
      * ({@code format} null: probe), both auto-named, read-only unless told otherwise.
      */
     BlockNode openBackingImage(String filename, String format, boolean readOnly) throws IOException;
+
+    /** The node of that name in the graph, if any (a driver option that names a node's bitmap). */
+    default java.util.Optional<BlockNode> node(String nodeName) {
+        return java.util.Optional.empty();
+    }
 }

@@ -11,5 +11,7 @@ final class StandardDrivers {
         jblockd.block.blkdebug.BlkdebugDriver.register(r);
         jblockd.block.nullco.NullCoDriver.register(r);
         jblockd.block.qcow2.Qcow2Driver.register(r);
+        jblockd.block.cbw.CopyBeforeWriteFactory.register(r);
+        jblockd.block.snapshotaccess.SnapshotAccessDriver.register(r);
     }
 }

@@ -73,6 +73,12 @@ public final class BlockdevOptionsCodec {
             case "qcow2" -> new BlockdevOptions.Qcow2(common, ref(o.get("file"), toFile),
                     o.has("backing") ? ref(o.get("backing"), inherited.forBackingChild(o)) : null);
             case "blkdebug" -> blkdebug(common, o, toFile);
+            case "copy-before-write" -> new BlockdevOptions.CopyBeforeWrite(common, ref(o.get("file"), toFile),
+                    ref(o.get("target"), toFile),
+                    o.has("bitmap") ? new BlockdevOptions.BitmapRef(o.get("bitmap").get("node").asText(),
+                            o.get("bitmap").get("name").asText()) : null,
+                    o.has("on-cbw-error") ? o.get("on-cbw-error").asText() : null, optLong(o, "cbw-timeout"));
+            case "snapshot-access" -> new BlockdevOptions.SnapshotAccess(common, ref(o.get("file"), toFile));
             case "null-co" -> {
                 long size = o.has("size") ? o.get("size").asLong() : NULL_CO_DEFAULT_SIZE;
                 if (size < 0) {

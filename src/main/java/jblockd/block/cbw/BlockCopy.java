@@ -143,6 +143,16 @@ public final class BlockCopy {
         this.progress = consumer;
     }
 
+    /** Sets in {@code into} the clusters still to copy (copy-before-write's access set starts so). */
+    public void copyDirtyInto(BitSet into) {
+        lock.lock();
+        try {
+            into.or(dirty);
+        } finally {
+            lock.unlock();
+        }
+    }
+
     /** Bytes of the clusters still dirty. */
     public long dirtyBytes() {
         lock.lock();

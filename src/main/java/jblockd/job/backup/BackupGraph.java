@@ -44,6 +44,8 @@ public final class BackupGraph {
     private JobRegistry registry;
     private Job job;
     private boolean removed;
+    /** The target's reads are tracked for the filter (classic fleecing). */
+    private boolean trackingTarget;
 
     private BackupGraph(NodeGraph graph, Devices devices, BlockNode source, BlockNode filter, BlockCopy copy,
                         BlockNode target, boolean ownsTarget) {
@@ -89,11 +91,29 @@ public final class BackupGraph {
      */
     public synchronized void activate() {
         try (DrainedSection s = devices.drain(source)) {
+            if (readsThrough(target, source)) {
+                // Classic fleecing: a reader of the target reads the clusters not copied yet
+                // from the source; a guest write waits for such reads once it has copied.
+                target.trackReads(((CopyBeforeWriteDriver) filter.driver()).frozenReads());
+                trackingTarget = true;
+            }
             for (Device d : devices.attachedTo(source)) {
                 devices.replaceRoot(d, filter);
                 moved.add(d);
             }
         }
+    }
+
+    /** True when {@code node} reads unallocated ranges from {@code below} (through backing links or filters). */
+    private static boolean readsThrough(BlockNode node, BlockNode below) {
+        for (BlockNode n = node; n != null; ) {
+            BlockNode next = n.driver().backing() != null ? n.driver().backing() : n.driver().filtered();
+            if (next == below) {
+                return true;
+            }
+            n = next;
+        }
+        return false;
     }
 
     /**
@@ -118,6 +138,9 @@ public final class BackupGraph {
         // request that still reached it would fail rather than bypass the copy (nothing
         // passes an old filter through: there is no "inactive" mode any more).
         copy.awaitIdle();
+        if (trackingTarget) {
+            target.trackReads(null);
+        }
         graph.unregister(filter);
         try {
             filter.close();
