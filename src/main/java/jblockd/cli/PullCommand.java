@@ -3,7 +3,6 @@ package jblockd.cli;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.concurrent.atomic.AtomicLong;
@@ -105,7 +104,7 @@ final class PullCommand implements Callable<Integer> {
             PullBackup.Result r = PullBackup.run(qmp, new PullBackup.Options(device, bitmap, checkpoint,
                     scratchFile.toAbsolutePath(), nbdSocket, "jblockctl-pull"), sink, done::addAndGet);
             out.flush();
-            List<String> chain = chain(out);
+            List<String> chain = ImageChain.of(out);
             if (top.json) {
                 top.out.printf("{\"kind\":\"pulled\",\"size\":%d,\"dirty\":%d,\"data\":%d,\"zero\":%d,\"chain\":[%s]}%n",
                         r.size(), r.dirtyBytes(), r.dataBytes(), r.zeroBytes(),
@@ -141,14 +140,5 @@ final class PullCommand implements Callable<Integer> {
             }
         }
         throw new CliException("no device or node '" + device + "'", 1);
-    }
-
-    /** TARGET and its backing files, as the images name them. */
-    private static List<String> chain(BlockNode n) {
-        List<String> names = new ArrayList<>();
-        for (BlockNode at = n; at != null; at = at.driver().backing()) {
-            names.add(at.driver().filename());
-        }
-        return names;
     }
 }

@@ -122,7 +122,7 @@ public final class PullBackup {
             throw new IllegalArgumentException("no device or node '" + o.device() + "'");
         }
         // the scratch: a qcow2 of the disk's size, its backing the live node (given at add)
-        createScratch(size);
+        ImageFiles.createQcow2(qmp, o.scratch(), size, null, name("create"));
         String scratchNode = name("scratch");
         qmp.execute("blockdev-add", Map.of("driver", "qcow2", "node-name", scratchNode, "backing", node,
                 "file", Map.of("driver", "file", "filename", o.scratch().toString())));
@@ -273,37 +273,6 @@ public final class PullBackup {
             }
         }
         return new Result(size, dirtyBytes, dataBytes, zeroBytes);
-    }
-
-    /** blockdev-create of the scratch file and its qcow2 format, each a create job ended by job-dismiss. */
-    private void createScratch(long size) throws InterruptedException {
-        createJob(name("create-file"), Map.of("driver", "file", "filename", o.scratch().toString(), "size", 0));
-        String fileNode = name("scratch-file");
-        qmp.execute("blockdev-add", Map.of("driver", "file", "node-name", fileNode,
-                "filename", o.scratch().toString()));
-        try {
-            createJob(name("create-qcow2"), Map.of("driver", "qcow2", "file", fileNode, "size", size));
-        } finally {
-            qmp.execute("blockdev-del", Map.of("node-name", fileNode));
-        }
-    }
-
-    private void createJob(String id, Map<String, Object> options) throws InterruptedException {
-        try (EventStream ev = qmp.events()) {
-            qmp.execute("blockdev-create", Map.of("job-id", id, "options", options));
-            ev.await(e -> e.name().equals(QmpEvent.JOB_STATUS_CHANGE) && e.data().path("id").asText().equals(id)
-                    && e.data().path("status").asText().equals("concluded"), T);
-        }
-        String error = null;
-        for (JsonNode j : qmp.execute("query-jobs", null)) {
-            if (j.path("id").asText().equals(id) && j.has("error")) {
-                error = j.get("error").asText();
-            }
-        }
-        qmp.execute("job-dismiss", Map.of("id", id));
-        if (error != null) {
-            throw new IllegalStateException("creating " + options.get("driver") + " for the scratch: " + error);
-        }
     }
 
     /** The sync=none job ends by cancel (its normal end, reference incremental.md §5.3). */

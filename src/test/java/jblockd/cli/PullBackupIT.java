@@ -35,20 +35,22 @@ class PullBackupIT {
     @TempDir
     Path dir;
 
-    @Test
-    void fullThenIncrementalPullOnJblockd() throws Exception {
+    private interface Scenario {
+        void run(QmpTestClient c, Path qmp, Path dir) throws Exception;
+    }
+
+    private void onJblockd(Scenario s) throws Exception {
         assumeTrue(ExternalTools.present("qemu-img") && ExternalTools.present("qemu-io"));
         Path d = Files.createDirectories(dir.resolve("j"));
         try (DaemonProcess p = DaemonProcess.start(d, "--nbd-server",
                 "addr.type=unix,addr.path=" + d.resolve("nbd.sock"))) {
             try (QmpTestClient c = p.connect()) {
-                scenario(c, p.qmpSocket(), d);
+                s.run(c, p.qmpSocket(), d);
             }
         }
     }
 
-    @Test
-    void fullThenIncrementalPullOnQemuStorageDaemon() throws Exception {
+    private void onQemuStorageDaemon(Scenario s) throws Exception {
         assumeTrue(ExternalTools.present("qemu-img") && ExternalTools.present("qemu-io")
                 && ExternalTools.present("qemu-storage-daemon"));
         Path d = Files.createDirectories(dir.resolve("q"));
@@ -58,12 +60,84 @@ class PullBackupIT {
                 "addr.type=unix,addr.path=" + d.resolve("nbd.sock"),
                 "--chardev", "socket,id=m2,path=" + second + ",server=on,wait=off", "--monitor", "chardev=m2,mode=control")) {
             try (QmpTestClient c = p.connect()) {
-                scenario(c, second, d);
+                s.run(c, second, d);
             }
         }
     }
 
-    private void scenario(QmpTestClient c, Path qmp, Path d) throws Exception {
+    @Test
+    void fullThenIncrementalPullOnJblockd() throws Exception {
+        onJblockd(this::pullScenario);
+    }
+
+    @Test
+    void fullThenIncrementalPullOnQemuStorageDaemon() throws Exception {
+        onQemuStorageDaemon(this::pullScenario);
+    }
+
+    @Test
+    void pushIncrementalOverThePreviousBackupOnJblockd() throws Exception {
+        onJblockd(this::pushScenario);
+    }
+
+    @Test
+    void pushIncrementalOverThePreviousBackupOnQemuStorageDaemon() throws Exception {
+        onQemuStorageDaemon(this::pushScenario);
+    }
+
+    /**
+     * {@code jblockctl backup --incremental CHK --previous PREV}: the full backup and checkpoint
+     * are made by hand (a transaction), then two incrementals, each a new qcow2 over the last;
+     * each restores the disk at its start, holds only what changed, and the chain is printed.
+     */
+    private void pushScenario(QmpTestClient c, Path qmp, Path d) throws Exception {
+        Path disk = d.resolve("disk.qcow2");
+        ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", disk.toString(), "32M");
+        ExternalTools.ok("qemu-io", "-c", "write -P 0x11 0 4M", disk.toString());
+        c.executeOk("blockdev-add", Map.of("driver", "qcow2", "node-name", "fmt",
+                "file", Map.of("driver", "file", "filename", disk.toString())));
+        c.executeOk("block-export-add", Map.of("type", "nbd", "id", "guest", "node-name", "fmt", "name", "vda",
+                "writable", true));
+        String guest = "nbd+unix:///vda?socket=" + d.resolve("nbd.sock");
+        Path full = d.resolve("full.qcow2");
+        CliRunner.Result r = CliRunner.run("--socket", qmp.toString(), "backup", "fmt", full.toString(),
+                "--format", "qcow2");
+        assertThat(r.code()).as(r.err()).isZero();
+        c.executeOk("block-dirty-bitmap-add", Map.of("node", "fmt", "name", "chk", "persistent", true));
+        Path previous = full;
+        for (int k = 1; k <= 2; k++) {
+            ExternalTools.ok("qemu-io", "-f", "raw", "-c", "write -P 0x" + (20 + k) + " " + k + "M 64k", guest);
+            Path point = d.resolve("push-point" + k + ".raw");
+            ExternalTools.ok("qemu-img", "convert", "-f", "raw", "-O", "raw", guest, point.toString());
+            Path inc = d.resolve("push-inc" + k + ".qcow2");
+            r = CliRunner.run("--socket", qmp.toString(), "backup", "fmt", inc.toString(), "--incremental", "chk",
+                    "--previous", previous.toString());
+            assertThat(r.code()).as(r.err()).isZero();
+            String chain = k == 1 ? inc + " -> " + full : inc + " -> " + previous + " -> " + full;
+            assertThat(r.out()).contains("chain: " + chain);
+            ExternalTools.ok("qemu-img", "compare", "-f", "raw", "-F", "qcow2", point.toString(), inc.toString());
+            List<String> own = new ArrayList<>();
+            for (JsonNode e : QmpTestClient.json(ExternalTools.ok("qemu-img", "map", "--output=json",
+                    inc.toString()))) {
+                if (e.get("depth").asInt() == 0 && e.get("data").asBoolean()) {
+                    own.add(e.get("start").asLong() + "+" + e.get("length").asLong());
+                }
+            }
+            assertThat(own).containsExactly(k * MIB + "+" + K64);
+            previous = inc;
+        }
+        List<String> nodes = new ArrayList<>();
+        for (JsonNode n : c.executeOk("query-named-block-nodes", Map.of("flat", true))) {
+            nodes.add(n.get("node-name").asText().startsWith("#") ? "#auto" : n.get("node-name").asText());
+        }
+        assertThat(nodes).containsOnly("fmt", "#auto");
+        r = CliRunner.run("--socket", qmp.toString(), "backup", "fmt", d.resolve("x.qcow2").toString(),
+                "--incremental", "chk");
+        assertThat(r.code()).isEqualTo(2);
+        assertThat(r.err()).contains("--incremental and --previous go together");
+    }
+
+    private void pullScenario(QmpTestClient c, Path qmp, Path d) throws Exception {
         Path disk = d.resolve("disk.qcow2");
         ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", disk.toString(), "64M");
         ExternalTools.ok("qemu-io", "-c", "write -P 0x11 0 8M", "-c", "write -P 0x44 32M 1M", disk.toString());
