@@ -8,6 +8,7 @@ import java.nio.file.Path;
 import jblockd.client.BlockdevBackup;
 import jblockd.client.DriveBackup;
 import jblockd.client.ImageFiles;
+import jblockd.client.NodeLookup;
 import jblockd.client.Job;
 import jblockd.client.QmpClient;
 import jblockd.qapi.MirrorSyncMode;
@@ -100,14 +101,11 @@ final class BackupCommand extends JobStartCommand {
         String device = positional.get(0);
         String target = positional.get(1);
         try (QmpClient qmp = top.connect()) {
-            long size = -1;
-            for (var b : qmp.execute("query-block", null)) {
-                if (b.path("device").asText().equals(device) || b.at("/inserted/node-name").asText().equals(device)) {
-                    size = b.at("/inserted/image/virtual-size").asLong();
-                }
-            }
-            if (size < 0) {
-                throw new CliException("no device '" + device + "'", 1);
+            long size;
+            try {
+                size = NodeLookup.resolve(qmp, device).size();
+            } catch (IllegalArgumentException e) {
+                throw new CliException(e.getMessage(), 1);
             }
             String node = "jblockctl-incremental";
             ImageFiles.createQcow2(qmp, Path.of(target), size, previous, node);
@@ -117,8 +115,12 @@ final class BackupCommand extends JobStartCommand {
             qmp.execute("blockdev-add", add);
             int rc;
             try {
-                Job job = qmp.jobs().blockdevBackup(common(BlockdevBackup.of(device, node, MirrorSyncMode.INCREMENTAL))
-                        .bitmap(incremental).onSourceError(errors.onSourceError).onTargetError(errors.onTargetError));
+                BlockdevBackup args = common(BlockdevBackup.of(device, node, MirrorSyncMode.INCREMENTAL))
+                        .bitmap(incremental).onSourceError(errors.onSourceError).onTargetError(errors.onTargetError);
+                if (jobId == null) {
+                    args.jobId(device); // a node name has no device name to default to
+                }
+                Job job = qmp.jobs().blockdevBackup(args);
                 rc = detach ? 0 : JobWaiter.await(List.of(job), top.progressView(), onReady(), false);
                 if (detach) {
                     top.out.println(job.id() + ": started; 'blockdev-del " + node + "' once it has ended");

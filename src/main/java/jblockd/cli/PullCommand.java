@@ -13,6 +13,7 @@ import jblockd.block.BlockdevRef;
 import jblockd.block.DriverRegistry;
 import jblockd.block.ImageCreator;
 import jblockd.block.NodeGraph;
+import jblockd.client.NodeLookup;
 import jblockd.client.PullBackup;
 import jblockd.client.QmpClient;
 import picocli.CommandLine.Command;
@@ -129,16 +130,10 @@ final class PullCommand implements Callable<Integer> {
     }
 
     private long sizeOf(QmpClient qmp) {
-        for (var b : qmp.execute("query-block", null)) {
-            if (b.path("device").asText().equals(device) || b.at("/inserted/node-name").asText().equals(device)) {
-                return b.at("/inserted/image/virtual-size").asLong();
-            }
+        try {
+            return NodeLookup.resolve(qmp, device).size();
+        } catch (IllegalArgumentException e) {
+            throw new CliException(e.getMessage(), 1);
         }
-        for (var n : qmp.execute("query-named-block-nodes", java.util.Map.of("flat", true))) {
-            if (n.path("node-name").asText().equals(device)) {
-                return n.at("/image/virtual-size").asLong();
-            }
-        }
-        throw new CliException("no device or node '" + device + "'", 1);
     }
 }

@@ -101,26 +101,9 @@ public final class PullBackup {
     }
 
     private Result pull(Sink sink, LongConsumer progress) throws IOException, InterruptedException {
-        String node = null;
-        long size = -1;
-        for (JsonNode b : qmp.execute("query-block", null)) {
-            if (b.path("device").asText().equals(o.device()) || b.path("qdev").asText().equals(o.device())
-                    || b.at("/inserted/node-name").asText().equals(o.device())) {
-                node = b.at("/inserted/node-name").asText();
-                size = b.at("/inserted/image/virtual-size").asLong(-1);
-            }
-        }
-        if (node == null) {
-            for (JsonNode n : qmp.execute("query-named-block-nodes", Map.of("flat", true))) {
-                if (n.path("node-name").asText().equals(o.device())) {
-                    node = o.device();
-                    size = n.at("/image/virtual-size").asLong(-1);
-                }
-            }
-        }
-        if (node == null || size < 0) {
-            throw new IllegalArgumentException("no device or node '" + o.device() + "'");
-        }
+        NodeLookup.Found found = NodeLookup.resolve(qmp, o.device());
+        String node = found.node();
+        long size = found.size();
         // the scratch: a qcow2 of the disk's size, its backing the live node (given at add)
         ImageFiles.createQcow2(qmp, o.scratch(), size, null, name("create"));
         String scratchNode = name("scratch");

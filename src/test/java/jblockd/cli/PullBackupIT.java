@@ -101,7 +101,7 @@ class PullBackupIT {
         String guest = "nbd+unix:///vda?socket=" + d.resolve("nbd.sock");
         Path full = d.resolve("full.qcow2");
         CliRunner.Result r = CliRunner.run("--socket", qmp.toString(), "backup", "fmt", full.toString(),
-                "--format", "qcow2");
+                "--format", "qcow2", "--job-id", "full");
         assertThat(r.code()).as(r.err()).isZero();
         c.executeOk("block-dirty-bitmap-add", Map.of("node", "fmt", "name", "chk", "persistent", true));
         Path previous = full;
