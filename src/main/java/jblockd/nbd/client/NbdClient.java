@@ -269,18 +269,24 @@ public final class NbdClient implements AutoCloseable {
         }
     }
 
-    private Pending take(long handle, boolean last) throws NbdProtocolException {
-        Pending p = last ? pending.remove(handle) : pending.get(handle);
+    /** The request a reply is for; it stays pending until {@link #finish}, so a failure on the way fails it too. */
+    private Pending pendingFor(long handle) throws NbdProtocolException {
+        Pending p = pending.get(handle);
         if (p == null) {
             throw new NbdProtocolException("reply for unknown handle " + handle);
         }
         return p;
     }
 
+    private void finish(long handle, Pending p) {
+        pending.remove(handle);
+        p.done.complete(null);
+    }
+
     private void simpleReply() throws IOException {
         int error = in.readInt();
         long handle = in.readLong();
-        Pending p = take(handle, true);
+        Pending p = pendingFor(handle);
         if (error != 0) {
             p.error = errorOf(error, "", p);
         } else if (p.type == Nbd.CMD_READ) {
@@ -291,7 +297,7 @@ public final class NbdClient implements AutoCloseable {
         } else if (p.type == Nbd.CMD_BLOCK_STATUS) {
             throw new NbdProtocolException("simple success reply to BLOCK_STATUS");
         }
-        p.done.complete(null);
+        finish(handle, p);
     }
 
     private void structuredChunk() throws IOException {
@@ -300,7 +306,7 @@ public final class NbdClient implements AutoCloseable {
         long handle = in.readLong();
         long length = Integer.toUnsignedLong(in.readInt());
         boolean last = (flags & Nbd.REPLY_FLAG_DONE) != 0;
-        Pending p = take(handle, last);
+        Pending p = pendingFor(handle);
         switch (type) {
             case Nbd.REPLY_TYPE_NONE -> {
                 if (length != 0 || !last) {
@@ -359,7 +365,7 @@ public final class NbdClient implements AutoCloseable {
             }
         }
         if (last) {
-            p.done.complete(null);
+            finish(handle, p);
         }
     }
 
