@@ -67,6 +67,10 @@ public final class ReopenCommands implements CommandGroup {
         List<NodeGraph.ReopenRequest> requests = new ArrayList<>();
         for (int i = 0; i < tops.size(); i++) {
             JsonNode o = list.get(i);
+            if (tops.get(i).autoNamed()) {
+                // a generated name was not among the node's options (and the codec would call it invalid)
+                throw cannotChange("node-name");
+            }
             if (o.has("force-share")) {
                 // before the codec's own check: QEMU's reopen compares it with the old options
                 throw cannotChange("force-share");
