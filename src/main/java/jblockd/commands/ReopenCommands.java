@@ -104,6 +104,15 @@ public final class ReopenCommands implements CommandGroup {
                       List<NodeGraph.ReopenRequest> out) throws IoError, QmpError {
         BlockdevOptions current = graph.currentOptions(node); // refuses drivers that cannot reopen
         BlockdevOptions opened = node.opened().options();
+        // bdrv_reopen_prepare looks the backing, then the file reference up before it compares
+        // the remaining options (the driver among them)
+        for (String role : List.of("backing", "file")) {
+            JsonNode ref = json.get(role);
+            if (ref != null && ref.isTextual() && graph.node(ref.asText()).isEmpty()) {
+                throw new IoError(jblockd.block.Errno.ENOENT, "Cannot find device='' nor node-name='"
+                        + ref.asText() + "'");
+            }
+        }
         if (!decoded.driver().equals(current.driver())) {
             throw cannotChange("driver");
         }
