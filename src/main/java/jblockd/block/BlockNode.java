@@ -23,11 +23,22 @@ import jblockd.block.bitmap.PersistentBitmapStore;
 public final class BlockNode {
     private final String nodeName;
     private final boolean autoNamed;
-    private final BlockDriver driver;
-    private final Capabilities caps;
-    private final boolean readOnly;
-    /** discard=unmap (QEMU's BDRV_O_UNMAP): discards and unmapping zero writes reach the driver. */
-    private final boolean unmap;
+    /**
+     * What the node is opened as: one immutable object, replaced as a whole by {@link #reopen}
+     * while the node is quiesced, so a request sees one driver with its flags.
+     *
+     * @param unmap   discard=unmap (QEMU's BDRV_O_UNMAP): discards and unmapping zero writes
+     *                reach the driver
+     * @param options what the node was opened with (null: a node built outside the graph, a
+     *                job's filter, which cannot be reopened)
+     */
+    public record Opened(BlockDriver driver, Capabilities caps, boolean readOnly, boolean unmap,
+                         BlockdevOptions options) {
+    }
+
+    private volatile Opened state;
+    /** Set while {@link #reopen} swaps the driver: new requests wait in {@link #enter()}. */
+    private volatile boolean quiesced;
 
     private final ReentrantLock drainLock = new ReentrantLock();
     private final Condition idle = drainLock.newCondition();
@@ -50,14 +61,18 @@ public final class BlockNode {
      *              as block/io.c bdrv_co_pdiscard / bdrv_co_pwrite_zeroes do
      */
     public BlockNode(String nodeName, boolean autoNamed, BlockDriver driver, boolean readOnly, boolean unmap) {
-        this.unmap = unmap;
+        this(nodeName, autoNamed, driver, readOnly, unmap, null);
+    }
+
+    /** As above, remembering the {@code options} the graph opened the node with (for reopen). */
+    public BlockNode(String nodeName, boolean autoNamed, BlockDriver driver, boolean readOnly, boolean unmap,
+                     BlockdevOptions options) {
         this.nodeName = Objects.requireNonNull(nodeName);
         this.autoNamed = autoNamed;
-        this.driver = Objects.requireNonNull(driver);
-        this.caps = driver.capabilities();
-        this.readOnly = readOnly || caps.readOnly();
-        this.bitmaps = new NodeBitmaps(nodeName, driver::length, this.readOnly, caps.growable(),
-                caps.requestAlignment());
+        Capabilities caps = Objects.requireNonNull(driver).capabilities();
+        this.state = new Opened(driver, caps, readOnly || caps.readOnly(), unmap, options);
+        this.bitmaps = new NodeBitmaps(nodeName, () -> this.state.driver().length(), this.state.readOnly(),
+                caps.growable(), caps.requestAlignment());
         java.util.Optional<PersistentBitmapStore> store = driver.persistentBitmaps();
         if (store.isPresent()) {
             try {
@@ -84,36 +99,80 @@ public final class BlockNode {
     }
 
     public BlockDriver driver() {
-        return driver;
+        return state.driver();
     }
 
     public Capabilities capabilities() {
-        return caps;
+        return state.caps();
     }
 
     public boolean readOnly() {
-        return readOnly;
+        return state.readOnly();
     }
 
     /** The node's discard option is unmap (discards reach the driver). */
     public boolean unmap() {
-        return unmap;
+        return state.unmap();
+    }
+
+    /** The driver and flags the node runs with now, and the options it was opened with. */
+    public Opened opened() {
+        return state;
     }
 
     public long length() throws IOException {
-        return driver.length();
+        return state.driver().length();
+    }
+
+    /**
+     * Stops new requests (they wait) and waits for those in flight: the node-level half of a
+     * drained section, for {@link #reopen}. Until {@link #resume()} only the caller may use the
+     * driver, and not through this node.
+     */
+    public void quiesce() {
+        quiesced = true;
+        drain();
+    }
+
+    /** Lets the requests held by {@link #quiesce()} go on, on the node as it is now. */
+    public void resume() {
+        drainLock.lock();
+        try {
+            quiesced = false;
+            idle.signalAll();
+        } finally {
+            drainLock.unlock();
+        }
+    }
+
+    /**
+     * Replaces the node's driver and flags (blockdev-reopen's commit; QEMU keeps the
+     * BlockDriverState and changes its flags and driver state in place, jblockd opens a new
+     * driver over the same children): parents, users and bitmaps keep pointing at this node.
+     * The caller has quiesced the node and closed or will close the old driver.
+     */
+    public void reopen(BlockDriver newDriver, boolean readOnly, boolean unmap, BlockdevOptions options) {
+        if (!quiesced) {
+            throw new IllegalStateException("reopen of " + nodeName + " without quiesce");
+        }
+        Capabilities caps = newDriver.capabilities();
+        state = new Opened(newDriver, caps, readOnly || caps.readOnly(), unmap, options);
     }
 
     public void read(long offset, ByteBuffer dst) throws IOException {
-        checkRange(offset, dst.remaining());
         TrackedReads t = trackedReads;
-        long ticket = t == null ? -1 : t.begin(offset, dst.remaining());
+        long ticket = -1; // tickets count up from 0
         enter();
         try {
-            driver.read(offset, dst);
+            Opened s = state;
+            checkRange(s, offset, dst.remaining());
+            if (t != null) {
+                ticket = t.begin(offset, dst.remaining());
+            }
+            s.driver().read(offset, dst);
         } finally {
             leave();
-            if (t != null) {
+            if (ticket >= 0) {
                 t.end(ticket);
             }
         }
@@ -130,12 +189,18 @@ public final class BlockNode {
     }
 
     public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
-        checkWritable();
-        checkRange(offset, src.remaining());
         int len = src.remaining();
         enter();
+        Opened s = state;
         try {
-            driver.write(offset, src, fua);
+            checkWritable(s);
+            checkRange(s, offset, len);
+        } catch (IOException e) {
+            leave();
+            throw e;
+        }
+        try {
+            s.driver().write(offset, src, fua);
         } finally {
             // Marked after the driver call, whether it succeeded or not: QEMU's
             // bdrv_co_write_req_finish() sets the dirty bits for every tracked write and discard
@@ -146,14 +211,21 @@ public final class BlockNode {
     }
 
     public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
-        checkWritable();
-        checkRange(offset, length);
+        enter();
+        Opened s = state;
+        try {
+            checkWritable(s);
+            checkRange(s, offset, length);
+        } catch (IOException e) {
+            leave();
+            throw e;
+        }
         if (length == 0) {
+            leave();
             return;
         }
-        enter();
         try {
-            driver.writeZeroes(offset, length, mayUnmap && unmap);
+            s.driver().writeZeroes(offset, length, mayUnmap && s.unmap());
         } finally {
             bitmaps.mark(offset, length); // see write()
             leave();
@@ -161,17 +233,24 @@ public final class BlockNode {
     }
 
     public void discard(long offset, long length) throws IOException {
-        checkWritable();
-        checkRange(offset, length);
-        if (length == 0 || !unmap || !caps.canDiscard()) {
+        enter();
+        Opened s = state;
+        try {
+            checkWritable(s);
+            checkRange(s, offset, length);
+        } catch (IOException e) {
+            leave();
+            throw e;
+        }
+        if (length == 0 || !s.unmap() || !s.caps().canDiscard()) {
             // discard=ignore: "Do nothing if disabled"; a driver without discard is not asked
             // either (bdrv_co_pdiscard returns 0 before tracking the request, so neither
             // changes data nor marks a bitmap: QEMU's null-co has no discard)
+            leave();
             return;
         }
-        enter();
         try {
-            driver.discard(offset, length);
+            s.driver().discard(offset, length);
         } finally {
             bitmaps.mark(offset, length); // see write()
             leave();
@@ -179,10 +258,9 @@ public final class BlockNode {
     }
 
     public void flush() throws IOException {
-        checkOpen();
         enter();
         try {
-            driver.flush();
+            state.driver().flush();
         } finally {
             leave();
         }
@@ -190,13 +268,14 @@ public final class BlockNode {
 
     /** Status of the run starting at {@code offset}, at most {@code length} long (length > 0). */
     public Extent status(long offset, long length) throws IOException {
-        checkRange(offset, length);
-        if (length == 0) {
-            throw new IoError(Errno.EINVAL, "empty status request");
-        }
         enter();
         try {
-            return driver.status(offset, length);
+            Opened s = state;
+            checkRange(s, offset, length);
+            if (length == 0) {
+                throw new IoError(Errno.EINVAL, "empty status request");
+            }
+            return s.driver().status(offset, length);
         } finally {
             leave();
         }
@@ -227,16 +306,35 @@ public final class BlockNode {
         drain();
         closed = true;
         bitmaps.storeOnClose();
-        driver.close();
+        state.driver().close();
     }
 
     public boolean isClosed() {
         return closed;
     }
 
+    /**
+     * Counts the request in flight, first waiting while the node is quiesced. The flag is
+     * read after the increment and {@link #quiesce()} reads the count after setting it: with
+     * both volatile, either the request sees the flag and backs off, or the drain sees it.
+     */
     private void enter() throws IoError {
-        checkOpen();
-        inFlight.incrementAndGet();
+        while (true) {
+            checkOpen();
+            inFlight.incrementAndGet();
+            if (!quiesced) {
+                return;
+            }
+            leave();
+            drainLock.lock();
+            try {
+                while (quiesced && !closed) {
+                    idle.awaitUninterruptibly();
+                }
+            } finally {
+                drainLock.unlock();
+            }
+        }
     }
 
     private void leave() {
@@ -259,21 +357,20 @@ public final class BlockNode {
         }
     }
 
-    private void checkWritable() throws IoError {
-        if (readOnly) {
+    private void checkWritable(Opened s) throws IoError {
+        if (s.readOnly()) {
             throw new IoError(Errno.EPERM, "node '" + nodeName + "' is read-only");
         }
     }
 
-    private void checkRange(long offset, long length) throws IOException {
-        checkOpen();
+    private void checkRange(Opened s, long offset, long length) throws IOException {
         if (offset < 0 || length < 0 || offset > Long.MAX_VALUE - length) {
             throw new IoError(Errno.EINVAL, "invalid range " + offset + "+" + length);
         }
-        if (caps.growable()) {
+        if (s.caps().growable()) {
             return;
         }
-        long size = driver.length();
+        long size = s.driver().length();
         if (offset < 0 || length < 0 || offset > size || length > size - offset) {
             throw new IoError(Errno.EINVAL, "Operation past EOF; From: " + offset + ", Len: " + length
                     + ", Size: " + size);
@@ -282,6 +379,6 @@ public final class BlockNode {
 
     @Override
     public String toString() {
-        return nodeName + "(" + driver.driverName() + ")";
+        return nodeName + "(" + state.driver().driverName() + ")";
     }
 }

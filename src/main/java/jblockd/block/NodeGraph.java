@@ -124,7 +124,7 @@ public final class NodeGraph {
         BlockNode node;
         try {
             node = new BlockNode(auto ? nextAutoName() : name, auto, driver, options.common().readOnly(),
-                    options.common().discardUnmap());
+                    options.common().discardUnmap(), options);
         } catch (java.io.UncheckedIOException e) {
             // the node could not load its persistent bitmaps: the open fails, the driver goes
             try {
@@ -343,15 +343,25 @@ public final class NodeGraph {
     }
 
     private List<NodeUser> usersOf(BlockNode node, Map<BlockNode, List<NodeUser>> attached) {
+        return usersOf(node, attached, Map.of());
+    }
+
+    /**
+     * As {@link #usersOf(BlockNode, Map)}, with parents read-only as {@code readOnlyAfter} says
+     * where it has an entry (the state a reopen would leave).
+     */
+    private List<NodeUser> usersOf(BlockNode node, Map<BlockNode, List<NodeUser>> attached,
+                                   Map<BlockNode, Boolean> readOnlyAfter) {
         List<NodeUser> result = new ArrayList<>(attached.getOrDefault(node, List.of()));
         // parents newest first, like attached users: QEMU lists a node's parents that way
         // (QLIST_INSERT_HEAD), which decides who is "required by" and who "unshared by"
         for (BlockNode parent : nodes.sequencedValues().reversed()) {
             for (BlockChild c : parent.driver().children()) {
                 if (c.node() == node) {
-                    Access parentUse = combined(usersOf(parent, attached));
+                    Access parentUse = combined(usersOf(parent, attached, readOnlyAfter));
+                    boolean parentRo = readOnlyAfter.getOrDefault(parent, parent.readOnly());
                     result.add(NodeUser.parent(parent, c,
-                            parent.driver().childAccess(c, !parent.readOnly(), parentUse)));
+                            parent.driver().childAccess(c, !parentRo, parentUse)));
                 }
             }
         }
@@ -453,6 +463,257 @@ public final class NodeGraph {
         if (nodes.remove(node.nodeName(), node)) {
             namedAt.remove(node);
         }
+    }
+
+    // ------------------------------------------------------------------ reopen
+
+    /**
+     * One node of a blockdev-reopen and the options it is to run with: every child named by
+     * reference to the node it is to have ({@link BlockdevRef.Reference}; {@link BlockdevRef.None}
+     * for no backing), never inline. Built by the QMP layer, which applies QEMU's rules on which
+     * options may change.
+     */
+    public record ReopenRequest(BlockNode node, BlockdevOptions options) {
+    }
+
+    /** The drivers whose nodes can be reopened: they keep no state a fresh open would lose. */
+    private static final Set<String> REOPENABLE = Set.of("file", "raw", "qcow2", "null-co");
+
+    /**
+     * The node's options as they are now, children by reference to the nodes it has (its
+     * backing explicitly, {@code None} when it has none): what a reopen that changes nothing
+     * passes, and what a failed reopen goes back to.
+     */
+    public synchronized BlockdevOptions currentOptions(BlockNode node) throws IoError {
+        BlockdevOptions o = node.opened().options();
+        if (o == null || !REOPENABLE.contains(o.driver())) {
+            throw new IoError(Errno.ENOTSUP, "Block format '" + node.driver().formatName() + "' used by node '"
+                    + node.nodeName() + "' does not support reopening files");
+        }
+        BlockdevOptions.Common c = new BlockdevOptions.Common(node.nodeName(), node.readOnly(),
+                o.common().cacheDirect(), o.common().cacheNoFlush(), node.unmap());
+        BlockdevRef file = null;
+        for (BlockChild ch : node.driver().children()) {
+            if (ch.role().equals("file") && ch.node() != null) {
+                file = new BlockdevRef.Reference(ch.node().nodeName());
+            }
+        }
+        BlockNode backing = node.driver().backing();
+        BlockdevRef backingRef = backing == null ? new BlockdevRef.None() : new BlockdevRef.Reference(backing.nodeName());
+        return switch (o) {
+            case BlockdevOptions.File f -> new BlockdevOptions.File(c, f.filename(), f.autoReadOnly());
+            case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c, file, r.offset(), r.size());
+            case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, file, backingRef);
+            case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes(), n.sizeGiven(),
+                    n.readZeroesGiven());
+            // refused above (REOPENABLE): QEMU 7.2 cannot reopen these either
+            case BlockdevOptions.Blkdebug b -> throw new IllegalStateException("not reopenable: " + b);
+            case BlockdevOptions.CopyBeforeWrite w -> throw new IllegalStateException("not reopenable: " + w);
+            case BlockdevOptions.SnapshotAccess a -> throw new IllegalStateException("not reopenable: " + a);
+        };
+    }
+
+    /**
+     * blockdev-reopen's graph half (block.c bdrv_reopen_multiple): all the nodes change or none.
+     * First the checks that need no I/O: each node's driver can reopen, a new backing makes no
+     * cycle, and in the state after the reopen no read-only node has a user that needs to write
+     * (bdrv_node_refresh_perm: "Block node is read-only" when it is read-only now, else "Read-only
+     * block node 'x' cannot support read-write users"). Then the switch, with every node
+     * quiesced around its own change: parents first, a node that was writable stores its
+     * persistent bitmaps and closes its old driver (its metadata reaches the child while the
+     * child can still be written); then children first, each node opens its new driver over its
+     * children as they are now and takes it (so a qcow2 that becomes writable finds its file
+     * writable, and marks its bitmaps in_use as an open read-write does). A failure on the way
+     * puts every node back on its old options and is reported. The caller holds the devices
+     * above the nodes in a drained section.
+     */
+    public synchronized void reopen(List<ReopenRequest> requests) throws IOException {
+        if (requests.isEmpty()) {
+            return;
+        }
+        List<ReopenEntry> entries = new ArrayList<>();
+        for (ReopenRequest r : requests) {
+            // a node named twice takes the last options (QEMU merges the later into the earlier)
+            entries.removeIf(e -> e.node == r.node());
+            entries.add(new ReopenEntry(r.node(), currentOptions(r.node()), r.options()));
+        }
+        Map<BlockNode, Boolean> readOnlyAfter = new HashMap<>();
+        for (ReopenEntry e : entries) {
+            readOnlyAfter.put(e.node, e.newOptions.common().readOnly());
+            checkBacking(e);
+        }
+        entries = parentsFirst(entries);
+        checkReopenPermissions(entries, readOnlyAfter);
+        List<BlockNode> oldBackings = new ArrayList<>();
+        for (ReopenEntry e : entries) {
+            BlockNode b = e.node.driver().backing();
+            if (b != null && !refersTo(e.newOptions, b)) {
+                oldBackings.add(b);
+            }
+        }
+        try {
+            switchDrivers(entries, false);
+        } catch (IOException | RuntimeException failure) {
+            try {
+                switchDrivers(entries, true);
+            } catch (IOException | RuntimeException rollback) {
+                failure.addSuppressed(rollback);
+            }
+            throw failure;
+        }
+        // a backing the reopen let go of goes, unless the monitor owns it or someone still uses it
+        for (BlockNode b : oldBackings) {
+            if (!monitorOwned.contains(b) && nodes.containsValue(b) && usersOf(b).isEmpty()) {
+                remove(b);
+            }
+        }
+    }
+
+    private static boolean refersTo(BlockdevOptions o, BlockNode backing) {
+        return o instanceof BlockdevOptions.Qcow2 q && q.backing() instanceof BlockdevRef.Reference r
+                && r.nodeName().equals(backing.nodeName());
+    }
+
+    /** bdrv_reopen_parse_file_or_backing(): the new backing exists and is not above the node. */
+    private void checkBacking(ReopenEntry e) throws IoError {
+        if (!(e.newOptions instanceof BlockdevOptions.Qcow2 q) || !(q.backing() instanceof BlockdevRef.Reference r)) {
+            return;
+        }
+        BlockNode b = nodes.get(r.nodeName());
+        if (b == null) {
+            throw new IoError(Errno.ENOENT, "Cannot find device='' nor node-name='" + r.nodeName() + "'");
+        }
+        if (subtree(b).contains(e.node)) {
+            throw new IoError(Errno.EINVAL, "Making '" + r.nodeName() + "' a backing child of '"
+                    + e.node.nodeName() + "' would create a cycle");
+        }
+    }
+
+    /** The entries ordered so that a node comes before every node below it. */
+    private static List<ReopenEntry> parentsFirst(List<ReopenEntry> entries) {
+        List<ReopenEntry> todo = new ArrayList<>(entries);
+        List<ReopenEntry> out = new ArrayList<>();
+        while (!todo.isEmpty()) {
+            ReopenEntry top = todo.getFirst();
+            for (ReopenEntry e : todo) {
+                boolean below = false;
+                for (ReopenEntry other : todo) {
+                    if (other != e && subtree(other.node).contains(e.node)) {
+                        below = true;
+                        break;
+                    }
+                }
+                if (!below) {
+                    top = e;
+                    break;
+                }
+            }
+            todo.remove(top);
+            out.add(top);
+        }
+        return out;
+    }
+
+    private void checkReopenPermissions(List<ReopenEntry> entries, Map<BlockNode, Boolean> readOnlyAfter)
+            throws IoError {
+        List<BlockNode> affected = new ArrayList<>();
+        for (ReopenEntry e : entries) {
+            for (BlockNode n : subtree(e.node)) {
+                if (!affected.contains(n)) {
+                    affected.add(n);
+                }
+            }
+        }
+        for (BlockNode n : affected) {
+            if (!readOnlyAfter.getOrDefault(n, n.readOnly())) {
+                continue;
+            }
+            Set<Perm> needs = combined(usersOf(n, users, readOnlyAfter)).needs();
+            if (needs.contains(Perm.WRITE) || needs.contains(Perm.WRITE_UNCHANGED)) {
+                throw new IoError(Errno.EPERM, n.readOnly() ? "Block node is read-only"
+                        : "Read-only block node '" + n.nodeName() + "' cannot support read-write users");
+            }
+        }
+    }
+
+    /** One node's way through {@link #switchDrivers}. */
+    private static final class ReopenEntry {
+        final BlockNode node;
+        final BlockdevOptions oldOptions;
+        final BlockdevOptions newOptions;
+        /** The driver the node holds was closed by the first phase and not replaced yet. */
+        boolean driverClosed;
+
+        ReopenEntry(BlockNode node, BlockdevOptions oldOptions, BlockdevOptions newOptions) {
+            this.node = node;
+            this.oldOptions = oldOptions;
+            this.newOptions = newOptions;
+        }
+    }
+
+    /** The two phases of {@link #reopen} towards the new options, or back to the old ones. */
+    private void switchDrivers(List<ReopenEntry> parentsFirst, boolean back) throws IOException {
+        for (ReopenEntry e : parentsFirst) {
+            if (!e.node.readOnly() && !e.driverClosed) {
+                e.node.quiesce();
+                try {
+                    e.node.bitmaps().storeForReopen();
+                } catch (IOException | RuntimeException ex) {
+                    e.node.resume();
+                    throw ex;
+                }
+                e.driverClosed = true;
+                e.node.driver().close();
+            }
+        }
+        for (ReopenEntry e : parentsFirst.reversed()) {
+            BlockdevOptions o = back ? e.oldOptions : e.newOptions;
+            e.node.quiesce();
+            try {
+                BlockDriver old = e.node.driver();
+                BlockDriver fresh = drivers.factory(o.driver()).open(o, referencesOnly());
+                try {
+                    e.node.bitmaps().reattachStore(fresh.persistentBitmaps().orElse(null),
+                            o.common().readOnly() || fresh.capabilities().readOnly());
+                } catch (IOException | RuntimeException ex) {
+                    fresh.close();
+                    throw ex;
+                }
+                if (!e.driverClosed) {
+                    old.close();
+                }
+                e.node.reopen(fresh, o.common().readOnly(), o.common().discardUnmap(), o);
+                e.driverClosed = false;
+            } finally {
+                e.node.resume();
+            }
+        }
+    }
+
+    /** A reopen opens drivers over nodes that exist: children by reference, nothing new. */
+    private OpenContext referencesOnly() {
+        return new OpenContext() {
+            @Override
+            public BlockNode child(BlockdevRef ref, String role, boolean readOnly) throws IOException {
+                return switch (ref) {
+                    case BlockdevRef.Reference r -> {
+                        BlockNode n = nodes.get(r.nodeName());
+                        if (n == null) {
+                            throw new IoError(Errno.ENOENT, "Cannot find device='' nor node-name='"
+                                    + r.nodeName() + "'");
+                        }
+                        yield n;
+                    }
+                    case BlockdevRef.None none -> null;
+                    case BlockdevRef.Inline i -> throw new IllegalStateException("reopen with an inline child");
+                };
+            }
+
+            @Override
+            public BlockNode openBackingImage(String filename, String format, boolean readOnly) {
+                throw new IllegalStateException("reopen opens no backing image");
+            }
+        };
     }
 
     public String nextAutoName() {

@@ -245,7 +245,9 @@ public final class BlockdevCommands implements CommandGroup {
                     depth++;
                 }
             }
-            BlockdevOptions.Common c = commons.getOrDefault(node.nodeName(), BlockdevOptions.Common.defaults());
+            // the options the node runs with (a reopen changes them), else those recorded at add
+            BlockdevOptions.Common c = node.opened().options() != null ? node.opened().options().common()
+                    : commons.getOrDefault(node.nodeName(), BlockdevOptions.Common.defaults());
             return new BlockDeviceInfo(node.driver().filename(), node.nodeName(), node.readOnly(),
                     ImageInfos.formatOf(node.driver()), backing == null ? null : backing.driver().filename(),
                     depth, false, "off", 0, 0, 0, 0, 0, 0, ImageInfos.imageInfo(node, flat, forDevice), 0,

@@ -43,11 +43,14 @@ public final class SnapshotCommands implements CommandGroup {
     private final NodeGraph graph;
     private final Devices devices;
     private final Transactions transactions;
+    private final ReopenCommands reopen;
 
-    public SnapshotCommands(NodeGraph graph, Devices devices) {
+    /** {@code reopen} makes the old top read-only once the overlay is on top of it. */
+    public SnapshotCommands(NodeGraph graph, Devices devices, ReopenCommands reopen) {
         this.graph = graph;
         this.devices = devices;
         this.transactions = new Transactions(devices);
+        this.reopen = reopen;
     }
 
     @Override
@@ -233,6 +236,16 @@ public final class SnapshotCommands implements CommandGroup {
                 devices.replaceRoot(d, overlay);
                 moved.add(d);
             }
+        }
+
+        /**
+         * external_snapshot_commit(): the old top, now only read through the overlay, is
+         * reopened read-only (with the file it opened inline), unless something still needs to
+         * write it; that refusal is silent, as QEMU passes no error pointer.
+         */
+        @Override
+        public void commit() {
+            reopen.makeReadOnlyQuietly(oldTop);
         }
 
         @Override

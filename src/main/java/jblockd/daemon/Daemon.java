@@ -146,7 +146,9 @@ public final class Daemon implements AutoCloseable {
         TransactionCommands transactions = new TransactionCommands(devices, json);
         backups.registerActions(transactions);
         bitmapCommands.registerActions(transactions);
-        jblockd.commands.SnapshotCommands snapshots = new jblockd.commands.SnapshotCommands(graph, devices);
+        jblockd.commands.ReopenCommands reopen = new jblockd.commands.ReopenCommands(graph, devices);
+        reopen.register(registry);
+        jblockd.commands.SnapshotCommands snapshots = new jblockd.commands.SnapshotCommands(graph, devices, reopen);
         snapshots.register(registry);
         snapshots.registerActions(transactions);
         transactions.register(registry);

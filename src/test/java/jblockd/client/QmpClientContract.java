@@ -236,6 +236,51 @@ abstract class QmpClientContract {
     }
 
     @Test
+    void reopenSnapshotAndChangeBackingFile() throws Exception {
+        assumeTrue(peer.supports("blockdev-reopen") && peer.supports("change-backing-file"), "no reopen yet");
+        assumeTrue(TestTools.onPath("qemu-img"), "qemu-img not installed");
+        Path base = dir.resolve("base.qcow2");
+        assertThat(TestTools.run(List.of("qemu-img", "create", "-q", "-f", "qcow2", base.toString(), "1M"),
+                new StringBuilder())).isZero();
+        qmp.block().blockdevAdd(Blockdev.qcow2("base", Blockdev.file(null, base.toString())).readOnly(true));
+        assertThat(readOnly("base")).isTrue();
+        qmp.block().blockdevReopen(Blockdev.qcow2("base", Blockdev.file(null, base.toString())));
+        assertThat(readOnly("base")).isFalse();
+        // QEMU looks a child reference up before it compares the driver
+        assertThatThrownBy(() -> qmp.block().blockdevReopen(Blockdev.of("raw", "base").set("file", "x")))
+                .isInstanceOfSatisfying(QmpException.class,
+                        e -> assertThat(e.desc()).isEqualTo("Cannot find device='' nor node-name='x'"));
+        assertThatThrownBy(() -> qmp.block().blockdevReopen(Blockdev.raw("base", Blockdev.file(null,
+                base.toString())))).isInstanceOfSatisfying(QmpException.class,
+                        e -> assertThat(e.desc()).isEqualTo("Cannot change the option 'driver'"));
+
+        // an export keeps the overlay snapshot-sync opens (QEMU drops an overlay nobody uses)
+        qmp.exports().nbdServerStartUnix(dir.resolve("nbd.sock").toString());
+        qmp.exports().blockExportAdd("e0", "base", "base", true);
+        Path ov = dir.resolve("ov.qcow2");
+        qmp.block().blockdevSnapshotSync(BlockdevSnapshotSync.ofNode("base", ov.toString()).snapshotNodeName("ov"));
+        assertThat(readOnly("base")).isTrue();
+        assertThat(readOnly("ov")).isFalse();
+        qmp.block().changeBackingFile("ov", "ov", "renamed.qcow2");
+        StringBuilder info = new StringBuilder();
+        assertThat(TestTools.run(List.of("qemu-img", "info", "-U", ov.toString()), info)).isZero();
+        assertThat(info.toString()).contains("backing file: renamed.qcow2");
+
+        Path ov2 = dir.resolve("ov2.qcow2");
+        assertThat(TestTools.run(List.of("qemu-img", "create", "-q", "-f", "qcow2", ov2.toString(), "1M"),
+                new StringBuilder())).isZero();
+        qmp.block().blockdevAdd(Blockdev.qcow2("ov2", Blockdev.file(null, ov2.toString())).set("backing",
+                com.fasterxml.jackson.databind.node.NullNode.getInstance()));
+        qmp.block().blockdevSnapshot("ov", "ov2");
+        assertThat(readOnly("ov")).isTrue();
+    }
+
+    private boolean readOnly(String node) {
+        return qmp.block().queryNamedBlockNodes().stream().filter(n -> n.nodeName().equals(node)).findFirst()
+                .orElseThrow().readOnly();
+    }
+
+    @Test
     void exportWithBitmapAndAllocationDepthHoldsTheBitmapBusy() throws Exception {
         assumeTrue(peer.supports("block-export-add") && peer.supports("block-dirty-bitmap-add"), "no bitmaps yet");
         Path extra = TestTools.patternedRaw(dir.resolve("bm.img"), 1 << 20);

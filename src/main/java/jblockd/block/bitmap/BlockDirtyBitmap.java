@@ -11,7 +11,8 @@ import java.util.Set;
  *   <li>{@code enabled}: writes to the node set bits (a disabled bitmap keeps its bits);</li>
  *   <li>{@code busy}: frozen by a job ({@link NodeBitmaps#freeze}) or exported; QMP refuses it;</li>
  *   <li>{@code persistent}: stored in the image at a clean close;</li>
- *   <li>{@code readonly}: loaded from an image opened read-only, must not change;</li>
+ *   <li>{@code readonly}: persistent, and its image is read-only (opened or reopened so): must
+ *   not change; a reopen read-write lifts it ({@link NodeBitmaps#reattachStore});</li>
  *   <li>{@code inconsistent}: loaded with {@code in_use} set: no usable bits, only removable;</li>
  *   <li>{@code successor}: while frozen, the anonymous bitmap that records in its place.</li>
  * </ul>
@@ -44,7 +45,7 @@ public final class BlockDirtyBitmap {
 
     private final NodeBitmaps owner;
     private final DirtyBitmap bits;
-    private final boolean readonly;
+    private volatile boolean readonly;
     private final boolean inconsistent;
     private volatile String name;
     private volatile boolean disabled;
@@ -118,6 +119,11 @@ public final class BlockDirtyBitmap {
 
     public boolean readonly() {
         return readonly;
+    }
+
+    /** Only the owner's reopen changes it, under the owner's monitor. */
+    void setReadonly(boolean readonly) {
+        this.readonly = readonly;
     }
 
     public boolean inconsistent() {

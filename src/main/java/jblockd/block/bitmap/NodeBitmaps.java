@@ -50,7 +50,8 @@ public final class NodeBitmaps {
 
     private final String nodeName;
     private final Length nodeLength;
-    private final boolean nodeReadOnly;
+    /** Guarded by this; changed by {@link #reattachStore}. */
+    private boolean nodeReadOnly;
     private final boolean growable;
     private final long alignment;
     /** Newest first. Guarded by this. */
@@ -536,6 +537,52 @@ public final class NodeBitmaps {
             System.err.println("jblockd: Lost persistent bitmaps during inactivation of node '" + nodeName + "': "
                     + e.getMessage());
         }
+    }
+
+    /**
+     * The first half of a reopen of the node (QEMU's qcow2_reopen_bitmaps_ro and the inactivation
+     * a reopen amounts to for jblockd, which closes the old driver): stores every consistent
+     * persistent bitmap, as a clean close does, and keeps them all in memory. The caller has
+     * quiesced the node and closes the old driver next. Unlike {@link #storeOnClose} a store
+     * failure is the reopen's failure (the image would claim stale bitmaps consistent).
+     */
+    public synchronized void storeForReopen() throws IOException {
+        if (store == null || store.readOnly() || stored) {
+            return;
+        }
+        store.store(persistentNow());
+    }
+
+    /**
+     * The second half of a reopen: the node now runs on a new driver ({@code s} its store, null
+     * for a format without one) and is {@code readOnly}. The bitmaps in memory stay what they
+     * are (QEMU keeps its BdrvDirtyBitmaps across a reopen); each persistent one becomes
+     * read-only with a read-only store, writable with a writable one whose open has marked it
+     * {@code in_use} in the image (qcow2_reopen_bitmaps_rw). A persistent bitmap the new store
+     * did not find (it could not be stored) is refused, as QEMU's "unexpected missing bitmap".
+     */
+    public synchronized void reattachStore(PersistentBitmapStore s, boolean readOnly) throws IOException {
+        if (s != null && !s.readOnly()) {
+            java.util.Set<String> inImage = new java.util.HashSet<>();
+            for (StoredBitmap sb : s.loaded()) {
+                inImage.add(sb.name());
+            }
+            for (BlockDirtyBitmap b : list) {
+                if (b.persistent() && b.name() != null && b.readonly() && !inImage.contains(b.name())) {
+                    throw new IOException("Cannot reopen bitmap '" + b.name() + "' of node '" + nodeName
+                            + "' read-write: it is not in the image");
+                }
+            }
+        }
+        nodeReadOnly = readOnly;
+        store = s;
+        boolean ro = readOnly || s == null || s.readOnly();
+        for (BlockDirtyBitmap b : list) {
+            if (b.persistent() && b.name() != null) {
+                b.setReadonly(ro);
+            }
+        }
+        syncRecord(); // arms the crash record of a store that became writable
     }
 
     // ---- internals ----
