@@ -153,6 +153,8 @@ public final class ReopenCommands implements CommandGroup {
                     child(node, "file", json.get("file"), q.file(), readOnly, out),
                     backing(node, json, q.backing(), out));
             case BlockdevOptions.Blkdebug b -> throw new IllegalStateException("not reopenable: " + b);
+            case BlockdevOptions.CopyBeforeWrite w -> throw new IllegalStateException("not reopenable: " + w);
+            case BlockdevOptions.SnapshotAccess a -> throw new IllegalStateException("not reopenable: " + a);
         };
         out.add(new NodeGraph.ReopenRequest(node, next));
     }
@@ -237,6 +239,8 @@ public final class ReopenCommands implements CommandGroup {
             case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes(), n.sizeGiven(),
                     n.readZeroesGiven());
             case BlockdevOptions.Blkdebug b -> throw new IllegalStateException("not reopenable: " + b);
+            case BlockdevOptions.CopyBeforeWrite w -> throw new IllegalStateException("not reopenable: " + w);
+            case BlockdevOptions.SnapshotAccess a -> throw new IllegalStateException("not reopenable: " + a);
         };
     }
 
