@@ -105,11 +105,11 @@ if "1" in cases:
         src = f"{w}/{kind}-src.qcow2"
         shutil.copyfile(base, src)
         p, q, d, nbd, ctl = start(kind, "pull")
+        links, full = [], f"{w}/{kind}-full.qcow2"
         try:
             q.cmd("blockdev-add", driver="qcow2", **{"node-name": "fmt"},
                   file={"driver": "file", "filename": src})
             q.cmd("block-export-add", type="nbd", id="guest", **{"node-name": "fmt"}, name="vda", writable=True)
-            full = f"{w}/{kind}-full.qcow2"
             # the chain's start: a full pull that sets the checkpoint (not timed)
             jblockctl(ctl, "pull", "fmt", full, "--checkpoint", "chk0", "--nbd-socket", nbd,
                       "--scratch", f"{d}/scratch-full.qcow2")
@@ -126,12 +126,11 @@ if "1" in cases:
                 if out["dirty"] != dirty_bytes:
                     raise RuntimeError(f"{kind}: pulled {out} (expected {dirty_bytes} dirty)")
                 q.cmd("block-dirty-bitmap-remove", node="fmt", name=chk)
-                if r > 0:
-                    os.unlink(prev)
+                links.append(inc)
                 prev, chk = inc, nxt
         finally:
             stop(p, q)
-        for f in (src, full, prev):
+        for f in [src, full] + links:   # the chain's links back each other: removed at the end
             if os.path.exists(f): os.unlink(f)
 
 def fio_iops(nbd, name="vda"):
