@@ -190,15 +190,7 @@ public final class BlockNode {
 
     public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
         int len = src.remaining();
-        enter();
-        Opened s = state;
-        try {
-            checkWritable(s);
-            checkRange(s, offset, len);
-        } catch (IOException e) {
-            leave();
-            throw e;
-        }
+        Opened s = enterWrite(offset, len);
         try {
             s.driver().write(offset, src, fua);
         } finally {
@@ -210,7 +202,11 @@ public final class BlockNode {
         }
     }
 
-    public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
+    /**
+     * Enters the node for a request that changes data: the state it runs against, checked
+     * writable and in range; on a failed check the node is left again and the error thrown.
+     */
+    private Opened enterWrite(long offset, long length) throws IOException {
         enter();
         Opened s = state;
         try {
@@ -220,6 +216,11 @@ public final class BlockNode {
             leave();
             throw e;
         }
+        return s;
+    }
+
+    public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
+        Opened s = enterWrite(offset, length);
         if (length == 0) {
             leave();
             return;
@@ -233,15 +234,7 @@ public final class BlockNode {
     }
 
     public void discard(long offset, long length) throws IOException {
-        enter();
-        Opened s = state;
-        try {
-            checkWritable(s);
-            checkRange(s, offset, length);
-        } catch (IOException e) {
-            leave();
-            throw e;
-        }
+        Opened s = enterWrite(offset, length);
         if (length == 0 || !s.unmap() || !s.caps().canDiscard()) {
             // discard=ignore: "Do nothing if disabled"; a driver without discard is not asked
             // either (bdrv_co_pdiscard returns 0 before tracking the request, so neither

@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -20,9 +19,8 @@ import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
-import jblockd.testsupport.DaemonProcess;
 import jblockd.testsupport.ExternalTools;
-import jblockd.testsupport.QemuStorageDaemon;
+import jblockd.testsupport.NbdPeer;
 import jblockd.testsupport.QmpTestClient;
 
 /**
@@ -40,75 +38,20 @@ class FleecingQemuIT {
     @TempDir
     Path dir;
 
-    private interface Peer extends AutoCloseable {
-        String name();
-
-        QmpTestClient qmp();
-
-        Path dir();
-
-        default String nbd(String export) {
-            return "nbd+unix:///" + export + "?socket=" + dir().resolve("nbd.sock");
-        }
-
-        @Override
-        void close() throws Exception;
-    }
-
-    private Peer jblockd() throws IOException {
-        Path d = Files.createDirectories(dir.resolve("jblockd"));
-        DaemonProcess p = DaemonProcess.start(d, "--nbd-server", "addr.type=unix,addr.path=" + d.resolve("nbd.sock"));
-        QmpTestClient c = p.connect();
-        return peer("jblockd", c, d, p::close);
-    }
-
-    private Peer qsd() throws IOException, InterruptedException {
-        Path d = dir.resolve("qsd");
-        QemuStorageDaemon p = QemuStorageDaemon.start(d, "--nbd-server",
-                "addr.type=unix,addr.path=" + d.resolve("nbd.sock"));
-        QmpTestClient c = p.connect();
-        return peer("qemu-storage-daemon", c, d, p::close);
-    }
-
-    private interface Closer {
-        void close() throws Exception;
-    }
-
-    private static Peer peer(String name, QmpTestClient c, Path d, Closer closer) {
-        return new Peer() {
-            public String name() {
-                return name;
-            }
-
-            public QmpTestClient qmp() {
-                return c;
-            }
-
-            public Path dir() {
-                return d;
-            }
-
-            public void close() throws Exception {
-                c.close();
-                closer.close();
-            }
-        };
-    }
-
     private interface Scenario {
-        List<String> run(Peer p) throws Exception;
+        List<String> run(NbdPeer p) throws Exception;
     }
 
     /** Runs the scenario on jblockd and, when installed, on QEMU; their transcripts must be equal. */
     private void sameOnBoth(Scenario s) throws Exception {
         assumeTrue(ExternalTools.present("qemu-img") && ExternalTools.present("qemu-io"));
         List<String> mine;
-        try (Peer j = jblockd()) {
+        try (NbdPeer j = NbdPeer.jblockd(dir)) {
             mine = s.run(j);
         }
         if (ExternalTools.present("qemu-storage-daemon")) {
             List<String> theirs;
-            try (Peer q = qsd()) {
+            try (NbdPeer q = NbdPeer.qsd(dir)) {
                 theirs = s.run(q);
             }
             assertThat(mine).as("jblockd's transcript vs qemu-storage-daemon's").isEqualTo(theirs);
@@ -118,7 +61,7 @@ class FleecingQemuIT {
     // ------------------------------------------------------------------ helpers
 
     /** The reply of a command as a line (error class and text, or the return value). */
-    private static String call(Peer p, List<String> log, String cmd, Map<String, Object> args) throws IOException {
+    private static String call(NbdPeer p, List<String> log, String cmd, Map<String, Object> args) throws IOException {
         JsonNode r = p.qmp().execute(cmd, args);
         String line = cmd + " " + (r.has("error") ? "error " + r.get("error").get("class").asText() + ": "
                 + r.get("error").get("desc").asText() : "return " + r.get("return"));
@@ -127,7 +70,7 @@ class FleecingQemuIT {
     }
 
     /** qemu-io's output without its timing lines. */
-    private static String io(Peer p, String uri, boolean readOnly, String... cmds) throws Exception {
+    private static String io(NbdPeer p, String uri, boolean readOnly, String... cmds) throws Exception {
         List<String> argv = new ArrayList<>(List.of("qemu-io", "-f", "raw"));
         if (readOnly) {
             argv.add("-r");
@@ -156,7 +99,7 @@ class FleecingQemuIT {
     }
 
     /** A 64 MiB qcow2 disk with 0x11 at 0..2M and 0x22 at 4M..5M, opened as {@code fmt}. */
-    private static void disk(Peer p, List<String> log) throws Exception {
+    private static void disk(NbdPeer p, List<String> log) throws Exception {
         Path img = p.dir().resolve("disk.qcow2");
         ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", img.toString(), "64M");
         ExternalTools.ok("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 2M", "-c", "write -P 0x22 4M 1M",
@@ -165,7 +108,7 @@ class FleecingQemuIT {
                 m("driver", "file", "filename", img.toString())));
     }
 
-    private static Path scratch(Peer p, String name, boolean backedByDisk) throws Exception {
+    private static Path scratch(NbdPeer p, String name, boolean backedByDisk) throws Exception {
         Path f = p.dir().resolve(name);
         if (backedByDisk) {
             ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
@@ -177,7 +120,7 @@ class FleecingQemuIT {
     }
 
     /** Pulls the whole export into a raw file, as a backup tool does. */
-    private static Path pull(Peer p, String export, String file) throws Exception {
+    private static Path pull(NbdPeer p, String export, String file) throws Exception {
         Path out = p.dir().resolve(file);
         ExternalTools.ok("qemu-img", "convert", "-f", "raw", "-O", "raw", p.nbd(export), out.toString());
         return out;
@@ -192,7 +135,7 @@ class FleecingQemuIT {
     // ------------------------------------------------------------------ classic fleecing
 
     /** The classic form up to the point where the scratch is exported (guest export on fmt). */
-    private static void classicStart(Peer p, List<String> log) throws Exception {
+    private static void classicStart(NbdPeer p, List<String> log) throws Exception {
         disk(p, log);
         call(p, log, "block-export-add", m("type", "nbd", "id", "guest", "node-name", "fmt", "name", "vda",
                 "writable", true));
@@ -211,7 +154,7 @@ class FleecingQemuIT {
                 "vda-backup", "bitmaps", List.of("backup-vda"), "allocation-depth", true));
     }
 
-    private static void classicEnd(Peer p, List<String> log) throws Exception {
+    private static void classicEnd(NbdPeer p, List<String> log) throws Exception {
         call(p, log, "block-export-del", m("id", "backup"));
         call(p, log, "block-job-cancel", m("device", "fleecing"));
         awaitNoJobs(p);
@@ -219,7 +162,7 @@ class FleecingQemuIT {
         call(p, log, "block-dirty-bitmap-remove", m("node", "fmt", "name", "backup-vda"));
     }
 
-    private static void awaitNoJobs(Peer p) throws Exception {
+    private static void awaitNoJobs(NbdPeer p) throws Exception {
         for (int i = 0; i < 1000; i++) {
             if (p.qmp().executeOk("query-block-jobs").isEmpty()) {
                 return;
@@ -257,7 +200,7 @@ class FleecingQemuIT {
 
     // ------------------------------------------------------------------ QEMU 7.x fleecing
 
-    private static void cbwStart(Peer p, List<String> log, Map<String, Object> extra) throws Exception {
+    private static void cbwStart(NbdPeer p, List<String> log, Map<String, Object> extra) throws Exception {
         disk(p, log);
         Path tmp = scratch(p, "tmp.qcow2", false);
         call(p, log, "blockdev-add", m("driver", "qcow2", "node-name", "tmp", "discard", "unmap", "file",
@@ -279,7 +222,7 @@ class FleecingQemuIT {
                 "vda-backup", "writable", true, "bitmaps", List.of(m("node", "fmt", "name", "backup-vda"))));
     }
 
-    private static void cbwEnd(Peer p, List<String> log) throws Exception {
+    private static void cbwEnd(NbdPeer p, List<String> log) throws Exception {
         call(p, log, "block-export-del", m("id", "backup"));
         call(p, log, "blockdev-del", m("node-name", "fl-access"));
         call(p, log, "block-export-del", m("id", "guest"));
@@ -289,7 +232,7 @@ class FleecingQemuIT {
         call(p, log, "block-dirty-bitmap-remove", m("node", "fmt", "name", "backup-vda"));
     }
 
-    private static void awaitNoExport(Peer p, String id) throws Exception {
+    private static void awaitNoExport(NbdPeer p, String id) throws Exception {
         for (int i = 0; i < 1000; i++) {
             boolean gone = true;
             for (JsonNode e : p.qmp().executeOk("query-block-exports")) {
@@ -426,7 +369,7 @@ class FleecingQemuIT {
     @CsvSource({"classic, 1", "classic, 2", "classic, 3", "cbw, 1", "cbw, 2", "cbw, 3"})
     void fleecingUnderLoad(String form, long seed) throws Exception {
         assumeTrue(ExternalTools.present("qemu-img") && ExternalTools.present("qemu-io"));
-        try (Peer p = jblockd()) {
+        try (NbdPeer p = NbdPeer.jblockd(dir)) {
             List<String> log = new ArrayList<>();
             Path before = p.dir().resolve("before.raw");
             if (form.equals("classic")) {

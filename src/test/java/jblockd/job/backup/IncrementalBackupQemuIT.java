@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -21,8 +20,7 @@ import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
-import jblockd.testsupport.DaemonProcess;
-import jblockd.testsupport.QemuStorageDaemon;
+import jblockd.testsupport.NbdPeer;
 import jblockd.testsupport.QmpTestClient;
 
 /**
@@ -50,87 +48,21 @@ class IncrementalBackupQemuIT {
 
     // ------------------------------------------------------------------ the peers
 
-    /** A daemon with a QMP monitor and an NBD server on UNIX sockets in its own directory. */
-    private interface Peer extends AutoCloseable {
-        String name();
-
-        QmpTestClient qmp();
-
-        Path dir();
-
-        /** The NBD URI of export {@code name} for qemu-io / qemu-img. */
-        default String nbd(String export) {
-            return "nbd+unix:///" + export + "?socket=" + dir().resolve("nbd.sock");
-        }
-
-        @Override
-        void close() throws Exception;
-    }
-
-    private Peer jblockd() throws IOException {
-        Path d = Files.createDirectories(dir.resolve("jblockd"));
-        DaemonProcess p = DaemonProcess.start(d, "--nbd-server", "addr.type=unix,addr.path=" + d.resolve("nbd.sock"));
-        QmpTestClient c = p.connect();
-        return new Peer() {
-            public String name() {
-                return "jblockd";
-            }
-
-            public QmpTestClient qmp() {
-                return c;
-            }
-
-            public Path dir() {
-                return d;
-            }
-
-            public void close() {
-                c.close();
-                p.close();
-            }
-        };
-    }
-
-    private Peer qsd() throws IOException, InterruptedException {
-        Path d = dir.resolve("qsd");
-        QemuStorageDaemon p = QemuStorageDaemon.start(d, "--nbd-server",
-                "addr.type=unix,addr.path=" + d.resolve("nbd.sock"));
-        QmpTestClient c = p.connect();
-        return new Peer() {
-            public String name() {
-                return "qemu-storage-daemon";
-            }
-
-            public QmpTestClient qmp() {
-                return c;
-            }
-
-            public Path dir() {
-                return d;
-            }
-
-            public void close() throws InterruptedException {
-                c.close();
-                p.close();
-            }
-        };
-    }
-
     /** Runs {@code scenario} on jblockd and, when installed, on qemu-storage-daemon. */
     private void onBothPeers(Scenario scenario) throws Exception {
         assumeTrue(Proc.present("qemu-img") && Proc.present("qemu-io"));
-        try (Peer j = jblockd()) {
+        try (NbdPeer j = NbdPeer.jblockd(dir)) {
             scenario.run(j);
         }
         if (Proc.present("qemu-storage-daemon")) {
-            try (Peer q = qsd()) {
+            try (NbdPeer q = NbdPeer.qsd(dir)) {
                 scenario.run(q);
             }
         }
     }
 
     private interface Scenario {
-        void run(Peer p) throws Exception;
+        void run(NbdPeer p) throws Exception;
     }
 
     // ------------------------------------------------------------------ §3 the bitmap-mode matrix
@@ -179,7 +111,7 @@ class IncrementalBackupQemuIT {
 
     private int runNo;
 
-    private JobEnd matrixRun(Peer p, String sync, String mode, boolean failTarget) throws Exception {
+    private JobEnd matrixRun(NbdPeer p, String sync, String mode, boolean failTarget) throws Exception {
         QmpTestClient c = p.qmp();
         String tag = "m" + (runNo++);
         Path src = p.dir().resolve(tag + "-src.qcow2");
@@ -462,15 +394,15 @@ class IncrementalBackupQemuIT {
         Proc.ok("qemu-io", "-c", "write -P 0x11 0 8M", disk.toString());
         List<Path> points = new ArrayList<>();
         List<Path> targets = new ArrayList<>();
-        try (Peer j = jblockd()) {
+        try (NbdPeer j = NbdPeer.jblockd(dir)) {
             checkpointStep(j, disk, null, 0, "chk0", points, targets, "write -P 0x22 1M 64k", "write -P 0x23 9M 1M");
         }
         Proc.ok("qemu-img", "check", disk.toString());
-        try (Peer q = qsd()) {
+        try (NbdPeer q = NbdPeer.qsd(dir)) {
             checkpointStep(q, disk, "chk0", MIB + K64, "chk1", points, targets, "write -P 0x33 2M 128k", "write -P 0x34 30M 64k");
         }
         Proc.ok("qemu-img", "check", disk.toString());
-        try (Peer j = jblockd()) {
+        try (NbdPeer j = NbdPeer.jblockd(dir)) {
             checkpointStep(j, disk, "chk1", 3 * K64, "chk2", points, targets, "vda");
         }
         Proc.ok("qemu-img", "check", disk.toString());
@@ -486,7 +418,7 @@ class IncrementalBackupQemuIT {
      * persistent checkpoint {@code newChk} (fromChk removed), then lets the guest write
      * {@code afterwards} and closes the disk, which stores the bitmaps.
      */
-    private void checkpointStep(Peer p, Path disk, String fromChk, long fromCount, String newChk, List<Path> points, List<Path> targets,
+    private void checkpointStep(NbdPeer p, Path disk, String fromChk, long fromCount, String newChk, List<Path> points, List<Path> targets,
                                 String... afterwards) throws Exception {
         QmpTestClient c = p.qmp();
         int k = targets.size();
@@ -562,7 +494,7 @@ class IncrementalBackupQemuIT {
      * The guest: one qemu-io over NBD running {@code cmds} in order; the last element may name
      * the export (default {@code src}).
      */
-    private static void guest(Peer p, String... cmds) throws IOException, InterruptedException {
+    private static void guest(NbdPeer p, String... cmds) throws IOException, InterruptedException {
         String export = "src";
         List<String> argv = new ArrayList<>(List.of("qemu-io", "-f", "raw"));
         for (String s : cmds) {
