@@ -47,7 +47,7 @@ public final class ReopenCommands implements CommandGroup {
     @Override
     public void register(CommandRegistry r) {
         r.register("blockdev-reopen", ObjectNode.class, this::blockdevReopen);
-        r.register("change-backing-file", ObjectNode.class, this::changeBackingFile);
+        r.register("change-backing-file", ChangeBackingFile.class, this::changeBackingFile);
     }
 
     // ------------------------------------------------------------------ blockdev-reopen
@@ -280,10 +280,14 @@ public final class ReopenCommands implements CommandGroup {
 
     // ------------------------------------------------------------------ change-backing-file
 
-    private Object changeBackingFile(ObjectNode args) throws QmpError {
-        String device = args.get("device").asText();
-        String imageName = args.get("image-node-name").asText();
-        String backingFile = args.get("backing-file").asText();
+    /** change-backing-file's arguments (qapi/block-core.json). */
+    public record ChangeBackingFile(String device, String imageNodeName, String backingFile) {
+    }
+
+    private Object changeBackingFile(ChangeBackingFile args) throws QmpError {
+        String device = args.device();
+        String imageName = args.imageNodeName();
+        String backingFile = args.backingFile();
         // qmp_get_root_bs(): a device or node name whose node has no parent node
         BlockNode bs = devices.lookupNode(device).orElseThrow(() -> QmpError.generic(
                 "Cannot find device='" + device + "' nor node-name='" + device + "'"));
