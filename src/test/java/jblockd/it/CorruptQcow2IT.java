@@ -96,7 +96,7 @@ class CorruptQcow2IT {
             RawNbdClient.NbdErrorReply we2 = org.junit.jupiter.api.Assertions.assertThrows(
                     RawNbdClient.NbdErrorReply.class, () -> guest.write(0, w, true));
             assertThat(we2.code).isEqualTo(5);
-            assertThat(d.stderr()).contains("Marking image as corrupt");
+            assertThat(d.awaitStderr("Marking image as corrupt", java.time.Duration.ofSeconds(10))).contains("Marking image as corrupt");
             // the healthy range still reads, and a real peer agrees
             assertThat(guest.read(MIB, MIB)).containsOnly((byte) 0x11);
             run("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 0 2M", uri);

@@ -183,6 +183,18 @@ public final class DaemonProcess implements AutoCloseable {
         return stderr.toString();
     }
 
+    /**
+     * Waits (at most {@code timeout}) until stderr contains {@code text}, and returns stderr:
+     * the daemon logs after it answered, and the pump copies the pipe on its own thread.
+     */
+    public String awaitStderr(String text, Duration timeout) throws InterruptedException {
+        long deadline = System.nanoTime() + timeout.toNanos();
+        while (!stderr().contains(text) && System.nanoTime() < deadline) {
+            Thread.sleep(10); // polling the pump's output, not ordering against the daemon
+        }
+        return stderr();
+    }
+
     public String stdout() {
         return stdout.toString();
     }
