@@ -49,6 +49,7 @@ public final class BlockNode {
     private final NodeBitmaps bitmaps;
     /** Set while a copy into this node must wait for its reads in flight (a fleecing scratch). */
     private volatile TrackedReads trackedReads;
+    private final NodeStats stats = new NodeStats();
 
     /** A node that passes discards on (filters the jobs insert: their children decide). */
     public BlockNode(String nodeName, boolean autoNamed, BlockDriver driver, boolean readOnly) {
@@ -87,6 +88,11 @@ public final class BlockNode {
     /** The node's dirty bitmaps (QMP's block-dirty-bitmap-*, jobs' successors and copy bitmaps). */
     public NodeBitmaps bitmaps() {
         return bitmaps;
+    }
+
+    /** The node's own counters (query-blockstats' node-level stats). */
+    public NodeStats stats() {
+        return stats;
     }
 
     public String nodeName() {
@@ -202,6 +208,7 @@ public final class BlockNode {
         try {
             s.driver().write(offset, src, fua);
         } finally {
+            stats.wrote(offset, len);
             // Marked after the driver call, whether it succeeded or not: QEMU's
             // bdrv_co_write_req_finish() sets the dirty bits for every tracked write and discard
             // it finishes, whatever ret is (a failed write may have changed part of the range).
@@ -227,6 +234,7 @@ public final class BlockNode {
         try {
             s.driver().writeZeroes(offset, length, mayUnmap && s.unmap());
         } finally {
+            stats.wrote(offset, length);
             bitmaps.mark(offset, length); // see write()
             leave();
         }
@@ -249,9 +257,12 @@ public final class BlockNode {
             leave();
             return;
         }
+        boolean ok = false;
         try {
             s.driver().discard(offset, length);
+            ok = true;
         } finally {
+            stats.discarded(length, ok);
             bitmaps.mark(offset, length); // see write()
             leave();
         }
