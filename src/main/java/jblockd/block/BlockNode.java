@@ -268,6 +268,34 @@ public final class BlockNode {
         }
     }
 
+    /**
+     * block/io.c bdrv_co_truncate(): the checks in QEMU's order, then the driver, then the
+     * bitmaps follow the new length. The caller has quiesced the node's users (block_resize
+     * drains); requests that arrive meanwhile still pass {@link #enter()}.
+     */
+    public void truncate(long size) throws IOException {
+        if (size < 0) {
+            throw new IoError(Errno.EINVAL, "Cannot truncate to a negative size");
+        }
+        if (size > MAX_LENGTH) {
+            throw new IoError(Errno.EINVAL, "offset(" + size + ") exceeds maximum(" + MAX_LENGTH + ")");
+        }
+        enter();
+        try {
+            Opened s = state;
+            if (s.readOnly()) {
+                throw new IoError(Errno.EACCES, "Image is read-only");
+            }
+            s.driver().truncate(size);
+            bitmaps.truncate(size);
+        } finally {
+            leave();
+        }
+    }
+
+    /** QEMU's BDRV_MAX_LENGTH: INT64_MAX aligned down to the largest request alignment (1 GiB). */
+    public static final long MAX_LENGTH = Long.MAX_VALUE & ~((1L << 30) - 1);
+
     public void flush() throws IOException {
         enter();
         try {
