@@ -206,6 +206,18 @@ public final class BlockNode {
             throw e;
         }
         try {
+            String detect = s.options() == null ? "off" : s.options().common().detectZeroes();
+            if (!detect.equals("off") && len > 0 && s.caps().canWriteZeroes() && allZero(src)) {
+                // detect-zeroes: the driver writes zeroes its cheapest way (QEMU adds
+                // BDRV_REQ_ZERO_WRITE, and BDRV_REQ_MAY_UNMAP for unmap, which discard=unmap
+                // lets through); FUA as the write asked
+                s.driver().writeZeroes(offset, len, detect.equals("unmap") && s.unmap());
+                src.position(src.limit());
+                if (fua) {
+                    s.driver().flush();
+                }
+                return;
+            }
             s.driver().write(offset, src, fua);
         } finally {
             stats.wrote(offset, len);
@@ -291,6 +303,24 @@ public final class BlockNode {
         } finally {
             leave();
         }
+    }
+
+    /** util/iov.c buffer_is_zero(): every remaining byte is 0 (position unchanged). */
+    static boolean allZero(ByteBuffer b) {
+        int i = b.position();
+        int end = b.limit();
+        ByteBuffer o = b.duplicate().order(java.nio.ByteOrder.nativeOrder());
+        for (; i + 8 <= end; i += 8) {
+            if (o.getLong(i) != 0) {
+                return false;
+            }
+        }
+        for (; i < end; i++) {
+            if (b.get(i) != 0) {
+                return false;
+            }
+        }
+        return true;
     }
 
     /** QEMU's BDRV_MAX_LENGTH: INT64_MAX aligned down to the largest request alignment (1 GiB). */

@@ -141,21 +141,17 @@ public final class BlockdevOptionsCodec {
         if (o.path("force-share").asBoolean(false) && !readOnly) {
             throw QmpError.generic("force-share=on can only be used with read-only images");
         }
-        // Not implemented: refused rather than accepted and ignored (QEMU's default is off).
         String detectZeroes = o.path("detect-zeroes").asText("off");
         // block.c bdrv_open_common() checks this first (observed on QEMU 7.2)
         if (detectZeroes.equals("unmap") && !"unmap".equals(discard(o, inherited.discard()))) {
             throw QmpError.generic("setting detect-zeroes to unmap is not allowed without setting discard "
                     + "operation to unmap");
         }
-        if (!detectZeroes.equals("off")) {
-            throw QmpError.generic("detect-zeroes=" + detectZeroes + " is not supported by jblockd (only off)");
-        }
         return new BlockdevOptions.Common(nodeName,
                 readOnly,
                 Boolean.TRUE.equals(cacheDirect(o, inherited)),
                 Boolean.TRUE.equals(cacheNoFlush(o, inherited)),
-                "unmap".equals(discard(o, inherited.discard())));
+                "unmap".equals(discard(o, inherited.discard())), detectZeroes);
     }
 
     /** block.c bdrv_assign_node_name(): id_wellformed() and a length bound. */
