@@ -197,4 +197,13 @@ public interface BlockDriver {
     default Optional<IoError> writeUnavailable() {
         return Optional.empty();
     }
+
+    /**
+     * Changes the node's length to {@code size} (block_resize; QEMU's bdrv_co_truncate with
+     * PREALLOC_MODE_OFF): grown space reads as zeroes. Called only on a quiesced, writable node.
+     * Drivers that cannot resize refuse with QEMU's text.
+     */
+    default void truncate(long size) throws IOException {
+        throw new IoError(Errno.ENOTSUP, "Image format driver does not support resize");
+    }
 }

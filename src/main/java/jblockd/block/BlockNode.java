@@ -49,6 +49,7 @@ public final class BlockNode {
     private final NodeBitmaps bitmaps;
     /** Set while a copy into this node must wait for its reads in flight (a fleecing scratch). */
     private volatile TrackedReads trackedReads;
+    private final NodeStats stats = new NodeStats();
 
     /** A node that passes discards on (filters the jobs insert: their children decide). */
     public BlockNode(String nodeName, boolean autoNamed, BlockDriver driver, boolean readOnly) {
@@ -87,6 +88,11 @@ public final class BlockNode {
     /** The node's dirty bitmaps (QMP's block-dirty-bitmap-*, jobs' successors and copy bitmaps). */
     public NodeBitmaps bitmaps() {
         return bitmaps;
+    }
+
+    /** The node's own counters (query-blockstats' node-level stats). */
+    public NodeStats stats() {
+        return stats;
     }
 
     public String nodeName() {
@@ -192,8 +198,21 @@ public final class BlockNode {
         int len = src.remaining();
         Opened s = enterWrite(offset, len);
         try {
+            String detect = s.options() == null ? "off" : s.options().common().detectZeroes();
+            if (!detect.equals("off") && len > 0 && s.caps().canWriteZeroes() && allZero(src)) {
+                // detect-zeroes: the driver writes zeroes its cheapest way (QEMU adds
+                // BDRV_REQ_ZERO_WRITE, and BDRV_REQ_MAY_UNMAP for unmap, which discard=unmap
+                // lets through); FUA as the write asked
+                s.driver().writeZeroes(offset, len, detect.equals("unmap") && s.unmap());
+                src.position(src.limit());
+                if (fua) {
+                    s.driver().flush();
+                }
+                return;
+            }
             s.driver().write(offset, src, fua);
         } finally {
+            stats.wrote(offset, len);
             // Marked after the driver call, whether it succeeded or not: QEMU's
             // bdrv_co_write_req_finish() sets the dirty bits for every tracked write and discard
             // it finishes, whatever ret is (a failed write may have changed part of the range).
@@ -228,6 +247,7 @@ public final class BlockNode {
         try {
             s.driver().writeZeroes(offset, length, mayUnmap && s.unmap());
         } finally {
+            stats.wrote(offset, length);
             bitmaps.mark(offset, length); // see write()
             leave();
         }
@@ -242,13 +262,62 @@ public final class BlockNode {
             leave();
             return;
         }
+        boolean ok = false;
         try {
             s.driver().discard(offset, length);
+            ok = true;
         } finally {
+            stats.discarded(length, ok);
             bitmaps.mark(offset, length); // see write()
             leave();
         }
     }
+
+    /**
+     * block/io.c bdrv_co_truncate(): the checks in QEMU's order, then the driver, then the
+     * bitmaps follow the new length. The caller has quiesced the node's users (block_resize
+     * drains); requests that arrive meanwhile still pass {@link #enter()}.
+     */
+    public void truncate(long size) throws IOException {
+        if (size < 0) {
+            throw new IoError(Errno.EINVAL, "Cannot truncate to a negative size");
+        }
+        if (size > MAX_LENGTH) {
+            throw new IoError(Errno.EINVAL, "offset(" + size + ") exceeds maximum(" + MAX_LENGTH + ")");
+        }
+        enter();
+        try {
+            Opened s = state;
+            if (s.readOnly()) {
+                throw new IoError(Errno.EACCES, "Image is read-only");
+            }
+            s.driver().truncate(size);
+            bitmaps.truncate(size);
+        } finally {
+            leave();
+        }
+    }
+
+    /** util/iov.c buffer_is_zero(): every remaining byte is 0 (position unchanged). */
+    static boolean allZero(ByteBuffer b) {
+        int i = b.position();
+        int end = b.limit();
+        ByteBuffer o = b.duplicate().order(java.nio.ByteOrder.nativeOrder());
+        for (; i + 8 <= end; i += 8) {
+            if (o.getLong(i) != 0) {
+                return false;
+            }
+        }
+        for (; i < end; i++) {
+            if (b.get(i) != 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** QEMU's BDRV_MAX_LENGTH: INT64_MAX aligned down to the largest request alignment (1 GiB). */
+    public static final long MAX_LENGTH = Long.MAX_VALUE & ~((1L << 30) - 1);
 
     public void flush() throws IOException {
         enter();

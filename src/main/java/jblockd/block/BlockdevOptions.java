@@ -10,18 +10,35 @@ import java.util.List;
 public sealed interface BlockdevOptions {
 
     /** Members every driver shares (BlockdevOptions' base in qapi/block-core.json). */
+    /**
+     * @param detectZeroes QEMU's {@code detect-zeroes} (off | on | unmap): a write whose data is
+     *                     all zeroes becomes a write-zeroes on this node, one that may unmap with
+     *                     {@code unmap} (block/io.c bdrv_aligned_pwritev)
+     */
     record Common(String nodeName, boolean readOnly, boolean cacheDirect, boolean cacheNoFlush,
-                  boolean discardUnmap) {
+                  boolean discardUnmap, String detectZeroes) {
+        public Common {
+            if (!java.util.Set.of("off", "on", "unmap").contains(detectZeroes)) {
+                throw new IllegalArgumentException("detect-zeroes " + detectZeroes);
+            }
+        }
+
+        /** detect-zeroes off, QEMU's default. */
+        public Common(String nodeName, boolean readOnly, boolean cacheDirect, boolean cacheNoFlush,
+                      boolean discardUnmap) {
+            this(nodeName, readOnly, cacheDirect, cacheNoFlush, discardUnmap, "off");
+        }
+
         public static Common defaults() {
             return new Common(null, false, false, false, false);
         }
 
         public Common withNodeName(String name) {
-            return new Common(name, readOnly, cacheDirect, cacheNoFlush, discardUnmap);
+            return new Common(name, readOnly, cacheDirect, cacheNoFlush, discardUnmap, detectZeroes);
         }
 
         public Common withReadOnly(boolean ro) {
-            return new Common(nodeName, ro, cacheDirect, cacheNoFlush, discardUnmap);
+            return new Common(nodeName, ro, cacheDirect, cacheNoFlush, discardUnmap, detectZeroes);
         }
     }
 

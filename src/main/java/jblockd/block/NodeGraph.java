@@ -285,6 +285,16 @@ public final class NodeGraph {
      *                 both required by ... and unshared by ...}
      */
     public synchronized void attach(BlockNode node, NodeUser user) throws IoError {
+        if (user.inserted() != user) {
+            // QEMU inserts this BlockBackend sharing more and narrows it right after (an NBD
+            // export takes resize away): what it needs is checked, and blamed, first
+            checkAttach(node, user.inserted());
+        }
+        checkAttach(node, user);
+        users.computeIfAbsent(node, n -> new ArrayList<>()).addFirst(user);
+    }
+
+    private void checkAttach(BlockNode node, NodeUser user) throws IoError {
         Map<BlockNode, List<NodeUser>> after = new HashMap<>();
         users.forEach((n, u) -> after.put(n, new ArrayList<>(u)));
         after.computeIfAbsent(node, n -> new ArrayList<>()).addFirst(user);
@@ -296,7 +306,6 @@ public final class NodeGraph {
             }
             checkWritable(n, combined(nodeUsers));
         }
-        users.computeIfAbsent(node, n -> new ArrayList<>()).addFirst(user);
     }
 
     /** Refuses a use that writes a node whose storage cannot be written ({@link BlockDriver#writeUnavailable}). */

@@ -11,7 +11,22 @@ package jblockd.block;
  * @param blocker     the op-blocker text of a job's node, QEMU block_job_add_bdrv()
  *                    ({@code block device is in use by block job: commit}); null for other users
  */
-public record NodeUser(Kind kind, String description, String role, Access access, String blocker) {
+public record NodeUser(Kind kind, String description, String role, Access access, String blocker,
+                       Access insertedAccess) {
+
+    /** A user that QEMU inserts with the access it keeps. */
+    public NodeUser(Kind kind, String description, String role, Access access, String blocker) {
+        this(kind, description, role, access, blocker, access);
+    }
+
+    /**
+     * This user as QEMU first inserts it (blk_insert_bs() with the backend's perms of that
+     * moment), before narrowing what it shares; the user itself when nothing is narrowed.
+     */
+    public NodeUser inserted() {
+        return insertedAccess.equals(access) ? this
+                : new NodeUser(kind, description, role, insertedAccess, blocker, insertedAccess);
+    }
 
     public enum Kind {
         /** A BlockBackend: a device, an export, or a job's own backend (bdrv_has_blk()). */
@@ -27,9 +42,15 @@ public record NodeUser(Kind kind, String description, String role, Access access
         return new NodeUser(Kind.BACKEND, "block device '" + name + "'", "root", backendAccess(writable), null);
     }
 
-    /** An export's BlockBackend (export.c blk_exp_add(): its backend has no name). */
+    /**
+     * An export's BlockBackend (export.c blk_exp_add(): its backend has no name). It does not
+     * share resize: nbd_export_create() takes it away so the size a client was told holds.
+     */
     public static NodeUser export(boolean writable) {
-        return new NodeUser(Kind.BACKEND, "an unnamed block device", "root", backendAccess(writable), null);
+        Access a = backendAccess(writable);
+        java.util.Set<Perm> shares = java.util.EnumSet.copyOf(a.shares());
+        shares.remove(Perm.RESIZE);
+        return new NodeUser(Kind.BACKEND, "an unnamed block device", "root", Access.of(a.needs(), shares), null, a);
     }
 
     /** A job's own BlockBackend on a node (commit's base and top, mirror's target). */

@@ -150,6 +150,12 @@ public final class BlockdevCommands implements CommandGroup {
         }
     }
 
+    /** The node's detect-zeroes option (off for the nodes jobs insert, built without options). */
+    private static String detectZeroes(BlockNode node) {
+        BlockdevOptions o = node.opened().options();
+        return o == null ? "off" : o.common().detectZeroes();
+    }
+
     /** blockdev.c qmp_blockdev_del(), checks in QEMU's order. */
     private Object blockdevDel(BlockdevDelArgs args) throws QmpError {
         String name = args.nodeName();
@@ -250,7 +256,7 @@ public final class BlockdevCommands implements CommandGroup {
                     : commons.getOrDefault(node.nodeName(), BlockdevOptions.Common.defaults());
             return new BlockDeviceInfo(node.driver().filename(), node.nodeName(), node.readOnly(),
                     ImageInfos.formatOf(node.driver()), backing == null ? null : backing.driver().filename(),
-                    depth, false, "off", 0, 0, 0, 0, 0, 0, ImageInfos.imageInfo(node, flat, forDevice), 0,
+                    depth, false, detectZeroes(node), 0, 0, 0, 0, 0, 0, ImageInfos.imageInfo(node, flat, forDevice), 0,
                     new BlockdevCacheInfo(writeCache, c.cacheDirect(), c.cacheNoFlush()),
                     BitmapCommands.dirtyBitmaps(node));
         } catch (IOException e) {

@@ -137,6 +137,8 @@ public final class Daemon implements AutoCloseable {
                 Version.QEMU_MAJOR, Version.QEMU_MINOR, Version.QEMU_MICRO, Version.packageString())
                 .register(registry);
         blockdevCommands.register(registry);
+        new jblockd.commands.StatsCommands(graph, devices).register(registry);
+        new jblockd.commands.ResizeCommands(graph, devices).register(registry);
         BitmapCommands bitmapCommands = new BitmapCommands(devices);
         bitmapCommands.register(registry);
         this.jobs = new JobRegistry(events, graph);

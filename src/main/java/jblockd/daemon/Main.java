@@ -63,6 +63,12 @@ public final class Main implements Callable<Integer> {
         builder.export(v);
     }
 
+    /** Set in the daemon process that {@code --daemonize} starts (it must not fork again). */
+    static final String DAEMONIZED_ENV = "JBLOCKD_DAEMONIZED";
+
+    @Option(names = "--daemonize", description = "Run in the background; exit once every socket listens.")
+    boolean daemonize;
+
     @Option(names = "--pidfile", paramLabel = "PATH", description = "Write the process id to PATH.")
     void pidfile(Path p) {
         builder.pidfile(p);
@@ -78,12 +84,19 @@ public final class Main implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        boolean child = System.getenv(DAEMONIZED_ENV) != null;
+        if (daemonize && !child) {
+            return Daemonize.parent();
+        }
         Daemon daemon = builder.build();
         try {
             daemon.start();
         } catch (Daemon.StartupException e) {
             System.err.println(e.line());
             return 1;
+        }
+        if (daemonize) {
+            Daemonize.ready();
         }
         installSignalHandlers(daemon);
         Runtime.getRuntime().addShutdownHook(new Thread(daemon::close, "jblockd-shutdown-hook"));

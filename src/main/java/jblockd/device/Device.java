@@ -19,6 +19,7 @@ public final class Device {
     private volatile BlockNode root;
     private volatile IoStatus ioStatus = IoStatus.OK;
     private final RequestGate gate = new RequestGate();
+    private final IoStats stats;
 
     /**
      * @param rerror report | ignore | stop (QEMU refuses enospc for reads)
@@ -35,6 +36,14 @@ public final class Device {
      */
     public Device(String name, BlockNode root, BlockdevOnError rerror, BlockdevOnError werror,
                   boolean writeCache) {
+        // -drive's defaults: stats-account-invalid=on, stats-account-failed=on
+        this(name, root, rerror, werror, writeCache, IoStats.system(true, true));
+    }
+
+    /** @param stats the device's accounting (query-blockstats), with its clock */
+    public Device(String name, BlockNode root, BlockdevOnError rerror, BlockdevOnError werror,
+                  boolean writeCache, IoStats stats) {
+        this.stats = Objects.requireNonNull(stats);
         this.name = Objects.requireNonNull(name);
         this.root = Objects.requireNonNull(root);
         this.rerror = rerror;
@@ -48,6 +57,11 @@ public final class Device {
 
     public BlockNode root() {
         return root;
+    }
+
+    /** What the guest did through this device (query-blockstats' device-level stats). */
+    public IoStats stats() {
+        return stats;
     }
 
     /**

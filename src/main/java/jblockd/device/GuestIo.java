@@ -84,7 +84,7 @@ public final class GuestIo {
 
     public void read(long offset, ByteBuffer dst) throws IoError {
         int start = dst.position();
-        run(IoOperation.READ, root -> {
+        run(IoOperation.READ, IoStats.Type.READ, dst.remaining(), root -> {
             dst.position(start);
             root.read(offset, dst);
             return null;
@@ -100,7 +100,7 @@ public final class GuestIo {
     public void write(long offset, ByteBuffer src, boolean requestedFua) throws IoError {
         boolean fua = fua(requestedFua);
         int start = src.position();
-        run(IoOperation.WRITE, root -> {
+        run(IoOperation.WRITE, IoStats.Type.WRITE, src.remaining(), root -> {
             src.position(start);
             root.write(offset, src, fua);
             return null;
@@ -109,7 +109,7 @@ public final class GuestIo {
 
     public void writeZeroes(long offset, long length, boolean mayUnmap, boolean requestedFua) throws IoError {
         boolean fua = fua(requestedFua);
-        run(IoOperation.WRITE, root -> {
+        run(IoOperation.WRITE, IoStats.Type.WRITE, length, root -> {
             root.writeZeroes(offset, length, mayUnmap);
             if (fua) {
                 root.flush();
@@ -120,7 +120,7 @@ public final class GuestIo {
 
     public void discard(long offset, long length, boolean requestedFua) throws IoError {
         boolean fua = fua(requestedFua);
-        run(IoOperation.WRITE, root -> {
+        run(IoOperation.WRITE, IoStats.Type.UNMAP, length, root -> {
             try {
                 root.discard(offset, length);
             } catch (IoError e) {
@@ -137,7 +137,7 @@ public final class GuestIo {
     }
 
     public void flush() throws IoError {
-        run(IoOperation.WRITE, root -> {
+        run(IoOperation.WRITE, IoStats.Type.FLUSH, 0, root -> {
             root.flush();
             return null;
         }, null);
@@ -149,6 +149,33 @@ public final class GuestIo {
      * success a guest sees under {@code ignore} (may be null).
      */
     public <T> T run(IoOperation op, Task<T> task, Runnable onIgnore) throws IoError {
+        return run(op, null, 0, task, onIgnore);
+    }
+
+    /**
+     * As {@link #run(IoOperation, Task, Runnable)}, accounted in the device's {@link IoStats} as
+     * one request of {@code acct} over {@code bytes} (null: not accounted), the way QEMU's
+     * devices account: a reported failure is failed, an ignored one done, a stopped request
+     * keeps its start time and is accounted once when it finally completes.
+     */
+    public <T> T run(IoOperation op, IoStats.Type acct, long bytes, Task<T> task, Runnable onIgnore)
+            throws IoError {
+        IoStats.Cookie cookie = acct == null ? null : device.stats().start(acct, bytes);
+        try {
+            T result = attempt(op, task, onIgnore);
+            if (cookie != null) {
+                device.stats().done(cookie);
+            }
+            return result;
+        } catch (IoError e) {
+            if (cookie != null) {
+                device.stats().failed(cookie);
+            }
+            throw e;
+        }
+    }
+
+    private <T> T attempt(IoOperation op, Task<T> task, Runnable onIgnore) throws IoError {
         while (true) {
             // The run state first: a request held by stop/cont is not in flight on the device,
             // so a drained graph change never waits for a stopped guest.

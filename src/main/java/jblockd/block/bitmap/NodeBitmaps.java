@@ -132,6 +132,22 @@ public final class NodeBitmaps {
         }
     }
 
+    /**
+     * The node was resized (block_resize): every bitmap takes the new length, bits past it are
+     * dropped and grown space is clean (block.c bdrv_dirty_bitmap_truncate).
+     */
+    public synchronized void truncate(long newNodeLength) {
+        long newLength = roundUpToSector(newNodeLength);
+        long stamp = markLock.writeLock();
+        try {
+            for (BlockDirtyBitmap b : list) {
+                b.bits().resize(newLength);
+            }
+        } finally {
+            markLock.unlockWrite(stamp);
+        }
+    }
+
     private synchronized void grow(long end) {
         long newLength = roundUpToSector(end);
         long stamp = markLock.writeLock();

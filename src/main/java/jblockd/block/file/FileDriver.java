@@ -580,7 +580,8 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         return direct;
     }
 
-    /** Grows (sparse) or shrinks the file; qcow2 and image creation use this. */
+    /** Grows (sparse) or shrinks the file; qcow2, image creation and block_resize use this. */
+    @Override
     public void truncate(long size) throws IOException {
         if (readOnly) {
             throw IoError.of(Errno.EROFS);

@@ -787,6 +787,15 @@ public final class Qcow2Driver implements BlockDriver {
         });
     }
 
+    /**
+     * QEMU resizes qcow2 images (growing the L1 table, discarding on shrink); jblockd does not
+     * yet, and says so rather than QEMU's "does not support resize" of drivers that never can.
+     */
+    @Override
+    public void truncate(long newSize) throws IOException {
+        throw new IoError(Errno.ENOTSUP, "jblockd cannot resize qcow2 images yet");
+    }
+
     @Override
     public long length() {
         return size;

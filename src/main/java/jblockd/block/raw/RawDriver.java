@@ -132,6 +132,18 @@ public final class RawDriver implements BlockDriver {
         file.flush();
     }
 
+    /** raw-format.c raw_co_truncate(): the child grows or shrinks with the node, past the offset. */
+    @Override
+    public void truncate(long newSize) throws IOException {
+        if (size >= 0) {
+            throw new IoError(Errno.ENOTSUP, "Cannot resize fixed-size raw disks");
+        }
+        if (Long.MAX_VALUE - newSize < offset) {
+            throw new IoError(Errno.EINVAL, "Disk size too large for the chosen offset");
+        }
+        file.truncate(offset + newSize);
+    }
+
     @Override
     public long length() throws IOException {
         return size >= 0 ? size : Math.max(0, file.length() - offset);

@@ -540,7 +540,7 @@ final class NbdConnection {
         try {
             boolean sparse = structured && !r.has(Nbd.CMD_FLAG_DF);
             long t0 = System.nanoTime();
-            List<Piece> pieces = io.run(IoOperation.READ, root -> readPieces(root, r.offset(), buf, sparse),
+            List<Piece> pieces = io.run(IoOperation.READ, jblockd.device.IoStats.Type.READ, r.length(), root -> readPieces(root, r.offset(), buf, sparse),
                     () -> {
                         buf.clear().limit(len);
                         while (buf.hasRemaining()) {
