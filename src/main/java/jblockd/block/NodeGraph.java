@@ -24,6 +24,7 @@ import java.util.concurrent.atomic.AtomicInteger;
  */
 public final class NodeGraph {
     private final DriverRegistry drivers;
+    private final Filenames filenames;
     private final LinkedHashMap<String, BlockNode> nodes = new LinkedHashMap<>();
     /** Users other than parent links, newest first: devices, exports, jobs. Guarded by this. */
     private final Map<BlockNode, List<NodeUser>> users = new HashMap<>();
@@ -41,8 +42,15 @@ public final class NodeGraph {
     private final java.util.Set<BlockNode> monitorOwned = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
     private long namingClock;
 
+    /** A graph whose filenames cannot be {@code json:} (tools without the QMP option codec). */
     public NodeGraph(DriverRegistry drivers) {
+        this(drivers, Filenames.NO_JSON);
+    }
+
+    /** {@code json}: how {@code json:} filenames become options (the daemon's QMP codec). */
+    public NodeGraph(DriverRegistry drivers, Filenames.JsonOptions json) {
         this.drivers = drivers;
+        this.filenames = new Filenames(drivers, json);
     }
 
     public DriverRegistry drivers() {
@@ -116,7 +124,12 @@ public final class NodeGraph {
                 if (named[0] < 0) {
                     named[0] = namingClock++;
                 }
-                return open(imageOptions(Path.of(filename), format, readOnly, false, null), opened);
+                try {
+                    return open(imageOptions(filename, format, readOnly, false, false, null, false), opened);
+                } catch (IoError e) {
+                    // block.c bdrv_open_backing_file: the cause, introduced as QEMU does
+                    throw new IoError(e.errno(), "Could not open backing file: " + e.getMessage(), e);
+                }
             }
         };
         BlockDriver driver = factory.open(options, ctx);
@@ -183,7 +196,10 @@ public final class NodeGraph {
         if (!readOnly || o.common().readOnly()) {
             return o;
         }
-        BlockdevOptions.Common c = o.common().withReadOnly(true);
+        return withCommon(o, o.common().withReadOnly(true));
+    }
+
+    private static BlockdevOptions withCommon(BlockdevOptions o, BlockdevOptions.Common c) {
         return switch (o) {
             case BlockdevOptions.File f -> new BlockdevOptions.File(c, f.filename());
             case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c, r.file(), r.offset(), r.size());
@@ -225,35 +241,38 @@ public final class NodeGraph {
     public BlockdevOptions imageOptions(Path path, String format, boolean readOnly, boolean cacheDirect,
                                         boolean cacheNoFlush, String nodeName, boolean discardUnmap)
             throws IOException {
+        return imageOptions(path.toString(), format, readOnly, cacheDirect, cacheNoFlush, nodeName, discardUnmap);
+    }
+
+    /**
+     * The options for an image given by a filename string, parsed as QEMU parses one
+     * ({@link Filenames}: {@code json:}, protocol prefixes, plain paths; format probed when null).
+     */
+    public BlockdevOptions imageOptions(String filename, String format, boolean readOnly, boolean cacheDirect,
+                                        boolean cacheNoFlush, String nodeName, boolean discardUnmap)
+            throws IOException {
         BlockdevOptions.Common fileCommon = new BlockdevOptions.Common(null, readOnly, cacheDirect, cacheNoFlush,
                 discardUnmap);
-        String p = path.toString();
-        BlockdevRef fileRef;
-        Path realPath = path;
-        if (p.startsWith("blkdebug:")) {
-            int sep = p.indexOf(':', "blkdebug:".length());
-            if (sep < 0) {
-                throw new IoError(Errno.EINVAL, "blkdebug requires both config file and image path");
-            }
-            String config = p.substring("blkdebug:".length(), sep);
-            realPath = Path.of(p.substring(sep + 1));
-            fileRef = new BlockdevRef.Inline(new BlockdevOptions.Blkdebug(fileCommon,
-                    new BlockdevRef.Inline(new BlockdevOptions.File(fileCommon, realPath.toString())),
-                    config.isEmpty() ? null : config, List.of(), null));
-        } else {
-            fileRef = new BlockdevRef.Inline(new BlockdevOptions.File(fileCommon, p));
-        }
-        if (!Files.exists(realPath)) {
-            throw new IoError(Errno.ENOENT, "Could not open '" + realPath + "': No such file or directory");
-        }
-        String fmt = format != null ? format : drivers.probe(realPath);
         BlockdevOptions.Common common = new BlockdevOptions.Common(nodeName, readOnly, cacheDirect, cacheNoFlush,
                 discardUnmap);
-        return switch (fmt) {
-            case "raw" -> new BlockdevOptions.Raw(common, fileRef, null, null);
-            case "qcow2" -> new BlockdevOptions.Qcow2(common, fileRef, null);
-            default -> throw new IoError(Errno.EINVAL, "Unknown file format '" + fmt + "'");
-        };
+        BlockdevOptions o = filenames.imageOptions(filename, format, common, fileCommon);
+        if (o.common() == common) {
+            return o;
+        }
+        // a json: object naming a format: its own members, with what the caller insists on
+        BlockdevOptions.Common own = o.common();
+        if (nodeName != null && own.nodeName() != null && !nodeName.equals(own.nodeName())) {
+            throw new IoError(Errno.EINVAL, "Cannot set node-name '" + nodeName + "': the filename sets '"
+                    + own.nodeName() + "'");
+        }
+        return withCommon(o, new BlockdevOptions.Common(nodeName != null ? nodeName : own.nodeName(),
+                readOnly || own.readOnly(), own.cacheDirect() || cacheDirect, own.cacheNoFlush() || cacheNoFlush,
+                own.discardUnmap() || discardUnmap));
+    }
+
+    /** The filename parser of this graph's drivers. */
+    public Filenames filenames() {
+        return filenames;
     }
 
     public synchronized Optional<BlockNode> node(String nodeName) {

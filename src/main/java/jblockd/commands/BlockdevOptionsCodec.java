@@ -17,7 +17,7 @@ import jblockd.qapi.QmpError;
  */
 public final class BlockdevOptionsCodec {
     /** null-co's default size (block/null.c: 1 GiB). */
-    public static final long NULL_CO_DEFAULT_SIZE = 1L << 30;
+    public static final long NULL_CO_DEFAULT_SIZE = jblockd.block.nullco.NullCoDriver.DEFAULT_SIZE;
     /** QEMU: node names are at most 31 characters (block.c bdrv_assign_node_name). */
     private static final int MAX_NODE_NAME = 31;
 

@@ -92,6 +92,9 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
 
     public static void register(DriverRegistry r) {
         r.<BlockdevOptions.File>register("file", (o, ctx) -> open(o));
+        // file-posix.c raw_parse_filename(): "file:" is stripped, the rest is the path (colons and all)
+        r.registerProtocol("file", (filename, common, filenames) ->
+                new BlockdevOptions.File(common, filename.substring("file:".length())));
     }
 
     public static FileDriver open(BlockdevOptions.File o) throws IOException {
