@@ -61,6 +61,14 @@ public interface BlockDriver {
     String filename();
 
     /** Child nodes (role name + node), for the graph's use counts and queries. */
+    /**
+     * The node's users changed; {@code use} is what they need together and all share. A driver
+     * over storage other processes open (file: QEMU's image locks) claims it there, or refuses
+     * with the conflict; releasing (fewer needs, more shared) does not fail.
+     */
+    default void applyPermissions(Access use) throws IoError {
+    }
+
     default List<BlockChild> children() {
         return List.of();
     }

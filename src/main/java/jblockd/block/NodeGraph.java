@@ -190,6 +190,36 @@ public final class NodeGraph {
                 throw new IoError(Errno.EPERM, conflict.get());
             }
         }
+        try {
+            applyPermissions();
+        } catch (IoError e) {
+            nodes.remove(node.nodeName());
+            applyPermissionsReleasing();
+            throw e;
+        }
+    }
+
+    /**
+     * Hands every node its users' combined use ({@link BlockDriver#applyPermissions}: the
+     * file driver's image locks), after each change of users or links, as QEMU's
+     * bdrv_refresh_perms ends in the drivers' bdrv_set_perm.
+     */
+    private void applyPermissions() throws IoError {
+        for (BlockNode n : nodes.values()) {
+            n.driver().applyPermissions(combined(usersOf(n, users)));
+        }
+    }
+
+    /** After a change that only drops uses (a user or link gone): nothing can conflict. */
+    private void applyPermissionsReleasing() {
+        for (BlockNode n : nodes.values()) {
+            try {
+                n.driver().applyPermissions(combined(usersOf(n, users)));
+            } catch (IoError e) {
+                // releasing lock bytes cannot conflict; a node whose unlock failed keeps them
+                // until it is closed, which releases them with its file
+            }
+        }
     }
 
     private static BlockdevOptions withReadOnly(BlockdevOptions o, boolean readOnly) {
@@ -201,7 +231,7 @@ public final class NodeGraph {
 
     private static BlockdevOptions withCommon(BlockdevOptions o, BlockdevOptions.Common c) {
         return switch (o) {
-            case BlockdevOptions.File f -> new BlockdevOptions.File(c, f.filename());
+            case BlockdevOptions.File f -> f.withCommon(c);
             case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c, r.file(), r.offset(), r.size());
             case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, q.file(), q.backing());
             case BlockdevOptions.Blkdebug b -> new BlockdevOptions.Blkdebug(c, b.image(), b.config(),
@@ -316,6 +346,12 @@ public final class NodeGraph {
             checkWritable(n, combined(nodeUsers));
         }
         users.computeIfAbsent(node, n -> new ArrayList<>()).addFirst(user);
+        try {
+            applyPermissions();
+        } catch (IoError e) {
+            detach(node, user);
+            throw e;
+        }
     }
 
     /** Refuses a use that writes a node whose storage cannot be written ({@link BlockDriver#writeUnavailable}). */
@@ -336,6 +372,7 @@ public final class NodeGraph {
                 users.remove(node);
             }
         }
+        applyPermissionsReleasing();
     }
 
     /**
@@ -346,6 +383,8 @@ public final class NodeGraph {
     public synchronized void move(NodeUser user, BlockNode from, BlockNode to) {
         detach(from, user);
         users.computeIfAbsent(to, n -> new ArrayList<>()).addFirst(user);
+        // the use moves to nodes whose permissions the job already holds: no new conflict
+        applyPermissionsReleasing();
     }
 
     /**
@@ -450,6 +489,7 @@ public final class NodeGraph {
         namedAt.remove(node);
         monitorOwned.remove(node);
         node.close();
+        applyPermissionsReleasing();
         for (BlockChild c : children) {
             if (c.node() != null && !monitorOwned.contains(c.node()) && nodes.containsValue(c.node())
                     && usersOf(c.node()).isEmpty()) {
@@ -475,6 +515,12 @@ public final class NodeGraph {
         }
         nodes.put(node.nodeName(), node);
         namedAt.put(node, namingClock++);
+        try {
+            applyPermissions();
+        } catch (IoError e) {
+            unregister(node);
+            throw e;
+        }
     }
 
     /** Unregisters a node without closing it or its children (a removed filter). */
@@ -482,6 +528,7 @@ public final class NodeGraph {
         if (nodes.remove(node.nodeName(), node)) {
             namedAt.remove(node);
         }
+        applyPermissionsReleasing();
     }
 
     // ------------------------------------------------------------------ reopen
@@ -520,7 +567,7 @@ public final class NodeGraph {
         BlockNode backing = node.driver().backing();
         BlockdevRef backingRef = backing == null ? new BlockdevRef.None() : new BlockdevRef.Reference(backing.nodeName());
         return switch (o) {
-            case BlockdevOptions.File f -> new BlockdevOptions.File(c, f.filename(), f.autoReadOnly());
+            case BlockdevOptions.File f -> f.withCommon(c);
             case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c, file, r.offset(), r.size());
             case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, file, backingRef);
             case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes(), n.sizeGiven(),
@@ -572,12 +619,15 @@ public final class NodeGraph {
         }
         try {
             switchDrivers(entries, false);
+            // ro -> rw takes the write permission: refused when another process holds it
+            applyPermissions();
         } catch (IOException | RuntimeException failure) {
             try {
                 switchDrivers(entries, true);
             } catch (IOException | RuntimeException rollback) {
                 failure.addSuppressed(rollback);
             }
+            applyPermissionsReleasing();
             throw failure;
         }
         // a backing the reopen let go of goes, unless the monitor owns it or someone still uses it

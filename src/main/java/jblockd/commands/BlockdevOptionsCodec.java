@@ -67,7 +67,8 @@ public final class BlockdevOptionsCodec {
         String driver = o.get("driver").asText();
         return switch (driver) {
             case "file" -> new BlockdevOptions.File(common, o.get("filename").asText(),
-                    Boolean.TRUE.equals(autoReadOnly(o, inherited)));
+                    Boolean.TRUE.equals(autoReadOnly(o, inherited)),
+                    BlockdevOptions.Locking.valueOf(o.path("locking").asText("auto").toUpperCase(java.util.Locale.ROOT)));
             case "raw" -> new BlockdevOptions.Raw(common, ref(o.get("file"), toFile), optLong(o, "offset"),
                     optLong(o, "size"));
             case "qcow2" -> new BlockdevOptions.Qcow2(common, ref(o.get("file"), toFile),
