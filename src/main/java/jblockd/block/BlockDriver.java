@@ -69,6 +69,11 @@ public interface BlockDriver {
     default void applyPermissions(Access use) throws IoError {
     }
 
+    /** Identifies the storage {@link #applyPermissions} locks (the file's device and inode); null: none. */
+    default Object storageKey() {
+        return null;
+    }
+
     default List<BlockChild> children() {
         return List.of();
     }

@@ -205,21 +205,52 @@ public final class NodeGraph {
      * bdrv_refresh_perms ends in the drivers' bdrv_set_perm.
      */
     private void applyPermissions() throws IoError {
-        for (BlockNode n : nodes.values()) {
-            n.driver().applyPermissions(combined(usersOf(n, users)));
+        for (Map.Entry<BlockNode, Access> e : lockUses().entrySet()) {
+            e.getKey().driver().applyPermissions(e.getValue());
         }
     }
 
     /** After a change that only drops uses (a user or link gone): nothing can conflict. */
     private void applyPermissionsReleasing() {
-        for (BlockNode n : nodes.values()) {
+        for (Map.Entry<BlockNode, Access> e : lockUses().entrySet()) {
             try {
-                n.driver().applyPermissions(combined(usersOf(n, users)));
-            } catch (IoError e) {
+                e.getKey().driver().applyPermissions(e.getValue());
+            } catch (IoError ignored) {
                 // releasing lock bytes cannot conflict; a node whose unlock failed keeps them
                 // until it is closed, which releases them with its file
             }
         }
+    }
+
+    /**
+     * The use each node announces to other processes. jblockd itself opens one image through
+     * several nodes (a commit's base writer, a mirror target's backing named by file): the
+     * graph already rules on those, and they must not lock each other out, so the nodes of one
+     * image ({@link BlockDriver#storageKey}) announce their uses together through the first
+     * of them; the others announce nothing.
+     */
+    private Map<BlockNode, Access> lockUses() {
+        Map<BlockNode, Access> out = new java.util.LinkedHashMap<>();
+        Map<Object, BlockNode> holders = new HashMap<>();
+        for (BlockNode n : nodes.values()) {
+            Access use = combined(usersOf(n, users));
+            Object key = n.driver().storageKey();
+            BlockNode holder = key == null ? null : holders.putIfAbsent(key, n);
+            if (holder == null) {
+                out.put(n, use);
+            } else {
+                Access held = out.get(holder);
+                Set<Perm> needs = Perm.none();
+                needs.addAll(held.needs());
+                needs.addAll(use.needs());
+                Set<Perm> shares = Perm.none();
+                shares.addAll(held.shares());
+                shares.retainAll(use.shares());
+                out.put(holder, new Access(needs, shares));
+                out.put(n, Access.PASSIVE);
+            }
+        }
+        return out;
     }
 
     private static BlockdevOptions withReadOnly(BlockdevOptions o, boolean readOnly) {

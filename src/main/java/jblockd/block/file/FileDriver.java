@@ -79,6 +79,8 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     private IoError writeUnavailable;
     /** QEMU's image locks on {@link #fd}; null with locking=off (or auto where OFD locks fail). */
     private ImageLocks locks;
+    /** The file's identity (device, inode) while locking: nodes of one image lock together. */
+    private Object lockKey;
 
     private FileDriver(Path path, boolean readOnly, boolean direct, boolean noFlush, int alignment,
                        FileChannel channel, int fd) {
@@ -109,6 +111,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         if (o.locking() != BlockdevOptions.Locking.OFF) {
             if (ImageLocks.supported(d.fd)) {
                 d.locks = new ImageLocks(d.fd, path.toString());
+                d.lockKey = Files.readAttributes(path, java.nio.file.attribute.BasicFileAttributes.class).fileKey();
             } else if (o.locking() == BlockdevOptions.Locking.ON) {
                 // QEMU falls back to process-wide POSIX locks here; jblockd has only OFD locks
                 d.close();
@@ -150,6 +153,11 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         if (locks != null && !closed) {
             locks.apply(use.needs(), use.shares());
         }
+    }
+
+    @Override
+    public Object storageKey() {
+        return lockKey;
     }
 
     @Override
