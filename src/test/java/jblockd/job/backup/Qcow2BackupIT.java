@@ -157,7 +157,7 @@ class Qcow2BackupIT {
         assertThat(info).contains("\"backing-filename\": \"" + src + "\"");
         Proc.ok("qemu-img", "check", "-U", "-q", tgt.toString());
         // the old data of the overwritten cluster is in the target itself
-        Proc.ok("qemu-io", "-U", "-f", "qcow2", "-c", "read -P 0x44 4M 64k", tgt.toString());
+        Proc.ok("qemu-io", "-r", "-U", "-f", "qcow2", "-c", "read -P 0x44 4M 64k", tgt.toString());
     }
 
     @Test
