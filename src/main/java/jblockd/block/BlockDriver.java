@@ -61,6 +61,19 @@ public interface BlockDriver {
     String filename();
 
     /** Child nodes (role name + node), for the graph's use counts and queries. */
+    /**
+     * The node's users changed; {@code use} is what they need together and all share. A driver
+     * over storage other processes open (file: QEMU's image locks) claims it there, or refuses
+     * with the conflict; releasing (fewer needs, more shared) does not fail.
+     */
+    default void applyPermissions(Access use) throws IoError {
+    }
+
+    /** Identifies the storage {@link #applyPermissions} locks (the file's device and inode); null: none. */
+    default Object storageKey() {
+        return null;
+    }
+
     default List<BlockChild> children() {
         return List.of();
     }

@@ -52,15 +52,29 @@ public sealed interface BlockdevOptions {
      *                     writing (a read-only file system, no write permission) it is opened
      *                     for reading, and a user that needs to write it is refused then
      */
-    record File(Common common, String filename, boolean autoReadOnly) implements BlockdevOptions {
+    record File(Common common, String filename, boolean autoReadOnly, Locking locking) implements BlockdevOptions {
         public File(Common common, String filename) {
-            this(common, filename, false);
+            this(common, filename, false, Locking.AUTO);
+        }
+
+        public File(Common common, String filename, boolean autoReadOnly) {
+            this(common, filename, autoReadOnly, Locking.AUTO);
+        }
+
+        public File withCommon(Common c) {
+            return new File(c, filename, autoReadOnly, locking);
         }
 
         public String driver() {
             return "file";
         }
     }
+
+    /**
+     * file-posix's {@code locking}: QEMU's OFD byte-range locks on the image for the node's
+     * permissions; {@code AUTO} locks where OFD locks work.
+     */
+    enum Locking { AUTO, ON, OFF }
 
     record Raw(Common common, BlockdevRef file, Long offset, Long size) implements BlockdevOptions {
         public String driver() {

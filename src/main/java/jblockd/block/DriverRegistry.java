@@ -24,9 +24,23 @@ public final class DriverRegistry {
     private final Map<String, DriverFactory<? extends BlockdevOptions>> factories = new HashMap<>();
     private final Map<String, ImageCreator> creators = new HashMap<>();
     private final Map<String, Probe> probes = new HashMap<>();
+    private final Map<String, Filenames.ProtocolParser> protocols = new HashMap<>();
 
     public <O extends BlockdevOptions> void register(String driver, DriverFactory<O> factory) {
         factories.put(driver, factory);
+    }
+
+    /**
+     * A protocol driver's filename syntax: a filename {@code name:...} is parsed by it
+     * ({@link Filenames}). The NBD URIs are registered in {@link StandardDrivers}.
+     */
+    public void registerProtocol(String name, Filenames.ProtocolParser parser) {
+        protocols.put(name, parser);
+    }
+
+    /** The parser for filenames with this protocol prefix, or null (QEMU: "Unknown protocol"). */
+    public Filenames.ProtocolParser protocol(String name) {
+        return protocols.get(name);
     }
 
     public void registerFormat(String format, ImageCreator creator, Probe probe) {
@@ -57,13 +71,18 @@ public final class DriverRegistry {
                 // read the first sector (or what the file has)
             }
             head.flip();
-            for (Map.Entry<String, Probe> e : probes.entrySet()) {
-                if (e.getValue().matches(head.duplicate())) {
-                    return e.getKey();
-                }
-            }
-            return "raw";
+            return probe(head);
         }
+    }
+
+    /** The format whose probe matches an image's first bytes; raw when none does. */
+    public String probe(ByteBuffer head) {
+        for (Map.Entry<String, Probe> e : probes.entrySet()) {
+            if (e.getValue().matches(head.duplicate())) {
+                return e.getKey();
+            }
+        }
+        return "raw";
     }
 
     /** Every driver and format jblockd ships. */

@@ -24,6 +24,7 @@ import java.util.concurrent.atomic.AtomicInteger;
  */
 public final class NodeGraph {
     private final DriverRegistry drivers;
+    private final Filenames filenames;
     private final LinkedHashMap<String, BlockNode> nodes = new LinkedHashMap<>();
     /** Users other than parent links, newest first: devices, exports, jobs. Guarded by this. */
     private final Map<BlockNode, List<NodeUser>> users = new HashMap<>();
@@ -41,8 +42,15 @@ public final class NodeGraph {
     private final java.util.Set<BlockNode> monitorOwned = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
     private long namingClock;
 
+    /** A graph whose filenames cannot be {@code json:} (tools without the QMP option codec). */
     public NodeGraph(DriverRegistry drivers) {
+        this(drivers, Filenames.NO_JSON);
+    }
+
+    /** {@code json}: how {@code json:} filenames become options (the daemon's QMP codec). */
+    public NodeGraph(DriverRegistry drivers, Filenames.JsonOptions json) {
         this.drivers = drivers;
+        this.filenames = new Filenames(drivers, json);
     }
 
     public DriverRegistry drivers() {
@@ -116,7 +124,12 @@ public final class NodeGraph {
                 if (named[0] < 0) {
                     named[0] = namingClock++;
                 }
-                return open(imageOptions(Path.of(filename), format, readOnly, false, null), opened);
+                try {
+                    return open(imageOptions(filename, format, readOnly, false, false, null, false), opened);
+                } catch (IoError e) {
+                    // block.c bdrv_open_backing_file: the cause, introduced as QEMU does
+                    throw new IoError(e.errno(), "Could not open backing file: " + e.getMessage(), e);
+                }
             }
         };
         BlockDriver driver = factory.open(options, ctx);
@@ -177,15 +190,79 @@ public final class NodeGraph {
                 throw new IoError(Errno.EPERM, conflict.get());
             }
         }
+        try {
+            applyPermissions();
+        } catch (IoError e) {
+            nodes.remove(node.nodeName());
+            applyPermissionsReleasing();
+            throw e;
+        }
+    }
+
+    /**
+     * Hands every node its users' combined use ({@link BlockDriver#applyPermissions}: the
+     * file driver's image locks), after each change of users or links, as QEMU's
+     * bdrv_refresh_perms ends in the drivers' bdrv_set_perm.
+     */
+    private void applyPermissions() throws IoError {
+        for (Map.Entry<BlockNode, Access> e : lockUses().entrySet()) {
+            e.getKey().driver().applyPermissions(e.getValue());
+        }
+    }
+
+    /** After a change that only drops uses (a user or link gone): nothing can conflict. */
+    private void applyPermissionsReleasing() {
+        for (Map.Entry<BlockNode, Access> e : lockUses().entrySet()) {
+            try {
+                e.getKey().driver().applyPermissions(e.getValue());
+            } catch (IoError ignored) {
+                // releasing lock bytes cannot conflict; a node whose unlock failed keeps them
+                // until it is closed, which releases them with its file
+            }
+        }
+    }
+
+    /**
+     * The use each node announces to other processes. jblockd itself opens one image through
+     * several nodes (a commit's base writer, a mirror target's backing named by file): the
+     * graph already rules on those, and they must not lock each other out, so the nodes of one
+     * image ({@link BlockDriver#storageKey}) announce their uses together through the first
+     * of them; the others announce nothing.
+     */
+    private Map<BlockNode, Access> lockUses() {
+        Map<BlockNode, Access> out = new java.util.LinkedHashMap<>();
+        Map<Object, BlockNode> holders = new HashMap<>();
+        for (BlockNode n : nodes.values()) {
+            Access use = combined(usersOf(n, users));
+            Object key = n.driver().storageKey();
+            BlockNode holder = key == null ? null : holders.putIfAbsent(key, n);
+            if (holder == null) {
+                out.put(n, use);
+            } else {
+                Access held = out.get(holder);
+                Set<Perm> needs = Perm.none();
+                needs.addAll(held.needs());
+                needs.addAll(use.needs());
+                Set<Perm> shares = Perm.none();
+                shares.addAll(held.shares());
+                shares.retainAll(use.shares());
+                out.put(holder, new Access(needs, shares));
+                out.put(n, Access.PASSIVE);
+            }
+        }
+        return out;
     }
 
     private static BlockdevOptions withReadOnly(BlockdevOptions o, boolean readOnly) {
         if (!readOnly || o.common().readOnly()) {
             return o;
         }
-        BlockdevOptions.Common c = o.common().withReadOnly(true);
+        return withCommon(o, o.common().withReadOnly(true));
+    }
+
+    private static BlockdevOptions withCommon(BlockdevOptions o, BlockdevOptions.Common c) {
         return switch (o) {
-            case BlockdevOptions.File f -> new BlockdevOptions.File(c, f.filename());
+            case BlockdevOptions.File f -> f.withCommon(c);
             case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c, r.file(), r.offset(), r.size());
             case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, q.file(), q.backing());
             case BlockdevOptions.Blkdebug b -> new BlockdevOptions.Blkdebug(c, b.image(), b.config(),
@@ -225,35 +302,38 @@ public final class NodeGraph {
     public BlockdevOptions imageOptions(Path path, String format, boolean readOnly, boolean cacheDirect,
                                         boolean cacheNoFlush, String nodeName, boolean discardUnmap)
             throws IOException {
+        return imageOptions(path.toString(), format, readOnly, cacheDirect, cacheNoFlush, nodeName, discardUnmap);
+    }
+
+    /**
+     * The options for an image given by a filename string, parsed as QEMU parses one
+     * ({@link Filenames}: {@code json:}, protocol prefixes, plain paths; format probed when null).
+     */
+    public BlockdevOptions imageOptions(String filename, String format, boolean readOnly, boolean cacheDirect,
+                                        boolean cacheNoFlush, String nodeName, boolean discardUnmap)
+            throws IOException {
         BlockdevOptions.Common fileCommon = new BlockdevOptions.Common(null, readOnly, cacheDirect, cacheNoFlush,
                 discardUnmap);
-        String p = path.toString();
-        BlockdevRef fileRef;
-        Path realPath = path;
-        if (p.startsWith("blkdebug:")) {
-            int sep = p.indexOf(':', "blkdebug:".length());
-            if (sep < 0) {
-                throw new IoError(Errno.EINVAL, "blkdebug requires both config file and image path");
-            }
-            String config = p.substring("blkdebug:".length(), sep);
-            realPath = Path.of(p.substring(sep + 1));
-            fileRef = new BlockdevRef.Inline(new BlockdevOptions.Blkdebug(fileCommon,
-                    new BlockdevRef.Inline(new BlockdevOptions.File(fileCommon, realPath.toString())),
-                    config.isEmpty() ? null : config, List.of(), null));
-        } else {
-            fileRef = new BlockdevRef.Inline(new BlockdevOptions.File(fileCommon, p));
-        }
-        if (!Files.exists(realPath)) {
-            throw new IoError(Errno.ENOENT, "Could not open '" + realPath + "': No such file or directory");
-        }
-        String fmt = format != null ? format : drivers.probe(realPath);
         BlockdevOptions.Common common = new BlockdevOptions.Common(nodeName, readOnly, cacheDirect, cacheNoFlush,
                 discardUnmap);
-        return switch (fmt) {
-            case "raw" -> new BlockdevOptions.Raw(common, fileRef, null, null);
-            case "qcow2" -> new BlockdevOptions.Qcow2(common, fileRef, null);
-            default -> throw new IoError(Errno.EINVAL, "Unknown file format '" + fmt + "'");
-        };
+        BlockdevOptions o = filenames.imageOptions(filename, format, common, fileCommon);
+        if (o.common() == common) {
+            return o;
+        }
+        // a json: object naming a format: its own members, with what the caller insists on
+        BlockdevOptions.Common own = o.common();
+        if (nodeName != null && own.nodeName() != null && !nodeName.equals(own.nodeName())) {
+            throw new IoError(Errno.EINVAL, "Cannot set node-name '" + nodeName + "': the filename sets '"
+                    + own.nodeName() + "'");
+        }
+        return withCommon(o, new BlockdevOptions.Common(nodeName != null ? nodeName : own.nodeName(),
+                readOnly || own.readOnly(), own.cacheDirect() || cacheDirect, own.cacheNoFlush() || cacheNoFlush,
+                own.discardUnmap() || discardUnmap));
+    }
+
+    /** The filename parser of this graph's drivers. */
+    public Filenames filenames() {
+        return filenames;
     }
 
     public synchronized Optional<BlockNode> node(String nodeName) {
@@ -292,6 +372,12 @@ public final class NodeGraph {
         }
         checkAttach(node, user);
         users.computeIfAbsent(node, n -> new ArrayList<>()).addFirst(user);
+        try {
+            applyPermissions(); // the image locks follow the new permissions
+        } catch (IoError e) {
+            detach(node, user);
+            throw e;
+        }
     }
 
     private void checkAttach(BlockNode node, NodeUser user) throws IoError {
@@ -326,6 +412,7 @@ public final class NodeGraph {
                 users.remove(node);
             }
         }
+        applyPermissionsReleasing();
     }
 
     /**
@@ -336,6 +423,8 @@ public final class NodeGraph {
     public synchronized void move(NodeUser user, BlockNode from, BlockNode to) {
         detach(from, user);
         users.computeIfAbsent(to, n -> new ArrayList<>()).addFirst(user);
+        // the use moves to nodes whose permissions the job already holds: no new conflict
+        applyPermissionsReleasing();
     }
 
     /**
@@ -440,6 +529,7 @@ public final class NodeGraph {
         namedAt.remove(node);
         monitorOwned.remove(node);
         node.close();
+        applyPermissionsReleasing();
         for (BlockChild c : children) {
             if (c.node() != null && !monitorOwned.contains(c.node()) && nodes.containsValue(c.node())
                     && usersOf(c.node()).isEmpty()) {
@@ -465,6 +555,12 @@ public final class NodeGraph {
         }
         nodes.put(node.nodeName(), node);
         namedAt.put(node, namingClock++);
+        try {
+            applyPermissions();
+        } catch (IoError e) {
+            unregister(node);
+            throw e;
+        }
     }
 
     /** Unregisters a node without closing it or its children (a removed filter). */
@@ -472,6 +568,7 @@ public final class NodeGraph {
         if (nodes.remove(node.nodeName(), node)) {
             namedAt.remove(node);
         }
+        applyPermissionsReleasing();
     }
 
     // ------------------------------------------------------------------ reopen
@@ -510,7 +607,7 @@ public final class NodeGraph {
         BlockNode backing = node.driver().backing();
         BlockdevRef backingRef = backing == null ? new BlockdevRef.None() : new BlockdevRef.Reference(backing.nodeName());
         return switch (o) {
-            case BlockdevOptions.File f -> new BlockdevOptions.File(c, f.filename(), f.autoReadOnly());
+            case BlockdevOptions.File f -> f.withCommon(c);
             case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c, file, r.offset(), r.size());
             case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, file, backingRef);
             case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes(), n.sizeGiven(),
@@ -562,12 +659,15 @@ public final class NodeGraph {
         }
         try {
             switchDrivers(entries, false);
+            // ro -> rw takes the write permission: refused when another process holds it
+            applyPermissions();
         } catch (IOException | RuntimeException failure) {
             try {
                 switchDrivers(entries, true);
             } catch (IOException | RuntimeException rollback) {
                 failure.addSuppressed(rollback);
             }
+            applyPermissionsReleasing();
             throw failure;
         }
         // a backing the reopen let go of goes, unless the monitor owns it or someone still uses it

@@ -174,25 +174,28 @@ final class BackupAction implements TransactionAction {
         if (sync == MirrorSyncMode.TOP && backing == null) {
             sync = MirrorSyncMode.FULL;
         }
-        Path path = Path.of(a.target());
+        String filename = a.target();
         boolean fresh;
         if (mode == NewImageMode.ABSOLUTE_PATHS) {
             String format = a.format() != null ? a.format() : source.driver().formatName();
+            Path path;
+            try {
+                path = graph.filenames().creationPath(filename);
+            } catch (IOException e) {
+                throw QmpError.generic(IoError.wrap(e).getMessage());
+            }
             createTarget(path, format, source, sync, backing);
             // A new image without backing file reads as zeroes: zero ranges need no write.
             fresh = sync == MirrorSyncMode.FULL;
         } else {
-            if (!Files.exists(path)) {
-                throw QmpError.generic("Could not open '" + path + "': No such file or directory");
-            }
             fresh = false;
         }
         BlockNode target;
         try {
-            target = graph.add(graph.imageOptions(path, mode == NewImageMode.ABSOLUTE_PATHS && a.format() == null
-                    ? source.driver().formatName() : a.format(), false, false, null, source.unmap()));
+            target = graph.add(graph.imageOptions(filename, mode == NewImageMode.ABSOLUTE_PATHS && a.format() == null
+                    ? source.driver().formatName() : a.format(), false, false, false, null, source.unmap()));
         } catch (IOException e) {
-            throw QmpError.generic(openError(path, e));
+            throw QmpError.generic(openError(filename, e));
         }
         Common c = new Common(a.jobId(), sync, a.speed() == null ? 0 : a.speed(), Boolean.TRUE.equals(a.compress()),
                 a.onSourceError(), a.onTargetError(), a.autoFinalize() == null || a.autoFinalize(),
@@ -371,10 +374,10 @@ final class BackupAction implements TransactionAction {
         }
     }
 
-    private static String openError(Path path, IOException e) {
+    private static String openError(String path, IOException e) {
         IoError io = IoError.wrap(e);
         String msg = io.getMessage();
-        if (msg != null && (msg.startsWith("Could not open") || msg.startsWith("Unknown file format"))) {
+        if (msg != null && !msg.isEmpty()) {
             return msg;
         }
         return "Could not open '" + path + "': " + io.errno().strerror();

@@ -17,7 +17,7 @@ import jblockd.qapi.QmpError;
  */
 public final class BlockdevOptionsCodec {
     /** null-co's default size (block/null.c: 1 GiB). */
-    public static final long NULL_CO_DEFAULT_SIZE = 1L << 30;
+    public static final long NULL_CO_DEFAULT_SIZE = jblockd.block.nullco.NullCoDriver.DEFAULT_SIZE;
     /** QEMU: node names are at most 31 characters (block.c bdrv_assign_node_name). */
     private static final int MAX_NODE_NAME = 31;
 
@@ -82,7 +82,8 @@ public final class BlockdevOptionsCodec {
             case "file" -> {
                 checkAio(o, inherited);
                 yield new BlockdevOptions.File(common, o.get("filename").asText(),
-                        Boolean.TRUE.equals(autoReadOnly(o, inherited)));
+                        Boolean.TRUE.equals(autoReadOnly(o, inherited)),
+                        BlockdevOptions.Locking.valueOf(o.path("locking").asText("auto").toUpperCase(java.util.Locale.ROOT)));
             }
             case "raw" -> new BlockdevOptions.Raw(common, ref(o.get("file"), toFile), optLong(o, "offset"),
                     optLong(o, "size"));

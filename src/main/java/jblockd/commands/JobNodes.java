@@ -174,20 +174,18 @@ final class JobNodes {
     BlockNode openNewTarget(String target, String format, NewImageMode mode, long size,
                             String backingFile, String backingFormat, String nodeName, boolean unmap)
             throws QmpError {
-        Path path = Path.of(target);
         try {
             if (mode != NewImageMode.EXISTING) {
+                Path path = graph.filenames().creationPath(target);
                 ImageCreator creator = graph.drivers().creator(format).orElseThrow(() ->
                         QmpError.generic("Unknown file format '" + format + "'"));
                 if (backingFile != null && "raw".equals(format)) {
                     throw QmpError.generic("Backing file not supported for file format 'raw'");
                 }
                 creator.create(new ImageCreator.Options(path, size, backingFile, backingFormat, 0, false));
-            } else if (!target.startsWith("blkdebug:") && !Files.exists(path)) {
-                throw QmpError.generic("Could not open '" + target + "': No such file or directory");
             }
             // qmp_drive_mirror opens the target with the source's flags, discard=unmap included
-            return graph.add(graph.imageOptions(path, format, false, false, nodeName, unmap));
+            return graph.add(graph.imageOptions(target, format, false, false, false, nodeName, unmap));
         } catch (IOException e) {
             throw QmpError.generic(IoError.wrap(e).getMessage());
         }

@@ -131,7 +131,10 @@ public final class ReopenCommands implements CommandGroup {
                 if (!f.filename().equals(((BlockdevOptions.File) current).filename())) {
                     throw cannotChange("filename");
                 }
-                yield new BlockdevOptions.File(c, f.filename(), f.autoReadOnly());
+                if (f.locking() != ((BlockdevOptions.File) current).locking()) {
+                    throw cannotChange("locking");
+                }
+                yield f.withCommon(c);
             }
             case BlockdevOptions.NullCo n -> {
                 BlockdevOptions.NullCo old = (BlockdevOptions.NullCo) opened;
@@ -233,7 +236,7 @@ public final class ReopenCommands implements CommandGroup {
     private static BlockdevOptions withReadOnly(BlockdevOptions o, boolean readOnly) {
         BlockdevOptions.Common c = o.common().withReadOnly(readOnly);
         return switch (o) {
-            case BlockdevOptions.File f -> new BlockdevOptions.File(c, f.filename(), f.autoReadOnly());
+            case BlockdevOptions.File f -> f.withCommon(c);
             case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c, r.file(), r.offset(), r.size());
             case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, q.file(), q.backing());
             case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes(), n.sizeGiven(),

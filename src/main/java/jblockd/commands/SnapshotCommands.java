@@ -173,8 +173,8 @@ public final class SnapshotCommands implements CommandGroup {
                     || devices.get(snapshotNodeName).isPresent())) {
                 throw QmpError.generic("New overlay node-name already in use");
             }
-            Path path = Path.of(snapshotFile);
             if (mode != NewImageMode.EXISTING) {
+                Path path = creationPath(snapshotFile);
                 ImageCreator creator = graph.drivers().creator(format)
                         .orElseThrow(() -> QmpError.generic("Unknown file format '" + format + "'"));
                 if ("raw".equals(format)) {
@@ -193,7 +193,8 @@ public final class SnapshotCommands implements CommandGroup {
                 }
             }
             try {
-                BlockdevOptions o = graph.imageOptions(path, format, false, false, snapshotNodeName);
+                BlockdevOptions o = graph.imageOptions(snapshotFile, format, false, false, false, snapshotNodeName,
+                        false);
                 if (o instanceof BlockdevOptions.Qcow2 q) {
                     // BDRV_O_NO_BACKING: the old top becomes the backing below, not a second open
                     o = new BlockdevOptions.Qcow2(q.common(), q.file(), new BlockdevRef.None());
@@ -202,7 +203,16 @@ public final class SnapshotCommands implements CommandGroup {
             } catch (IOException e) {
                 String msg = IoError.wrap(e).getMessage();
                 throw QmpError.generic(msg != null && msg.startsWith("Could not open") ? msg
-                        : "Could not open '" + path + "': " + IoError.wrap(e).errno().strerror());
+                        : "Could not open '" + snapshotFile + "': " + IoError.wrap(e).errno().strerror());
+            }
+        }
+
+        /** Where a new overlay goes: only a host file can be created (filename parsed as QEMU). */
+        private Path creationPath(String filename) throws QmpError {
+            try {
+                return graph.filenames().creationPath(filename);
+            } catch (IOException e) {
+                throw QmpError.generic(IoError.wrap(e).getMessage());
             }
         }
 

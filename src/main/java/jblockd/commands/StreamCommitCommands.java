@@ -272,8 +272,8 @@ public final class StreamCommitCommands implements CommandGroup {
             return base;
         }
         try {
-            return nodes.graph().add(nodes.graph().imageOptions(Path.of(base.driver().filename()),
-                    base.driver().formatName(), false, false, null));
+            return nodes.graph().add(nodes.graph().imageOptions(base.driver().filename(),
+                    base.driver().formatName(), false, false, false, null, false));
         } catch (IOException e) {
             throw QmpError.generic(IoError.wrap(e).getMessage());
         }

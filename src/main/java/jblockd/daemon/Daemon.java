@@ -125,7 +125,8 @@ public final class Daemon implements AutoCloseable {
         this.pidfile = pidfile;
         this.schema = QapiSchema.load(json);
         this.dispatcher = new QmpDispatcher(schema, registry, json);
-        this.graph = new NodeGraph(DriverRegistry.standard());
+        this.graph = new NodeGraph(DriverRegistry.standard(),
+                new jblockd.commands.JsonFilenameOptions(new jblockd.qmp.QapiValidator(schema)));
         this.devices = new Devices(graph);
         this.events = new EventFanout(json, InstantSource.system());
         this.blockdevCommands = new BlockdevCommands(graph, devices);
@@ -468,7 +469,7 @@ public final class Daemon implements AutoCloseable {
         if (nodeName != null) {
             BlockdevOptionsCodec.checkNodeName(nodeName);
         }
-        BlockdevOptions opts = graph.imageOptions(Path.of(file), format, readOnly, cacheMode.direct(),
+        BlockdevOptions opts = graph.imageOptions(file, format, readOnly, cacheMode.direct(),
                 cacheMode.noFlush(), nodeName, unmap);
         BlockNode root = blockdevCommands.openNode(opts);
         try {

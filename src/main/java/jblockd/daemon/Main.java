@@ -41,7 +41,8 @@ public final class Main implements Callable<Integer> {
     @Option(names = "--drive", paramLabel = "id=NAME,file=PATH,format=raw|qcow2[,...]",
             description = "A named device over an image: [,rerror=report|ignore|stop]"
                     + "[,werror=enospc|report|ignore|stop][,read-only=on][,cache=writeback|none|writethrough|directsync|unsafe][,discard=ignore|unmap][,node-name=N]."
-                    + " file= may be blkdebug:CONFIG:PATH.")
+                    + " file= is a filename as QEMU parses it: a path, file:PATH, json:{...}, blkdebug:CONFIG:IMAGE,"
+                    + " null-co://; format probed when not given.")
     void drive(String v) {
         builder.drive(v);
     }

@@ -58,7 +58,9 @@ class QemuDifferentialIT {
         List<String> qcmd = new ArrayList<>(List.of("qemu-system-x86_64", "-M", "none", "-nodefaults", "-display",
                 "none", "-qmp", "unix:" + qsock + ",server=on,wait=off"));
         if (withDrive) {
-            qcmd.addAll(List.of("-drive", drive));
+            // both peers open the one image read-write: QEMU must not take its lock bytes,
+            // or jblockd (which honours them) would be refused at start
+            qcmd.addAll(List.of("-drive", drive + ",file.locking=off"));
         }
         qemu = new ProcessBuilder(qcmd).redirectErrorStream(true).start();
         for (int i = 0; i < 400 && !Files.exists(qsock); i++) {

@@ -52,6 +52,24 @@ public final class BlkdebugDriver implements FilterDriver {
 
     public static void register(DriverRegistry r) {
         r.<BlockdevOptions.Blkdebug>register("blkdebug", BlkdebugDriver::open);
+        r.registerProtocol("blkdebug", BlkdebugDriver::parseFilename);
+    }
+
+    /**
+     * blkdebug.c blkdebug_parse_filename(): {@code blkdebug:CONFIG:IMAGE}, an empty CONFIG for
+     * none; IMAGE is itself a filename (its protocol layer: the format goes above blkdebug).
+     */
+    private static BlockdevOptions parseFilename(String filename, BlockdevOptions.Common common,
+                                                 jblockd.block.Filenames filenames) throws IOException {
+        String rest = filename.substring("blkdebug:".length());
+        int sep = rest.indexOf(':');
+        if (sep < 0) {
+            throw new IoError(Errno.EINVAL, "blkdebug requires both config file and image path");
+        }
+        String config = rest.substring(0, sep);
+        BlockdevOptions image = filenames.protocolOptions(rest.substring(sep + 1), common);
+        return new BlockdevOptions.Blkdebug(common, new jblockd.block.BlockdevRef.Inline(image),
+                config.isEmpty() ? null : config, List.of(), null);
     }
 
     public static BlkdebugDriver open(BlockdevOptions.Blkdebug o, OpenContext ctx) throws IOException {

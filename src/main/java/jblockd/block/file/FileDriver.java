@@ -22,6 +22,7 @@ import com.sun.nio.file.ExtendedOpenOption;
 
 import jblockd.block.Allocation;
 import jblockd.block.BlockDriver;
+import jblockd.block.Access;
 import jblockd.block.BlockdevOptions;
 import jblockd.block.Capabilities;
 import jblockd.block.DriverRegistry;
@@ -76,6 +77,10 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     private volatile boolean seekUnsupported;
     /** Set once at open by the auto-read-only fallback; see {@link #writeUnavailable()}. */
     private IoError writeUnavailable;
+    /** QEMU's image locks on {@link #fd}; null with locking=off (or auto where OFD locks fail). */
+    private ImageLocks locks;
+    /** The file's identity (device, inode) while locking: nodes of one image lock together. */
+    private Object lockKey;
 
     private FileDriver(Path path, boolean readOnly, boolean direct, boolean noFlush, int alignment,
                        FileChannel channel, int fd) {
@@ -92,6 +97,9 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
 
     public static void register(DriverRegistry r) {
         r.<BlockdevOptions.File>register("file", (o, ctx) -> open(o));
+        // file-posix.c raw_parse_filename(): "file:" is stripped, the rest is the path (colons and all)
+        r.registerProtocol("file", (filename, common, filenames) ->
+                new BlockdevOptions.File(common, filename.substring("file:".length())));
     }
 
     public static FileDriver open(BlockdevOptions.File o) throws IOException {
@@ -99,6 +107,22 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
             throw new IoError(Errno.EINVAL, "Parameter 'filename' is missing");
         }
         Path path = Path.of(o.filename());
+        FileDriver d = openUnlocked(o, path);
+        if (o.locking() != BlockdevOptions.Locking.OFF) {
+            if (ImageLocks.supported(d.fd)) {
+                d.locks = new ImageLocks(d.fd, path.toString());
+                d.lockKey = Files.readAttributes(path, java.nio.file.attribute.BasicFileAttributes.class).fileKey();
+            } else if (o.locking() == BlockdevOptions.Locking.ON) {
+                // QEMU falls back to process-wide POSIX locks here; jblockd has only OFD locks
+                d.close();
+                throw new IoError(Errno.ENOTSUP, "Could not open '" + path
+                        + "': OFD locks are not supported on this file (use locking=off or auto)");
+            }
+        }
+        return d;
+    }
+
+    private static FileDriver openUnlocked(BlockdevOptions.File o, Path path) throws IOException {
         if (!o.autoReadOnly() || o.common().readOnly()) {
             return open(path, o.common().readOnly(), o.common().cacheDirect(), o.common().cacheNoFlush());
         }
@@ -123,6 +147,19 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
      * back to a read-only open), as QEMU says it when a writer arrives: "Could not open 'P':
      * Read-only file system" (EROFS and EACCES both happen).
      */
+    /** The node's permissions as lock bytes on the image, so other processes see them. */
+    @Override
+    public void applyPermissions(Access use) throws IoError {
+        if (locks != null && !closed) {
+            locks.apply(use.needs(), use.shares());
+        }
+    }
+
+    @Override
+    public Object storageKey() {
+        return lockKey;
+    }
+
     @Override
     public Optional<IoError> writeUnavailable() {
         return Optional.ofNullable(writeUnavailable);

@@ -85,7 +85,44 @@ final class LibC {
     };
     private static final long STAT_BYTES = 256; // larger than struct stat on every Linux ABI
 
+    /** fcntl.h: open file description locks (Linux 3.15+) and struct flock's l_type. */
+    static final int F_OFD_GETLK = 36;
+    static final int F_OFD_SETLK = 37;
+    static final short F_RDLCK = 0;
+    static final short F_WRLCK = 1;
+    static final short F_UNLCK = 2;
+    private static final short SEEK_SET = 0;
+    /** struct flock on 64-bit Linux: l_type, l_whence (short), l_start, l_len (off_t), l_pid. */
+    private static final long FLOCK_BYTES = 32;
+
+    private static final MethodHandle FCNTL_LOCK = LINKER.downcallHandle(
+            LINKER.defaultLookup().find("fcntl").orElseThrow(),
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT,
+                    ValueLayout.ADDRESS), CCS, Linker.Option.firstVariadicArg(2));
+
     private LibC() {
+    }
+
+    /**
+     * fcntl(fd, F_OFD_SETLK / F_OFD_GETLK, {type, SEEK_SET, start, len}); for GETLK the
+     * result's value is the l_type found (F_UNLCK: nobody else holds a conflicting lock).
+     */
+    static Result ofdLock(int fd, int cmd, short type, long start, long len) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CAPTURE);
+            MemorySegment fl = arena.allocate(FLOCK_BYTES, 8);
+            fl.set(ValueLayout.JAVA_SHORT, 0, type);
+            fl.set(ValueLayout.JAVA_SHORT, 2, SEEK_SET);
+            fl.set(ValueLayout.JAVA_LONG, 8, start);
+            fl.set(ValueLayout.JAVA_LONG, 16, len);
+            int r = (int) FCNTL_LOCK.invokeExact(state, fd, cmd, fl);
+            if (r < 0 || cmd != F_OFD_GETLK) {
+                return result(r, state);
+            }
+            return new Result(fl.get(ValueLayout.JAVA_SHORT, 0), 0);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
     }
 
     /** A call's result: {@code value} as the function returned it, {@code errno} when it failed. */

@@ -38,8 +38,21 @@ public final class NullCoDriver implements BlockDriver {
         this.filename = filename;
     }
 
+    /** block/null.c: a null node without {@code size} is 1 GiB. */
+    public static final long DEFAULT_SIZE = 1L << 30;
+
     public static void register(DriverRegistry r) {
         r.<BlockdevOptions.NullCo>register("null-co", (o, ctx) -> open(o));
+        r.registerProtocol("null-co", NullCoDriver::parseFilename);
+    }
+
+    /** block/null.c null_file_open(): the one filename the driver takes; 1 GiB, as the default. */
+    private static BlockdevOptions parseFilename(String filename, BlockdevOptions.Common common,
+                                                 jblockd.block.Filenames filenames) throws IoError {
+        if (!filename.equals("null-co://")) {
+            throw new IoError(Errno.EINVAL, "The only allowed filename for this driver is 'null-co://'");
+        }
+        return new BlockdevOptions.NullCo(common, DEFAULT_SIZE, false);
     }
 
     public static NullCoDriver open(BlockdevOptions.NullCo o) throws IoError {

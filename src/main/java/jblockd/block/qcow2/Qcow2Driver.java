@@ -20,6 +20,7 @@ import jblockd.block.BlockdevRef;
 import jblockd.block.Capabilities;
 import jblockd.block.DriverRegistry;
 import jblockd.block.Errno;
+import jblockd.block.Filenames;
 import jblockd.block.Extent;
 import jblockd.block.FormatSpecific;
 import jblockd.block.IoError;
@@ -119,23 +120,13 @@ public final class Qcow2Driver implements BlockDriver {
         if (ref == null) {
             String name = d.header.backingFile;
             if (name != null && !name.isEmpty()) {
-                d.backing = ctx.openBackingImage(resolveBacking(fileNode.driver().filename(), name),
+                d.backing = ctx.openBackingImage(Filenames.backingFilename(fileNode.driver().filename(), name),
                         d.header.backingFormat, true);
             }
         } else if (!(ref instanceof BlockdevRef.None)) {
             d.backing = ctx.child(ref, "backing", true);
         }
         return d;
-    }
-
-    /** QEMU's bdrv_get_full_backing_filename(): a relative name is relative to the image's directory. */
-    static String resolveBacking(String imageFilename, String backingName) {
-        Path p = Path.of(backingName);
-        if (p.isAbsolute() || imageFilename == null) {
-            return backingName;
-        }
-        Path parent = Path.of(imageFilename).getParent();
-        return parent == null ? backingName : parent.resolve(p).toString();
     }
 
     static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro) throws IOException {

@@ -128,7 +128,7 @@ class Qcow2BackupIT {
         String info = Proc.ok("qemu-img", "info", "--output=json", tgt.toString());
         assertThat(info).contains("\"backing-filename\": \"" + base + "\"").contains("\"backing-filename-format\": \"qcow2\"");
         Proc.ok("qemu-img", "check", "-q", tgt.toString());
-        Proc.ok("qemu-img", "compare", "-q", top.toString(), tgt.toString());
+        Proc.ok("qemu-img", "compare", "-U", "-q", top.toString(), tgt.toString());
         // only the top layer's clusters were written into the target
         String map = Proc.ok("qemu-img", "map", "--output=json", tgt.toString());
         long inTop = 0;
@@ -155,9 +155,9 @@ class Qcow2BackupIT {
         assertThat(h.events.events()).contains("CANCELLED");
         String info = Proc.ok("qemu-img", "info", "--output=json", tgt.toString());
         assertThat(info).contains("\"backing-filename\": \"" + src + "\"");
-        Proc.ok("qemu-img", "check", "-q", tgt.toString());
+        Proc.ok("qemu-img", "check", "-U", "-q", tgt.toString());
         // the old data of the overwritten cluster is in the target itself
-        Proc.ok("qemu-io", "-f", "qcow2", "-c", "read -P 0x44 4M 64k", tgt.toString());
+        Proc.ok("qemu-io", "-r", "-U", "-f", "qcow2", "-c", "read -P 0x44 4M 64k", tgt.toString());
     }
 
     @Test
