@@ -38,7 +38,7 @@ class OneShotBackupIT {
     @Test
     void demoCreatesASampleBacksItUpAndVerifies() throws Exception {
         CliRunner.Result r = run("backup", "--demo");
-        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(r.code()).as("stdout:\n%s\nstderr:\n%s", r.out(), r.err()).isZero();
         assertThat(r.out()).contains("demo: created jblockd-demo/source.img (64.0 MiB raw")
                 .contains("backup limited to 32.0 MiB/s (--speed 0: unlimited)")
                 .contains("drive0: backup completed, 64.0 MiB").contains("verified: ");

@@ -102,7 +102,7 @@ class PullBackupIT {
         Path full = d.resolve("full.qcow2");
         CliRunner.Result r = CliRunner.run("--socket", qmp.toString(), "backup", "fmt", full.toString(),
                 "--format", "qcow2", "--job-id", "full");
-        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(r.code()).as("stdout:\n%s\nstderr:\n%s", r.out(), r.err()).isZero();
         c.executeOk("block-dirty-bitmap-add", Map.of("node", "fmt", "name", "chk", "persistent", true));
         Path previous = full;
         for (int k = 1; k <= 2; k++) {
@@ -112,7 +112,7 @@ class PullBackupIT {
             Path inc = d.resolve("push-inc" + k + ".qcow2");
             r = CliRunner.run("--socket", qmp.toString(), "backup", "fmt", inc.toString(), "--incremental", "chk",
                     "--previous", previous.toString());
-            assertThat(r.code()).as(r.err()).isZero();
+            assertThat(r.code()).as("stdout:\n%s\nstderr:\n%s", r.out(), r.err()).isZero();
             String chain = k == 1 ? inc + " -> " + full : inc + " -> " + previous + " -> " + full;
             assertThat(r.out()).contains("chain: " + chain);
             ExternalTools.ok("qemu-img", "compare", "-f", "raw", "-F", "qcow2", point.toString(), inc.toString());
@@ -153,7 +153,7 @@ class PullBackupIT {
         Path full = d.resolve("full.qcow2");
         CliRunner.Result r = CliRunner.run("--socket", qmp.toString(), "pull", "fmt", full.toString(),
                 "--checkpoint", "chk0", "--nbd-socket", nbd, "--scratch", d.resolve("scratch0.qcow2").toString());
-        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(r.code()).as("stdout:\n%s\nstderr:\n%s", r.out(), r.err()).isZero();
         assertThat(r.out()).contains("pulled 64.0 MiB of 64.0 MiB").contains("chain: " + full);
         ExternalTools.ok("qemu-img", "compare", "-f", "raw", "-F", "qcow2", point0.toString(), full.toString());
 
@@ -165,7 +165,7 @@ class PullBackupIT {
         r = CliRunner.run("--socket", qmp.toString(), "--json", "pull", "fmt", inc.toString(), "--bitmap", "chk0",
                 "--previous", full.toString(), "--checkpoint", "chk1", "--nbd-socket", nbd,
                 "--scratch", d.resolve("scratch1.qcow2").toString());
-        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(r.code()).as("stdout:\n%s\nstderr:\n%s", r.out(), r.err()).isZero();
         JsonNode out = QmpTestClient.json(r.out().strip());
         assertThat(out.get("dirty").asLong()).isEqualTo(K64 + MIB + K64);
         assertThat(out.get("data").asLong()).isEqualTo(K64 + MIB);
