@@ -53,6 +53,8 @@ public final class Job {
     private final boolean autoFinalize;
     private final boolean autoDismiss;
     private final Runnable onDismissed;
+    /** Lets go of the job's nodes (the registry's part of dismissing), set once after creation. */
+    private volatile Runnable onRelease;
     /** The transaction whose members end together; a job alone has one of its own. */
     private final JobTxn txn;
     private final Context context = new Context();
@@ -184,6 +186,10 @@ public final class Job {
         status = to;
         events.jobStatusChange(id, to);
         changed.signalAll();
+    }
+
+    void onRelease(Runnable release) {
+        this.onRelease = release;
     }
 
     /** undefined → created, at creation (QEMU job_create()). */
@@ -487,11 +493,13 @@ public final class Job {
                 errorText = end == Outcome.FAILURE ? errorText(failure) : null;
             }
             boolean goesNow = autoDismiss || !started;
-            if (goesNow && onDismissed != null) {
+            if (goesNow && onRelease != null) {
                 // Its nodes are free before the end event goes out: QEMU emits it and dismisses
                 // the job in one main-loop step, so a client that saw BLOCK_JOB_COMPLETED may
-                // blockdev-del the target at once (seen refused as busy here before).
-                onDismissed.run();
+                // blockdev-del the target at once (seen refused as busy here before). The job
+                // itself stays listed until after the event: a client that polls query-block-jobs
+                // must not find it gone before it has seen how it ended.
+                onRelease.run();
             }
             // QEMU emits the end event only for a job that started: one a transaction made and
             // rolled back shows J(created) J(aborting) J(concluded) J(null) and nothing else

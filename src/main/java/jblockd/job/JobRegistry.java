@@ -115,6 +115,7 @@ public final class JobRegistry {
             Job[] self = new Job[1];
             job = new Job(id, driver, events, autoFinalize, autoDismiss, () -> removed(self[0]), txn);
             self[0] = job;
+            job.onRelease(() -> releaseUses(job));
             txn.add(job);
             jobs.put(id, job);
             jobUses.put(job, new ArrayList<>());
@@ -192,6 +193,19 @@ public final class JobRegistry {
      */
     public void abortUnstarted(Job job) {
         job.cancel(true, true);
+    }
+
+    /** Detaches the job's node uses (idempotent): what makes its nodes free for other users. */
+    private void releaseUses(Job job) {
+        synchronized (this) {
+            List<Attached> mine = jobUses.get(job);
+            if (mine != null) {
+                for (Attached a : mine) {
+                    graph.detach(a.node(), a.user());
+                }
+                mine.clear();
+            }
+        }
     }
 
     private void removed(Job job) {
