@@ -53,7 +53,7 @@ inc_runs, fio_rounds = int(inc_runs), int(fio_rounds)
 size = int(size_gb) << 30
 cases = cases.split()
 sys.path.insert(0, os.path.join(root, "bench"))
-from qmp_client import Qmp, drop
+from qmp_client import Qmp, drop, median, ratio, stop
 
 CL = 64 * 1024
 
@@ -70,12 +70,6 @@ def start(kind, tag):
     q = Qmp(sock)
     q.cmd("nbd-server-start", addr={"type": "unix", "data": {"path": nbd}})
     return p, q, d, nbd
-
-def stop(p, q):
-    try: q.cmd("quit")
-    except Exception: pass
-    try: p.wait(timeout=60)
-    except subprocess.TimeoutExpired: p.kill()
 
 def uri(nbd, name="src"):
     return f"nbd+unix:///{name}?socket={nbd}"
@@ -203,15 +197,8 @@ if "3" in cases:
             stop(p, q)
         os.unlink(img)
 
-def ratio(a, b):
-    return f"{a / b:.2f}x" if a and b else "-"
-
 print()
 print(f"{'case':44} {'jblockd':>12} {'QEMU 7.2':>12} {'ratio':>8}")
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
 if "1" in cases:
     jc, qc = res["jblockd-inc"][0], res["qemu-inc"][0]
     print(f"{'incremental, %d %% of %d GiB dirty, first job (s)' % (int(dirty_pct), int(size_gb)):44} "

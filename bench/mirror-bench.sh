@@ -41,7 +41,7 @@ root, w, src, base, runs, guest_mbs = sys.argv[1:7]
 runs = int(runs); guest_mbs = int(guest_mbs)
 
 sys.path.insert(0, os.path.join(root, "bench"))
-from qmp_client import Qmp, drop
+from qmp_client import Qmp, drop, stop
 
 def start(kind, sock, drive_file, fmt):
     if os.path.exists(sock): os.unlink(sock)
@@ -55,12 +55,6 @@ def start(kind, sock, drive_file, fmt):
                               "-drive", f"if=none,id=drive0,file={drive_file},format={fmt}"],
                              stdout=subprocess.DEVNULL, stderr=open(f"{w}/qemu.log", "a"))
     return p, Qmp(sock)
-
-def stop(p, q):
-    try: q.cmd("quit")
-    except Exception: pass
-    try: p.wait(timeout=60)
-    except subprocess.TimeoutExpired: p.kill()
 
 def guest_writer(nbd_sock, seconds=600):
     # 1 MiB writes every (1000/guest_mbs) ms at spread offsets: guest_mbs MiB/s

@@ -48,7 +48,7 @@ size = int(size_gb) << 30
 pull_runs = int(pull_runs)
 cases = cases.split()
 sys.path.insert(0, os.path.join(root, "bench"))
-from qmp_client import Qmp, drop
+from qmp_client import Qmp, drop, median, ratio, stop
 
 CL = 64 * 1024
 rnd = random.Random(14)
@@ -75,12 +75,6 @@ def start(kind, tag):
     q.cmd("nbd-server-start", addr={"type": "unix", "data": {"path": nbd}})
     return p, q, d, nbd, ctl
 
-def stop(p, q):
-    try: q.cmd("quit")
-    except Exception: pass
-    try: p.wait(timeout=60)
-    except subprocess.TimeoutExpired: p.kill()
-
 def uri(nbd, name="vda"):
     return f"nbd+unix:///{name}?socket={nbd}"
 
@@ -95,10 +89,6 @@ def jblockctl(ctl, *args):
     r = subprocess.run([f"{root}/bin/jblockctl", "--socket", ctl, "--json", *args], check=True,
                        capture_output=True, text=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 
 if "1" in cases:
     for kind in ("jblockd", "qemu"):
@@ -159,9 +149,6 @@ if "2" in cases:
             finally:
                 stop(p, q)
             os.unlink(img)
-
-def ratio(a, b):
-    return f"{a / b:.2f}x" if a and b else "-"
 
 print()
 print(f"{'case':46} {'jblockd':>10} {'QEMU 7.2':>10} {'ratio':>8}")

@@ -45,3 +45,16 @@ def drop(*files):
     except OSError:
         pass
 
+def stop(p, q):
+    """quit over QMP, then wait for the daemon (killed after 60 s)."""
+    try: q.cmd("quit")
+    except Exception: pass
+    try: p.wait(timeout=60)
+    except subprocess.TimeoutExpired: p.kill()
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "-"

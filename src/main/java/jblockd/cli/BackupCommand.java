@@ -101,12 +101,7 @@ final class BackupCommand extends JobStartCommand {
         String device = positional.get(0);
         String target = positional.get(1);
         try (QmpClient qmp = top.connect()) {
-            long size;
-            try {
-                size = NodeLookup.resolve(qmp, device).size();
-            } catch (IllegalArgumentException e) {
-                throw new CliException(e.getMessage(), 1);
-            }
+            long size = NodeLookup.resolve(qmp, device).size();
             String node = "jblockctl-incremental";
             ImageFiles.createQcow2(qmp, Path.of(target), size, previous, node);
             ObjectNode add = JsonNodeFactory.instance.objectNode().put("driver", "qcow2").put("node-name", node);
@@ -114,6 +109,7 @@ final class BackupCommand extends JobStartCommand {
             add.putObject("file").put("driver", "file").put("filename", target);
             qmp.execute("blockdev-add", add);
             int rc;
+            boolean jobKeepsNode = false;
             try {
                 BlockdevBackup args = common(BlockdevBackup.of(device, node, MirrorSyncMode.INCREMENTAL))
                         .bitmap(incremental).onSourceError(errors.onSourceError).onTargetError(errors.onTargetError);
@@ -121,16 +117,17 @@ final class BackupCommand extends JobStartCommand {
                     args.jobId(device); // a node name has no device name to default to
                 }
                 Job job = qmp.jobs().blockdevBackup(args);
-                rc = detach ? 0 : JobWaiter.await(List.of(job), top.progressView(), onReady(), false);
                 if (detach) {
+                    jobKeepsNode = true;
                     top.out.println(job.id() + ": started; 'blockdev-del " + node + "' once it has ended");
                     return 0;
                 }
-            } catch (RuntimeException e) {
-                qmp.execute("blockdev-del", java.util.Map.of("node-name", node));
-                throw e;
+                rc = JobWaiter.await(List.of(job), top.progressView(), onReady(), false);
+            } finally {
+                if (!jobKeepsNode) {
+                    qmp.execute("blockdev-del", java.util.Map.of("node-name", node));
+                }
             }
-            qmp.execute("blockdev-del", java.util.Map.of("node-name", node));
             if (rc == 0 && !top.json) {
                 top.out.println("chain: " + String.join(" -> ", ImageChain.of(Path.of(target))));
             }

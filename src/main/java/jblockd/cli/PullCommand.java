@@ -5,7 +5,9 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
-import java.util.concurrent.atomic.AtomicLong;
+
+import com.fasterxml.jackson.databind.node.JsonNodeFactory;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 
 import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
@@ -83,7 +85,7 @@ final class PullCommand implements Callable<Integer> {
         }
         NodeGraph graph = new NodeGraph(DriverRegistry.standard());
         try (QmpClient qmp = top.connect()) {
-            long size = sizeOf(qmp);
+            long size = NodeLookup.resolve(qmp, device).size();
             ImageCreator qcow2 = graph.drivers().creator("qcow2").orElseThrow();
             qcow2.create(new ImageCreator.Options(target, size,
                     previous == null ? null : previous.toAbsolutePath().toString(), previous == null ? null : "qcow2",
@@ -92,7 +94,6 @@ final class PullCommand implements Callable<Integer> {
             BlockNode out = graph.add(new BlockdevOptions.Qcow2(c.withNodeName("target"),
                     new BlockdevRef.Inline(new BlockdevOptions.File(c.withNodeName("target-file"), target.toString())),
                     null));
-            AtomicLong done = new AtomicLong();
             PullBackup.Sink sink = new PullBackup.Sink() {
                 public void write(long offset, ByteBuffer data) throws java.io.IOException {
                     out.write(offset, data, false);
@@ -103,14 +104,14 @@ final class PullCommand implements Callable<Integer> {
                 }
             };
             PullBackup.Result r = PullBackup.run(qmp, new PullBackup.Options(device, bitmap, checkpoint,
-                    scratchFile.toAbsolutePath(), nbdSocket, "jblockctl-pull"), sink, done::addAndGet);
+                    scratchFile.toAbsolutePath(), nbdSocket, "jblockctl-pull"), sink, bytes -> { });
             out.flush();
             List<String> chain = ImageChain.of(out);
             if (top.json) {
-                top.out.printf("{\"kind\":\"pulled\",\"size\":%d,\"dirty\":%d,\"data\":%d,\"zero\":%d,\"chain\":[%s]}%n",
-                        r.size(), r.dirtyBytes(), r.dataBytes(), r.zeroBytes(),
-                        String.join(",", chain.stream().map(s -> "\"" + s.replace("\\", "\\\\").replace("\"", "\\\"")
-                                + "\"").toList()));
+                ObjectNode o = JsonNodeFactory.instance.objectNode().put("kind", "pulled").put("size", r.size())
+                        .put("dirty", r.dirtyBytes()).put("data", r.dataBytes()).put("zero", r.zeroBytes());
+                chain.forEach(o.putArray("chain")::add);
+                top.out.println(o);
             } else {
                 top.out.printf("%s: pulled %s of %s (%s read, %s zero)%n", device, Sizes.format(r.dirtyBytes()),
                         Sizes.format(r.size()), Sizes.format(r.dataBytes()), Sizes.format(r.zeroBytes()));
@@ -118,22 +119,14 @@ final class PullCommand implements Callable<Integer> {
             }
             return 0;
         } catch (Exception e) {
-            graph.closeAll();
-            Files.deleteIfExists(target); // a partial backup must not look like one
+            graph.closeAll(); // before the file goes: a partial backup must not look like one
+            Files.deleteIfExists(target);
             throw e;
         } finally {
-            graph.closeAll();
+            graph.closeAll(); // no-op after the catch
             if (ownScratch) {
                 Files.deleteIfExists(scratchFile);
             }
-        }
-    }
-
-    private long sizeOf(QmpClient qmp) {
-        try {
-            return NodeLookup.resolve(qmp, device).size();
-        } catch (IllegalArgumentException e) {
-            throw new CliException(e.getMessage(), 1);
         }
     }
 }

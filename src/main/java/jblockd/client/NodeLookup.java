@@ -16,7 +16,7 @@ public final class NodeLookup {
     private NodeLookup() {
     }
 
-    /** @throws IllegalArgumentException when the daemon has no such device or node */
+    /** @throws DeviceNotFoundException when the daemon has no such device or node (QEMU's words) */
     public static Found resolve(QmpClient qmp, String deviceOrNode) {
         for (JsonNode b : qmp.execute("query-block", null)) {
             if (b.has("inserted") && (b.path("device").asText().equals(deviceOrNode)
@@ -29,6 +29,7 @@ public final class NodeLookup {
                 return new Found(deviceOrNode, n.at("/image/virtual-size").asLong());
             }
         }
-        throw new IllegalArgumentException("no device or node '" + deviceOrNode + "'");
+        throw new DeviceNotFoundException("Cannot find device='" + deviceOrNode + "' nor node-name='" + deviceOrNode
+                + "'", "query-named-block-nodes");
     }
 }

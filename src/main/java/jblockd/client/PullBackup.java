@@ -10,13 +10,13 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.Semaphore;
 import java.util.function.LongConsumer;
-
-import com.fasterxml.jackson.databind.JsonNode;
 
 import jblockd.nbd.client.NbdClient;
 
@@ -166,9 +166,11 @@ public final class PullBackup {
     }
 
     /**
-     * Walks the export in windows: the bitmap's dirty runs (or everything, for a full pull),
-     * split by base:allocation into zeroes (handed over as such) and data (read, several
-     * requests in flight, in order of offset per window).
+     * Walks the export in windows. One BLOCK_STATUS per window answers both contexts: the
+     * bitmap's dirty runs (everything, for a full pull) and base:allocation, which splits them
+     * into zeroes (handed over as such) and data (read, several requests in flight, each window
+     * finished before the next). Only where the allocation answer stops short of a dirty run is
+     * it asked again for the rest.
      */
     private Result copyExtents(NbdClient nbd, String copy, Sink sink, LongConsumer progress)
             throws IOException, InterruptedException {
@@ -177,85 +179,162 @@ public final class PullBackup {
         if (alloc == null || (copy != null && dirty == null)) {
             throw new IOException("the NBD server did not select the contexts " + nbd.metaContexts().keySet());
         }
+        Reader reader = new Reader(nbd, sink, progress, Math.min(READ_CHUNK, nbd.maxRequest()));
         long size = nbd.size();
         long dirtyBytes = 0;
-        long dataBytes = 0;
         long zeroBytes = 0;
-        int chunk = Math.min(READ_CHUNK, nbd.maxRequest());
-        Semaphore slots = new Semaphore(IN_FLIGHT);
-        try (ExecutorService pool = Executors.newVirtualThreadPerTaskExecutor()) {
-            List<Future<?>> reads = new ArrayList<>();
+        try (reader) {
             long pos = 0;
             while (pos < size) {
-                long len = Math.min(STATUS_WINDOW, size - pos);
-                List<long[]> wanted = new ArrayList<>(); // {offset, length}
-                long covered;
-                if (dirty != null) {
-                    covered = 0;
-                    for (NbdClient.Extent e : nbd.blockStatus(pos, len, false).get(dirty)) {
-                        if ((e.flags() & 1) != 0) {
-                            wanted.add(new long[] {pos + covered, e.length()});
-                        }
-                        covered += e.length();
-                    }
-                } else {
-                    wanted.add(new long[] {pos, len});
-                    covered = len;
-                }
-                if (covered <= 0) {
+                Map<Integer, List<NbdClient.Extent>> status = nbd.blockStatus(pos, Math.min(STATUS_WINDOW, size - pos),
+                        false);
+                Extents allocation = new Extents(pos, status.get(alloc));
+                Extents wanted = dirty == null ? allocation : new Extents(pos, status.get(dirty));
+                if (wanted.end() <= pos) {
                     throw new IOException("the NBD server described nothing at " + pos);
                 }
-                for (long[] w : wanted) {
-                    dirtyBytes += w[1];
-                    long at = w[0];
-                    long end = w[0] + w[1];
+                for (Range run : wanted.runs(dirty == null ? 0 : 1)) {
+                    dirtyBytes += run.length();
+                    long at = run.start();
+                    long end = at + run.length();
                     while (at < end) {
-                        List<NbdClient.Extent> st = nbd.blockStatus(at, end - at, false).get(alloc);
-                        for (NbdClient.Extent e : st) {
-                            long n = Math.min(e.length(), end - at);
+                        if (at >= allocation.end()) {
+                            allocation = new Extents(at, nbd.blockStatus(at, end - at, false).get(alloc));
+                            if (allocation.end() <= at) {
+                                throw new IOException("the NBD server described no allocation at " + at);
+                            }
+                        }
+                        for (Range e : allocation.within(at, end)) {
                             if ((e.flags() & 2) != 0) { // ZERO: no read needed
-                                sink.zero(at, n);
-                                zeroBytes += n;
-                                progress.accept(n);
+                                sink.zero(e.start(), e.length());
+                                zeroBytes += e.length();
+                                progress.accept(e.length());
                             } else {
-                                for (long off = at; off < at + n; off += chunk) {
-                                    long from = off;
-                                    int m = (int) Math.min(chunk, at + n - off);
-                                    slots.acquire();
-                                    reads.add(pool.submit(() -> {
-                                        try {
-                                            ByteBuffer buf = ByteBuffer.allocate(m);
-                                            nbd.read(from, buf);
-                                            sink.write(from, buf.flip());
-                                            progress.accept(m);
-                                            return null;
-                                        } finally {
-                                            slots.release();
-                                        }
-                                    }));
-                                }
-                                dataBytes += n;
+                                reader.read(e.start(), e.length());
                             }
-                            at += n;
-                            if (at >= end) {
-                                break;
-                            }
+                            at = e.start() + e.length();
                         }
                     }
                 }
-                pos += covered;
-                for (Future<?> f : reads) {
-                    try {
-                        f.get();
-                    } catch (java.util.concurrent.ExecutionException e) {
-                        Throwable c = e.getCause();
-                        throw c instanceof IOException io ? io : new IOException(c);
+                reader.awaitAll();
+                pos = wanted.end();
+            }
+        }
+        return new Result(size, dirtyBytes, dirtyBytes - zeroBytes, zeroBytes);
+    }
+
+    /** An absolute range of the export with a context's flags. */
+    private record Range(long start, long length, int flags) {
+    }
+
+    /** A BLOCK_STATUS answer for one context, placed at the offset it was asked for. */
+    private record Extents(long start, List<NbdClient.Extent> extents) {
+        long end() {
+            long e = start;
+            for (NbdClient.Extent x : extents) {
+                e += x.length();
+            }
+            return e;
+        }
+
+        /** The extents whose flags have all of {@code flags} (0: all), merged where adjacent, as absolute ranges. */
+        List<Range> runs(int flags) {
+            List<Range> out = new ArrayList<>();
+            long at = start;
+            for (NbdClient.Extent x : extents) {
+                if ((x.flags() & flags) == flags) {
+                    Range last = out.isEmpty() ? null : out.getLast();
+                    if (last != null && last.start() + last.length() == at) {
+                        out.set(out.size() - 1, new Range(last.start(), last.length() + x.length(), flags));
+                    } else {
+                        out.add(new Range(at, x.length(), flags));
                     }
                 }
+                at += x.length();
+            }
+            return out;
+        }
+
+        /** The parts of {@code [from, to)} this answer covers, in order, as absolute ranges with their flags. */
+        List<Range> within(long from, long to) {
+            List<Range> out = new ArrayList<>();
+            long at = start;
+            for (NbdClient.Extent x : extents) {
+                long a = Math.max(at, from);
+                long b = Math.min(at + x.length(), to);
+                if (a < b) {
+                    out.add(new Range(a, b - a, x.flags()));
+                }
+                at += x.length();
+            }
+            return out;
+        }
+    }
+
+    /**
+     * Data reads, {@link #IN_FLIGHT} at once in chunks of at most {@code chunk}, into buffers
+     * reused from a pool (at most one per read in flight); the first failure is thrown by
+     * {@link #awaitAll}.
+     */
+    private static final class Reader implements AutoCloseable {
+        private final NbdClient nbd;
+        private final Sink sink;
+        private final LongConsumer progress;
+        private final int chunk;
+        private final Semaphore slots = new Semaphore(IN_FLIGHT);
+        private final ConcurrentLinkedQueue<ByteBuffer> buffers =
+                new ConcurrentLinkedQueue<>();
+        private final ExecutorService pool = Executors.newVirtualThreadPerTaskExecutor();
+        private final List<Future<?>> reads = new ArrayList<>();
+
+        Reader(NbdClient nbd, Sink sink, LongConsumer progress, int chunk) {
+            this.nbd = nbd;
+            this.sink = sink;
+            this.progress = progress;
+            this.chunk = chunk;
+        }
+
+        void read(long offset, long length) throws InterruptedException {
+            for (long off = offset; off < offset + length; off += chunk) {
+                long from = off;
+                int n = (int) Math.min(chunk, offset + length - off);
+                slots.acquire();
+                reads.add(pool.submit(() -> {
+                    ByteBuffer buf = buffers.poll();
+                    if (buf == null) {
+                        buf = ByteBuffer.allocate(chunk);
+                    }
+                    try {
+                        buf.clear().limit(n);
+                        nbd.read(from, buf);
+                        sink.write(from, buf.flip());
+                        progress.accept(n);
+                        return null;
+                    } finally {
+                        buffers.add(buf);
+                        slots.release();
+                    }
+                }));
+            }
+        }
+
+        void awaitAll() throws IOException, InterruptedException {
+            try {
+                for (Future<?> f : reads) {
+                    f.get();
+                }
+            } catch (ExecutionException e) {
+                Throwable c = e.getCause();
+                throw c instanceof IOException io ? io : new IOException(c);
+            } finally {
                 reads.clear();
             }
         }
-        return new Result(size, dirtyBytes, dataBytes, zeroBytes);
+
+        @Override
+        public void close() {
+            pool.close(); // waits for reads still running after a failure
+        }
     }
 
     /** The sync=none job ends by cancel (its normal end, reference incremental.md §5.3). */

@@ -6,9 +6,12 @@ import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Stream;
 
 import jblockd.block.DriverRegistry;
@@ -31,14 +34,24 @@ import jblockd.nbd.client.NbdClient;
 public final class AotTraining {
     private static final Duration T = Duration.ofSeconds(120);
     private static final long SIZE = 64L << 20;
+    private static final int REQUESTS_PER_THREAD = 1500;
 
     private AotTraining() {
     }
 
+    /** What a run did: guest requests answered, and each job's end ("id ok" or "id error: ..."). */
+    record Summary(long guestRequests, List<String> jobEnds) {
+    }
+
     public static void main(String[] args) throws Exception {
+        System.out.println(train());
+    }
+
+    /** Runs the workload in a temporary directory it removes after. */
+    static Summary train() throws Exception {
         Path tmp = Files.createTempDirectory("jblockd-aot-");
         try {
-            run(tmp);
+            return run(tmp);
         } finally {
             try (Stream<Path> files = Files.walk(tmp)) {
                 for (Path p : files.sorted(Comparator.reverseOrder()).toList()) {
@@ -48,7 +61,7 @@ public final class AotTraining {
         }
     }
 
-    private static void run(Path tmp) throws Exception {
+    private static Summary run(Path tmp) throws Exception {
         ImageCreator qcow2 = DriverRegistry.standard().creator("qcow2").orElseThrow();
         for (String f : new String[] {"disk", "full", "inc", "mirror"}) {
             qcow2.create(ImageCreator.Options.of(tmp.resolve(f + ".qcow2"), SIZE));
@@ -56,6 +69,8 @@ public final class AotTraining {
         Path sock = tmp.resolve("qmp.sock");
         Path nbdSock = tmp.resolve("nbd.sock");
         Daemon daemon = Daemon.builder().qmp("unix:" + sock).build();
+        AtomicLong requests = new AtomicLong();
+        List<String> ends = new ArrayList<>();
         daemon.start();
         try (QmpClient qmp = QmpClient.connectUnix(sock)) {
             add(qmp, "fmt", tmp.resolve("disk.qcow2"));
@@ -66,21 +81,21 @@ public final class AotTraining {
             qmp.execute("block-dirty-bitmap-add", Map.of("node", "fmt", "name", "chk"));
             try (NbdClient nbd = NbdClient.connect(UnixDomainSocketAddress.of(nbdSock),
                     NbdClient.Options.of("vda", "base:allocation"))) {
-                guest(nbd, 1);
+                requests.addAndGet(guest(nbd, 1));
                 add(qmp, "full", tmp.resolve("full.qcow2"));
-                backup(qmp, "b-full", Map.of("sync", "full", "target", "full"), () -> guest(nbd, 2));
-                guest(nbd, 3);
+                ends.add(backup(qmp, "b-full", Map.of("sync", "full", "target", "full"), () -> requests.addAndGet(guest(nbd, 2))));
+                requests.addAndGet(guest(nbd, 3));
                 add(qmp, "inc", tmp.resolve("inc.qcow2"));
-                backup(qmp, "b-inc", Map.of("sync", "incremental", "bitmap", "chk", "target", "inc"),
-                        () -> guest(nbd, 4));
+                ends.add(backup(qmp, "b-inc", Map.of("sync", "incremental", "bitmap", "chk", "target", "inc"),
+                        () -> requests.addAndGet(guest(nbd, 4))));
                 add(qmp, "mirror", tmp.resolve("mirror.qcow2"));
                 try (EventStream ev = qmp.events()) {
                     qmp.execute("blockdev-mirror", Map.of("job-id", "m", "device", "fmt", "target", "mirror",
                             "sync", "full"));
-                    guest(nbd, 5);
+                    requests.addAndGet(guest(nbd, 5));
                     ev.await(e -> e.name().equals(QmpEvent.BLOCK_JOB_READY), T);
                     qmp.execute("block-job-cancel", Map.of("device", "m"));
-                    ev.await(e -> e.name().equals(QmpEvent.BLOCK_JOB_COMPLETED), T);
+                    ends.add(end("m", ev.await(e -> e.name().equals(QmpEvent.BLOCK_JOB_COMPLETED), T)));
                 }
             }
             qmp.execute("query-named-block-nodes", null);
@@ -88,6 +103,11 @@ public final class AotTraining {
         } finally {
             daemon.close();
         }
+        return new Summary(requests.get(), List.copyOf(ends));
+    }
+
+    private static String end(String id, QmpEvent completed) {
+        return completed.data().has("error") ? id + " error: " + completed.data().get("error").asText() : id + " ok";
     }
 
     private static void add(QmpClient qmp, String node, Path file) {
@@ -96,22 +116,22 @@ public final class AotTraining {
     }
 
     private interface Io {
-        void run() throws IOException;
+        long run() throws IOException;
     }
 
-    private static void backup(QmpClient qmp, String id, Map<String, Object> args, Io meanwhile) throws Exception {
+    private static String backup(QmpClient qmp, String id, Map<String, Object> args, Io meanwhile) throws Exception {
         try (EventStream ev = qmp.events()) {
             Map<String, Object> a = new java.util.LinkedHashMap<>(args);
             a.put("job-id", id);
             a.put("device", "fmt");
             qmp.execute("blockdev-backup", a);
             meanwhile.run();
-            ev.await(e -> e.name().equals(QmpEvent.BLOCK_JOB_COMPLETED), T);
+            return end(id, ev.await(e -> e.name().equals(QmpEvent.BLOCK_JOB_COMPLETED), T));
         }
     }
 
-    /** A few thousand requests of the sizes guests and backup tools send, from several threads. */
-    private static void guest(NbdClient nbd, long seed) throws IOException {
+    /** A few thousand requests of the sizes guests and backup tools send, from several threads; returns how many. */
+    private static long guest(NbdClient nbd, long seed) throws IOException {
         SplittableRandom rnd = new SplittableRandom(seed);
         Thread[] threads = new Thread[4];
         IOException[] failed = new IOException[1];
@@ -121,7 +141,7 @@ public final class AotTraining {
                 ByteBuffer small = ByteBuffer.allocate(4096);
                 ByteBuffer large = ByteBuffer.allocate(65536);
                 try {
-                    for (int i = 0; i < 1500; i++) {
+                    for (int i = 0; i < REQUESTS_PER_THREAD; i++) {
                         long at4k = r.nextLong(SIZE / 4096) * 4096;
                         switch (i % 6) {
                             case 0, 1, 2 -> nbd.write(at4k, small.clear(), false);
@@ -149,5 +169,6 @@ public final class AotTraining {
         if (failed[0] != null) {
             throw failed[0];
         }
+        return threads.length * (REQUESTS_PER_THREAD + 1L); // and one flush each
     }
 }

@@ -15,9 +15,8 @@ import org.junit.jupiter.api.io.TempDir;
 
 import com.fasterxml.jackson.databind.JsonNode;
 
-import jblockd.testsupport.DaemonProcess;
 import jblockd.testsupport.ExternalTools;
-import jblockd.testsupport.QemuStorageDaemon;
+import jblockd.testsupport.NbdPeer;
 import jblockd.testsupport.QmpTestClient;
 
 /**
@@ -41,27 +40,16 @@ class PullBackupIT {
 
     private void onJblockd(Scenario s) throws Exception {
         assumeTrue(ExternalTools.present("qemu-img") && ExternalTools.present("qemu-io"));
-        Path d = Files.createDirectories(dir.resolve("j"));
-        try (DaemonProcess p = DaemonProcess.start(d, "--nbd-server",
-                "addr.type=unix,addr.path=" + d.resolve("nbd.sock"))) {
-            try (QmpTestClient c = p.connect()) {
-                s.run(c, p.qmpSocket(), d);
-            }
+        try (NbdPeer p = NbdPeer.jblockd(dir)) {
+            s.run(p.qmp(), p.toolSocket(), p.dir());
         }
     }
 
     private void onQemuStorageDaemon(Scenario s) throws Exception {
         assumeTrue(ExternalTools.present("qemu-img") && ExternalTools.present("qemu-io")
                 && ExternalTools.present("qemu-storage-daemon"));
-        Path d = Files.createDirectories(dir.resolve("q"));
-        // a monitor serves one client at a time: jblockctl gets a second one
-        Path second = d.resolve("qmp2.sock");
-        try (QemuStorageDaemon p = QemuStorageDaemon.start(d, "--nbd-server",
-                "addr.type=unix,addr.path=" + d.resolve("nbd.sock"),
-                "--chardev", "socket,id=m2,path=" + second + ",server=on,wait=off", "--monitor", "chardev=m2,mode=control")) {
-            try (QmpTestClient c = p.connect()) {
-                s.run(c, second, d);
-            }
+        try (NbdPeer p = NbdPeer.qsd(dir)) {
+            s.run(p.qmp(), p.toolSocket(), p.dir());
         }
     }
 

@@ -14,27 +14,31 @@ public final class NbdPeer implements AutoCloseable {
     private final QmpTestClient qmp;
     private final Path dir;
     private final AutoCloseable process;
+    private final Path toolSocket;
 
-    private NbdPeer(String name, QmpTestClient qmp, Path dir, AutoCloseable process) {
+    private NbdPeer(String name, QmpTestClient qmp, Path dir, AutoCloseable process, Path toolSocket) {
         this.name = name;
         this.qmp = qmp;
         this.dir = dir;
         this.process = process;
+        this.toolSocket = toolSocket;
     }
 
     /** jblockd in {@code parent/jblockd}. */
     public static NbdPeer jblockd(Path parent) throws IOException {
         Path d = Files.createDirectories(parent.resolve("jblockd"));
         DaemonProcess p = DaemonProcess.start(d, "--nbd-server", "addr.type=unix,addr.path=" + d.resolve("nbd.sock"));
-        return new NbdPeer("jblockd", p.connect(), d, p);
+        return new NbdPeer("jblockd", p.connect(), d, p, p.qmpSocket());
     }
 
-    /** qemu-storage-daemon in {@code parent/qsd}. */
+    /** qemu-storage-daemon in {@code parent/qsd}, with a second monitor for tools ({@link #toolSocket}). */
     public static NbdPeer qsd(Path parent) throws IOException, InterruptedException {
         Path d = parent.resolve("qsd");
+        Path second = d.resolve("qmp2.sock");
         QemuStorageDaemon p = QemuStorageDaemon.start(d, "--nbd-server",
-                "addr.type=unix,addr.path=" + d.resolve("nbd.sock"));
-        return new NbdPeer("qemu-storage-daemon", p.connect(), d, p);
+                "addr.type=unix,addr.path=" + d.resolve("nbd.sock"),
+                "--chardev", "socket,id=m2,path=" + second + ",server=on,wait=off", "--monitor", "chardev=m2,mode=control");
+        return new NbdPeer("qemu-storage-daemon", p.connect(), d, p, second);
     }
 
     public String name() {
@@ -47,6 +51,14 @@ public final class NbdPeer implements AutoCloseable {
 
     public Path dir() {
         return dir;
+    }
+
+    /**
+     * A QMP socket a tool (jblockctl) may connect to while {@link #qmp} stays connected: jblockd
+     * serves many clients on one socket, a QEMU monitor only one, so QEMU gets a second monitor.
+     */
+    public Path toolSocket() {
+        return toolSocket;
     }
 
     /** The NBD URI of export {@code export} for qemu-io / qemu-img / nbdinfo. */

@@ -63,6 +63,8 @@ public final class NbdClient implements AutoCloseable {
     private final Map<Long, Pending> pending = new ConcurrentHashMap<>();
     private final Thread reader;
     private volatile IOException broken;
+    /** Set by close(): the reader's end of stream is then ours, not the server's. */
+    private volatile boolean closing;
 
     /** A request in flight: what it asked, where read data goes, extents by context id. */
     private static final class Pending {
@@ -208,9 +210,7 @@ public final class NbdClient implements AutoCloseable {
             throw new IoError(Errno.EIO, "NBD connection lost: " + b.getMessage(), b);
         }
         pending.put(handle, p);
-        ByteBuffer header = ByteBuffer.allocate(28);
-        header.putInt(Nbd.REQUEST_MAGIC).putShort((short) flags).putShort((short) p.type).putLong(handle)
-                .putLong(p.offset).putInt((int) p.length).flip();
+        ByteBuffer header = header(flags, p.type, handle, p.offset, p.length);
         sendLock.lock();
         try {
             writeFully(header);
@@ -240,6 +240,12 @@ public final class NbdClient implements AutoCloseable {
         if (p.error != null) {
             throw p.error;
         }
+    }
+
+    /** A request header (proto.md "Request message"), ready to send. */
+    private static ByteBuffer header(int flags, int type, long handle, long offset, long length) {
+        return ByteBuffer.allocate(28).putInt(Nbd.REQUEST_MAGIC).putShort((short) flags).putShort((short) type)
+                .putLong(handle).putLong(offset).putInt((int) length).flip();
     }
 
     private void writeFully(ByteBuffer b) throws IOException {
@@ -424,17 +430,13 @@ public final class NbdClient implements AutoCloseable {
         }
     }
 
-    private volatile boolean closing;
-
     /** NBD_CMD_DISC, then the socket closes; requests still waiting fail. */
     @Override
     public void close() throws IOException {
         closing = true;
         try {
             if (broken == null) {
-                ByteBuffer header = ByteBuffer.allocate(28);
-                header.putInt(Nbd.REQUEST_MAGIC).putShort((short) 0).putShort((short) Nbd.CMD_DISC)
-                        .putLong(handles.getAndIncrement()).putLong(0).putInt(0).flip();
+                ByteBuffer header = header(0, Nbd.CMD_DISC, handles.getAndIncrement(), 0, 0);
                 sendLock.lock();
                 try {
                     writeFully(header);
