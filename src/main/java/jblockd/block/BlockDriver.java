@@ -109,6 +109,15 @@ public interface BlockDriver {
         throw new IoError(Errno.ENOTSUP, driverName() + " has no backing file");
     }
 
+    /**
+     * A hint: start writing what was written so far to storage, without waiting and without
+     * making anything durable (only {@link #flush} does). A job that writes a lot calls it as it
+     * goes, so the device writes while the job reads and its final flush has little left to do.
+     * Drivers that keep no write-back cache of their own pass it to their file; none by default.
+     */
+    default void startWriteback() throws IOException {
+    }
+
     /** True for formats that can have a backing node (QEMU's BlockDriver.supports_backing). */
     default boolean supportsBacking() {
         return false;

@@ -328,6 +328,16 @@ public final class BlockNode {
         }
     }
 
+    /** {@link BlockDriver#startWriteback}: a hint, nothing is made durable. */
+    public void startWriteback() throws IOException {
+        enter();
+        try {
+            state.driver().startWriteback();
+        } finally {
+            leave();
+        }
+    }
+
     /** Status of the run starting at {@code offset}, at most {@code length} long (length > 0). */
     public Extent status(long offset, long length) throws IOException {
         enter();

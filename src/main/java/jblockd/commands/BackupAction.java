@@ -60,9 +60,18 @@ import jblockd.qapi.TransactionActionKind;
 final class BackupAction implements TransactionAction {
     /** Backup cluster floor (QEMU block-copy: max(64 KiB, target cluster size)). */
     static final int MIN_CLUSTER = 64 * 1024;
-    /** Chunk copies in flight per job: enough to keep a disk busy, bounded memory (≤ 16 MiB). */
-    static final int DEFAULT_WORKERS = 8;
-    static final int MAX_WORKERS = 16;
+    /**
+     * Chunk copies in flight per job: QEMU's default max-workers. Each runs on a platform thread
+     * of its own ({@link jblockd.job.CopyWorkers}); buffers are sized to the copy, so a scattered
+     * copy holds 64 clusters in flight and a sequential one at most 66 MiB.
+     */
+    static final int DEFAULT_WORKERS = 64;
+    /**
+     * x-perf.max-workers above this runs as this many: QEMU starts that many copy coroutines,
+     * but their file I/O waits for its thread pool of at most 64 threads (aio=threads, QEMU's
+     * default), so no more than 64 copies do I/O at once there either (README: differences).
+     */
+    static final int MAX_WORKERS = 64;
 
     /** The arguments both commands share once the target node is known. */
     private record Common(String jobId, MirrorSyncMode sync, long speed, boolean compress,

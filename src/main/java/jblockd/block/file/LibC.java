@@ -57,6 +57,12 @@ final class LibC {
             LINKER.defaultLookup().find("fallocate").orElseThrow(),
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT,
                     ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG), CCS);
+    private static final MethodHandle SYNC_FILE_RANGE = LINKER.downcallHandle(
+            LINKER.defaultLookup().find("sync_file_range").orElseThrow(),
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG,
+                    ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT), CCS);
+    /** linux/fs.h: start writeback of the range's dirty pages, do not wait for it. */
+    static final int SYNC_FILE_RANGE_WRITE = 2;
     private static final MethodHandle FTRUNCATE = LINKER.downcallHandle(
             LINKER.defaultLookup().find("ftruncate").orElseThrow(),
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG), CCS);
@@ -187,6 +193,17 @@ final class LibC {
             }
             flags.set(ValueLayout.JAVA_INT, 0, flags.get(ValueLayout.JAVA_INT, 0) | add);
             r = (int) IOCTL.invokeExact(state, fd, FS_IOC_SETFLAGS, flags);
+            return result(r, state);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** sync_file_range(2): {@code length} 0 means up to the end of the file. */
+    static Result syncFileRange(int fd, long offset, long length, int flags) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment state = arena.allocate(CAPTURE);
+            int r = (int) SYNC_FILE_RANGE.invokeExact(state, fd, offset, length, flags);
             return result(r, state);
         } catch (Throwable t) {
             throw rethrow(t);

@@ -749,6 +749,12 @@ public final class Qcow2Driver implements BlockDriver {
         file.flush();
     }
 
+    /** The data clusters are written to the file at once; only the metadata waits (for flush). */
+    @Override
+    public void startWriteback() throws IOException {
+        fileNode.startWriteback();
+    }
+
     /**
      * Metadata changed in memory: write it back in a moment even if nobody flushes, so that an
      * image left open still reaches a consistent state on disk soon (QEMU only writes back on

@@ -132,6 +132,11 @@ public final class RawDriver implements BlockDriver {
         file.flush();
     }
 
+    @Override
+    public void startWriteback() throws IOException {
+        file.startWriteback();
+    }
+
     /** raw-format.c raw_co_truncate(): the child grows or shrinks with the node, past the offset. */
     @Override
     public void truncate(long newSize) throws IOException {

@@ -2,7 +2,6 @@ package jblockd.job.backup;
 
 import java.io.IOException;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
@@ -12,6 +11,7 @@ import jblockd.block.BlockNode;
 import jblockd.block.BlockStatus;
 import jblockd.block.Extent;
 import jblockd.block.cbw.BlockCopy;
+import jblockd.job.CopyWorkers;
 import jblockd.job.JobCancelledException;
 import jblockd.job.JobContext;
 import jblockd.job.JobDriver;
@@ -167,7 +167,7 @@ public final class BackupJob implements JobDriver {
         AtomicReference<BlockCopy.CopyError> failed = new AtomicReference<>();
         AtomicReference<Throwable> broken = new AtomicReference<>();
         long charge = 0;
-        try (ExecutorService inFlight = Executors.newVirtualThreadPerTaskExecutor()) {
+        try (ExecutorService inFlight = CopyWorkers.start("backup-copy-" + ctx.id(), workers)) {
             while (failed.get() == null && broken.get() == null) {
                 // Charge the previous chunk and wait here, before claiming the next one, so no
                 // cluster is held while the job sleeps or is paused (guest writes would wait).

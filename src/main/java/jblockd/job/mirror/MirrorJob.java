@@ -112,6 +112,8 @@ public final class MirrorJob implements JobDriver {
     private long bytesInFlight;
     private final List<long[]> inFlight = new ArrayList<>();
     private Throwable opFailure;
+    /** Where the operations run (jblockd.job.CopyWorkers); set while {@link #run} runs. */
+    private java.util.concurrent.ExecutorService opThreads;
 
     private final ArrayBlockingQueue<ByteBuffer> buffers = new ArrayBlockingQueue<>(MAX_IN_FLIGHT);
 
@@ -180,12 +182,14 @@ public final class MirrorJob implements JobDriver {
     @Override
     public void run(JobContext ctx) throws Exception {
         boolean finishedInSync = false;
+        opThreads = jblockd.job.CopyWorkers.start("mirror-op-" + ctx.id(), MAX_IN_FLIGHT);
         try {
             initialDirty(ctx);
             loop(ctx);
             finishedInSync = true;
         } finally {
             awaitAllOps();
+            opThreads.shutdown();
             if (!finishedInSync) {
                 endFinalSync();
             }
@@ -431,7 +435,7 @@ public final class MirrorJob implements JobDriver {
         } finally {
             lock.unlock();
         }
-        Thread.ofVirtual().name("mirror-op-" + ctx.id()).start(() -> {
+        opThreads.execute(() -> {
             boolean done = false;
             try {
                 done = copy(ctx, off, len, request);
