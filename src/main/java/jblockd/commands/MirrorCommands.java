@@ -156,9 +156,8 @@ public final class MirrorCommands implements CommandGroup {
         if (sync == MirrorSyncMode.INCREMENTAL || sync == MirrorSyncMode.BITMAP) {
             throw QmpError.generic("Sync mode '" + sync.wire() + "' not supported");
         }
-        if (c.copyMode() != null && !c.copyMode().equals("background")) {
-            throw QmpError.generic("copy-mode '" + c.copyMode() + "' is not supported by jblockd yet");
-        }
+        // the schema admits only MirrorCopyMode's two values
+        boolean writeBlocking = "write-blocking".equals(c.copyMode());
         if (granularity == 0) {
             granularity = defaultGranularity(c.target());
         }
@@ -177,18 +176,19 @@ public final class MirrorCommands implements CommandGroup {
         return startMirror(JobType.MIRROR, nodes.defaultJobId(c.jobId(), bs), bs, c.target(),
                 fsync == MirrorSyncMode.TOP ? bs.driver().backing() : null, fsync, (int) granularity, bufSize,
                 orReport(c.onSourceError()), orReport(c.onTargetError()), c.unmap(), c.filterNodeName(),
-                c.speed(), c.autoFinalize(), c.autoDismiss(), c.targetOwned(), null);
+                c.speed(), c.autoFinalize(), c.autoDismiss(), c.targetOwned(), writeBlocking, null);
     }
 
     /**
      * Starts a mirror-like job (mirror or active commit) from the root {@code bs} of a device
      * into {@code target}. {@code extraRelease} runs when the job is gone, with whether it
-     * pivoted (active commit drops the committed chain or the base writer).
+     * pivoted (active commit drops the committed chain or the base writer). {@code writeBlocking}:
+     * copy-mode=write-blocking (QEMU's active commit always copies in the background).
      */
     Job startMirror(JobType type, String jobId, BlockNode bs, BlockNode target, BlockNode base,
                     MirrorSyncMode sync, int granularity, long bufSize, BlockdevOnError onSource,
                     BlockdevOnError onTarget, boolean unmap, String filterNodeName, Long speed,
-                    Boolean autoFinalize, Boolean autoDismiss, boolean targetOwned,
+                    Boolean autoFinalize, Boolean autoDismiss, boolean targetOwned, boolean writeBlocking,
                     java.util.function.BiConsumer<Job, Boolean> extraRelease) throws QmpError {
         long size = length(bs);
         if (type == JobType.MIRROR) {
@@ -214,7 +214,7 @@ public final class MirrorCommands implements CommandGroup {
                 bs.bitmaps().adopt(bitmap));
         try {
             MirrorJob driver = new MirrorJob(new MirrorJob.Params(type, sync, base, bufSize, onSource, onTarget,
-                    unmap), bs, target, filter, bitmap, actions);
+                    unmap, writeBlocking), bs, target, filter, bitmap, actions);
             Job job = nodes.createJob(jobId, driver, mirrorUses(bs, target, type == JobType.COMMIT ? base : null,
                     size), speed, autoFinalize, autoDismiss);
             self[0] = job;

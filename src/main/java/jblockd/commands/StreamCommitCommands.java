@@ -311,7 +311,7 @@ public final class StreamCommitCommands implements CommandGroup {
         int granularity = MirrorCommands.defaultGranularity(writer);
         return mirror.startMirror(JobType.COMMIT, jobId, bs, writer, base, MirrorSyncMode.TOP, granularity,
                 jblockd.job.mirror.MirrorJob.DEFAULT_BUF_SIZE, onError, onError, true, a.filterNodeName(),
-                a.speed(), a.autoFinalize(), a.autoDismiss(), false, (job, pivoted) ->
+                a.speed(), a.autoFinalize(), a.autoDismiss(), false, false, (job, pivoted) ->
                         // the mirror releases the replaced chain itself; the base writer is ours
                         nodes.releaseAfterJob(job, pivoted, null, ownWriter ? writer : null));
     }

@@ -1125,6 +1125,31 @@ public final class Job {
         public ErrorAction handleError(BlockdevOnError policy, IoOperation op, IoError e, long at)
                 throws IoError, JobCancelledException {
             ErrorAction action = ErrorPolicy.resolve(policy, e.errno());
+            long backoff = applyPolicy(action, op, e, at);
+            switch (action) {
+                case REPORT -> throw e;
+                case IGNORE -> {
+                    if (backoff > 0) {
+                        sleep(backoff);
+                    }
+                }
+                case STOP -> pausePoint();
+            }
+            return action;
+        }
+
+        @Override
+        public ErrorAction noteError(BlockdevOnError policy, IoOperation op, IoError e) {
+            ErrorAction action = ErrorPolicy.resolve(policy, e.errno());
+            applyPolicy(action, op, e, -1);
+            return action;
+        }
+
+        /**
+         * The part of an error policy that does not wait: BLOCK_JOB_ERROR, and for stop the
+         * user-visible pause with its io-status. Returns the back-off an ignored error is to wait.
+         */
+        private long applyPolicy(ErrorAction action, IoOperation op, IoError e, long at) {
             long backoff = 0;
             lock.lock();
             try {
@@ -1152,16 +1177,7 @@ public final class Job {
             } finally {
                 lock.unlock();
             }
-            switch (action) {
-                case REPORT -> throw e;
-                case IGNORE -> {
-                    if (backoff > 0) {
-                        sleep(backoff);
-                    }
-                }
-                case STOP -> pausePoint();
-            }
-            return action;
+            return backoff;
         }
 
         @Override

@@ -111,6 +111,15 @@ public interface JobContext {
     ErrorAction handleError(BlockdevOnError policy, IoOperation op, IoError e, long offset)
             throws IoError, JobCancelledException;
 
+    /**
+     * The policy for a failed request that is not the job's own and must not wait (a guest
+     * write a write-blocking mirror copies to its target, QEMU's mirror_error_action() from the
+     * guest's coroutine): emits BLOCK_JOB_ERROR with the resolved action and, for {@code stop},
+     * pauses the job as {@link #handleError} does, at the job's next pause point. Never blocks,
+     * never throws; what {@code report} and {@code ignore} mean is the caller's.
+     */
+    ErrorAction noteError(BlockdevOnError policy, IoOperation op, IoError e);
+
     /** {@link #handleError(BlockdevOnError, IoOperation, IoError, long)} with an unknown offset. */
     default ErrorAction handleError(BlockdevOnError policy, IoOperation op, IoError e)
             throws IoError, JobCancelledException {

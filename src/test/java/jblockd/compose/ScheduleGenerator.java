@@ -140,7 +140,8 @@ final class ScheduleGenerator {
             starts.add(new Step.StartBackup(id, "incremental", speed));
         }
         if (kinds.contains(OpKind.MIRROR_COMPLETE) || kinds.contains(OpKind.MIRROR_CANCEL)) {
-            starts.add(new Step.StartMirror(id, state.chain().size() >= 2 && rnd.nextBoolean() ? "top" : "full", speed));
+            starts.add(new Step.StartMirror(id, state.chain().size() >= 2 && rnd.nextBoolean() ? "top" : "full", speed,
+                    rnd.nextBoolean() ? "write-blocking" : "background"));
         }
         int depth = state.chain().size();
         if (kinds.contains(OpKind.STREAM) && depth >= 2) {

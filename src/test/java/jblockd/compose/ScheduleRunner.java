@@ -474,7 +474,7 @@ final class ScheduleRunner {
     private void startMirror(Step.StartMirror m) throws Exception {
         Path target = Images.file(dir, m.id(), setup.format());
         startJob(m, "drive-mirror", Map.of("job-id", m.id(), "device", "drive0", "target", target.toString(),
-                "format", setup.format(), "sync", m.sync(), "speed", m.speed()), target);
+                "format", setup.format(), "sync", m.sync(), "speed", m.speed(), "copy-mode", m.copyMode()), target);
     }
 
     private void startStream(Step.StartStream s) throws Exception {

@@ -43,10 +43,10 @@ sealed interface Step {
     }
 
     /** drive-mirror with {@code sync} full or top. */
-    record StartMirror(String id, String sync, long speed) implements Step {
+    record StartMirror(String id, String sync, long speed, String copyMode) implements Step {
         @Override
         public String describe() {
-            return "drive-mirror job-id=" + id + " sync=" + sync + " speed=" + speed;
+            return "drive-mirror job-id=" + id + " sync=" + sync + " speed=" + speed + " copy-mode=" + copyMode;
         }
     }
 

@@ -102,7 +102,7 @@ class JobFinishTest {
         DirtyBitmap bitmap = new DirtyBitmap(SIZE, 64 * 1024);
         src.bitmaps().adopt(bitmap); // as MirrorCommands: the source records guest writes
         return new MirrorJob(new MirrorJob.Params(JobType.MIRROR, MirrorSyncMode.FULL, null,
-                MirrorJob.DEFAULT_BUF_SIZE, BlockdevOnError.REPORT, BlockdevOnError.REPORT, true),
+                MirrorJob.DEFAULT_BUF_SIZE, BlockdevOnError.REPORT, BlockdevOnError.REPORT, true, false),
                 src, tgt, new JobTopFilter("mirror_top", src, null), bitmap, actions);
     }
 

@@ -119,7 +119,7 @@ class PausedMeansQuiescedTest {
         src.bitmaps().adopt(bitmap); // as MirrorCommands: the source records guest writes
         JobTopFilter filter = new JobTopFilter("mirror_top", src, null);
         MirrorJob driver = new MirrorJob(new MirrorJob.Params(JobType.MIRROR, MirrorSyncMode.FULL, null,
-                MirrorJob.DEFAULT_BUF_SIZE, BlockdevOnError.REPORT, BlockdevOnError.REPORT, true),
+                MirrorJob.DEFAULT_BUF_SIZE, BlockdevOnError.REPORT, BlockdevOnError.REPORT, true, false),
                 src, tgt, filter, bitmap, new MirrorJob.GraphActions() {
                     @Override
                     public jblockd.device.DrainedSection drain() {

@@ -21,7 +21,10 @@ import jblockd.block.Extent;
  *   <li>holds {@link RangeLocks} around guest writes (stream: its copy-on-read of a chunk and
  *       a guest write to that chunk never interleave);</li>
  *   <li>can write guest writes through to a second node (a completed mirror between its final
- *       sync and its pivot, so guests never wait for the job to be finalized).</li>
+ *       sync and its pivot, so guests never wait for the job to be finalized);</li>
+ *   <li>can hand guest writes to an {@link ActiveCopy} (a mirror with
+ *       {@code copy-mode=write-blocking}, which writes them to its target before they
+ *       complete).</li>
  * </ul>
  * Thread-safe. The filter goes in and out of the graph in drained sections
  * ({@link jblockd.device.Devices#drain}), so no guest request is ever left on it afterwards.
@@ -30,6 +33,7 @@ public final class JobTopFilter implements FilterDriver {
     private final String driverName;
     private final BlockNode child;
     private volatile BlockNode writeThrough;
+    private volatile ActiveCopy activeCopy;
     private final RangeLocks locks;
     private volatile boolean implicit;
 
@@ -63,8 +67,41 @@ public final class JobTopFilter implements FilterDriver {
         this.writeThrough = node;
     }
 
-    private interface WriteOp {
+    /** A guest write (data, zeroes or discard), to be applied to a node. */
+    public interface WriteOp {
+        /** Applies the whole write to {@code node}. */
         void apply(BlockNode node) throws IOException;
+
+        /** Applies the part {@code [from, from+length)} of it (within the write) to {@code node}. */
+        void applyPart(BlockNode node, long from, long length) throws IOException;
+    }
+
+    /** A write op from one that writes any part of the request's range. */
+    private static WriteOp over(long offset, long length, PartOp part) {
+        return new WriteOp() {
+            public void apply(BlockNode node) throws IOException {
+                part.apply(node, offset, length);
+            }
+
+            public void applyPart(BlockNode node, long from, long len) throws IOException {
+                part.apply(node, from, len);
+            }
+        };
+    }
+
+    private interface PartOp {
+        void apply(BlockNode node, long from, long length) throws IOException;
+    }
+
+    /** Takes over guest writes from the filter: applies them to the child, and to more. */
+    public interface ActiveCopy {
+        /** Applies {@code op} to {@code child} (its result is the guest's), and to what it copies to. */
+        void write(BlockNode child, long offset, long length, WriteOp op) throws IOException;
+    }
+
+    /** Hands every later guest write to {@code copy} (null: the filter writes the child itself). */
+    public void setActiveCopy(ActiveCopy copy) {
+        this.activeCopy = copy;
     }
 
     private void guestWrite(long offset, long length, WriteOp op) throws IOException {
@@ -73,7 +110,12 @@ public final class JobTopFilter implements FilterDriver {
             l.lock(offset, length);
         }
         try {
-            op.apply(child);
+            ActiveCopy active = activeCopy;
+            if (active != null) {
+                active.write(child, offset, length, op);
+            } else {
+                op.apply(child);
+            }
             BlockNode second = writeThrough;
             if (second != null) {
                 op.apply(second);
@@ -99,18 +141,19 @@ public final class JobTopFilter implements FilterDriver {
     public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
         int pos = src.position();
         int len = src.remaining();
-        guestWrite(offset, len, n -> n.write(offset, src.duplicate().position(pos), fua));
+        guestWrite(offset, len, over(offset, len, (n, from, l) -> n.write(from,
+                src.duplicate().position(pos + (int) (from - offset)).limit(pos + (int) (from - offset + l)), fua)));
         src.position(pos + len);
     }
 
     @Override
     public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
-        guestWrite(offset, length, n -> n.writeZeroes(offset, length, mayUnmap));
+        guestWrite(offset, length, over(offset, length, (n, from, l) -> n.writeZeroes(from, l, mayUnmap)));
     }
 
     @Override
     public void discard(long offset, long length) throws IOException {
-        guestWrite(offset, length, n -> n.discard(offset, length));
+        guestWrite(offset, length, over(offset, length, (n, from, l) -> n.discard(from, l)));
     }
 
     @Override

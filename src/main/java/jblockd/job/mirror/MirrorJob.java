@@ -69,9 +69,12 @@ public final class MirrorJob implements JobDriver {
      * @param base        initial pass: only ranges allocated above this node are dirty
      *                    (sync=top: the source's backing; active commit: the base); null for
      *                    sync=full (everything)
+     * @param writeBlocking copy-mode=write-blocking: guest writes reach the target before they
+     *                    complete ({@link #activeWrite})
      */
     public record Params(JobType type, MirrorSyncMode sync, BlockNode base, long bufSize,
-                         BlockdevOnError onSourceError, BlockdevOnError onTargetError, boolean unmap) {
+                         BlockdevOnError onSourceError, BlockdevOnError onTargetError, boolean unmap,
+                         boolean writeBlocking) {
     }
 
     /** What the end of the job does to the graph; provided by the command that started it. */
@@ -114,6 +117,12 @@ public final class MirrorJob implements JobDriver {
     private Throwable opFailure;
     /** Where the operations run (jblockd.job.CopyWorkers); set while {@link #run} runs. */
     private java.util.concurrent.ExecutorService opThreads;
+    /** The job while {@link #run} copies and guest writes are to be copied actively; else null. */
+    private volatile JobContext activeCtx;
+    /** The first active write's target error whose action was report (guarded by lock). */
+    private IoError activeReport;
+    /** Active writes between their start and their end (guarded by lock). */
+    private int activeWrites;
 
     private final ArrayBlockingQueue<ByteBuffer> buffers = new ArrayBlockingQueue<>(MAX_IN_FLIGHT);
 
@@ -183,11 +192,18 @@ public final class MirrorJob implements JobDriver {
     public void run(JobContext ctx) throws Exception {
         boolean finishedInSync = false;
         opThreads = jblockd.job.CopyWorkers.start("mirror-op-" + ctx.id(), MAX_IN_FLIGHT);
+        if (params.writeBlocking()) {
+            activeCtx = ctx;
+            filter.setActiveCopy(this::activeWrite);
+        }
         try {
             initialDirty(ctx);
             loop(ctx);
             finishedInSync = true;
         } finally {
+            // Before the final sync's write-through or the filter's removal: the loop ended in a
+            // drained section (or failed, cancelled), so no active write is in flight now.
+            stopActiveCopy();
             awaitAllOps();
             opThreads.shutdown();
             if (!finishedInSync) {
@@ -242,6 +258,7 @@ public final class MirrorJob implements JobDriver {
         long maxOp = Math.max(MAX_OP_BYTES, bitmap.granularity());
         while (true) {
             rethrowFailure();
+            rethrowActiveReport();
             ctx.pausePoint();
             long dirty = bitmap.dirtyBytes();
             long inflightBytes = inFlightBytes();
@@ -405,6 +422,142 @@ public final class MirrorJob implements JobDriver {
             return opsInFlight;
         } finally {
             lock.unlock();
+        }
+    }
+
+    /**
+     * copy-mode=write-blocking (QEMU 7.2 bdrv_mirror_top_do_write() with copy_to_target): a
+     * guest write goes to the source and then, before the guest sees it complete, to the target.
+     * <ul>
+     *   <li>It first waits for copies in flight that share a granule with it and holds its
+     *       granules while it runs (active_write_prepare()), so no background copy of older data
+     *       can land on the target after it, and two active writes to one granule never clear
+     *       each other's marks.</li>
+     *   <li>The source write marks the bitmap (the source records every write). Then, as
+     *       do_sync_target_write(): a partly written first or last granule that is dirty anyway
+     *       is left to the background copy (cut off the write), the granules covered whole are
+     *       cleared, and the rest is written to the target; len and offset grow by it.</li>
+     *   <li>A failed target write marks its granules dirty again and is the job's error, not
+     *       the guest's: BLOCK_JOB_ERROR at once with the {@code on-target-error} action
+     *       ({@link JobContext#noteError}); stop pauses the job; report stops the active copying
+     *       and fails the job at its next step, as QEMU sets job->ret.</li>
+     * </ul>
+     */
+    private void activeWrite(BlockNode child, long off, long len, JobTopFilter.WriteOp op) throws IOException {
+        JobContext ctx = activeCtx;
+        if (ctx == null || ctx.cancelRequested()) {
+            op.apply(child);
+            return;
+        }
+        long g = bitmap.granularity();
+        long size = bitmap.length();
+        long[] held = {alignDown(off, g), Math.min(size, alignUp(off + len, g)) - alignDown(off, g)};
+        lock.lock();
+        try {
+            while (overlapsInFlight(held[0], held[1])) {
+                opDone.awaitUninterruptibly();
+            }
+            inFlight.add(held);
+            activeWrites++;
+        } finally {
+            lock.unlock();
+        }
+        try {
+            op.apply(child);
+            long from = off;
+            long to = off + len;
+            if (from % g != 0 && bitmap.isDirty(from)) {
+                from = alignUp(from, g);
+            }
+            if (to % g != 0 && to < size && from < to && bitmap.isDirty(to - 1)) {
+                to = alignDown(to, g);
+            }
+            if (from >= to) {
+                return;
+            }
+            long whole0 = alignUp(from, g);
+            long whole1 = to >= size ? size : alignDown(to, g);
+            if (whole1 > whole0) {
+                bitmap.clear(whole0, whole1 - whole0);
+            }
+            // job_progress_increase_remaining() before the write, job_progress_update() after it
+            // (the loop recomputes len from offset and the bitmap, which agrees, when it next runs)
+            ctx.addLen(to - from);
+            try {
+                op.applyPart(target, from, to - from);
+                ctx.addOffset(to - from);
+            } catch (IOException e) {
+                bitmap.mark(held[0], held[1]);
+                IoError err = IoError.wrap(e);
+                if (ctx.noteError(params.onTargetError(), IoOperation.WRITE, err) == ErrorAction.REPORT) {
+                    lock.lock();
+                    try {
+                        if (activeReport == null) {
+                            activeReport = err;
+                        }
+                    } finally {
+                        lock.unlock();
+                    }
+                    activeCtx = null;
+                    filter.setActiveCopy(null);
+                }
+            }
+        } finally {
+            lock.lock();
+            try {
+                inFlight.remove(held);
+                activeWrites--;
+                opDone.signalAll();
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+
+    private static long alignDown(long v, long g) {
+        return v - v % g;
+    }
+
+    private static long alignUp(long v, long g) {
+        long r = v % g;
+        return r == 0 ? v : v + g - r;
+    }
+
+    private boolean overlapsInFlight(long start, long len) {
+        for (long[] r : inFlight) {
+            if (r[0] < start + len && start < r[0] + r[1]) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** No more active copying: later guest writes only go to the source (and its bitmap). */
+    private void stopActiveCopy() {
+        activeCtx = null;
+        filter.setActiveCopy(null);
+        // the active writes already under way finish (their target writes included) first
+        lock.lock();
+        try {
+            while (activeWrites > 0) {
+                opDone.awaitUninterruptibly();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** An active write's target error with action report fails the job at its next step. */
+    private void rethrowActiveReport() throws IoError {
+        IoError e;
+        lock.lock();
+        try {
+            e = activeReport;
+        } finally {
+            lock.unlock();
+        }
+        if (e != null) {
+            throw e;
         }
     }
 

@@ -81,14 +81,17 @@ class MirrorGuestWritesIT {
         return Tools.daemonWithExport(dir, "id=drive0,file=" + src + ",format=raw");
     }
 
-    @Test
-    void completeUnderSteadyGuestWritesLosesNothing() throws Exception {
+    /** write-blocking: guest writes (many not granule-aligned) also go to the target as they happen. */
+    @org.junit.jupiter.params.ParameterizedTest(name = "copy-mode {0}")
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"background", "write-blocking"})
+    void completeUnderSteadyGuestWritesLosesNothing(String copyMode) throws Exception {
         List<String> script = script(600, 3, 11);
         Tools.ok(Tools.qemuIo("raw", expected.toString(), script));
         try (DaemonProcess d = daemon(); QmpTestClient c = d.connect()) {
             writer = startWriter(script);
             Thread.sleep(200);
-            c.executeOk("drive-mirror", Map.of("device", "drive0", "target", tgt.toString(), "sync", "full"));
+            c.executeOk("drive-mirror", Map.of("device", "drive0", "target", tgt.toString(), "sync", "full",
+                    "copy-mode", copyMode));
             c.waitEvent("BLOCK_JOB_READY", T);
             Thread.sleep(200);
             assertThat(writer.isAlive()).as("the guest still writes when the job completes").isTrue();
