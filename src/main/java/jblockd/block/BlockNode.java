@@ -50,6 +50,7 @@ public final class BlockNode {
     /** Set while a copy into this node must wait for its reads in flight (a fleecing scratch). */
     private volatile TrackedReads trackedReads;
     private final NodeStats stats = new NodeStats();
+    private final WriteThreshold writeThreshold = new WriteThreshold();
 
     /** A node that passes discards on (filters the jobs insert: their children decide). */
     public BlockNode(String nodeName, boolean autoNamed, BlockDriver driver, boolean readOnly) {
@@ -91,6 +92,11 @@ public final class BlockNode {
     }
 
     /** The node's own counters (query-blockstats' node-level stats). */
+    /** block-set-write-threshold's state for this node. */
+    public WriteThreshold writeThreshold() {
+        return writeThreshold;
+    }
+
     public NodeStats stats() {
         return stats;
     }
@@ -198,6 +204,7 @@ public final class BlockNode {
         int len = src.remaining();
         Opened s = enterWrite(offset, len);
         try {
+            writeThreshold.check(offset, len);
             String detect = s.options() == null ? "off" : s.options().common().detectZeroes();
             if (!detect.equals("off") && len > 0 && s.caps().canWriteZeroes() && allZero(src)) {
                 // detect-zeroes: the driver writes zeroes its cheapest way (QEMU adds
@@ -245,6 +252,7 @@ public final class BlockNode {
             return;
         }
         try {
+            writeThreshold.check(offset, length);
             s.driver().writeZeroes(offset, length, mayUnmap && s.unmap());
         } finally {
             stats.wrote(offset, length);
@@ -264,6 +272,7 @@ public final class BlockNode {
         }
         boolean ok = false;
         try {
+            writeThreshold.check(offset, length);
             s.driver().discard(offset, length);
             ok = true;
         } finally {

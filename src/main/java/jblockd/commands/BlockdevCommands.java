@@ -256,7 +256,8 @@ public final class BlockdevCommands implements CommandGroup {
                     : commons.getOrDefault(node.nodeName(), BlockdevOptions.Common.defaults());
             return new BlockDeviceInfo(node.driver().filename(), node.nodeName(), node.readOnly(),
                     ImageInfos.formatOf(node.driver()), backing == null ? null : backing.driver().filename(),
-                    depth, false, detectZeroes(node), 0, 0, 0, 0, 0, 0, ImageInfos.imageInfo(node, flat, forDevice), 0,
+                    depth, false, detectZeroes(node), 0, 0, 0, 0, 0, 0, ImageInfos.imageInfo(node, flat, forDevice),
+                    node.writeThreshold().threshold(),
                     new BlockdevCacheInfo(writeCache, c.cacheDirect(), c.cacheNoFlush()),
                     BitmapCommands.dirtyBitmaps(node));
         } catch (IOException e) {

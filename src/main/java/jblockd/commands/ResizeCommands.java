@@ -13,6 +13,7 @@ import jblockd.block.Perm;
 import jblockd.device.Device;
 import jblockd.device.Devices;
 import jblockd.device.DrainedSection;
+import jblockd.qapi.QapiEvents;
 import jblockd.qapi.QmpError;
 import jblockd.qmp.CommandGroup;
 import jblockd.qmp.CommandRegistry;
@@ -30,17 +31,36 @@ public final class ResizeCommands implements CommandGroup {
     public record BlockResizeArgs(String device, @JsonProperty("node-name") String nodeName, long size) {
     }
 
+    public record WriteThresholdArgs(@JsonProperty("node-name") String nodeName,
+                                     @JsonProperty("write-threshold") long writeThreshold) {
+    }
+
     private final NodeGraph graph;
     private final Devices devices;
+    private final QapiEvents events;
 
-    public ResizeCommands(NodeGraph graph, Devices devices) {
+    public ResizeCommands(NodeGraph graph, Devices devices, QapiEvents events) {
         this.graph = graph;
         this.devices = devices;
+        this.events = events;
     }
 
     @Override
     public void register(CommandRegistry r) {
         r.register("block_resize", BlockResizeArgs.class, this::blockResize);
+        r.register("block-set-write-threshold", WriteThresholdArgs.class, this::setWriteThreshold);
+    }
+
+    /**
+     * block-set-write-threshold (block/write-threshold.c): any node by node name, QEMU's text for
+     * an unknown one; BLOCK_WRITE_THRESHOLD once when a request ends past it, then it is 0.
+     */
+    private Object setWriteThreshold(WriteThresholdArgs a) throws QmpError {
+        BlockNode node = graph.node(a.nodeName())
+                .orElseThrow(() -> QmpError.generic("Device '" + a.nodeName() + "' not found"));
+        String name = node.nodeName();
+        node.writeThreshold().set(a.writeThreshold(), (amount, threshold) -> events.blockWriteThreshold(name, amount, threshold));
+        return null;
     }
 
     private Object blockResize(BlockResizeArgs a) throws QmpError {

@@ -139,7 +139,7 @@ public final class Daemon implements AutoCloseable {
                 .register(registry);
         blockdevCommands.register(registry);
         new jblockd.commands.StatsCommands(graph, devices).register(registry);
-        new jblockd.commands.ResizeCommands(graph, devices).register(registry);
+        new jblockd.commands.ResizeCommands(graph, devices, events).register(registry);
         BitmapCommands bitmapCommands = new BitmapCommands(devices);
         bitmapCommands.register(registry);
         this.jobs = new JobRegistry(events, graph);

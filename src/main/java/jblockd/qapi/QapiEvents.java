@@ -45,6 +45,9 @@ public interface QapiEvents {
     /** BLOCK_EXPORT_DELETED {id}: the export is gone (block-export-del, nbd-server-stop). */
     void blockExportDeleted(String id);
 
+    /** BLOCK_WRITE_THRESHOLD {node-name, amount-exceeded, write-threshold}. */
+    void blockWriteThreshold(String nodeName, long amountExceeded, long writeThreshold);
+
     /** Discards every event: for tests and embedded use without a QMP server. */
     QapiEvents NONE = new QapiEvents() {
         public void jobStatusChange(String id, JobStatus status) { }
@@ -58,5 +61,6 @@ public interface QapiEvents {
         public void resume() { }
         public void shutdown(boolean guest, String reason) { }
         public void blockExportDeleted(String id) { }
+        public void blockWriteThreshold(String n, long a, long t) { }
     };
 }

@@ -188,4 +188,14 @@ public final class EventFanout implements QapiEvents {
         d.put("id", id);
         emit("BLOCK_EXPORT_DELETED", d);
     }
+
+    @Override
+    public void blockWriteThreshold(String nodeName, long amountExceeded, long writeThreshold) {
+        ObjectNode d = NF.objectNode();
+        d.put("node-name", nodeName);
+        // QEMU's members are uint64, in this order
+        d.put("write-threshold", new java.math.BigInteger(Long.toUnsignedString(writeThreshold)));
+        d.put("amount-exceeded", new java.math.BigInteger(Long.toUnsignedString(amountExceeded)));
+        emit("BLOCK_WRITE_THRESHOLD", d);
+    }
 }

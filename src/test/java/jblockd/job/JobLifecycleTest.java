@@ -420,6 +420,7 @@ class JobLifecycleTest {
             public void resume() { }
             public void shutdown(boolean guest, String reason) { }
             public void blockExportDeleted(String id) { }
+            public void blockWriteThreshold(String n, long a, long t) { }
         };
         reg[0] = new JobRegistry(probe, graph);
         // rate-limited until start() has returned (a job that ends inside start() is not listed

@@ -122,6 +122,10 @@ class JobTxnTest {
         @Override
         public void blockExportDeleted(String id) {
         }
+
+        @Override
+        public void blockWriteThreshold(String nodeName, long amountExceeded, long writeThreshold) {
+        }
     }
 
     /**

@@ -121,4 +121,9 @@ public final class RecordingEvents implements QapiEvents {
     public void blockExportDeleted(String id) {
         add("BLOCK_EXPORT_DELETED");
     }
+
+    @Override
+    public void blockWriteThreshold(String nodeName, long amountExceeded, long writeThreshold) {
+        add("BLOCK_WRITE_THRESHOLD");
+    }
 }

@@ -36,4 +36,5 @@ final class RecordingEvents implements QapiEvents {
 
     @Override
     public void blockExportDeleted(String id) { }
+    public void blockWriteThreshold(String n, long a, long t) { }
 }
