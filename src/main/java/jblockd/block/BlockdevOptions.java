@@ -52,21 +52,23 @@ public sealed interface BlockdevOptions {
      *                     writing (a read-only file system, no write permission) it is opened
      *                     for reading, and a user that needs to write it is refused then
      */
-    record File(Common common, String filename, boolean autoReadOnly, Locking locking) implements BlockdevOptions {
+    record File(Common common, String filename, boolean autoReadOnly, Locking locking, boolean hostDevice)
+            implements BlockdevOptions {
         public File(Common common, String filename) {
-            this(common, filename, false, Locking.AUTO);
+            this(common, filename, false, Locking.AUTO, false);
         }
 
         public File(Common common, String filename, boolean autoReadOnly) {
-            this(common, filename, autoReadOnly, Locking.AUTO);
+            this(common, filename, autoReadOnly, Locking.AUTO, false);
         }
 
         public File withCommon(Common c) {
-            return new File(c, filename, autoReadOnly, locking);
+            return new File(c, filename, autoReadOnly, locking, hostDevice);
         }
 
+        /** {@code file} for a regular file, {@code host_device} for a block or character device. */
         public String driver() {
-            return "file";
+            return hostDevice ? "host_device" : "file";
         }
     }
 

@@ -583,7 +583,7 @@ public final class NodeGraph {
     }
 
     /** The drivers whose nodes can be reopened: they keep no state a fresh open would lose. */
-    private static final Set<String> REOPENABLE = Set.of("file", "raw", "qcow2", "null-co");
+    private static final Set<String> REOPENABLE = Set.of("file", "host_device", "raw", "qcow2", "null-co");
 
     /**
      * The node's options as they are now, children by reference to the nodes it has (its

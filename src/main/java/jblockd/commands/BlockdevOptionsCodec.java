@@ -79,11 +79,12 @@ public final class BlockdevOptionsCodec {
         Inherited toFile = inherited.forFileChild(o);
         String driver = o.get("driver").asText();
         return switch (driver) {
-            case "file" -> {
+            case "file", "host_device" -> {
                 checkAio(o, inherited);
                 yield new BlockdevOptions.File(common, o.get("filename").asText(),
                         Boolean.TRUE.equals(autoReadOnly(o, inherited)),
-                        BlockdevOptions.Locking.valueOf(o.path("locking").asText("auto").toUpperCase(java.util.Locale.ROOT)));
+                        BlockdevOptions.Locking.valueOf(o.path("locking").asText("auto").toUpperCase(java.util.Locale.ROOT)),
+                        driver.equals("host_device"));
             }
             case "raw" -> new BlockdevOptions.Raw(common, ref(o.get("file"), toFile), optLong(o, "offset"),
                     optLong(o, "size"));

@@ -54,6 +54,13 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     private final boolean noFlush;
     /** 1 when buffered; the O_DIRECT block size otherwise. */
     private final int alignment;
+    /** sys/stat.h file types. */
+    private static final int S_IFMT = 0170000;
+    private static final int S_IFREG = 0100000;
+    private static final int S_IFBLK = 0060000;
+    private static final int S_IFCHR = 0020000;
+    /** A block or character device ({@code host_device}): fixed size, not growable. */
+    private boolean hostDevice;
     /** Our own fd for lseek/fallocate/ftruncate (the JDK does not expose a FileChannel's fd). */
     private final int fd;
     private final RangeLock ranges = new RangeLock();
@@ -97,6 +104,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
 
     public static void register(DriverRegistry r) {
         r.<BlockdevOptions.File>register("file", (o, ctx) -> open(o));
+        r.<BlockdevOptions.File>register("host_device", (o, ctx) -> open(o));
         // file-posix.c raw_parse_filename(): "file:" is stripped, the rest is the path (colons and all)
         r.registerProtocol("file", (filename, common, filenames) ->
                 new BlockdevOptions.File(common, filename.substring("file:".length())));
@@ -108,6 +116,13 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         }
         Path path = Path.of(o.filename());
         FileDriver d = openUnlocked(o, path);
+        d.hostDevice = o.hostDevice();
+        try {
+            checkFileType(path, o.hostDevice());
+        } catch (IoError e) {
+            d.close();
+            throw e;
+        }
         if (o.locking() != BlockdevOptions.Locking.OFF) {
             if (ImageLocks.supported(d.fd)) {
                 d.locks = new ImageLocks(d.fd, path.toString());
@@ -120,6 +135,26 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
             }
         }
         return d;
+    }
+
+    /**
+     * file-posix.c raw_open_common(), after the open: {@code file} takes regular files only,
+     * {@code host_device} block and character devices only (QEMU's texts).
+     */
+    private static void checkFileType(Path path, boolean hostDevice) throws IoError {
+        int type;
+        try {
+            type = (Integer) Files.getAttribute(path, "unix:mode") & S_IFMT;
+        } catch (IOException | UnsupportedOperationException e) {
+            return; // no way to tell: the open itself succeeded
+        }
+        if (!hostDevice && type != S_IFREG) {
+            throw new IoError(Errno.EINVAL, "'file' driver requires '" + path + "' to be a regular file");
+        }
+        if (hostDevice && type != S_IFBLK && type != S_IFCHR) {
+            throw new IoError(Errno.EINVAL, "'host_device' driver requires '" + path
+                    + "' to be either a character or block device");
+        }
     }
 
     private static FileDriver openUnlocked(BlockdevOptions.File o, Path path) throws IOException {
@@ -226,7 +261,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
 
     @Override
     public String driverName() {
-        return "file";
+        return hostDevice ? "host_device" : "file";
     }
 
     // ---- read ---------------------------------------------------------------------------
@@ -587,7 +622,7 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         // Any byte range is accepted (O_DIRECT bounces internally); the alignment is advertised
         // so that clients (NBD block size) can avoid read-modify-write, as QEMU does.
         // an auto-read-only fallback stays writable in name: writers are refused by the graph
-        return new Capabilities(readOnly && writeUnavailable == null, true, true, true, alignment, true);
+        return new Capabilities(readOnly && writeUnavailable == null, true, true, true, alignment, !hostDevice);
     }
 
     @Override
@@ -638,6 +673,13 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
         }
         if (size < 0) {
             throw new IoError(Errno.EINVAL, "negative size " + size);
+        }
+        if (hostDevice) {
+            // file-posix.c raw_co_truncate(): a device never grows; QEMU 7.2's block_resize
+            // (not exact) accepts a smaller size and changes nothing, which jblockd refuses
+            // with QEMU's text for an exact resize (README: differences)
+            throw size > this.size.get() ? new IoError(Errno.EINVAL, "Cannot grow device files")
+                    : new IoError(Errno.ENOTSUP, "Cannot resize device files");
         }
         extendLock.lock();
         try {
