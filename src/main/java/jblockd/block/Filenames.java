@@ -74,6 +74,15 @@ public final class Filenames {
         return parent == null ? backingName : parent.resolve(backingName).toString();
     }
 
+    private static boolean isDevice(String filename) {
+        try {
+            int type = (Integer) java.nio.file.Files.getAttribute(Path.of(filename), "unix:mode") & 0170000;
+            return type == 0060000 || type == 0020000;
+        } catch (IOException | RuntimeException e) {
+            return false; // missing or unreadable: the file driver's open says why
+        }
+    }
+
     /**
      * The protocol-level options of a filename: {@code json:} as given (format drivers too),
      * a protocol driver's parse, or the file driver.
@@ -84,7 +93,9 @@ public final class Filenames {
         }
         String protocol = protocolOf(filename);
         if (protocol == null) {
-            return new BlockdevOptions.File(common, filename);
+            // bdrv_find_protocol(): a plain name is host_device when it names a block or
+            // character device (hdev_probe_device), else file
+            return new BlockdevOptions.File(common, filename, false, BlockdevOptions.Locking.AUTO, isDevice(filename));
         }
         ProtocolParser parser = drivers.protocol(protocol);
         if (parser == null) {

@@ -97,4 +97,19 @@ class HostDeviceQemuIT {
         assertThat(b[0]).isEqualTo((byte) 7);
         assertThat(b[b.length - 1]).isEqualTo((byte) 7);
     }
+
+    /** A plain file name that names a device opens host_device (bdrv_find_protocol's hdev_probe_device). */
+    @Test
+    void aDriveOnADeviceNameOpensHostDevice() throws Exception {
+        try (jblockd.testsupport.DaemonProcess d = jblockd.testsupport.DaemonProcess.start(dir,
+                "--drive", "id=d0,file=" + loop + ",format=raw");
+             QmpTestClient q = d.connect()) {
+            List<String> drivers = new ArrayList<>();
+            for (JsonNode n : q.executeOk("query-named-block-nodes")) {
+                drivers.add(n.get("drv").asText());
+            }
+            assertThat(drivers).containsExactlyInAnyOrder("raw", "host_device");
+            q.executeOk("quit");
+        }
+    }
 }
