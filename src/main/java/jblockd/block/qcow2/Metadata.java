@@ -51,7 +51,8 @@ final class Metadata {
     final int clusterBits;
     final int clusterSize;
     final int l2Entries;
-    final AtomicLongArray l1;
+    /** Replaced whole when the image grows past it ({@link #growL1}); guarded by lock then. */
+    volatile AtomicLongArray l1;
     /** Set by a writable driver: {@link #corruption(String)} then also sets the header's corrupt bit. */
     volatile boolean markCorruptOnDisk;
     private volatile String corruption;
@@ -284,6 +285,59 @@ final class Metadata {
         L2Cache.Table t = new L2Cache.Table(newOff, new AtomicLongArray(l2Entries));
         l2Cache.put(t);
         return t;
+    }
+
+    /**
+     * QEMU qcow2_grow_l1_table() with an exact size: a new table of {@code entries} entries in
+     * fresh clusters (the old entries, zeroes after), written and flushed; then the header points
+     * at it (flushed); then the old table's clusters are freed. A crash leaves either table in
+     * the header, each complete. Caller holds the lock; the node is drained (no request runs).
+     */
+    void growL1(int entries) throws IOException {
+        AtomicLongArray old = l1;
+        if (entries <= old.length()) {
+            return;
+        }
+        long bytes = (long) entries * 8;
+        if (bytes > Qcow2Header.MAX_L1_BYTES) {
+            throw new IoError(Errno.EFBIG, "qcow2: L1 table too large");
+        }
+        int clusters = (int) ((bytes + clusterSize - 1) / clusterSize);
+        long off = allocClusters(clusters);
+        try {
+            ByteBuffer b = ByteBuffer.allocate(clusters * clusterSize);
+            for (int i = 0; i < old.length(); i++) {
+                b.putLong(i * 8, old.get(i));
+            }
+            file.write(off, b);
+            writeBackRefBlocks();
+            flushFile(); // the new table and its refcounts before the header points at it
+        } catch (IOException e) {
+            freeQuietly(off, clusters);
+            throw e;
+        }
+        long oldOffset = header.l1Offset;
+        int oldClusters = (int) (((long) header.l1Size * 8 + clusterSize - 1) / clusterSize);
+        ByteBuffer hb = ByteBuffer.allocate(12).putInt(0, entries).putLong(4, off);
+        file.write(36, hb); // l1_size, l1_table_offset
+        flushFile();
+        header.l1Size = entries;
+        header.l1Offset = off;
+        AtomicLongArray grown = new AtomicLongArray(entries);
+        for (int i = 0; i < old.length(); i++) {
+            grown.set(i, old.get(i));
+        }
+        l1 = grown;
+        if (oldClusters > 0 && oldOffset != 0) {
+            addRefcount(oldOffset >>> clusterBits, oldClusters, -1);
+        }
+    }
+
+    /** The header's virtual size, made durable (QEMU writes it with bdrv_pwrite_sync). */
+    void writeSize(long size) throws IOException {
+        file.write(24, ByteBuffer.allocate(8).putLong(0, size));
+        flushFile();
+        header.size = size;
     }
 
     private void setL1(int index, long value) throws IOException {

@@ -275,6 +275,15 @@ final class Qcow2Bitmaps implements PersistentBitmapStore {
         }
     }
 
+    /**
+     * True when the image has or records persistent bitmaps (entries on disk, bitmaps loaded,
+     * the crash record armed): their tables and the crash record are sized for the image's
+     * length, so jblockd does not resize such an image yet.
+     */
+    boolean any() {
+        return !entries.isEmpty() || !loaded.isEmpty() || mode != Mode.UNARMED;
+    }
+
     /** The directory for qemu-img info's format-specific {@code bitmaps}: the image as it is now. */
     List<FormatSpecific.Qcow2Bitmap> info() {
         List<FormatSpecific.Qcow2Bitmap> out = new ArrayList<>();

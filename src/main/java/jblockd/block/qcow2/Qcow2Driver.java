@@ -60,7 +60,8 @@ public final class Qcow2Driver implements BlockDriver {
     private final boolean readOnly;
     private final int clusterBits;
     private final int clusterSize;
-    private final long size;
+    /** The virtual size; changes only in {@link #truncate}, with the node drained. */
+    private volatile long size;
     private final StripedLocks stripes = new StripedLocks();
     private volatile BlockNode backing;
     /** Read on first query; immutable afterwards (see {@link #snapshots()}). */
@@ -785,13 +786,51 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     /**
-     * QEMU resizes qcow2 images (growing the L1 table, discarding on shrink); jblockd does not
-     * yet, and says so rather than QEMU's "does not support resize" of drivers that never can.
+     * block_resize of a qcow2 (QEMU qcow2_co_truncate() for a growing image without
+     * preallocation): the L1 table grows first if the new size needs more entries
+     * ({@link Metadata#growL1}), then the header's size is written and flushed. The new space
+     * reads as zeroes (or from the backing file, as QEMU reads it). Refused, each with its
+     * reason: sizes not a multiple of 512 (QEMU's text), shrinking, images with internal
+     * snapshots or persistent bitmaps (their tables and jblockd's crash record are sized for
+     * the old length) — QEMU 7.2 does all three (README: not implemented).
      */
     @Override
     public void truncate(long newSize) throws IOException {
-        throw new IoError(Errno.ENOTSUP, "jblockd cannot resize qcow2 images yet");
+        if (readOnly) {
+            throw IoError.of(Errno.EROFS);
+        }
+        if (newSize % 512 != 0) {
+            throw new IoError(Errno.EINVAL, "The new size must be a multiple of 512");
+        }
+        if (newSize == size) {
+            return;
+        }
+        if (newSize < size) {
+            throw new IoError(Errno.ENOTSUP, "jblockd cannot shrink qcow2 images yet");
+        }
+        if (header.nbSnapshots > 0) {
+            throw new IoError(Errno.ENOTSUP, "Can't resize an image which has snapshots");
+        }
+        if (bitmaps.any()) {
+            throw new IoError(Errno.ENOTSUP, "jblockd cannot resize a qcow2 image with persistent bitmaps yet");
+        }
+        refuseWritesIfCorrupt();
+        long perL1 = (long) clusterSize * meta.l2Entries;
+        long entries = (newSize + perL1 - 1) / perL1;
+        if (entries > Integer.MAX_VALUE) {
+            throw new IoError(Errno.EFBIG, "qcow2: L1 table too large");
+        }
+        meta.lock.lock();
+        try {
+            meta.writeBack(); // metadata in the cache reaches the file before the header changes
+            meta.growL1((int) entries);
+            meta.writeSize(newSize);
+            size = newSize;
+        } finally {
+            meta.lock.unlock();
+        }
     }
+
 
     @Override
     public long length() {
