@@ -56,7 +56,7 @@ class NbdCommandsTest {
         devices.add(new Device("drive0", node, BlockdevOnError.REPORT, BlockdevOnError.ENOSPC));
         runState = new RunState(QapiEvents.NONE, () -> { });
         server = new NbdServer();
-        cmds = new NbdCommands(server, devices, graph, runState, QapiEvents.NONE);
+        cmds = new NbdCommands(server, devices, graph, runState, QapiEvents.NONE, new jblockd.object.ObjectRegistry());
     }
 
     @AfterEach
