@@ -77,7 +77,7 @@ class NbdCommandsTest {
                 .hasMessage("Cannot find device='nope' nor node-name='nope'");
         assertThatThrownBy(() -> cmds.nbdServerStart(new NbdCommands.NbdServerStart(json.readTree(
                 "{\"type\":\"inet\",\"data\":{\"host\":\"127.0.0.1\",\"port\":\"0\"}}"), "tls0", null, null)))
-                .hasMessageContaining("TLS is not supported");
+                .hasMessage("No TLS credentials with id 'tls0'");
         assertThat(server.running()).isFalse();
         start();
         assertThatThrownBy(this::start).hasMessage("NBD server already running");
