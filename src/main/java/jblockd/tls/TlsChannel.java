@@ -39,6 +39,13 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
     private final ByteBuffer netOut;
     private final ReentrantLock writeLock = new ReentrantLock();
     private final ReentrantLock readLock = new ReentrantLock();
+    /**
+     * The session's record and plaintext sizes, read once after the handshake: getSession()
+     * takes the engine's lock, which a writer's wrap holds (a per-call lookup cost the reader
+     * a wait behind every writer).
+     */
+    private int packetSize;
+    private int applicationSize;
 
     private TlsChannel(ByteChannel raw, SSLEngine engine) {
         this.raw = raw;
@@ -60,6 +67,8 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
         TlsChannel t = new TlsChannel(raw, engine);
         engine.beginHandshake();
         t.runHandshake();
+        t.packetSize = engine.getSession().getPacketBufferSize();
+        t.applicationSize = engine.getSession().getApplicationBufferSize();
         return t;
     }
 
@@ -184,7 +193,7 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
                     return 0;
                 }
                 // a large read takes the plaintext straight into the caller's buffer
-                boolean direct = dst.remaining() >= engine.getSession().getApplicationBufferSize();
+                boolean direct = dst.remaining() >= applicationSize;
                 SSLEngineResult r;
                 netIn.flip();
                 if (direct) {
@@ -262,7 +271,7 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
     public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
         writeLock.lock();
         try {
-            int packet = engine.getSession().getPacketBufferSize();
+            int packet = packetSize;
             long total = 0;
             while (remaining(srcs, offset, length)) {
                 netOut.clear();
