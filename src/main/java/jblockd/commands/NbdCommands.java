@@ -26,6 +26,8 @@ import jblockd.device.Devices;
 import jblockd.device.GuestIo;
 import jblockd.device.RunState;
 import jblockd.nbd.proto.Nbd;
+import jblockd.object.ObjectRegistry;
+import jblockd.tls.X509Credentials;
 import jblockd.nbd.server.NbdExport;
 import jblockd.nbd.server.NbdServer;
 import jblockd.qapi.ErrorClass;
@@ -86,11 +88,16 @@ public final class NbdCommands implements CommandGroup {
     private final NodeGraph graph;
     private final RunState runState;
     private final QapiEvents events;
+    private final ObjectRegistry objects;
+    /** The tls-creds object the running server holds (released by nbd-server-stop). */
+    private String tlsCredsInUse;
     /** Each export's BlockBackend in the graph, riding on its device. Guarded by this. */
     private final Map<NbdExport, NodeUser> exportUsers = new java.util.IdentityHashMap<>();
 
-    public NbdCommands(NbdServer server, Devices devices, NodeGraph graph, RunState runState, QapiEvents events) {
+    public NbdCommands(NbdServer server, Devices devices, NodeGraph graph, RunState runState, QapiEvents events,
+                       ObjectRegistry objects) {
         this.server = server;
+        this.objects = objects;
         this.devices = devices;
         this.graph = graph;
         this.runState = runState;
@@ -109,13 +116,14 @@ public final class NbdCommands implements CommandGroup {
     }
 
     /** blockdev-nbd.c nbd_server_start: already running, then the listener, then TLS. */
-    Object nbdServerStart(NbdServerStart a) throws QmpError {
+    synchronized Object nbdServerStart(NbdServerStart a) throws QmpError {
         if (server.running()) {
             throw QmpError.generic("NBD server already running");
         }
         SocketAddress address = socketAddress(a.addr());
-        if (a.tlsCreds() != null || a.tlsAuthz() != null) {
-            throw QmpError.generic("TLS is not supported by jblockd's NBD server");
+        if (a.tlsAuthz() != null) {
+            throw QmpError.generic("jblockd does not support tls-authz yet (authz objects): every client with a"
+                    + " certificate signed by the CA is accepted");
         }
         long max = a.maxConnections() == null ? 0 : a.maxConnections();
         if (max < 0 || max > 0xffffffffL) {
@@ -125,12 +133,19 @@ public final class NbdCommands implements CommandGroup {
             throw QmpError.generic("address resolution failed for " + inet.getHostString() + ":" + inet.getPort()
                     + ": Name or service not known");
         }
+        // QEMU resolves the credentials after binding; both are checked before anything listens here
+        X509Credentials tls = a.tlsCreds() == null ? null
+                : objects.retainTlsCreds(a.tlsCreds(), X509Credentials.Endpoint.SERVER);
         try {
-            server.start(address, (int) Math.min(max, Integer.MAX_VALUE));
+            server.start(address, (int) Math.min(max, Integer.MAX_VALUE), tls);
         } catch (IOException e) {
+            if (tls != null) {
+                objects.release(a.tlsCreds());
+            }
             String where = address instanceof UnixDomainSocketAddress u ? " to " + u.getPath() : "";
             throw QmpError.generic("Failed to bind socket" + where + ": " + reason(e));
         }
+        tlsCredsInUse = a.tlsCreds();
         return null;
     }
 
@@ -462,6 +477,10 @@ public final class NbdCommands implements CommandGroup {
         }
         List<NbdExport> all = server.exports();
         server.stop();
+        if (tlsCredsInUse != null) {
+            objects.release(tlsCredsInUse);
+            tlsCredsInUse = null;
+        }
         for (NbdExport e : all) {
             forget(e);
         }

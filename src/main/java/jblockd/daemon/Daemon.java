@@ -32,6 +32,7 @@ import jblockd.commands.BlockdevOptionsCodec;
 import jblockd.commands.ControlCommands;
 import jblockd.commands.MirrorCommands;
 import jblockd.commands.NbdCommands;
+import jblockd.commands.ObjectCommands;
 import jblockd.commands.RunStateCommands;
 import jblockd.commands.StreamCommitCommands;
 import jblockd.commands.TransactionCommands;
@@ -40,6 +41,7 @@ import jblockd.device.Devices;
 import jblockd.device.RunState;
 import jblockd.job.JobRegistry;
 import jblockd.nbd.server.NbdServer;
+import jblockd.object.ObjectRegistry;
 import jblockd.qapi.IoStatus;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.QmpError;
@@ -113,6 +115,8 @@ public final class Daemon implements AutoCloseable {
     /** Guest I/O gate (stop/cont, io-error); jobs do not pass it. */
     private final RunState runState;
     private final NbdServer nbdServer = new NbdServer();
+    /** object-add / --object objects (secrets, TLS credentials). */
+    private final ObjectRegistry objects = new ObjectRegistry();
     private final List<QmpServer> qmpServers = new CopyOnWriteArrayList<>();
     private final List<Runnable> shutdownSteps = new CopyOnWriteArrayList<>();
     private final AtomicBoolean started = new AtomicBoolean();
@@ -162,7 +166,8 @@ public final class Daemon implements AutoCloseable {
         // incomplete) and concluded ones dismissed, before the nodes are flushed and closed.
         addShutdownStep(() -> jobs.cancelAll(30, TimeUnit.SECONDS));
         new RunStateCommands(runState).register(registry);
-        new NbdCommands(nbdServer, devices, graph, runState, events).register(registry);
+        new ObjectCommands(objects).register(registry);
+        new NbdCommands(nbdServer, devices, graph, runState, events, objects).register(registry);
         // NBD clients go before the jobs are cancelled and the nodes close
         addShutdownStep(nbdServer::stop);
     }
@@ -200,6 +205,11 @@ public final class Daemon implements AutoCloseable {
 
         public Builder nbdServer(String keyvalOrJson) {
             return option("nbd-server", keyvalOrJson);
+        }
+
+        /** Keyval ({@code TYPE,id=ID,...}) or JSON, exactly as object-add takes it. */
+        public Builder object(String keyvalOrJson) {
+            return option("object", keyvalOrJson);
         }
 
         public Builder export(String keyvalOrJson) {
@@ -259,6 +269,10 @@ public final class Daemon implements AutoCloseable {
         return runState;
     }
 
+    public ObjectRegistry objects() {
+        return objects;
+    }
+
     public NbdServer nbdServer() {
         return nbdServer;
     }
@@ -307,6 +321,7 @@ public final class Daemon implements AutoCloseable {
                     case "blockdev" -> runOptionCommand("blockdev-add", o.value(), null);
                     case "nbd-server" -> runOptionCommand("nbd-server-start", o.value(), null);
                     case "export" -> runOptionCommand("block-export-add", o.value(), "type");
+                    case "object" -> runOptionCommand("object-add", o.value(), "qom-type");
                     default -> throw new StartupException(null, "unknown option --" + o.name());
                 }
             }

@@ -64,6 +64,22 @@ public final class Main implements Callable<Integer> {
         builder.export(v);
     }
 
+    @Option(names = "--object", paramLabel = "TYPE,id=ID[,...]|JSON",
+            description = "An object, as object-add takes it: secret,id=ID,data=..|file=..[,format=raw|base64];"
+                    + " tls-creds-x509,id=ID,dir=DIR,endpoint=server|client[,verify-peer=on|off][,sanity-check=on|off]."
+                    + " --object help lists the types, --object TYPE,help a type's properties.")
+    void object(String v) {
+        String help = ObjectHelp.text(v);
+        if (help != null) {
+            objectHelp = help;
+        } else {
+            builder.object(v);
+        }
+    }
+
+    /** What {@code --object help} prints (then the command exits 0, as qemu-storage-daemon). */
+    private String objectHelp;
+
     /** Set in the daemon process that {@code --daemonize} starts (it must not fork again). */
     static final String DAEMONIZED_ENV = "JBLOCKD_DAEMONIZED";
 
@@ -85,6 +101,10 @@ public final class Main implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        if (objectHelp != null) {
+            System.out.print(objectHelp);
+            return 0;
+        }
         boolean child = System.getenv(DAEMONIZED_ENV) != null;
         if (daemonize && !child) {
             return Daemonize.parent();

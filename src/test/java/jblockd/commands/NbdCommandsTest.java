@@ -56,7 +56,7 @@ class NbdCommandsTest {
         devices.add(new Device("drive0", node, BlockdevOnError.REPORT, BlockdevOnError.ENOSPC));
         runState = new RunState(QapiEvents.NONE, () -> { });
         server = new NbdServer();
-        cmds = new NbdCommands(server, devices, graph, runState, QapiEvents.NONE);
+        cmds = new NbdCommands(server, devices, graph, runState, QapiEvents.NONE, new jblockd.object.ObjectRegistry());
     }
 
     @AfterEach
@@ -77,7 +77,7 @@ class NbdCommandsTest {
                 .hasMessage("Cannot find device='nope' nor node-name='nope'");
         assertThatThrownBy(() -> cmds.nbdServerStart(new NbdCommands.NbdServerStart(json.readTree(
                 "{\"type\":\"inet\",\"data\":{\"host\":\"127.0.0.1\",\"port\":\"0\"}}"), "tls0", null, null)))
-                .hasMessageContaining("TLS is not supported");
+                .hasMessage("No TLS credentials with id 'tls0'");
         assertThat(server.running()).isFalse();
         start();
         assertThatThrownBy(this::start).hasMessage("NBD server already running");

@@ -2,9 +2,12 @@ package jblockd.nbd.client;
 
 import java.io.EOFException;
 import java.io.IOException;
+import java.net.InetSocketAddress;
 import java.net.SocketAddress;
 import java.nio.ByteBuffer;
+import java.nio.channels.ByteChannel;
 import java.nio.channels.SocketChannel;
+import java.nio.channels.WritableByteChannel;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -23,6 +26,11 @@ import jblockd.nbd.proto.Nbd;
 import jblockd.nbd.proto.NbdError;
 import jblockd.nbd.proto.NbdProtocolException;
 import jblockd.nbd.proto.NbdReader;
+import jblockd.tls.TlsChannel;
+import jblockd.tls.X509Credentials;
+
+import javax.net.ssl.SSLEngine;
+import javax.net.ssl.SSLException;
 
 /**
  * An NBD client (doc/proto.md): fixed newstyle handshake with structured replies, meta contexts
@@ -35,22 +43,44 @@ import jblockd.nbd.proto.NbdReader;
  * bounds. An error the server reports for a request is an {@link IoError} with the errno it sent.
  */
 public final class NbdClient implements AutoCloseable {
-    /** What to ask for: the export, and the meta contexts for BLOCK_STATUS (may be empty). */
-    public record Options(String export, List<String> metaContexts) {
+    /**
+     * What to ask for: the export, the meta contexts for BLOCK_STATUS (may be empty), and TLS
+     * (null: plain).
+     */
+    public record Options(String export, List<String> metaContexts, Tls tls) {
         public Options {
             metaContexts = List.copyOf(metaContexts);
+        }
+
+        public Options(String export, List<String> metaContexts) {
+            this(export, metaContexts, null);
         }
 
         public static Options of(String export, String... contexts) {
             return new Options(export, List.of(contexts));
         }
+
+        /** The same options, upgraded with NBD_OPT_STARTTLS before anything else. */
+        public Options withTls(Tls t) {
+            return new Options(export, metaContexts, t);
+        }
+    }
+
+    /**
+     * TLS for a connection (block/nbd.c's tls-creds and tls-hostname): client-endpoint
+     * credentials, and the name the server's certificate must carry; null {@code hostname}
+     * means the inet address's host (a UNIX socket has none: QEMU's "No hostname for
+     * certificate validation").
+     */
+    public record Tls(X509Credentials credentials, String hostname) {
     }
 
     /** One extent of a BLOCK_STATUS chunk: its length and the context's flags. */
     public record Extent(long length, int flags) {
     }
 
-    private final SocketChannel channel;
+    /** The socket, or the TLS channel over it. */
+    private final ByteChannel channel;
     private final NbdReader in;
     private final ReentrantLock sendLock = new ReentrantLock();
     private final long size;
@@ -84,9 +114,9 @@ public final class NbdClient implements AutoCloseable {
         }
     }
 
-    private NbdClient(SocketChannel channel, NbdReader in, Handshake h) {
-        this.channel = channel;
-        this.in = in;
+    private NbdClient(Handshake h) {
+        this.channel = h.channel;
+        this.in = h.in;
         this.size = h.size;
         this.transmissionFlags = h.flags;
         this.structured = h.structured;
@@ -96,15 +126,37 @@ public final class NbdClient implements AutoCloseable {
         this.reader = Thread.ofVirtual().name("nbd-client-replies").start(this::readReplies);
     }
 
-    /** Connects to {@code address} (UNIX or inet) and negotiates {@code options}. */
+    /**
+     * Connects to {@code address} (UNIX or inet) and negotiates {@code options}. Refusals carry
+     * QEMU's nbd/client.c texts ({@code TLS negotiation required before option 7 (go)},
+     * {@code Denied by server for option 5 (starttls)}); the server's own message, if any, is
+     * the cause's ({@code server reported: ...}).
+     */
     public static NbdClient connect(SocketAddress address, Options options) throws IOException {
+        String hostname = null;
+        if (options.tls() != null) {
+            if (options.tls().credentials().endpoint() != X509Credentials.Endpoint.CLIENT) {
+                throw new IoError(Errno.EINVAL, "Expected TLS credentials for a client endpoint");
+            }
+            hostname = options.tls().hostname();
+            if (hostname == null && address instanceof InetSocketAddress inet) {
+                hostname = inet.getHostString();
+            }
+            if (hostname == null) {
+                throw new IoError(Errno.EINVAL, "No hostname for certificate validation");
+            }
+        }
         SocketChannel ch = SocketChannel.open(address);
+        Handshake h = new Handshake(ch);
         try {
-            NbdReader in = new NbdReader(ch);
-            Handshake h = Handshake.run(ch, in, options);
-            return new NbdClient(ch, in, h);
+            if (options.tls() != null) {
+                int port = address instanceof InetSocketAddress inet ? inet.getPort() : -1;
+                h.startTls(options.tls().credentials().clientEngine(hostname, port));
+            }
+            h.run(options);
+            return new NbdClient(h);
         } catch (IOException | RuntimeException e) {
-            ch.close();
+            h.channel.close();
             throw e;
         }
     }
@@ -460,6 +512,8 @@ public final class NbdClient implements AutoCloseable {
 
     /** The fixed newstyle negotiation; its results. */
     private static final class Handshake {
+        ByteChannel channel;
+        NbdReader in;
         long size;
         int flags;
         boolean structured;
@@ -467,8 +521,19 @@ public final class NbdClient implements AutoCloseable {
         int minBlock = 1;
         int maxBlock = Nbd.MAX_BUFFER_SIZE;
 
-        static Handshake run(SocketChannel ch, NbdReader in, Options o) throws IOException {
-            Handshake h = new Handshake();
+        private boolean greeted;
+
+        Handshake(SocketChannel ch) {
+            this.channel = ch;
+            this.in = new NbdReader(ch);
+        }
+
+        /** The server's greeting and our flags (once, before the first option). */
+        private void greet() throws IOException {
+            if (greeted) {
+                return;
+            }
+            greeted = true;
             if (in.readLong() != Nbd.NBDMAGIC || in.readLong() != Nbd.IHAVEOPT) {
                 throw new NbdProtocolException("not an NBD server with newstyle negotiation");
             }
@@ -477,7 +542,34 @@ public final class NbdClient implements AutoCloseable {
                 throw new NbdProtocolException("the server does not do fixed newstyle negotiation");
             }
             int clientFlags = Nbd.FLAG_C_FIXED_NEWSTYLE | (serverFlags & Nbd.FLAG_NO_ZEROES);
-            send(ch, ByteBuffer.allocate(4).putInt(clientFlags).flip());
+            send(channel, ByteBuffer.allocate(4).putInt(clientFlags).flip());
+        }
+
+        /** NBD_OPT_STARTTLS, then the TLS handshake; every later byte goes through TLS. */
+        void startTls(SSLEngine engine) throws IOException {
+            greet();
+            option(channel, Nbd.OPT_STARTTLS, ByteBuffer.allocate(0));
+            Reply r = reply(in, Nbd.OPT_STARTTLS);
+            if (r.isError()) {
+                throw refused(Nbd.OPT_STARTTLS, r);
+            }
+            if (r.type != Nbd.REP_ACK || r.data.hasRemaining() || in.hasBuffered()) {
+                throw new NbdProtocolException("unexpected reply " + r.type + " to STARTTLS");
+            }
+            TlsChannel tls;
+            try {
+                tls = TlsChannel.handshake(channel, engine);
+            } catch (SSLException e) {
+                throw new IoError(Errno.EIO, "TLS handshake failed: " + e.getMessage(), e);
+            }
+            channel = tls;
+            in = new NbdReader(tls);
+        }
+
+        void run(Options o) throws IOException {
+            Handshake h = this;
+            ByteChannel ch = channel;
+            greet();
             // structured replies
             option(ch, Nbd.OPT_STRUCTURED_REPLY, ByteBuffer.allocate(0));
             Reply r = reply(in, Nbd.OPT_STRUCTURED_REPLY);
@@ -550,29 +642,46 @@ public final class NbdClient implements AutoCloseable {
             if (!haveExport || h.size < 0) {
                 throw new NbdProtocolException("GO ended without a valid export size");
             }
-            return h;
         }
 
         private static IoError refused(String what, Reply r) {
-            String msg = StandardCharsets.UTF_8.decode(r.data).toString();
+            String msg = StandardCharsets.UTF_8.decode(r.data.duplicate()).toString();
+            if (r.type == Nbd.REP_ERR_TLS_REQD) {
+                return refused(r.option, r);
+            }
             Errno e = r.type == Nbd.REP_ERR_UNKNOWN ? Errno.ENOENT : r.type == Nbd.REP_ERR_UNSUP ? Errno.ENOTSUP
                     : Errno.EINVAL;
             return new IoError(e, "NBD server refused " + what + (msg.isEmpty() ? "" : ": " + msg));
         }
 
-        private static void option(SocketChannel ch, int option, ByteBuffer data) throws IOException {
+        /** nbd/client.c nbd_handle_reply_err's texts for the refusals TLS brings. */
+        private static IoError refused(int option, Reply r) {
+            String msg = StandardCharsets.UTF_8.decode(r.data.duplicate()).toString();
+            String opt = option + " (" + Nbd.optionName(option) + ")";
+            String text = switch (r.type) {
+                case Nbd.REP_ERR_TLS_REQD -> "TLS negotiation required before option " + opt;
+                case Nbd.REP_ERR_POLICY -> "Denied by server for option " + opt;
+                case Nbd.REP_ERR_UNSUP -> "Unsupported option " + opt;
+                default -> "Server rejected option " + opt + " with error 0x" + Integer.toHexString(r.type);
+            };
+            Errno e = r.type == Nbd.REP_ERR_POLICY ? Errno.EPERM : r.type == Nbd.REP_ERR_UNSUP ? Errno.ENOTSUP
+                    : Errno.EINVAL;
+            return new IoError(e, text, msg.isEmpty() ? null : new IOException("server reported: " + msg));
+        }
+
+        private static void option(WritableByteChannel ch, int option, ByteBuffer data) throws IOException {
             ByteBuffer b = ByteBuffer.allocate(16 + data.remaining()).putLong(Nbd.IHAVEOPT).putInt(option)
                     .putInt(data.remaining()).put(data).flip();
             send(ch, b);
         }
 
-        private static void send(SocketChannel ch, ByteBuffer b) throws IOException {
+        private static void send(WritableByteChannel ch, ByteBuffer b) throws IOException {
             while (b.hasRemaining()) {
                 ch.write(b);
             }
         }
 
-        private record Reply(int type, ByteBuffer data) {
+        private record Reply(int option, int type, ByteBuffer data) {
             boolean isError() {
                 return (type & 0x80000000) != 0;
             }
@@ -593,7 +702,7 @@ public final class NbdClient implements AutoCloseable {
             }
             ByteBuffer data = ByteBuffer.allocate((int) len);
             in.readFully(data);
-            return new Reply(type, data.flip());
+            return new Reply(opt, type, data.flip());
         }
     }
 }

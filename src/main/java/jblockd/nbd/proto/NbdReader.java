@@ -98,6 +98,14 @@ public final class NbdReader {
         }
     }
 
+    /**
+     * Whether bytes beyond what was asked for are buffered: after STARTTLS's reply nothing may be,
+     * since the peer's next bytes belong to the TLS handshake on another reader.
+     */
+    public boolean hasBuffered() {
+        return buf.hasRemaining();
+    }
+
     /** The client's u32 flags after the server greeting. */
     public int readClientFlags() throws IOException {
         return readInt();

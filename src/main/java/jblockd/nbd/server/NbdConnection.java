@@ -11,6 +11,8 @@ import java.util.concurrent.Semaphore;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
+import javax.net.ssl.SSLException;
+
 import jblockd.block.Allocation;
 import jblockd.block.BlockNode;
 import jblockd.block.BlockStatus;
@@ -25,6 +27,8 @@ import jblockd.nbd.proto.NbdReader;
 import jblockd.nbd.proto.NbdRequest;
 import jblockd.nbd.proto.NbdWriter;
 import jblockd.qapi.IoOperation;
+import jblockd.tls.TlsChannel;
+import jblockd.tls.X509Credentials;
 
 /**
  * One client: the fixed-newstyle handshake, then the transmission loop. The loop's thread reads
@@ -42,8 +46,14 @@ final class NbdConnection {
     private final SocketChannel channel;
     private final BufferPool buffers;
     private final RequestExecutor requests;
-    private final NbdReader reader;
-    private final NbdWriter writer;
+    /** Server credentials when the server is TLS-only, else null. */
+    private final X509Credentials tls;
+    /** Set by STARTTLS; the reader and writer are then replaced by ones over it. */
+    private TlsChannel tlsChannel;
+    // Replaced once, by STARTTLS, during the handshake (this thread only, before any handler
+    // runs; the executor's hand-off publishes them to handler threads).
+    private NbdReader reader;
+    private NbdWriter writer;
 
     private boolean noZeroes;
     private boolean structured;
@@ -53,8 +63,10 @@ final class NbdConnection {
     private MetaContexts selected = MetaContexts.NONE;
     private NbdExport export;
 
-    NbdConnection(NbdServer server, SocketChannel channel, BufferPool buffers, RequestExecutor requests) {
+    NbdConnection(NbdServer server, SocketChannel channel, BufferPool buffers, RequestExecutor requests,
+                  X509Credentials tls) {
         this.server = server;
+        this.tls = tls;
         this.channel = channel;
         this.requests = requests;
         this.buffers = buffers;
@@ -86,6 +98,13 @@ final class NbdConnection {
             if (export != null) {
                 export.connections().remove(this);
             }
+            if (tlsChannel != null) {
+                try {
+                    tlsChannel.close(); // close_notify, then the socket
+                } catch (IOException ignored) {
+                    // gone
+                }
+            }
             close();
         }
     }
@@ -103,6 +122,12 @@ final class NbdConnection {
         while (true) {
             NbdOption opt = reader.readOption();
             int o = opt.option();
+            if (tls != null && tlsChannel == null) {
+                if (!beforeTls(opt)) {
+                    return false;
+                }
+                continue;
+            }
             switch (o) {
                 case Nbd.OPT_EXPORT_NAME -> {
                     String name = StandardCharsets.UTF_8.decode(opt.data().duplicate()).toString();
@@ -141,7 +166,9 @@ final class NbdConnection {
                     if (opt.data().hasRemaining()) {
                         rejectLength(o);
                     } else {
-                        writer.optionError(o, Nbd.REP_ERR_POLICY, "TLS not configured");
+                        // a TLS server got here only after the upgrade (QEMU's texts for both)
+                        writer.optionError(o, tls != null ? Nbd.REP_ERR_INVALID : Nbd.REP_ERR_POLICY,
+                                tls != null ? "TLS already enabled" : "TLS not configured");
                     }
                 }
                 case Nbd.OPT_STRUCTURED_REPLY -> {
@@ -164,6 +191,47 @@ final class NbdConnection {
                         "Unsupported option " + Integer.toUnsignedString(o) + " (" + Nbd.optionName(o) + ")");
             }
         }
+    }
+
+    /**
+     * An option on a TLS-only server before the upgrade (nbd/server.c nbd_negotiate_options):
+     * STARTTLS upgrades; EXPORT_NAME cannot be refused politely, so the client is dropped; any
+     * other option is answered REP_ERR_TLS_REQD, and ABORT then ends the connection. False when
+     * the connection is to end.
+     */
+    private boolean beforeTls(NbdOption opt) throws IOException {
+        int o = opt.option();
+        String notPermitted = "Option 0x" + Integer.toHexString(o) + " not permitted before TLS";
+        switch (o) {
+            case Nbd.OPT_STARTTLS -> {
+                if (opt.data().hasRemaining()) {
+                    rejectLength(o);
+                    return true;
+                }
+                writer.optionAck(o);
+                startTls();
+                return true;
+            }
+            case Nbd.OPT_EXPORT_NAME -> throw new NbdProtocolException(notPermitted);
+            default -> {
+                writer.optionError(o, Nbd.REP_ERR_TLS_REQD, notPermitted);
+                return o != Nbd.OPT_ABORT;
+            }
+        }
+    }
+
+    /** The TLS handshake after STARTTLS's ACK; the rest of the session goes through it. */
+    private void startTls() throws IOException {
+        if (reader.hasBuffered()) {
+            throw new NbdProtocolException("data after STARTTLS before the TLS handshake");
+        }
+        try {
+            tlsChannel = TlsChannel.handshake(channel, tls.serverEngine());
+        } catch (SSLException e) {
+            throw new NbdProtocolException("option negotiation failed: TLS handshake failed: " + e.getMessage());
+        }
+        reader = new NbdReader(tlsChannel);
+        writer = new NbdWriter(tlsChannel);
     }
 
     private void rejectLength(int option) throws IOException {

@@ -21,6 +21,8 @@ import java.util.concurrent.Semaphore;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
+import jblockd.tls.X509Credentials;
+
 /**
  * The NBD server of one daemon (QEMU's blockdev-nbd.c): at most one listening socket (TCP or
  * UNIX), a virtual thread accepting, one platform thread reading each connection, request
@@ -50,6 +52,8 @@ public final class NbdServer {
     private Thread acceptThread;
     private Semaphore connectionSlots;
     private RequestExecutor requests;
+    /** Credentials of a TLS-only server (nbd-server-start tls-creds), null when plain. */
+    private X509Credentials tls;
 
     public synchronized boolean running() {
         return listener != null;
@@ -61,6 +65,15 @@ public final class NbdServer {
      * it too).
      */
     public synchronized void start(SocketAddress address, int maxConnections) throws IOException {
+        start(address, maxConnections, null);
+    }
+
+    /**
+     * As {@link #start(SocketAddress, int)}; with {@code tls} (server-endpoint credentials)
+     * every client must upgrade with NBD_OPT_STARTTLS before any other option.
+     */
+    public synchronized void start(SocketAddress address, int maxConnections, X509Credentials tls)
+            throws IOException {
         if (listener != null) {
             throw new IllegalStateException("NBD server already running");
         }
@@ -87,6 +100,7 @@ public final class NbdServer {
             unixPath = null;
         }
         listener = ch;
+        this.tls = tls;
         connectionSlots = maxConnections > 0 ? new Semaphore(maxConnections) : null;
         // One warm thread per CPU: more only trade work done in place for hand-offs. On 2 CPUs,
         // fio's 4 KiB random reads ran 1.6-1.8x qemu-nbd's IOPS so, 1.3-1.5x with 4 per CPU.
@@ -94,7 +108,7 @@ public final class NbdServer {
         ServerSocketChannel l = ch;
         Semaphore slots = connectionSlots;
         RequestExecutor r = requests;
-        acceptThread = Thread.ofVirtual().name("nbd-accept").start(() -> acceptLoop(l, slots, r));
+        acceptThread = Thread.ofVirtual().name("nbd-accept").start(() -> acceptLoop(l, slots, r, tls));
     }
 
     /** The bound address (useful with port 0). */
@@ -102,7 +116,12 @@ public final class NbdServer {
         return listener == null ? null : listener.getLocalAddress();
     }
 
-    private void acceptLoop(ServerSocketChannel l, Semaphore slots, RequestExecutor requests) {
+    /** Whether the running server requires TLS. */
+    public synchronized boolean tlsRequired() {
+        return tls != null;
+    }
+
+    private void acceptLoop(ServerSocketChannel l, Semaphore slots, RequestExecutor requests, X509Credentials tls) {
         while (l.isOpen()) {
             try {
                 if (slots != null) {
@@ -122,7 +141,7 @@ public final class NbdServer {
                     c.setOption(StandardSocketOptions.TCP_NODELAY, true);
                 }
                 socketBuffers(c);
-                NbdConnection conn = new NbdConnection(this, c, buffers, requests);
+                NbdConnection conn = new NbdConnection(this, c, buffers, requests, tls);
                 connections.add(conn);
                 // A platform thread, not a virtual one: a blocked read(2) is woken once, by the
                 // kernel, where a virtual thread needs the JDK's poller and then a carrier. With
@@ -178,6 +197,7 @@ public final class NbdServer {
                     // closing anyway
                 }
                 listener = null;
+                tls = null;
                 if (unixPath != null) {
                     try {
                         Files.deleteIfExists(unixPath);

@@ -1,0 +1,12 @@
+package jblockd.object;
+
+/**
+ * An object made by {@code object-add} or {@code --object} (QEMU's user-creatable objects under
+ * {@code /objects}): its id and QOM type name. Immutable once made.
+ */
+public sealed interface UserObject permits Secret, TlsCredsX509 {
+    String id();
+
+    /** The {@code qom-type}, e.g. {@code secret}. */
+    String qomType();
+}
