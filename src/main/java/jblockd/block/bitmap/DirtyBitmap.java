@@ -108,6 +108,38 @@ public final class DirtyBitmap {
         }
     }
 
+    /**
+     * True when every granule {@code [offset, offset+len)} touches is dirty already (and the range
+     * lies within the bitmap): marking it would change nothing. Reads each word once; a word
+     * cleared after it was read counts as cleared after this range's mark.
+     */
+    public boolean allDirty(long offset, long len) {
+        if (len <= 0 || offset < 0 || offset > length - len) {
+            return false;
+        }
+        long from = offset >>> shift;
+        long to = granules(offset + len);
+        long[] w = words;
+        int first = (int) (from >>> 6);
+        int last = (int) ((to - 1) >>> 6);
+        if (last >= w.length) {
+            return false; // resized meanwhile: the locked path decides
+        }
+        for (int i = first; i <= last; i++) {
+            long mask = -1L;
+            if (i == first) {
+                mask &= -1L << (from & 63);
+            }
+            if (i == last) {
+                mask &= -1L >>> (63 - ((to - 1) & 63));
+            }
+            if (((long) WORDS.getAcquire(w, i) & mask) != mask) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     /** Marks everything (mirror sync=full's initial state). */
     public void markAll() {
         mark(0, length);

@@ -87,9 +87,30 @@ public final class NodeBitmaps {
      * write may still have changed some of the range, so a bitmap must not claim it clean).
      */
     public void mark(long offset, long len) {
-        if (marks.active() && len > 0) {
+        Marks m = marks;
+        if (m.active() && len > 0 && !alreadyDirty(m, offset, len)) {
             markRecording(offset, len);
         }
+    }
+
+    /**
+     * The lock-free fast path: every recording bitmap has the range dirty already, so marking
+     * would change nothing (a guest rewriting what it wrote since the last backup, the common
+     * case). Safe without the lock: a bitmap disabled or cleared meanwhile is not written, and a
+     * clear that comes after the bits were seen set is a clear after this write's mark, which
+     * may erase it (QEMU's order too: the mark follows the write). Unaligned nodes and writes
+     * past the end take the locked path.
+     */
+    private boolean alreadyDirty(Marks m, long offset, long len) {
+        if (alignment > 1 || m.recording().length == 0) {
+            return false;
+        }
+        for (DirtyBitmap b : m.recording()) {
+            if (!b.allDirty(offset, len)) {
+                return false;
+            }
+        }
+        return true;
     }
 
     private void markRecording(long offset, long len) {

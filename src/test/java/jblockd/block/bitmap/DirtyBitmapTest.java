@@ -180,4 +180,23 @@ class DirtyBitmapTest {
         assertThat(b.count()).isEqualTo(8192);
         assertThat(b.nextDirtyRun(0, Long.MAX_VALUE)).containsExactly(8192, 8192);
     }
+
+    @Test
+    void allDirtyIsTrueOnlyWhenEveryTouchedGranuleIsDirtyAndInRange() {
+        DirtyBitmap b = new DirtyBitmap(1 << 20, 4096);
+        assertThat(b.allDirty(0, 4096)).isFalse();
+        b.mark(8192, 3 * 4096);
+        assertThat(b.allDirty(8192, 3 * 4096)).isTrue();
+        assertThat(b.allDirty(8193, 100)).isTrue();
+        assertThat(b.allDirty(8192 - 1, 2)).as("touches a clean granule").isFalse();
+        assertThat(b.allDirty(8192, 3 * 4096 + 1)).isFalse();
+        b.markAll();
+        assertThat(b.allDirty(0, 1 << 20)).isTrue();
+        assertThat(b.allDirty((1 << 20) - 1, 2)).as("past the end").isFalse();
+        assertThat(b.allDirty(0, 0)).isFalse();
+        b.clear(64 * 4096, 1);
+        assertThat(b.allDirty(0, 1 << 20)).isFalse();
+        assertThat(b.allDirty(63 * 4096, 4096)).isTrue();
+        assertThat(b.allDirty(64 * 4096, 1)).isFalse();
+    }
 }

@@ -87,6 +87,30 @@ class NodeBitmapsTest {
         assertThat(on.count()).isZero();
     }
 
+    /**
+     * The lock-free path for writes into granules every recording bitmap has dirty already must
+     * not keep a write from a bitmap that lacks it: not the one enabled later, not a cleared
+     * one, not the successor of a frozen one.
+     */
+    @Test
+    void aRewriteOfDirtyGranulesStillMarksEveryBitmapThatLacksThem() throws Exception {
+        BlockNode n = node();
+        NodeBitmaps bm = n.bitmaps();
+        BlockDirtyBitmap a = bm.create("a", G, false, false, "n0");
+        write(n, 0, 2 * (int) G);
+        write(n, 0, 2 * (int) G); // all dirty: the fast path
+        assertThat(a.count()).isEqualTo(2 * G);
+        BlockDirtyBitmap b = bm.create("b", G, false, false, "n0");
+        write(n, 0, 1);
+        assertThat(b.count()).as("a new bitmap still gets the rewrite").isEqualTo(G);
+        bm.clear(a);
+        write(n, G, 1);
+        assertThat(a.count()).as("a cleared bitmap gets it again").isEqualTo(G);
+        BlockDirtyBitmap successor = bm.freeze(a);
+        write(n, G, 1);
+        assertThat(successor.count()).as("the successor of a frozen bitmap gets it").isEqualTo(G);
+    }
+
     @Test
     void freezeMakesTheBitmapBusyAndItsSuccessorRecordsInItsPlace() throws Exception {
         BlockNode n = node();
