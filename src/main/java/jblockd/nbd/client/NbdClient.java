@@ -50,6 +50,37 @@ public final class NbdClient implements AutoCloseable {
     public record Extent(long length, int flags) {
     }
 
+    /**
+     * The server answered an option of the handshake with an error reply: which option, the
+     * reply type ({@code NBD_REP_ERR_*}) and the server's message, so callers can word it as
+     * they must (the nbd block driver uses QEMU's texts).
+     */
+    public static final class OptionRefused extends IoError {
+        private static final long serialVersionUID = 1L;
+        private final int option;
+        private final int reply;
+        private final String serverMessage;
+
+        OptionRefused(Errno errno, String detail, int option, int reply, String serverMessage) {
+            super(errno, detail);
+            this.option = option;
+            this.reply = reply;
+            this.serverMessage = serverMessage;
+        }
+
+        public int option() {
+            return option;
+        }
+
+        public int reply() {
+            return reply;
+        }
+
+        public String serverMessage() {
+            return serverMessage;
+        }
+    }
+
     private final SocketChannel channel;
     private final NbdReader in;
     private final ReentrantLock sendLock = new ReentrantLock();
@@ -63,6 +94,8 @@ public final class NbdClient implements AutoCloseable {
     private final Map<Long, Pending> pending = new ConcurrentHashMap<>();
     private final Thread reader;
     private volatile IOException broken;
+    /** Completed (once) with the cause when the connection fails or is closed. */
+    private final CompletableFuture<IOException> disconnected = new CompletableFuture<>();
     /** Set by close(): the reader's end of stream is then ours, not the server's. */
     private volatile boolean closing;
 
@@ -98,11 +131,22 @@ public final class NbdClient implements AutoCloseable {
 
     /** Connects to {@code address} (UNIX or inet) and negotiates {@code options}. */
     public static NbdClient connect(SocketAddress address, Options options) throws IOException {
-        SocketChannel ch = SocketChannel.open(address);
+        return negotiate(SocketChannel.open(address), options);
+    }
+
+    /**
+     * Negotiates {@code options} over a channel the caller connected (its own address
+     * resolution, socket options and error texts); the channel is closed if negotiation fails.
+     */
+    public static NbdClient negotiate(SocketChannel ch, Options options) throws IOException {
         try {
             NbdReader in = new NbdReader(ch);
             Handshake h = Handshake.run(ch, in, options);
             return new NbdClient(ch, in, h);
+        } catch (NbdClient.OptionRefused e) {
+            Handshake.abort(ch); // proto.md: a client that gives up sends NBD_OPT_ABORT (as QEMU's nbd_send_opt_abort)
+            ch.close();
+            throw e;
         } catch (IOException | RuntimeException e) {
             ch.close();
             throw e;
@@ -138,6 +182,19 @@ public final class NbdClient implements AutoCloseable {
 
     public int minBlock() {
         return minBlock;
+    }
+
+    /** False once the connection failed or was closed: every later request fails with EIO. */
+    public boolean connected() {
+        return broken == null;
+    }
+
+    /**
+     * Completes, once, when the connection ends: the server closed it, a protocol violation, a
+     * failed send, or {@link #close()}. Lets an owner notice a drop while no request is waiting.
+     */
+    public CompletableFuture<IOException> disconnected() {
+        return disconnected;
     }
 
     // ------------------------------------------------------------------ requests
@@ -421,6 +478,7 @@ public final class NbdClient implements AutoCloseable {
         if (broken == null) {
             broken = cause;
         }
+        disconnected.complete(broken);
         for (Long h : List.copyOf(pending.keySet())) {
             Pending p = pending.remove(h);
             if (p != null) {
@@ -448,6 +506,7 @@ public final class NbdClient implements AutoCloseable {
             }
         } finally {
             channel.close();
+            fail(new IOException("client closed"));
             try {
                 reader.join();
             } catch (InterruptedException e) {
@@ -481,6 +540,10 @@ public final class NbdClient implements AutoCloseable {
             // structured replies
             option(ch, Nbd.OPT_STRUCTURED_REPLY, ByteBuffer.allocate(0));
             Reply r = reply(in, Nbd.OPT_STRUCTURED_REPLY);
+            if (r.type == Nbd.REP_ERR_TLS_REQD) {
+                // a TLS-only server refuses every option until STARTTLS: nothing else will work
+                throw refused("STRUCTURED_REPLY", Nbd.OPT_STRUCTURED_REPLY, r);
+            }
             if (r.type == Nbd.REP_ACK) {
                 h.structured = true;
             } else if (!r.isError()) {
@@ -512,7 +575,7 @@ public final class NbdClient implements AutoCloseable {
                         break;
                     }
                     if (r.isError()) {
-                        throw refused("SET_META_CONTEXT", r);
+                        throw refused("SET_META_CONTEXT", Nbd.OPT_SET_META_CONTEXT, r);
                     }
                     if (r.type != Nbd.REP_META_CONTEXT || r.data.remaining() < 4) {
                         throw new NbdProtocolException("unexpected reply " + r.type + " to SET_META_CONTEXT");
@@ -531,7 +594,7 @@ public final class NbdClient implements AutoCloseable {
                     break;
                 }
                 if (r.isError()) {
-                    throw refused("export '" + o.export() + "'", r);
+                    throw refused("export '" + o.export() + "'", Nbd.OPT_GO, r);
                 }
                 if (r.type != Nbd.REP_INFO || r.data.remaining() < 2) {
                     throw new NbdProtocolException("unexpected reply " + r.type + " to GO");
@@ -553,11 +616,21 @@ public final class NbdClient implements AutoCloseable {
             return h;
         }
 
-        private static IoError refused(String what, Reply r) {
+        private static OptionRefused refused(String what, int option, Reply r) {
             String msg = StandardCharsets.UTF_8.decode(r.data).toString();
             Errno e = r.type == Nbd.REP_ERR_UNKNOWN ? Errno.ENOENT : r.type == Nbd.REP_ERR_UNSUP ? Errno.ENOTSUP
                     : Errno.EINVAL;
-            return new IoError(e, "NBD server refused " + what + (msg.isEmpty() ? "" : ": " + msg));
+            return new OptionRefused(e, "NBD server refused " + what + (msg.isEmpty() ? "" : ": " + msg), option,
+                    r.type, msg);
+        }
+
+        /** Best effort: the server may already be gone. */
+        static void abort(SocketChannel ch) {
+            try {
+                option(ch, Nbd.OPT_ABORT, ByteBuffer.allocate(0));
+            } catch (IOException ignored) {
+                // closing anyway
+            }
         }
 
         private static void option(SocketChannel ch, int option, ByteBuffer data) throws IOException {
