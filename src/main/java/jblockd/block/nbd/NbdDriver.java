@@ -97,6 +97,11 @@ public final class NbdDriver implements BlockDriver {
         }
     }
 
+    /** The connection keeper (tests wait on its reconnects). */
+    NbdLink link() {
+        return link;
+    }
+
     private boolean has(int flag) {
         return (flags & flag) != 0;
     }

@@ -146,6 +146,18 @@ final class NbdLink implements AutoCloseable {
         }
     }
 
+    /** Waits until a connection is up (or the link closed): lets a caller see a background reconnect land. */
+    void awaitConnected() throws InterruptedException {
+        lock.lock();
+        try {
+            while (client == null && !closed) {
+                changed.await();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
     private NbdClient acquire() throws IoError {
         lock.lock();
         try {
