@@ -50,6 +50,7 @@ class NbdDriverQemuIT {
         try (NbdPeer q = NbdPeer.qsd(dir.resolve("client-q"))) {
             theirs = s.run(q, Files.createDirectories(dir.resolve("work-q")));
         }
+        System.out.println("transcript (jblockd client):\n  " + String.join("\n  ", mine));
         assertThat(mine).as("jblockd's transcript vs qemu-storage-daemon's").isEqualTo(theirs);
     }
 
@@ -281,6 +282,10 @@ class NbdDriverQemuIT {
                 if (ExternalTools.present("nbdinfo")) {
                     log.add("map " + ExternalTools.ok("nbdinfo", "--map", again).strip());
                 }
+                // guest I/O through the export of a node whose server is gone: EIO (reconnect-delay 0)
+                server.kill();
+                ExternalTools.Result r = ExternalTools.run("qemu-io", "-r", "-f", "raw", "-c", "read 0 4k", again);
+                log.add("qemu-io after the kill: " + r.out().lines().filter(l -> !l.contains("ops/sec")).toList());
                 call(p, work, log, "block-export-del", m("id", "x"));
                 p.qmp().waitEvent("BLOCK_EXPORT_DELETED", WAIT);
                 call(p, work, log, "blockdev-del", m("node-name", "r"));
@@ -315,6 +320,7 @@ class NbdDriverQemuIT {
                         "speed", 8 << 20, "job-id", "m"));
                 awaitOffset(p, "m", 16L << 20);
                 server.kill();
+                long killed = System.nanoTime();
                 if (restart) {
                     Thread.sleep(1500); // the outage being simulated, not synchronisation
                     server = QemuNbd.start(work.resolve("qn.sock"), dst, "raw", "e");
@@ -333,6 +339,11 @@ class NbdDriverQemuIT {
                     log.add("COMPLETED error " + done.get("data").path("error") + " len "
                             + done.get("data").get("len"));
                     log.add("errors " + errors.stream().distinct().toList());
+                    long held = Duration.ofNanos(System.nanoTime() - killed).toMillis();
+                    System.out.println(p.name() + ": " + errors.size() + " BLOCK_JOB_ERROR, completed " + held
+                            + " ms after the kill");
+                    // the failure waits out the reconnect-delay (a coarse bound; remote.md saw 6 s for 5)
+                    log.add("held for the reconnect-delay: " + (held >= delay * 1000L - 500));
                 }
                 log.add(nodeShape(p, work, "tgt").replaceAll("virtual-size\":\\d+", "virtual-size\":N"));
             } finally {
