@@ -181,10 +181,23 @@ public sealed interface BlockdevOptions {
     /**
      * BlockdevOptionsNbd (qapi/block-core.json, QEMU 7.2): {@code export} null is the server's
      * default export ""; {@code reconnectDelay} and {@code openTimeout} in seconds (0: none);
-     * {@code xDirtyBitmap} a meta context reported instead of base:allocation.
+     * {@code xDirtyBitmap} a meta context reported instead of base:allocation; {@code autoReadOnly}:
+     * a read-only export makes a read-only node instead of failing the open.
      */
     record Nbd(Common common, NbdServer server, String export, String tlsCreds, String tlsHostname,
-               long reconnectDelay, long openTimeout, String xDirtyBitmap) implements BlockdevOptions {
+               long reconnectDelay, long openTimeout, String xDirtyBitmap, boolean autoReadOnly)
+            implements BlockdevOptions {
+        /** Without {@code auto-read-only}. */
+        public Nbd(Common common, NbdServer server, String export, String tlsCreds, String tlsHostname,
+                   long reconnectDelay, long openTimeout, String xDirtyBitmap) {
+            this(common, server, export, tlsCreds, tlsHostname, reconnectDelay, openTimeout, xDirtyBitmap, false);
+        }
+
+        public Nbd withCommon(Common c) {
+            return new Nbd(c, server, export, tlsCreds, tlsHostname, reconnectDelay, openTimeout, xDirtyBitmap,
+                    autoReadOnly);
+        }
+
         public String driver() {
             return "nbd";
         }

@@ -188,8 +188,7 @@ public final class Filenames {
 
     /** A probe only reads: it must not need a writable export. */
     private static BlockdevOptions withReadOnly(BlockdevOptions o) {
-        return o instanceof BlockdevOptions.Nbd n ? new BlockdevOptions.Nbd(n.common().withReadOnly(true), n.server(),
-                n.export(), n.tlsCreds(), n.tlsHostname(), n.reconnectDelay(), n.openTimeout(), n.xDirtyBitmap()) : o;
+        return o instanceof BlockdevOptions.Nbd n ? n.withCommon(n.common().withReadOnly(true)) : o;
     }
 
     private String probeFile(Path path) throws IOException {

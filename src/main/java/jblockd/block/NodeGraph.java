@@ -272,8 +272,7 @@ public final class NodeGraph {
             case BlockdevOptions.CopyBeforeWrite w -> new BlockdevOptions.CopyBeforeWrite(c, w.file(), w.target(),
                     w.bitmap(), w.onCbwError(), w.cbwTimeout());
             case BlockdevOptions.SnapshotAccess a -> new BlockdevOptions.SnapshotAccess(c, a.file());
-            case BlockdevOptions.Nbd n -> new BlockdevOptions.Nbd(c, n.server(), n.export(), n.tlsCreds(),
-                    n.tlsHostname(), n.reconnectDelay(), n.openTimeout(), n.xDirtyBitmap());
+            case BlockdevOptions.Nbd n -> n.withCommon(c);
         };
     }
 

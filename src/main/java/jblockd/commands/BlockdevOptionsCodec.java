@@ -96,7 +96,7 @@ public final class BlockdevOptionsCodec {
                             o.get("bitmap").get("name").asText()) : null,
                     o.has("on-cbw-error") ? o.get("on-cbw-error").asText() : null, optLong(o, "cbw-timeout"));
             case "snapshot-access" -> new BlockdevOptions.SnapshotAccess(common, ref(o.get("file"), toFile));
-            case "nbd" -> nbd(common, o);
+            case "nbd" -> nbd(common, o, inherited);
             case "null-co" -> {
                 long size = o.has("size") ? o.get("size").asLong() : NULL_CO_DEFAULT_SIZE;
                 if (size < 0) {
@@ -113,7 +113,8 @@ public final class BlockdevOptionsCodec {
      * BlockdevOptionsNbd. The server's SocketAddress types jblockd cannot connect to (vsock, fd)
      * and the inet members that only change how QEMU resolves or listens are refused, not ignored.
      */
-    private static BlockdevOptions nbd(BlockdevOptions.Common common, JsonNode o) throws QmpError {
+    private static BlockdevOptions nbd(BlockdevOptions.Common common, JsonNode o, Inherited inherited)
+            throws QmpError {
         JsonNode s = o.get("server");
         String type = s.get("type").asText();
         BlockdevOptions.NbdServer server = switch (type) {
@@ -139,7 +140,8 @@ public final class BlockdevOptionsCodec {
                 o.has("tls-creds") ? o.get("tls-creds").asText() : null,
                 o.has("tls-hostname") ? o.get("tls-hostname").asText() : null,
                 o.path("reconnect-delay").asLong(0), o.path("open-timeout").asLong(0),
-                o.has("x-dirty-bitmap") ? o.get("x-dirty-bitmap").asText() : null);
+                o.has("x-dirty-bitmap") ? o.get("x-dirty-bitmap").asText() : null,
+                Boolean.TRUE.equals(autoReadOnly(o, inherited)));
     }
 
     private static BlockdevOptions blkdebug(BlockdevOptions.Common common, JsonNode o, Inherited toImage)

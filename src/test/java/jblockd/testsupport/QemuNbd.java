@@ -21,12 +21,14 @@ public final class QemuNbd implements AutoCloseable {
         this.socket = socket;
     }
 
-    /** Starts it and waits (bounded) until the socket exists. */
-    public static QemuNbd start(Path socket, Path image, String format, String name) throws IOException,
-            InterruptedException {
+    /** Starts it ({@code extra}: more qemu-nbd options) and waits (bounded) until the socket exists. */
+    public static QemuNbd start(Path socket, Path image, String format, String name, String... extra)
+            throws IOException, InterruptedException {
         Files.deleteIfExists(socket);
         List<String> cmd = new ArrayList<>(List.of("qemu-nbd", "-f", format, "-t", "-e", "8", "-x", name, "-k",
-                socket.toString(), "--cache=none", image.toString()));
+                socket.toString(), "--cache=none"));
+        cmd.addAll(List.of(extra));
+        cmd.add(image.toString());
         Process p = new ProcessBuilder(cmd).redirectErrorStream(true)
                 .redirectOutput(socket.resolveSibling(socket.getFileName() + ".log").toFile()).start();
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);

@@ -76,21 +76,23 @@ public final class NbdDriver implements BlockDriver {
         }
         String context = o.xDirtyBitmap() != null ? o.xDirtyBitmap() : Nbd.BASE_ALLOCATION;
         NbdConnector connector = new NbdConnector(o.server(), o.export(), List.of(context));
-        boolean needWrite = !o.common().readOnly();
         NbdLink link = NbdLink.open(connector, timer, TimeUnit.SECONDS.toNanos(o.openTimeout()),
-                TimeUnit.SECONDS.toNanos(o.reconnectDelay()), needWrite);
+                TimeUnit.SECONDS.toNanos(o.reconnectDelay()), !o.common().readOnly() && !o.autoReadOnly());
         try {
             NbdClient first = link.current();
+            boolean readOnly = o.common().readOnly() || (o.autoReadOnly() && first.readOnly());
             if (o.xDirtyBitmap() != null && !first.metaContexts().containsKey(o.xDirtyBitmap())) {
                 // nbd_client_handshake: "requested x-dirty-bitmap ... not found", -EINVAL (observed text)
                 throw new IoError(Errno.EINVAL, "Could not open image: Invalid argument");
             }
-            if (needWrite && first.readOnly()) {
-                // bdrv_apply_auto_read_only(bs, "NBD export is read-only")
-                throw new IoError(Errno.EACCES, "NBD export is read-only");
+            if (!readOnly && first.readOnly()) {
+                // nbd_open: bdrv_apply_auto_read_only() fails with -EACCES (observed on QEMU 7.2)
+                throw new IoError(Errno.EACCES, "Could not open image: Permission denied");
             }
-            return new NbdDriver(link, NbdFilenames.filename(o.server(), o.export()), o.common().readOnly(), first,
-                    context);
+            if (!readOnly) {
+                link.requireWritable();
+            }
+            return new NbdDriver(link, NbdFilenames.filename(o.server(), o.export()), readOnly, first, context);
         } catch (IOException | RuntimeException e) {
             link.close();
             throw e;

@@ -40,7 +40,8 @@ final class NbdLink implements AutoCloseable {
     private final NbdConnector connector;
     private final NbdTimer timer;
     private final long reconnectDelay;
-    private final boolean needWrite;
+    /** Every reconnect must be writable (set once the node's read-only state is known). */
+    private volatile boolean needWrite;
     private final long size;
 
     private final ReentrantLock lock = new ReentrantLock();
@@ -107,6 +108,11 @@ final class NbdLink implements AutoCloseable {
         } finally {
             s.cancel();
         }
+    }
+
+    /** From now on a reconnect to a read-only export does not count as connected. */
+    void requireWritable() {
+        needWrite = true;
     }
 
     /** The size of the export at the first connection (every reconnect must match it). */

@@ -130,7 +130,15 @@ class NbdDriverQemuIT {
         sameOnBoth((p, work) -> {
             List<String> log = new ArrayList<>();
             Path img = raw(work, "remote.raw", "write -P 0x11 0 1M");
-            try (QemuNbd server = QemuNbd.start(work.resolve("qn.sock"), img, "raw", "exp1")) {
+            try (QemuNbd server = QemuNbd.start(work.resolve("qn.sock"), img, "raw", "exp1");
+                 QemuNbd ro = QemuNbd.start(work.resolve("ro.sock"), img, "raw", "exp1", "-r")) {
+                // a read-only export: refused for a writable node, a read-only node with auto-read-only
+                call(p, work, log, "blockdev-add", m("driver", "nbd", "node-name", "r0", "server",
+                        unix(ro.socket()), "export", "exp1"));
+                call(p, work, log, "blockdev-add", m("driver", "nbd", "node-name", "r1", "auto-read-only", true,
+                        "server", unix(ro.socket()), "export", "exp1"));
+                log.add(nodeShape(p, work, "r1"));
+                call(p, work, log, "blockdev-del", m("node-name", "r1"));
                 call(p, work, log, "blockdev-add", m("driver", "nbd", "node-name", "n0", "server",
                         unix(work.resolve("nosock"))));
                 call(p, work, log, "blockdev-add", m("driver", "nbd", "node-name", "n0", "server",
@@ -153,6 +161,13 @@ class NbdDriverQemuIT {
                 log.add(nodeShape(p, work, "n2"));
                 call(p, work, log, "blockdev-del", m("node-name", "n1"));
                 call(p, work, log, "blockdev-del", m("node-name", "n2"));
+                // tls-hostname alone is taken and has no effect, as in QEMU (it only refines tls-creds)
+                call(p, work, log, "blockdev-add", m("driver", "nbd", "node-name", "n3", "server",
+                        unix(server.socket()), "export", "exp1", "tls-hostname", "h", "reconnect-delay", 5,
+                        "open-timeout", 2));
+                call(p, work, log, "blockdev-del", m("node-name", "n3"));
+                call(p, work, log, "blockdev-add", m("driver", "nbd", "node-name", "n0", "server",
+                        m("type", "inet", "host", "localhost", "port", "1:foo=e")));
                 // bad filenames where a filename is parsed (drive-mirror mode=existing)
                 call(p, work, log, "blockdev-add", m("driver", "raw", "node-name", "src", "file",
                         m("driver", "file", "filename", img.toString())));
