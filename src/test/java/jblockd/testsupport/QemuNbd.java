@@ -42,6 +42,38 @@ public final class QemuNbd implements AutoCloseable {
         return new QemuNbd(p, socket);
     }
 
+    /**
+     * Serving on TCP {@code 127.0.0.1:port} instead (the UNIX socket path is then only where
+     * its log goes); waits until the port accepts.
+     */
+    public static QemuNbd startTcp(Path logDir, int port, Path image, String format, String name) throws IOException,
+            InterruptedException {
+        List<String> cmd = List.of("qemu-nbd", "-f", format, "-t", "-e", "8", "-x", name, "-b", "127.0.0.1", "-p",
+                Integer.toString(port), "--cache=none", image.toString());
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true)
+                .redirectOutput(logDir.resolve("qemu-nbd-" + port + ".log").toFile()).start();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (true) {
+            try (java.net.Socket s = new java.net.Socket("127.0.0.1", port)) {
+                break;
+            } catch (java.net.ConnectException e) {
+                if (!p.isAlive() || System.nanoTime() > deadline) {
+                    p.destroyForcibly();
+                    throw new IOException("qemu-nbd did not start on port " + port);
+                }
+                Thread.sleep(10); // waiting for qemu-nbd to listen, not synchronising with it
+            }
+        }
+        return new QemuNbd(p, null);
+    }
+
+    /** A TCP port nothing listens on now (for {@link #startTcp}). */
+    public static int freePort() throws IOException {
+        try (java.net.ServerSocket s = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            return s.getLocalPort();
+        }
+    }
+
     public Path socket() {
         return socket;
     }

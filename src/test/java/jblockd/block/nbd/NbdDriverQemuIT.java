@@ -184,7 +184,7 @@ class NbdDriverQemuIT {
     // ------------------------------------------------------------------ mirror
 
     @ParameterizedTest(name = "server {0}")
-    @ValueSource(strings = {"qemu-nbd", "jblockd"})
+    @ValueSource(strings = {"qemu-nbd", "jblockd", "qemu-nbd-tcp"})
     void mirrorToARemoteExportCancelsAndCompletes(String serverKind) throws Exception {
         sameOnBoth((p, work) -> {
             List<String> log = new ArrayList<>();
@@ -194,7 +194,9 @@ class NbdDriverQemuIT {
                 call(p, work, log, "blockdev-add", m("driver", "raw", "node-name", "src", "file",
                         m("driver", "file", "filename", src.toString())));
                 // (a) migration: drive-mirror into the existing export, READY, cancel
-                call(p, work, log, "drive-mirror", m("device", "src", "target", server.uri("e"), "mode", "existing",
+                log.add("target " + server.uri("e").replace(work.toString(), "WORK")
+                        .replace(":" + server.port + "/", ":PORT/"));
+                p.qmp().executeOk("drive-mirror", m("device", "src", "target", server.uri("e"), "mode", "existing",
                         "format", "raw", "sync", "full", "job-id", "m"));
                 event(p, log, "BLOCK_JOB_READY", "m");
                 call(p, work, log, "block-job-cancel", m("device", "m"));
@@ -203,14 +205,14 @@ class NbdDriverQemuIT {
                 // (b) blockdev-mirror to an nbd node, then pivot onto it
                 ExternalTools.ok("qemu-io", "-f", "raw", "-c", "write -P 0x77 8M 1M", src.toString());
                 call(p, work, log, "blockdev-add", m("driver", "nbd", "node-name", "tgt", "server",
-                        unix(server.socket()), "export", "e"));
+                        server.address(), "export", "e"));
                 call(p, work, log, "blockdev-mirror", m("device", "src", "target", "tgt", "sync", "full",
                         "job-id", "m2"));
                 event(p, log, "BLOCK_JOB_READY", "m2");
                 call(p, work, log, "block-job-complete", m("device", "m2"));
                 event(p, log, "BLOCK_JOB_COMPLETED", "m2");
                 log.add(compare(src, "raw", dst, "raw"));
-                log.add(nodeShape(p, work, "tgt"));
+                log.add(nodeShape(p, work, "tgt").replace(":" + server.port + "/", ":PORT/"));
                 call(p, work, log, "blockdev-del", m("node-name", "tgt"));
             }
             return log;
@@ -381,35 +383,43 @@ class NbdDriverQemuIT {
         throw new AssertionError("job " + job + " did not reach " + offset);
     }
 
-    /** The remote end: qemu-nbd, or jblockd exporting the image writable. */
+    /** The remote end: qemu-nbd (UNIX socket or TCP on 127.0.0.1), or jblockd exporting the image writable. */
     private static final class Remote implements AutoCloseable {
         private final AutoCloseable process;
         private final Path socket;
+        /** The TCP port, or 0 on a UNIX socket. */
+        final int port;
 
-        private Remote(AutoCloseable process, Path socket) {
+        private Remote(AutoCloseable process, Path socket, int port) {
             this.process = process;
             this.socket = socket;
+            this.port = port;
         }
 
         static Remote start(String kind, Path work, Path image, String name) throws Exception {
             if (kind.equals("qemu-nbd")) {
                 QemuNbd q = QemuNbd.start(work.resolve("qn.sock"), image, "raw", name);
-                return new Remote(q, q.socket());
+                return new Remote(q, q.socket(), 0);
+            }
+            if (kind.equals("qemu-nbd-tcp")) {
+                int port = QemuNbd.freePort();
+                return new Remote(QemuNbd.startTcp(work, port, image, "raw", name), null, port);
             }
             NbdPeer j = NbdPeer.jblockd(work.resolve("server"));
             j.qmp().executeOk("blockdev-add", m("driver", "raw", "node-name", "disk", "file",
                     m("driver", "file", "filename", image.toString())));
             j.qmp().executeOk("block-export-add", m("type", "nbd", "id", name, "node-name", "disk", "name", name,
                     "writable", true));
-            return new Remote(j, j.dir().resolve("nbd.sock"));
+            return new Remote(j, j.dir().resolve("nbd.sock"), 0);
         }
 
-        Path socket() {
-            return socket;
+        /** blockdev-add's {@code server}. */
+        Map<String, Object> address() {
+            return port == 0 ? unix(socket) : m("type", "inet", "host", "127.0.0.1", "port", Integer.toString(port));
         }
 
         String uri(String name) {
-            return "nbd+unix:///" + name + "?socket=" + socket;
+            return port == 0 ? "nbd+unix:///" + name + "?socket=" + socket : "nbd://127.0.0.1:" + port + "/" + name;
         }
 
         @Override
