@@ -34,7 +34,10 @@ public final class BlockStatus {
      * backing layers, stopping before {@code base} (null: to the bottom). {@code len > 0}.
      */
     public static Extent above(BlockNode top, BlockNode base, long offset, long len) throws IOException {
-        return walk(top, base, offset, len).extent();
+        Depth d = walk(top, base, offset, len);
+        // content a protocol layer does not know (see walk) is copied, never skipped: QEMU's
+        // mirror would discard it on the target, which loses data on a HOLE-only NBD server
+        return d.contentUnknown() ? new Extent(offset, d.extent().length(), Allocation.DATA) : d.extent();
     }
 
     /**
