@@ -30,8 +30,12 @@ import jblockd.nbd.proto.Nbd;
  * {@code x-dirty-bitmap} context instead, asked one extent at a time (NBD_CMD_FLAG_REQ_ONE, as
  * nbd_client_co_block_status); a server without the context makes every range DATA.
  * <p>
- * Thread-safe: the client multiplexes concurrent requests on one connection. MULTI_CONN (several
- * connections) is not used.
+ * Thread-safe: each client multiplexes concurrent requests on its connection. When the server
+ * offers MULTI_CONN (proto.md: a flush on one connection covers writes completed on all), up to
+ * {@link #EXTRA_CONNECTIONS} more connections are made in the background, each its own
+ * {@link NbdLink}, and requests go round-robin over those up; the node never waits for them (a
+ * server that advertises MULTI_CONN but takes one client only must not hang the open). QEMU
+ * 7.2's client uses one connection.
  */
 public final class NbdDriver implements BlockDriver {
     /** Write-zeroes, trim and status lengths: QEMU's QEMU_ALIGN_DOWN(INT_MAX, request_alignment). */
@@ -39,7 +43,16 @@ public final class NbdDriver implements BlockDriver {
     /** The zero-filled buffer for servers without WRITE_ZEROES. */
     private static final int ZERO_CHUNK = 1 << 20;
 
+    /** More connections when the server offers MULTI_CONN (nbdcopy and qemu-img use 4 in all). */
+    static final int EXTRA_CONNECTIONS = 3;
+
     private final NbdLink link;
+    /** The first link, then the extra ones as they come up. */
+    private final java.util.concurrent.CopyOnWriteArrayList<NbdLink> links =
+            new java.util.concurrent.CopyOnWriteArrayList<>();
+    private final java.util.concurrent.atomic.AtomicLong next = new java.util.concurrent.atomic.AtomicLong();
+    private final List<Thread> joining = new java.util.concurrent.CopyOnWriteArrayList<>();
+    private volatile boolean closed;
     private final String filename;
     private final boolean readOnly;
     private final int flags;
@@ -56,6 +69,54 @@ public final class NbdDriver implements BlockDriver {
         this.alignment = Math.max(1, first.minBlock());
         this.maxBlock = Math.max(alignment, first.maxRequest() / alignment * alignment);
         this.statusContext = first.metaContexts().containsKey(statusContext) ? statusContext : null;
+        links.add(link);
+    }
+
+    /**
+     * Opens the extra connections in the background; one joins only if it shows the same size and
+     * flags as the first, and only while the node is open.
+     */
+    private void joinExtraConnections(int count, NbdConnector connector, NbdTimer timer, long reconnectDelayNanos,
+                                      boolean needWrite) {
+        if (!has(Nbd.FLAG_CAN_MULTI_CONN)) {
+            return;
+        }
+        for (int i = 0; i < count; i++) {
+            joining.add(Thread.ofVirtual().name("nbd-multi-conn").start(() -> {
+                NbdLink extra;
+                try {
+                    extra = NbdLink.open(connector, timer, 0, reconnectDelayNanos, needWrite);
+                } catch (IoError e) {
+                    return; // one connection fewer
+                }
+                NbdClient c = extra.current();
+                synchronized (links) {
+                    if (!closed && c != null && c.size() == link.size() && c.transmissionFlags() == flags) {
+                        links.add(extra);
+                        return;
+                    }
+                }
+                extra.close();
+            }));
+        }
+    }
+
+    /** The link for the next request: round-robin over the connections up. */
+    private NbdLink pick() {
+        int n = links.size();
+        return n == 1 ? link : links.get((int) Math.floorMod(next.getAndIncrement(), (long) n));
+    }
+
+    /** Waits until every extra connection joined or gave up (tests). */
+    void awaitExtraConnections() throws InterruptedException {
+        for (Thread t : joining) {
+            t.join();
+        }
+    }
+
+    /** Connections in use (the first plus the extra ones that joined). */
+    int connections() {
+        return links.size();
     }
 
     public static void register(DriverRegistry r) {
@@ -67,6 +128,11 @@ public final class NbdDriver implements BlockDriver {
 
     /** nbd_open(): options, then the connection (blocking, retried for open-timeout). */
     public static NbdDriver open(BlockdevOptions.Nbd o, NbdTimer timer) throws IOException {
+        return open(o, timer, EXTRA_CONNECTIONS);
+    }
+
+    /** {@code extraConnections}: at most this many more when the server offers MULTI_CONN. */
+    static NbdDriver open(BlockdevOptions.Nbd o, NbdTimer timer, int extraConnections) throws IOException {
         if (o.server() == null) {
             throw new IoError(Errno.EINVAL, "NBD server address missing");
         }
@@ -92,7 +158,10 @@ public final class NbdDriver implements BlockDriver {
             if (!readOnly) {
                 link.requireWritable();
             }
-            return new NbdDriver(link, NbdFilenames.filename(o.server(), o.export()), readOnly, first, context);
+            NbdDriver d = new NbdDriver(link, NbdFilenames.filename(o.server(), o.export()), readOnly, first, context);
+            d.joinExtraConnections(extraConnections, connector, timer, TimeUnit.SECONDS.toNanos(o.reconnectDelay()),
+                    !readOnly);
+            return d;
         } catch (IOException | RuntimeException e) {
             link.close();
             throw e;
@@ -119,7 +188,7 @@ public final class NbdDriver implements BlockDriver {
             int n = Math.min(dst.remaining(), maxBlock);
             ByteBuffer part = dst.slice(dst.position(), n);
             long at = offset;
-            link.call(c -> {
+            pick().call(c -> {
                 c.read(at, part.duplicate());
                 return null;
             });
@@ -135,7 +204,7 @@ public final class NbdDriver implements BlockDriver {
             int n = Math.min(src.remaining(), maxBlock);
             ByteBuffer part = src.slice(src.position(), n);
             long at = offset;
-            link.call(c -> {
+            pick().call(c -> {
                 c.write(at, part, passFua);
                 return null;
             });
@@ -158,7 +227,7 @@ public final class NbdDriver implements BlockDriver {
         for (long at = offset; at < end; at += step) {
             long pos = at;
             long n = Math.min(step, end - at);
-            link.call(c -> {
+            pick().call(c -> {
                 c.writeZeroes(pos, n, mayUnmap, false);
                 return null;
             });
@@ -184,7 +253,7 @@ public final class NbdDriver implements BlockDriver {
         for (long at = offset; at < end; at += step) {
             long pos = at;
             long n = Math.min(step, end - at);
-            link.call(c -> {
+            pick().call(c -> {
                 c.trim(pos, n);
                 return null;
             });
@@ -196,7 +265,7 @@ public final class NbdDriver implements BlockDriver {
         if (!has(Nbd.FLAG_SEND_FLUSH)) {
             return; // nbd_client_co_flush: success without a request
         }
-        link.call(c -> {
+        pick().call(c -> {
             c.flush();
             return null;
         });
@@ -218,7 +287,7 @@ public final class NbdDriver implements BlockDriver {
             return new Extent(offset, length, Allocation.DATA);
         }
         long ask = Math.min(length, MAX_RANGE / alignment * alignment);
-        NbdClient.Extent e = link.call(c -> {
+        NbdClient.Extent e = pick().call(c -> {
             Integer id = c.metaContexts().get(statusContext);
             if (id == null) {
                 throw new IoError(Errno.EIO, "the NBD server no longer offers " + statusContext);
@@ -243,7 +312,15 @@ public final class NbdDriver implements BlockDriver {
 
     @Override
     public void close() {
-        link.close();
+        synchronized (links) {
+            closed = true;
+        }
+        for (Thread t : joining) {
+            t.interrupt(); // a handshake still under way: the channel closes
+        }
+        for (NbdLink l : links) {
+            l.close();
+        }
     }
 
     @Override

@@ -114,6 +114,29 @@ class NbdDriverTest {
         assertThat(d.status(1 << 20, SIZE - (1 << 20)).allocation()).isEqualTo(Allocation.DATA);
     }
 
+    /** jblockd's server offers MULTI_CONN: the node adds connections and every one sees every write. */
+    @Test
+    void multiConnSpreadsRequestsOverCoherentConnections() throws Exception {
+        Path sock = dir.resolve("s.sock");
+        NbdServer server = serve(sock, image(dir, SIZE));
+        cleanup.add(server::stop);
+        NbdDriver d = NbdDriver.open(options(sock, 0, 0), NbdTimer.SYSTEM);
+        cleanup.add(d::close);
+        d.awaitExtraConnections(); // they join in the background
+        assertThat(d.connections()).isEqualTo(1 + NbdDriver.EXTRA_CONNECTIONS);
+        for (int i = 0; i < 16; i++) {
+            d.write(i * 4096L, ByteBuffer.wrap(filled(4096, i + 1)), false);
+        }
+        d.flush();
+        for (int round = 0; round < 2; round++) {
+            for (int i = 0; i < 16; i++) { // each read on another connection than its write
+                ByteBuffer b = ByteBuffer.allocate(4096);
+                d.read(i * 4096L, b);
+                assertThat(b.array()).as("block %d", i).isEqualTo(filled(4096, i + 1));
+            }
+        }
+    }
+
     @Test
     void openErrorsNameTheFailingStep() throws Exception {
         Path sock = dir.resolve("s.sock");
@@ -144,7 +167,7 @@ class NbdDriverTest {
         ManualTimer timer = new ManualTimer();
         CompletableFuture<NbdDriver> opened = CompletableFuture.supplyAsync(() -> {
             try {
-                return NbdDriver.open(options(sock, 0, 5), timer);
+                return NbdDriver.open(options(sock, 0, 5), timer, 0);
             } catch (IOException e) {
                 throw new RuntimeException(e);
             }
@@ -166,7 +189,7 @@ class NbdDriverTest {
         ManualTimer timer = new ManualTimer();
         CompletableFuture<Void> opened = CompletableFuture.runAsync(() -> {
             try {
-                NbdDriver.open(options(sock, 0, 3), timer).close();
+                NbdDriver.open(options(sock, 0, 3), timer, 0).close();
             } catch (IOException e) {
                 throw new RuntimeException(e);
             }
@@ -186,7 +209,7 @@ class NbdDriverTest {
         Path img = image(dir, SIZE);
         NbdServer server = serve(sock, img);
         ManualTimer timer = new ManualTimer();
-        NbdDriver d = NbdDriver.open(options(sock, 0, 0), timer);
+        NbdDriver d = NbdDriver.open(options(sock, 0, 0), timer, 0);
         cleanup.add(d::close);
         d.write(0, ByteBuffer.wrap(filled(4096, 1)), false);
         server.stop();
@@ -208,7 +231,7 @@ class NbdDriverTest {
         Path img = image(dir, SIZE);
         NbdServer server = serve(sock, img);
         ManualTimer timer = new ManualTimer();
-        NbdDriver d = NbdDriver.open(options(sock, 5, 0), timer);
+        NbdDriver d = NbdDriver.open(options(sock, 5, 0), timer, 0);
         cleanup.add(d::close);
         server.stop();
         timer.awaitPending(2); // the reconnect-delay window and the next attempt
@@ -233,7 +256,7 @@ class NbdDriverTest {
         Path sock = dir.resolve("s.sock");
         NbdServer server = serve(sock, image(dir, SIZE));
         ManualTimer timer = new ManualTimer();
-        NbdDriver d = NbdDriver.open(options(sock, 5, 0), timer);
+        NbdDriver d = NbdDriver.open(options(sock, 5, 0), timer, 0);
         cleanup.add(d::close);
         server.stop();
         timer.awaitPending(2);
