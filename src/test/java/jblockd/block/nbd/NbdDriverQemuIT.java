@@ -410,6 +410,81 @@ class NbdDriverQemuIT {
         });
     }
 
+    /**
+     * on-target-error=stop over a killed server (issue 15's faults): the job pauses on the first
+     * failed write; once the server is back, resuming (again while the background reconnect has
+     * not landed yet) reaches READY and the copy is complete.
+     */
+    @Test
+    void stopPolicyResumesOnceTheServerIsBack() throws Exception {
+        sameOnBoth((p, work) -> {
+            List<String> log = new ArrayList<>();
+            Path src = raw(work, "src.raw", "write -P 0x6b 0 64M");
+            Path dst = raw(work, "dst.raw");
+            QemuNbd server = QemuNbd.start(work.resolve("qn.sock"), dst, "raw", "e");
+            try {
+                call(p, work, log, "blockdev-add", m("driver", "raw", "node-name", "src", "file",
+                        m("driver", "file", "filename", src.toString())));
+                call(p, work, log, "blockdev-add", m("driver", "nbd", "node-name", "tgt", "server",
+                        unix(server.socket()), "export", "e"));
+                call(p, work, log, "blockdev-mirror", m("device", "src", "target", "tgt", "sync", "full",
+                        "speed", 8 << 20, "on-target-error", "stop", "job-id", "m"));
+                awaitOffset(p, "m", 16L << 20);
+                server.kill();
+                JsonNode err = p.qmp().waitEvent("BLOCK_JOB_ERROR", WAIT);
+                log.add("BLOCK_JOB_ERROR " + err.get("data"));
+                server = QemuNbd.start(work.resolve("qn.sock"), dst, "raw", "e");
+                boolean ready = false;
+                long deadline = System.nanoTime() + WAIT.toNanos();
+                while (!ready && System.nanoTime() < deadline) {
+                    awaitPaused(p, "m");
+                    Thread.sleep(500); // an operator's pace between resumes, not synchronisation
+                    p.qmp().drainEvents();
+                    p.qmp().executeOk("block-job-resume", m("device", "m"));
+                    // READY, or the next stop while the node has not reconnected yet
+                    ready = nextOf(p, "BLOCK_JOB_READY", "BLOCK_JOB_ERROR").equals("BLOCK_JOB_READY");
+                }
+                log.add("ready after resuming: " + ready);
+                call(p, work, log, "block-job-cancel", m("device", "m"));
+                event(p, log, "BLOCK_JOB_COMPLETED", "m");
+                log.add(compare(src, "raw", dst, "raw"));
+            } finally {
+                server.close();
+            }
+            return log;
+        });
+    }
+
+    /** The name of the next event that is one of {@code names} (others are dropped). */
+    private static String nextOf(NbdPeer p, String... names) throws Exception {
+        long deadline = System.nanoTime() + WAIT.toNanos();
+        while (true) {
+            JsonNode e = p.qmp().events().poll(Math.max(1, deadline - System.nanoTime()),
+                    java.util.concurrent.TimeUnit.NANOSECONDS);
+            if (e == null) {
+                throw new AssertionError("none of " + List.of(names) + " within " + WAIT);
+            }
+            if (List.of(names).contains(e.path("event").asText())) {
+                return e.get("event").asText();
+            }
+        }
+    }
+
+    /** Waits for the job to be paused by its error policy (polled: there is no event but the status change). */
+    private static void awaitPaused(NbdPeer p, String job) throws Exception {
+        long deadline = System.nanoTime() + WAIT.toNanos();
+        while (System.nanoTime() < deadline) {
+            for (JsonNode j : p.qmp().executeOk("query-block-jobs")) {
+                if (j.get("device").asText().equals(job) && j.get("paused").asBoolean()
+                        && !j.get("busy").asBoolean()) {
+                    return;
+                }
+            }
+            Thread.sleep(20); // polling the job's state
+        }
+        throw new AssertionError("job " + job + " did not pause");
+    }
+
     private static void awaitOffset(NbdPeer p, String job, long offset) throws Exception {
         long deadline = System.nanoTime() + WAIT.toNanos();
         while (System.nanoTime() < deadline) {
