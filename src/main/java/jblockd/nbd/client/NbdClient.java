@@ -35,7 +35,11 @@ import jblockd.nbd.proto.NbdReader;
  * bounds. An error the server reports for a request is an {@link IoError} with the errno it sent.
  */
 public final class NbdClient implements AutoCloseable {
-    /** What to ask for: the export, and the meta contexts for BLOCK_STATUS (may be empty). */
+    /**
+     * What to ask for: the export, and the meta contexts for BLOCK_STATUS (may be empty). Contexts
+     * the server does not offer, or all of them when it has no structured replies or no meta
+     * contexts, are not selected: {@link #metaContexts()} lists what was.
+     */
     public record Options(String export, List<String> metaContexts) {
         public Options {
             metaContexts = List.copyOf(metaContexts);
@@ -553,10 +557,9 @@ public final class NbdClient implements AutoCloseable {
             if (name.length > Nbd.MAX_STRING_SIZE) {
                 throw new IoError(Errno.EINVAL, "export name longer than " + Nbd.MAX_STRING_SIZE + " bytes");
             }
-            if (!o.metaContexts().isEmpty()) {
-                if (!h.structured) {
-                    throw new IoError(Errno.ENOTSUP, "the server has no structured replies: no meta contexts");
-                }
+            // Meta contexts need structured replies; without them none is selected (QEMU's
+            // nbd_receive_negotiate asks only then), and metaContexts() says so.
+            if (!o.metaContexts().isEmpty() && h.structured) {
                 int len = 4 + name.length + 4;
                 List<byte[]> qs = new ArrayList<>();
                 for (String c : o.metaContexts()) {
@@ -573,6 +576,9 @@ public final class NbdClient implements AutoCloseable {
                     r = reply(in, Nbd.OPT_SET_META_CONTEXT);
                     if (r.type == Nbd.REP_ACK) {
                         break;
+                    }
+                    if (r.type == Nbd.REP_ERR_UNSUP) {
+                        break; // a server without meta contexts: none selected, as QEMU tolerates
                     }
                     if (r.isError()) {
                         throw refused("SET_META_CONTEXT", Nbd.OPT_SET_META_CONTEXT, r);
