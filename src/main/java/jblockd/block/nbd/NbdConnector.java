@@ -128,17 +128,16 @@ final class NbdConnector {
         };
     }
 
-    /** The strerror() part of a JDK socket failure ("Connection refused", "No such file or directory"). */
+    /**
+     * The strerror() part of a JDK socket failure: the JDK's message is strerror() already
+     * ("No such file or directory"), except that a refused connect may add " (details)".
+     */
     static String reason(Throwable e) {
-        if (e instanceof ConnectException && e.getMessage() != null && e.getMessage().startsWith("Connection refused")) {
-            return "Connection refused";
-        }
         String m = e.getMessage();
         if (m == null || m.isEmpty()) {
             return e.getClass().getSimpleName();
         }
-        int paren = m.indexOf(" (");
-        return paren > 0 && m.startsWith("Connection refused") ? m.substring(0, paren) : m;
+        return e instanceof ConnectException && m.startsWith("Connection refused") ? "Connection refused" : m;
     }
 
     private static void closeQuietly(SocketChannel ch) {

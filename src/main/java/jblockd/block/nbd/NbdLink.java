@@ -51,6 +51,8 @@ final class NbdLink implements AutoCloseable {
     /** Inside the reconnect-delay window: requests wait instead of failing. */
     private boolean waiting;
     private boolean reconnecting;
+    /** The reconnect under way (interrupted by close: a connect or handshake that hangs ends). */
+    private Thread reconnector;
     private boolean closed;
     private NbdTimer.Scheduled window;
     private IoError lastFailure;
@@ -218,7 +220,7 @@ final class NbdLink implements AutoCloseable {
             }
             if (!reconnecting) {
                 reconnecting = true;
-                Thread.ofVirtual().name("nbd-reconnect").start(this::reconnect);
+                reconnector = Thread.ofVirtual().name("nbd-reconnect").start(this::reconnect);
             }
             changed.signalAll();
         } finally {
@@ -312,6 +314,9 @@ final class NbdLink implements AutoCloseable {
             client = null;
             if (window != null) {
                 window.cancel();
+            }
+            if (reconnector != null) {
+                reconnector.interrupt();
             }
             changed.signalAll();
         } finally {
