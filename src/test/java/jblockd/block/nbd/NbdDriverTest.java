@@ -275,6 +275,28 @@ class NbdDriverTest {
         assertThatThrownBy(() -> d.read(0, ByteBuffer.allocate(4096))).isInstanceOf(IoError.class);
     }
 
+    @Test
+    void closingTheNodeEndsWaitingRequestsAndTheReconnect() throws Exception {
+        Path sock = dir.resolve("s.sock");
+        NbdServer server = serve(sock, image(dir, SIZE));
+        ManualTimer timer = new ManualTimer();
+        NbdDriver d = NbdDriver.open(options(sock, 5, 0), timer, 0);
+        server.stop();
+        timer.awaitPending(2); // the window and the next reconnect attempt
+        CompletableFuture<Void> read = CompletableFuture.runAsync(() -> {
+            try {
+                d.read(0, ByteBuffer.allocate(4096));
+            } catch (IOException e) {
+                throw new RuntimeException(e);
+            }
+        }, r -> Thread.ofVirtual().start(r));
+        d.close(); // blockdev-del while reconnecting
+        assertThatThrownBy(() -> read.get(10, TimeUnit.SECONDS)).cause().cause()
+                .isInstanceOfSatisfying(IoError.class, e -> assertThat(e.errno()).isEqualTo(Errno.EIO));
+        timer.awaitPending(0);
+        d.link().awaitConnected(); // returns: the link is closed
+    }
+
     private static byte[] filled(int n, int v) {
         byte[] b = new byte[n];
         Arrays.fill(b, (byte) v);
