@@ -359,15 +359,16 @@ class NbdDriverQemuIT {
      * is each implementation's own).
      */
     @ParameterizedTest(name = "reconnect-delay {0}")
-    @ValueSource(strings = {"0", "5", "5-restarted"})
+    @ValueSource(strings = {"0", "5", "5-restarted", "5-restarted-jblockd"})
     void theServerKilledMidMirror(String mode) throws Exception {
         int delay = Integer.parseInt(mode.substring(0, 1));
-        boolean restart = mode.endsWith("restarted");
+        boolean restart = mode.contains("restarted");
+        boolean jblockdServer = mode.endsWith("jblockd");
         sameOnBoth((p, work) -> {
             List<String> log = new ArrayList<>();
             Path src = raw(work, "src.raw", "write -P 0x5a 0 64M");
             Path dst = raw(work, "dst.raw");
-            QemuNbd server = QemuNbd.start(work.resolve("qn.sock"), dst, "raw", "e");
+            Killable server = jblockdServer ? Killable.jblockd(work, dst) : Killable.qemuNbd(work, dst);
             try {
                 call(p, work, log, "blockdev-add", m("driver", "raw", "node-name", "src", "file",
                         m("driver", "file", "filename", src.toString())));
@@ -380,7 +381,7 @@ class NbdDriverQemuIT {
                 long killed = System.nanoTime();
                 if (restart) {
                     Thread.sleep(1500); // the outage being simulated, not synchronisation
-                    server = QemuNbd.start(work.resolve("qn.sock"), dst, "raw", "e");
+                    server = server.restart();
                     event(p, log, "BLOCK_JOB_READY", "m");
                     call(p, work, log, "block-job-cancel", m("device", "m"));
                     event(p, log, "BLOCK_JOB_COMPLETED", "m");
@@ -483,6 +484,64 @@ class NbdDriverQemuIT {
             Thread.sleep(20); // polling the job's state
         }
         throw new AssertionError("job " + job + " did not pause");
+    }
+
+    /** A server of export "e" over {@code dst} on WORK/qn.sock that can be killed and started again. */
+    private interface Killable extends AutoCloseable {
+        Path socket();
+
+        void kill() throws Exception;
+
+        Killable restart() throws Exception;
+
+        static Killable qemuNbd(Path work, Path dst) throws Exception {
+            QemuNbd q = QemuNbd.start(work.resolve("qn.sock"), dst, "raw", "e");
+            return new Killable() {
+                public Path socket() {
+                    return q.socket();
+                }
+
+                public void kill() throws Exception {
+                    q.kill();
+                }
+
+                public Killable restart() throws Exception {
+                    return qemuNbd(work, dst);
+                }
+
+                public void close() throws Exception {
+                    q.close();
+                }
+            };
+        }
+
+        /** jblockd with the export on its command line, so a restart serves it again at once. */
+        static Killable jblockd(Path work, Path dst) throws Exception {
+            Path sock = work.resolve("qn.sock");
+            jblockd.testsupport.DaemonProcess d = jblockd.testsupport.DaemonProcess.start(
+                    java.nio.file.Files.createDirectories(work.resolve("jserver")),
+                    "--nbd-server", "addr.type=unix,addr.path=" + sock,
+                    "--blockdev", "driver=raw,node-name=disk,file.driver=file,file.filename=" + dst,
+                    "--export", "type=nbd,id=e,node-name=disk,name=e,writable=on");
+            return new Killable() {
+                public Path socket() {
+                    return sock;
+                }
+
+                public void kill() throws Exception {
+                    d.process().destroyForcibly();
+                    d.process().waitFor();
+                }
+
+                public Killable restart() throws Exception {
+                    return jblockd(work, dst);
+                }
+
+                public void close() {
+                    d.close();
+                }
+            };
+        }
     }
 
     private static void awaitOffset(NbdPeer p, String job, long offset) throws Exception {
