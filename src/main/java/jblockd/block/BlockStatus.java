@@ -34,14 +34,20 @@ public final class BlockStatus {
      * backing layers, stopping before {@code base} (null: to the bottom). {@code len > 0}.
      */
     public static Extent above(BlockNode top, BlockNode base, long offset, long len) throws IOException {
-        return walk(top, base, offset, len).extent();
+        Depth d = walk(top, base, offset, len);
+        // content a protocol layer does not know (see walk) is copied, never skipped: QEMU's
+        // mirror would discard it on the target, which loses data on a HOLE-only NBD server
+        return d.contentUnknown() ? new Extent(offset, d.extent().length(), Allocation.DATA) : d.extent();
     }
 
     /**
      * What {@link #walk} found: the status, and QEMU's depth of the layer that decided it
      * (0 when nothing in the chain allocates the range).
      */
-    public record Depth(Extent extent, int depth) {
+    public record Depth(Extent extent, int depth, boolean contentUnknown) {
+        Depth(Extent extent, int depth) {
+            this(extent, depth, false);
+        }
     }
 
     /**
@@ -91,6 +97,12 @@ public final class BlockStatus {
             if (e.allocation() != Allocation.UNALLOCATED) {
                 return new Depth(new Extent(offset, n, e.allocation()), shown);
             }
+            if (!layer.driver().supportsBacking() && layer.driver().backing() == null) {
+                // bdrv_co_block_status: only a layer that can have a backing file reads its
+                // unallocated ranges as zeroes; a protocol layer's "not allocated" (an NBD
+                // server's HOLE without ZERO, an x-dirty-bitmap's dirty extent) holds data
+                return new Depth(new Extent(offset, n, Allocation.UNALLOCATED), 0, true);
+            }
         }
         return new Depth(new Extent(offset, n, Allocation.UNALLOCATED), 0);
     }
@@ -101,8 +113,25 @@ public final class BlockStatus {
      * anywhere down the chain).
      */
     public static Extent readView(BlockNode top, long offset, long len) throws IOException {
-        Extent e = above(top, null, offset, len);
-        return e.allocation() == Allocation.UNALLOCATED ? new Extent(offset, e.length(), Allocation.ZERO) : e;
+        return readViewDetail(top, offset, len).extent();
+    }
+
+    /**
+     * {@link #readView}, and whether the range is a hole whose content is not known to be zero
+     * (a protocol layer said "not allocated" without "zero": {@code extent} is then DATA, to be
+     * read). QEMU's NBD server reports such a range as HOLE without ZERO.
+     */
+    public record ReadView(Extent extent, boolean unknownHole) {
+    }
+
+    public static ReadView readViewDetail(BlockNode top, long offset, long len) throws IOException {
+        Depth d = walk(top, null, offset, len);
+        Extent e = d.extent();
+        if (e.allocation() != Allocation.UNALLOCATED) {
+            return new ReadView(e, false);
+        }
+        return d.contentUnknown() ? new ReadView(new Extent(offset, e.length(), Allocation.DATA), true)
+                : new ReadView(new Extent(offset, e.length(), Allocation.ZERO), false);
     }
 
     /**

@@ -160,4 +160,48 @@ public sealed interface BlockdevOptions {
             return "snapshot-access";
         }
     }
+
+    /**
+     * Where an NBD server listens: the flat SocketAddress of BlockdevOptionsNbd (qapi/sockets.json);
+     * the types jblockd can connect to (vsock and fd are refused before a record exists).
+     */
+    sealed interface NbdServer {
+        /**
+         * {@code port} is a string in QEMU's schema (a service name or number);
+         * {@code keepAlive}: SO_KEEPALIVE on the connection (InetSocketAddress keep-alive).
+         */
+        record Inet(String host, String port, boolean keepAlive) implements NbdServer {
+            public Inet(String host, String port) {
+                this(host, port, false);
+            }
+        }
+
+        record Unix(String path) implements NbdServer {
+        }
+    }
+
+    /**
+     * BlockdevOptionsNbd (qapi/block-core.json, QEMU 7.2): {@code export} null is the server's
+     * default export ""; {@code reconnectDelay} and {@code openTimeout} in seconds (0: none);
+     * {@code xDirtyBitmap} a meta context reported instead of base:allocation; {@code autoReadOnly}:
+     * a read-only export makes a read-only node instead of failing the open.
+     */
+    record Nbd(Common common, NbdServer server, String export, String tlsCreds, String tlsHostname,
+               long reconnectDelay, long openTimeout, String xDirtyBitmap, boolean autoReadOnly)
+            implements BlockdevOptions {
+        /** Without {@code auto-read-only}. */
+        public Nbd(Common common, NbdServer server, String export, String tlsCreds, String tlsHostname,
+                   long reconnectDelay, long openTimeout, String xDirtyBitmap) {
+            this(common, server, export, tlsCreds, tlsHostname, reconnectDelay, openTimeout, xDirtyBitmap, false);
+        }
+
+        public Nbd withCommon(Common c) {
+            return new Nbd(c, server, export, tlsCreds, tlsHostname, reconnectDelay, openTimeout, xDirtyBitmap,
+                    autoReadOnly);
+        }
+
+        public String driver() {
+            return "nbd";
+        }
+    }
 }

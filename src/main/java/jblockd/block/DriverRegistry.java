@@ -32,7 +32,7 @@ public final class DriverRegistry {
 
     /**
      * A protocol driver's filename syntax: a filename {@code name:...} is parsed by it
-     * ({@link Filenames}). The NBD URIs are registered in {@link StandardDrivers}.
+     * ({@link Filenames}). The NBD syntaxes are registered by the nbd driver.
      */
     public void registerProtocol(String name, Filenames.ProtocolParser parser) {
         protocols.put(name, parser);

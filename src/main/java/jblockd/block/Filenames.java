@@ -163,9 +163,43 @@ public final class Filenames {
             case BlockdevOptions.File f -> probeFile(Path.of(f.filename()));
             // blkdebug passes reads through to its image (probing happens before any rule is armed)
             case BlockdevOptions.Blkdebug b when b.image() instanceof BlockdevRef.Inline i -> probe(i.options());
+            // a remote node is probed by its first sector, read over a connection of its own
+            case BlockdevOptions.Nbd n -> probeOpened(n);
             // null-co reads zeroes or garbage: nothing probes as a format
             default -> "raw";
         };
+    }
+
+    /** Opens a childless protocol driver just long enough to read the first sector. */
+    private String probeOpened(BlockdevOptions proto) throws IOException {
+        DriverFactory<BlockdevOptions> factory = drivers.factory(proto.driver());
+        OpenContext none = new OpenContext() {
+            @Override
+            public BlockNode child(BlockdevRef ref, String role, boolean readOnly) throws IOException {
+                throw new IoError(Errno.EINVAL, "no children while probing");
+            }
+
+            @Override
+            public BlockNode openBackingImage(String filename, String format, boolean readOnly) throws IOException {
+                throw new IoError(Errno.EINVAL, "no children while probing");
+            }
+        };
+        BlockDriver d = factory.open(withReadOnly(proto), none);
+        try {
+            long n = Math.min(512, d.length());
+            java.nio.ByteBuffer head = java.nio.ByteBuffer.allocate((int) n);
+            if (n > 0) {
+                d.read(0, head);
+            }
+            return drivers.probe(head.flip());
+        } finally {
+            d.close();
+        }
+    }
+
+    /** A probe only reads: it must not need a writable export. */
+    private static BlockdevOptions withReadOnly(BlockdevOptions o) {
+        return o instanceof BlockdevOptions.Nbd n ? n.withCommon(n.common().withReadOnly(true)) : o;
     }
 
     private String probeFile(Path path) throws IOException {

@@ -272,6 +272,7 @@ public final class NodeGraph {
             case BlockdevOptions.CopyBeforeWrite w -> new BlockdevOptions.CopyBeforeWrite(c, w.file(), w.target(),
                     w.bitmap(), w.onCbwError(), w.cbwTimeout());
             case BlockdevOptions.SnapshotAccess a -> new BlockdevOptions.SnapshotAccess(c, a.file());
+            case BlockdevOptions.Nbd n -> n.withCommon(c);
         };
     }
 
@@ -616,6 +617,7 @@ public final class NodeGraph {
             case BlockdevOptions.Blkdebug b -> throw new IllegalStateException("not reopenable: " + b);
             case BlockdevOptions.CopyBeforeWrite w -> throw new IllegalStateException("not reopenable: " + w);
             case BlockdevOptions.SnapshotAccess a -> throw new IllegalStateException("not reopenable: " + a);
+            case BlockdevOptions.Nbd n -> throw new IllegalStateException("not reopenable: " + n);
         };
     }
 

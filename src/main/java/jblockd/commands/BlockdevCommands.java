@@ -140,6 +140,7 @@ public final class BlockdevCommands implements CommandGroup {
             case BlockdevOptions.Blkdebug b -> Map.of("image", b.image());
             case BlockdevOptions.File f -> Map.of();
             case BlockdevOptions.NullCo n -> Map.of();
+            case BlockdevOptions.Nbd n -> Map.of();
             case BlockdevOptions.CopyBeforeWrite w -> Map.of("file", w.file(), "target", w.target());
             case BlockdevOptions.SnapshotAccess a -> Map.of("file", a.file());
         };

@@ -97,6 +97,7 @@ public final class BlockdevOptionsCodec {
                             o.get("bitmap").get("name").asText()) : null,
                     o.has("on-cbw-error") ? o.get("on-cbw-error").asText() : null, optLong(o, "cbw-timeout"));
             case "snapshot-access" -> new BlockdevOptions.SnapshotAccess(common, ref(o.get("file"), toFile));
+            case "nbd" -> nbd(common, o, inherited);
             case "null-co" -> {
                 long size = o.has("size") ? o.get("size").asLong() : NULL_CO_DEFAULT_SIZE;
                 if (size < 0) {
@@ -107,6 +108,41 @@ public final class BlockdevOptionsCodec {
             }
             default -> throw QmpError.generic("Unknown driver '" + driver + "'");
         };
+    }
+
+    /**
+     * BlockdevOptionsNbd. The server's SocketAddress types jblockd cannot connect to (vsock, fd)
+     * and the inet members that only change how QEMU resolves or listens are refused, not ignored.
+     */
+    private static BlockdevOptions nbd(BlockdevOptions.Common common, JsonNode o, Inherited inherited)
+            throws QmpError {
+        JsonNode s = o.get("server");
+        String type = s.get("type").asText();
+        BlockdevOptions.NbdServer server = switch (type) {
+            case "inet" -> {
+                for (String m : new String[] {"numeric", "to", "ipv4", "ipv6", "mptcp"}) {
+                    if (s.has(m)) {
+                        throw QmpError.generic("jblockd's nbd driver does not support 'server." + m + "'");
+                    }
+                }
+                yield new BlockdevOptions.NbdServer.Inet(s.get("host").asText(), s.get("port").asText(),
+                        s.path("keep-alive").asBoolean(false));
+            }
+            case "unix" -> {
+                if (s.path("abstract").asBoolean(false)) {
+                    throw QmpError.generic("jblockd's nbd driver cannot connect to abstract unix sockets");
+                }
+                yield new BlockdevOptions.NbdServer.Unix(s.get("path").asText());
+            }
+            default -> throw QmpError.generic("jblockd's nbd driver connects over inet and unix sockets only: "
+                    + "server type '" + type + "' is not supported");
+        };
+        return new BlockdevOptions.Nbd(common, server, o.has("export") ? o.get("export").asText() : null,
+                o.has("tls-creds") ? o.get("tls-creds").asText() : null,
+                o.has("tls-hostname") ? o.get("tls-hostname").asText() : null,
+                o.path("reconnect-delay").asLong(0), o.path("open-timeout").asLong(0),
+                o.has("x-dirty-bitmap") ? o.get("x-dirty-bitmap").asText() : null,
+                Boolean.TRUE.equals(autoReadOnly(o, inherited)));
     }
 
     private static BlockdevOptions blkdebug(BlockdevOptions.Common common, JsonNode o, Inherited toImage)

@@ -158,6 +158,7 @@ public final class ReopenCommands implements CommandGroup {
             case BlockdevOptions.Blkdebug b -> throw new IllegalStateException("not reopenable: " + b);
             case BlockdevOptions.CopyBeforeWrite w -> throw new IllegalStateException("not reopenable: " + w);
             case BlockdevOptions.SnapshotAccess a -> throw new IllegalStateException("not reopenable: " + a);
+            case BlockdevOptions.Nbd n -> throw new IllegalStateException("not reopenable: " + n);
         };
         out.add(new NodeGraph.ReopenRequest(node, next));
     }
@@ -244,6 +245,7 @@ public final class ReopenCommands implements CommandGroup {
             case BlockdevOptions.Blkdebug b -> throw new IllegalStateException("not reopenable: " + b);
             case BlockdevOptions.CopyBeforeWrite w -> throw new IllegalStateException("not reopenable: " + w);
             case BlockdevOptions.SnapshotAccess a -> throw new IllegalStateException("not reopenable: " + a);
+            case BlockdevOptions.Nbd n -> throw new IllegalStateException("not reopenable: " + n);
         };
     }
 

@@ -42,7 +42,8 @@ public final class Main implements Callable<Integer> {
             description = "A named device over an image: [,rerror=report|ignore|stop]"
                     + "[,werror=enospc|report|ignore|stop][,read-only=on][,cache=writeback|none|writethrough|directsync|unsafe][,discard=ignore|unmap][,node-name=N]."
                     + " file= is a filename as QEMU parses it: a path, file:PATH, json:{...}, blkdebug:CONFIG:IMAGE,"
-                    + " null-co://; format probed when not given.")
+                    + " null-co://, nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbd:unix:PATH[:exportname=E],"
+                    + " nbd:HOST:PORT[:exportname=E]; format probed when not given.")
     void drive(String v) {
         builder.drive(v);
     }

@@ -50,6 +50,51 @@ class FilenamesTest {
         assertThat(filenames.protocolOptions("null-co://", common)).isInstanceOf(BlockdevOptions.NullCo.class);
     }
 
+    private BlockdevOptions.Nbd nbd(String server, String export, String filename) throws Exception {
+        BlockdevOptions.NbdServer s = server.startsWith("/") ? new BlockdevOptions.NbdServer.Unix(server)
+                : new BlockdevOptions.NbdServer.Inet(server.substring(0, server.lastIndexOf(':')),
+                        server.substring(server.lastIndexOf(':') + 1));
+        BlockdevOptions.Nbd o = (BlockdevOptions.Nbd) filenames.protocolOptions(filename, common);
+        assertThat(o).as(filename).isEqualTo(new BlockdevOptions.Nbd(common, s, export, null, null, 0, 0, null));
+        return o;
+    }
+
+    /** remote.md §2: every syntax, and the name QEMU reconstructs (nbd_refresh_filename). */
+    @Test
+    void nbdFilenamesGiveServerAndExport() throws Exception {
+        nbd("127.0.0.1:48009", "exp1", "nbd://127.0.0.1:48009/exp1");
+        nbd("127.0.0.1:10809", "exp1", "nbd://127.0.0.1/exp1");
+        nbd("h:1", null, "nbd://h:1");
+        nbd("h:1", null, "nbd://h:1/");
+        nbd("::1:5", "e", "nbd+tcp://[::1]:5/e");
+        nbd("/srv/q n.sock", "exp1", "nbd+unix:///exp1?socket=/srv/q%20n.sock");
+        nbd("/s.sock", "a/b", "nbd+unix:///a/b?socket=/s.sock");
+        nbd("/s.sock", "e", "nbd:unix:/s.sock:exportname=e");
+        nbd("/s.sock", null, "nbd:unix:/s.sock");
+        nbd("localhost:10809", "e", "nbd:localhost:10809:exportname=e");
+        // inet_parse: the port runs to a comma, so resolution later refuses "1:foo=e" as QEMU does
+        assertThat(filenames.protocolOptions("nbd:localhost:1:foo=e", common)).isEqualTo(new BlockdevOptions.Nbd(
+                common, new BlockdevOptions.NbdServer.Inet("localhost", "1:foo=e"), null, null, null, 0, 0, null));
+        assertThat(jblockd.block.nbd.NbdFilenames.filename(new BlockdevOptions.NbdServer.Inet("127.0.0.1", "48009"),
+                "drive0")).isEqualTo("nbd://127.0.0.1:48009/drive0");
+        assertThat(jblockd.block.nbd.NbdFilenames.filename(new BlockdevOptions.NbdServer.Unix("/srv/test/qn.sock"),
+                "exp1")).isEqualTo("nbd+unix:///exp1?socket=/srv/test/qn.sock");
+        assertThat(jblockd.block.nbd.NbdFilenames.filename(new BlockdevOptions.NbdServer.Inet("h", "1"), null))
+                .isEqualTo("nbd://h:1");
+    }
+
+    @Test
+    void badNbdFilenamesAreRefusedWithQemusTexts() {
+        for (String bad : new String[] {"nbd+unix:///exp1", "nbd+unix:///e?socket=/x&foo=1", "nbd://h:1/e?socket=/x",
+                "nbd+unix://h/e?socket=/x", "nbd://127.0.0.1:badport/e", "nbd+unix:///e?sock=/x", "nbd:///e"}) {
+            assertThatThrownBy(() -> filenames.protocolOptions(bad, common)).as(bad).hasMessage("No valid URL specified");
+        }
+        assertThatThrownBy(() -> filenames.protocolOptions("nbd:127.0.0.1", common))
+                .hasMessage("error parsing address '127.0.0.1'");
+        assertThatThrownBy(() -> filenames.protocolOptions("nbd+unix:e", common))
+                .hasMessage("File name string for NBD must start with 'nbd:'");
+    }
+
     @Test
     void errorsAreQemus() {
         assertThatThrownBy(() -> filenames.protocolOptions("foo:bar", common)).hasMessage("Unknown protocol 'foo'");
@@ -58,8 +103,10 @@ class FilenamesTest {
                 .hasMessage("blkdebug requires both config file and image path");
         assertThatThrownBy(() -> filenames.protocolOptions("null-co://x", common))
                 .hasMessage("The only allowed filename for this driver is 'null-co://'");
-        assertThatThrownBy(() -> filenames.protocolOptions("nbd://localhost/e", common))
-                .hasMessageStartingWith("Unknown protocol 'nbd': jblockd has no NBD client driver");
+        assertThatThrownBy(() -> filenames.protocolOptions("nbds://localhost/e", common))
+                .hasMessage("Unknown protocol 'nbds'");
+        assertThatThrownBy(() -> filenames.protocolOptions("nbd+ssh://localhost/e", common))
+                .hasMessage("Unknown protocol 'nbd+ssh'");
         assertThatThrownBy(() -> filenames.imageOptions(tmp.resolve("nosuch.raw").toString(), null, common, common))
                 .hasMessage("Could not open '" + tmp.resolve("nosuch.raw") + "': No such file or directory");
         assertThatThrownBy(() -> filenames.creationPath("blkdebug::x.raw"))

@@ -45,7 +45,9 @@ import javax.net.ssl.SSLException;
 public final class NbdClient implements AutoCloseable {
     /**
      * What to ask for: the export, the meta contexts for BLOCK_STATUS (may be empty), and TLS
-     * (null: plain).
+     * (null: plain). Contexts the server does not offer, or all of them when it has no
+     * structured replies or no meta contexts, are not selected: {@link #metaContexts()} lists
+     * what was.
      */
     public record Options(String export, List<String> metaContexts, Tls tls) {
         public Options {
@@ -79,6 +81,39 @@ public final class NbdClient implements AutoCloseable {
     public record Extent(long length, int flags) {
     }
 
+    /**
+     * The server answered an option of the handshake with an error reply: which option, the
+     * reply type ({@code NBD_REP_ERR_*}) and the server's message. The exception's message is
+     * QEMU 7.2's nbd/client.c nbd_handle_reply_err() text for it ({@code Requested export not
+     * available}, {@code TLS negotiation required before option 7 (go)}, ...); the server's own
+     * message, if any, is its cause's ({@code server reported: ...}).
+     */
+    public static final class OptionRefused extends IoError {
+        private static final long serialVersionUID = 1L;
+        private final int option;
+        private final int reply;
+        private final String serverMessage;
+
+        OptionRefused(Errno errno, String detail, int option, int reply, String serverMessage) {
+            super(errno, detail, serverMessage.isEmpty() ? null : new IOException("server reported: " + serverMessage));
+            this.option = option;
+            this.reply = reply;
+            this.serverMessage = serverMessage;
+        }
+
+        public int option() {
+            return option;
+        }
+
+        public int reply() {
+            return reply;
+        }
+
+        public String serverMessage() {
+            return serverMessage;
+        }
+    }
+
     /** The socket, or the TLS channel over it. */
     private final ByteChannel channel;
     private final NbdReader in;
@@ -95,6 +130,8 @@ public final class NbdClient implements AutoCloseable {
     private volatile IOException broken;
     /** Set by close(): the reader's end of stream is then ours, not the server's. */
     private volatile boolean closing;
+    /** Completed (once) with the cause when the connection fails or is closed. */
+    private final CompletableFuture<IOException> disconnected = new CompletableFuture<>();
 
     /** A request in flight: what it asked, where read data goes, extents by context id. */
     private static final class Pending {
@@ -127,38 +164,56 @@ public final class NbdClient implements AutoCloseable {
     }
 
     /**
-     * Connects to {@code address} (UNIX or inet) and negotiates {@code options}. Refusals carry
-     * QEMU's nbd/client.c texts ({@code TLS negotiation required before option 7 (go)},
-     * {@code Denied by server for option 5 (starttls)}); the server's own message, if any, is
-     * the cause's ({@code server reported: ...}).
+     * Connects to {@code address} (UNIX or inet) and negotiates {@code options}; refusals are
+     * {@link OptionRefused}, with QEMU's texts.
      */
     public static NbdClient connect(SocketAddress address, Options options) throws IOException {
-        String hostname = null;
-        if (options.tls() != null) {
-            if (options.tls().credentials().endpoint() != X509Credentials.Endpoint.CLIENT) {
-                throw new IoError(Errno.EINVAL, "Expected TLS credentials for a client endpoint");
-            }
-            hostname = options.tls().hostname();
-            if (hostname == null && address instanceof InetSocketAddress inet) {
-                hostname = inet.getHostString();
-            }
-            if (hostname == null) {
-                throw new IoError(Errno.EINVAL, "No hostname for certificate validation");
-            }
-        }
-        SocketChannel ch = SocketChannel.open(address);
+        checkTls(options, address);
+        return negotiate(SocketChannel.open(address), options);
+    }
+
+    /**
+     * Negotiates {@code options} over a channel the caller connected (its own address
+     * resolution, socket options and error texts); the channel is closed if negotiation fails.
+     * With TLS, the certificate is checked against {@link Tls#hostname()}, else the inet host.
+     */
+    public static NbdClient negotiate(SocketChannel ch, Options options) throws IOException {
         Handshake h = new Handshake(ch);
         try {
             if (options.tls() != null) {
-                int port = address instanceof InetSocketAddress inet ? inet.getPort() : -1;
+                SocketAddress remote = ch.getRemoteAddress();
+                String hostname = checkTls(options, remote);
+                int port = remote instanceof InetSocketAddress inet ? inet.getPort() : -1;
                 h.startTls(options.tls().credentials().clientEngine(hostname, port));
             }
             h.run(options);
             return new NbdClient(h);
+        } catch (OptionRefused e) {
+            Handshake.abort(h.channel); // proto.md: a client that gives up sends NBD_OPT_ABORT (as QEMU's nbd_send_opt_abort)
+            h.channel.close();
+            throw e;
         } catch (IOException | RuntimeException e) {
             h.channel.close();
             throw e;
         }
+    }
+
+    /** The TLS checks QEMU makes before connecting; returns the name to verify (null: no TLS). */
+    private static String checkTls(Options options, SocketAddress address) throws IoError {
+        if (options.tls() == null) {
+            return null;
+        }
+        if (options.tls().credentials().endpoint() != X509Credentials.Endpoint.CLIENT) {
+            throw new IoError(Errno.EINVAL, "Expected TLS credentials for a client endpoint");
+        }
+        String hostname = options.tls().hostname();
+        if (hostname == null && address instanceof InetSocketAddress inet) {
+            hostname = inet.getHostString();
+        }
+        if (hostname == null) {
+            throw new IoError(Errno.EINVAL, "No hostname for certificate validation");
+        }
+        return hostname;
     }
 
     public long size() {
@@ -190,6 +245,19 @@ public final class NbdClient implements AutoCloseable {
 
     public int minBlock() {
         return minBlock;
+    }
+
+    /** False once the connection failed or was closed: every later request fails with EIO. */
+    public boolean connected() {
+        return broken == null;
+    }
+
+    /**
+     * Completes, once, when the connection ends: the server closed it, a protocol violation, a
+     * failed send, or {@link #close()}. Lets an owner notice a drop while no request is waiting.
+     */
+    public CompletableFuture<IOException> disconnected() {
+        return disconnected;
     }
 
     // ------------------------------------------------------------------ requests
@@ -473,6 +541,7 @@ public final class NbdClient implements AutoCloseable {
         if (broken == null) {
             broken = cause;
         }
+        disconnected.complete(broken);
         for (Long h : List.copyOf(pending.keySet())) {
             Pending p = pending.remove(h);
             if (p != null) {
@@ -500,6 +569,7 @@ public final class NbdClient implements AutoCloseable {
             }
         } finally {
             channel.close();
+            fail(new IOException("client closed"));
             try {
                 reader.join();
             } catch (InterruptedException e) {
@@ -576,16 +646,17 @@ public final class NbdClient implements AutoCloseable {
             if (r.type == Nbd.REP_ACK) {
                 h.structured = true;
             } else if (!r.isError()) {
+                // (a refusal is tolerated, as QEMU does: a TLS-only server's is then met at GO,
+                // which is where QEMU reports it, "before option 7 (go)")
                 throw new NbdProtocolException("unexpected reply " + r.type + " to STRUCTURED_REPLY");
             }
             byte[] name = o.export().getBytes(StandardCharsets.UTF_8);
             if (name.length > Nbd.MAX_STRING_SIZE) {
                 throw new IoError(Errno.EINVAL, "export name longer than " + Nbd.MAX_STRING_SIZE + " bytes");
             }
-            if (!o.metaContexts().isEmpty()) {
-                if (!h.structured) {
-                    throw new IoError(Errno.ENOTSUP, "the server has no structured replies: no meta contexts");
-                }
+            // Meta contexts need structured replies; without them none is selected (QEMU's
+            // nbd_receive_negotiate asks only then), and metaContexts() says so.
+            if (!o.metaContexts().isEmpty() && h.structured) {
                 int len = 4 + name.length + 4;
                 List<byte[]> qs = new ArrayList<>();
                 for (String c : o.metaContexts()) {
@@ -603,8 +674,11 @@ public final class NbdClient implements AutoCloseable {
                     if (r.type == Nbd.REP_ACK) {
                         break;
                     }
+                    if (r.type == Nbd.REP_ERR_UNSUP) {
+                        break; // a server without meta contexts: none selected, as QEMU tolerates
+                    }
                     if (r.isError()) {
-                        throw refused("SET_META_CONTEXT", r);
+                        throw refused(Nbd.OPT_SET_META_CONTEXT, r);
                     }
                     if (r.type != Nbd.REP_META_CONTEXT || r.data.remaining() < 4) {
                         throw new NbdProtocolException("unexpected reply " + r.type + " to SET_META_CONTEXT");
@@ -623,7 +697,7 @@ public final class NbdClient implements AutoCloseable {
                     break;
                 }
                 if (r.isError()) {
-                    throw refused("export '" + o.export() + "'", r);
+                    throw refused(Nbd.OPT_GO, r);
                 }
                 if (r.type != Nbd.REP_INFO || r.data.remaining() < 2) {
                     throw new NbdProtocolException("unexpected reply " + r.type + " to GO");
@@ -644,29 +718,41 @@ public final class NbdClient implements AutoCloseable {
             }
         }
 
-        private static IoError refused(String what, Reply r) {
-            String msg = StandardCharsets.UTF_8.decode(r.data.duplicate()).toString();
-            if (r.type == Nbd.REP_ERR_TLS_REQD) {
-                return refused(r.option, r);
-            }
-            Errno e = r.type == Nbd.REP_ERR_UNKNOWN ? Errno.ENOENT : r.type == Nbd.REP_ERR_UNSUP ? Errno.ENOTSUP
-                    : Errno.EINVAL;
-            return new IoError(e, "NBD server refused " + what + (msg.isEmpty() ? "" : ": " + msg));
-        }
-
-        /** nbd/client.c nbd_handle_reply_err's texts for the refusals TLS brings. */
-        private static IoError refused(int option, Reply r) {
+        /**
+         * nbd/client.c nbd_handle_reply_err()'s texts, by reply type, for the one place a
+         * refusal is worded (the nbd block driver shows them as QEMU does).
+         */
+        private static OptionRefused refused(int option, Reply r) {
             String msg = StandardCharsets.UTF_8.decode(r.data.duplicate()).toString();
             String opt = option + " (" + Nbd.optionName(option) + ")";
             String text = switch (r.type) {
-                case Nbd.REP_ERR_TLS_REQD -> "TLS negotiation required before option " + opt;
+                case Nbd.REP_ERR_UNKNOWN -> "Requested export not available";
                 case Nbd.REP_ERR_POLICY -> "Denied by server for option " + opt;
+                case Nbd.REP_ERR_INVALID -> "Invalid parameters for option " + opt;
+                case Nbd.REP_ERR_PLATFORM -> "Server lacks support for option " + opt;
+                case Nbd.REP_ERR_TLS_REQD -> "TLS negotiation required before option " + opt;
+                case Nbd.REP_ERR_SHUTDOWN -> "Server shutting down before option " + opt;
+                case Nbd.REP_ERR_BLOCK_SIZE_REQD -> "Server requires INFO_BLOCK_SIZE for option " + opt;
+                case Nbd.REP_ERR_TOO_BIG -> "Server considers option " + opt + " too large";
                 case Nbd.REP_ERR_UNSUP -> "Unsupported option " + opt;
-                default -> "Server rejected option " + opt + " with error 0x" + Integer.toHexString(r.type);
+                default -> "Unknown error code when asking for option " + opt;
             };
-            Errno e = r.type == Nbd.REP_ERR_POLICY ? Errno.EPERM : r.type == Nbd.REP_ERR_UNSUP ? Errno.ENOTSUP
-                    : Errno.EINVAL;
-            return new IoError(e, text, msg.isEmpty() ? null : new IOException("server reported: " + msg));
+            Errno e = switch (r.type) {
+                case Nbd.REP_ERR_UNKNOWN -> Errno.ENOENT;
+                case Nbd.REP_ERR_POLICY -> Errno.EPERM;
+                case Nbd.REP_ERR_UNSUP -> Errno.ENOTSUP;
+                default -> Errno.EINVAL;
+            };
+            return new OptionRefused(e, text, option, r.type, msg);
+        }
+
+        /** Best effort: the server may already be gone. */
+        static void abort(WritableByteChannel ch) {
+            try {
+                option(ch, Nbd.OPT_ABORT, ByteBuffer.allocate(0));
+            } catch (IOException ignored) {
+                // closing anyway
+            }
         }
 
         private static void option(WritableByteChannel ch, int option, ByteBuffer data) throws IOException {

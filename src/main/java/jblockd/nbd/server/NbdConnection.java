@@ -726,9 +726,11 @@ final class NbdConnection {
                 n = d.extent().length();
                 flags = d.depth();
             } else {
-                Extent e = BlockStatus.readView(root, pos, end - pos);
-                n = e.length();
-                flags = e.allocation() == Allocation.ZERO ? Nbd.STATE_HOLE | Nbd.STATE_ZERO : 0;
+                BlockStatus.ReadView v = BlockStatus.readViewDetail(root, pos, end - pos);
+                n = v.extent().length();
+                // nbd/server.c blockstatus_to_extents: HOLE unless DATA, ZERO when it reads as zeroes
+                flags = v.unknownHole() ? Nbd.STATE_HOLE
+                        : v.extent().allocation() == Allocation.ZERO ? Nbd.STATE_HOLE | Nbd.STATE_ZERO : 0;
             }
             n = Math.min(n, end - pos);
             if (!out.add(n, flags)) {

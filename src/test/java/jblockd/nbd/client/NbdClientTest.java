@@ -203,4 +203,75 @@ class NbdClientTest {
             assertThat(c.structuredReplies()).isTrue();
         }
     }
+
+    /** A server that answers every option with {@code error} (as a TLS-only server does), recording what it got. */
+    private CompletableFuture<java.util.List<Integer>> refusingServer(Path sock, int error) throws IOException {
+        ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        server.bind(UnixDomainSocketAddress.of(sock));
+        return CompletableFuture.supplyAsync(() -> {
+            java.util.List<Integer> options = new java.util.ArrayList<>();
+            try (server; SocketChannel ch = server.accept()) {
+                write(ch, ByteBuffer.allocate(18).putLong(Nbd.NBDMAGIC).putLong(Nbd.IHAVEOPT)
+                        .putShort((short) (Nbd.FLAG_FIXED_NEWSTYLE | Nbd.FLAG_NO_ZEROES)).flip());
+                read(ch, 4);
+                while (true) {
+                    ByteBuffer o = read(ch, 16);
+                    o.getLong();
+                    int option = o.getInt();
+                    read(ch, o.getInt());
+                    options.add(option);
+                    if (option == Nbd.OPT_ABORT) {
+                        return options;
+                    }
+                    byte[] msg = "refused".getBytes(StandardCharsets.UTF_8);
+                    reply(ch, option, error, ByteBuffer.wrap(msg));
+                }
+            } catch (IOException e) {
+                return options; // the client closed
+            }
+        });
+    }
+
+    @Test
+    void aTlsOnlyServersRefusalIsMetAtGoAsInQemuAndNamesTheOption() throws Exception {
+        Path sock = dir.resolve("tls.sock");
+        CompletableFuture<java.util.List<Integer>> seen = refusingServer(sock, Nbd.REP_ERR_TLS_REQD);
+        assertThatThrownBy(() -> NbdClient.connect(UnixDomainSocketAddress.of(sock),
+                NbdClient.Options.of("e", "base:allocation")))
+                .isInstanceOfSatisfying(NbdClient.OptionRefused.class, e -> {
+                    assertThat(e.option()).isEqualTo(Nbd.OPT_GO);
+                    assertThat(e.reply()).isEqualTo(Nbd.REP_ERR_TLS_REQD);
+                    assertThat(e.serverMessage()).isEqualTo("refused");
+                    assertThat(e).hasMessage("TLS negotiation required before option 7 (go)");
+                });
+        // as QEMU: the refused STRUCTURED_REPLY is tolerated, GO meets the refusal, then the
+        // abort (proto.md: a client that gives up says so); no meta context without structured replies
+        assertThat(seen.get(10, java.util.concurrent.TimeUnit.SECONDS))
+                .containsExactly(Nbd.OPT_STRUCTURED_REPLY, Nbd.OPT_GO, Nbd.OPT_ABORT);
+    }
+
+    @Test
+    void anUnknownExportIsRefusedAtGoWithItsReplyType() throws Exception {
+        Path sock = dir.resolve("unknown.sock");
+        CompletableFuture<java.util.List<Integer>> seen = refusingServer(sock, Nbd.REP_ERR_UNKNOWN);
+        assertThatThrownBy(() -> NbdClient.connect(UnixDomainSocketAddress.of(sock), NbdClient.Options.of("nope")))
+                .isInstanceOfSatisfying(NbdClient.OptionRefused.class, e -> {
+                    assertThat(e.option()).isEqualTo(Nbd.OPT_GO);
+                    assertThat(e.reply()).isEqualTo(Nbd.REP_ERR_UNKNOWN);
+                });
+        assertThat(seen.get(10, java.util.concurrent.TimeUnit.SECONDS))
+                .containsExactly(Nbd.OPT_STRUCTURED_REPLY, Nbd.OPT_GO, Nbd.OPT_ABORT);
+    }
+
+    @Test
+    void theServerClosingCompletesDisconnectedWithoutARequest() throws Exception {
+        NbdClient c = connect((ch, handle, type, offset, length) -> ch.close());
+        try (c) {
+            assertThat(c.connected()).isTrue();
+            assertThatThrownBy(c::flush).isInstanceOf(IoError.class); // the script closes on the first request
+            IOException cause = c.disconnected().get(10, java.util.concurrent.TimeUnit.SECONDS);
+            assertThat(cause).isNotNull();
+            assertThat(c.connected()).isFalse();
+        }
+    }
 }

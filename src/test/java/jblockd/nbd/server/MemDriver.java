@@ -131,6 +131,11 @@ final class MemDriver implements BlockDriver {
     }
 
     @Override
+    public boolean supportsBacking() {
+        return true; // format-like: its unallocated blocks read from the backing node, zeroes without one
+    }
+
+    @Override
     public BlockNode backing() {
         return backing;
     }
