@@ -41,6 +41,7 @@ public final class NodeGraph {
      */
     private final java.util.Set<BlockNode> monitorOwned = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
     private long namingClock;
+    private volatile TlsLookup tls = TlsLookup.NONE;
 
     /** A graph whose filenames cannot be {@code json:} (tools without the QMP option codec). */
     public NodeGraph(DriverRegistry drivers) {
@@ -116,6 +117,11 @@ public final class NodeGraph {
             @Override
             public Optional<BlockNode> node(String nodeName) {
                 return Optional.ofNullable(nodes.get(nodeName));
+            }
+
+            @Override
+            public TlsLookup tls() {
+                return tls;
             }
 
             @Override
@@ -825,6 +831,11 @@ public final class NodeGraph {
                 throw new IllegalStateException("reopen opens no backing image");
             }
         };
+    }
+
+    /** Where nodes find their {@code tls-creds} (the daemon's objects). */
+    public void setTlsLookup(TlsLookup lookup) {
+        this.tls = java.util.Objects.requireNonNull(lookup);
     }
 
     public String nextAutoName() {

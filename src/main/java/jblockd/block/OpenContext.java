@@ -16,6 +16,11 @@ public interface OpenContext {
      */
     BlockNode openBackingImage(String filename, String format, boolean readOnly) throws IOException;
 
+    /** The graph's TLS credentials (a remote node's {@code tls-creds}). */
+    default TlsLookup tls() {
+        return TlsLookup.NONE;
+    }
+
     /** The node of that name in the graph, if any (a driver option that names a node's bitmap). */
     default java.util.Optional<BlockNode> node(String nodeName) {
         return java.util.Optional.empty();

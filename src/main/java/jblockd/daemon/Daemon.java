@@ -167,6 +167,20 @@ public final class Daemon implements AutoCloseable {
         addShutdownStep(() -> jobs.cancelAll(30, TimeUnit.SECONDS));
         new RunStateCommands(runState).register(registry);
         new ObjectCommands(objects).register(registry);
+        // remote nodes' tls-creds: client credentials from the same registry, held while in use
+        graph.setTlsLookup(new jblockd.block.TlsLookup() {
+            public jblockd.tls.X509Credentials retainClient(String id) throws jblockd.block.IoError {
+                try {
+                    return objects.retainTlsCreds(id, jblockd.tls.X509Credentials.Endpoint.CLIENT);
+                } catch (jblockd.qapi.QmpError e) {
+                    throw new jblockd.block.IoError(jblockd.block.Errno.EINVAL, e.getMessage());
+                }
+            }
+
+            public void release(String id) {
+                objects.release(id);
+            }
+        });
         new NbdCommands(nbdServer, devices, graph, runState, events, objects).register(registry);
         // NBD clients go before the jobs are cancelled and the nodes close
         addShutdownStep(nbdServer::stop);

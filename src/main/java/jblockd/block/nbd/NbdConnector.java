@@ -28,9 +28,10 @@ final class NbdConnector {
     private final NbdClient.Options options;
     private final boolean keepAlive;
 
-    NbdConnector(BlockdevOptions.NbdServer server, String export, List<String> contexts) {
+    /** {@code tls}: STARTTLS with these credentials and name to verify; null for a plain connection. */
+    NbdConnector(BlockdevOptions.NbdServer server, String export, List<String> contexts, NbdClient.Tls tls) {
         this.server = server;
-        this.options = new NbdClient.Options(export == null ? "" : export, contexts);
+        this.options = new NbdClient.Options(export == null ? "" : export, contexts, tls);
         this.keepAlive = server instanceof BlockdevOptions.NbdServer.Inet i && i.keepAlive();
     }
 

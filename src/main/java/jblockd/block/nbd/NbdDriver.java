@@ -16,8 +16,10 @@ import jblockd.block.DriverRegistry;
 import jblockd.block.Errno;
 import jblockd.block.Extent;
 import jblockd.block.IoError;
+import jblockd.block.TlsLookup;
 import jblockd.nbd.client.NbdClient;
 import jblockd.nbd.proto.Nbd;
+import jblockd.tls.X509Credentials;
 
 /**
  * The {@code nbd} protocol driver (QEMU 7.2 block/nbd.c): a remote NBD export as a node, over
@@ -60,6 +62,9 @@ public final class NbdDriver implements BlockDriver {
     private final int maxBlock;
     /** The status context's id on the first connection's negotiation, by name (null: none). */
     private final String statusContext;
+
+    /** Releases what the node retained (its TLS credentials); set once after the open. */
+    private Runnable onClose = () -> { };
 
     private NbdDriver(NbdLink link, String filename, boolean readOnly, NbdClient first, String statusContext) {
         this.link = link;
@@ -120,7 +125,7 @@ public final class NbdDriver implements BlockDriver {
     }
 
     public static void register(DriverRegistry r) {
-        r.<BlockdevOptions.Nbd>register("nbd", (o, ctx) -> open(o, NbdTimer.SYSTEM));
+        r.<BlockdevOptions.Nbd>register("nbd", (o, ctx) -> open(o, NbdTimer.SYSTEM, ctx.tls()));
         for (String protocol : new String[] {"nbd", "nbd+tcp", "nbd+unix"}) {
             r.registerProtocol(protocol, (filename, common, filenames) -> NbdFilenames.parse(filename, common));
         }
@@ -128,20 +133,44 @@ public final class NbdDriver implements BlockDriver {
 
     /** nbd_open(): options, then the connection (blocking, retried for open-timeout). */
     public static NbdDriver open(BlockdevOptions.Nbd o, NbdTimer timer) throws IOException {
-        return open(o, timer, EXTRA_CONNECTIONS);
+        return open(o, timer, TlsLookup.NONE);
+    }
+
+    /** With {@code tls-creds} looked up in {@code tls} (retained for the node's life). */
+    public static NbdDriver open(BlockdevOptions.Nbd o, NbdTimer timer, TlsLookup tls) throws IOException {
+        if (o.server() == null) {
+            throw new IoError(Errno.EINVAL, "NBD server address missing");
+        }
+        if (o.tlsCreds() == null) {
+            return open(o, timer, EXTRA_CONNECTIONS, null);
+        }
+        X509Credentials creds = tls.retainClient(o.tlsCreds());
+        try {
+            // tls-hostname, else the inet host (block/nbd.c); a UNIX socket has none and the
+            // client refuses with QEMU's "No hostname for certificate validation"
+            String hostname = o.tlsHostname() != null ? o.tlsHostname()
+                    : o.server() instanceof BlockdevOptions.NbdServer.Inet i ? i.host() : null;
+            NbdDriver d = open(o, timer, EXTRA_CONNECTIONS, new NbdClient.Tls(creds, hostname));
+            d.onClose = () -> tls.release(o.tlsCreds());
+            return d;
+        } catch (IOException | RuntimeException e) {
+            tls.release(o.tlsCreds());
+            throw e;
+        }
     }
 
     /** {@code extraConnections}: at most this many more when the server offers MULTI_CONN. */
     static NbdDriver open(BlockdevOptions.Nbd o, NbdTimer timer, int extraConnections) throws IOException {
+        return open(o, timer, extraConnections, null);
+    }
+
+    private static NbdDriver open(BlockdevOptions.Nbd o, NbdTimer timer, int extraConnections, NbdClient.Tls tls)
+            throws IOException {
         if (o.server() == null) {
             throw new IoError(Errno.EINVAL, "NBD server address missing");
         }
-        if (o.tlsCreds() != null) {
-            // no TLS credential objects exist in jblockd yet (object-add): every id is unknown
-            throw new IoError(Errno.EINVAL, "No TLS credentials with id '" + o.tlsCreds() + "'");
-        }
         String context = o.xDirtyBitmap() != null ? o.xDirtyBitmap() : Nbd.BASE_ALLOCATION;
-        NbdConnector connector = new NbdConnector(o.server(), o.export(), List.of(context));
+        NbdConnector connector = new NbdConnector(o.server(), o.export(), List.of(context), tls);
         NbdLink link = NbdLink.open(connector, timer, TimeUnit.SECONDS.toNanos(o.openTimeout()),
                 TimeUnit.SECONDS.toNanos(o.reconnectDelay()), !o.common().readOnly() && !o.autoReadOnly());
         try {
@@ -321,6 +350,7 @@ public final class NbdDriver implements BlockDriver {
         for (NbdLink l : links) {
             l.close();
         }
+        onClose.run();
     }
 
     @Override

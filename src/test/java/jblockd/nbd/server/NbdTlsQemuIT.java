@@ -306,4 +306,65 @@ class NbdTlsQemuIT {
             return s.getLocalPort();
         }
     }
+
+    /**
+     * The nbd block driver as a TLS client (blockdev-add driver=nbd tls-creds, the live-migration
+     * link): jblockd and qemu-storage-daemon 7.2 as clients of one jblockd TLS server over a UNIX
+     * socket, the same steps and replies: no creds, unknown creds, server-endpoint creds, no
+     * tls-hostname, then a working node whose data is the export's, and its credentials busy.
+     */
+    @Test
+    void theNbdDriverConnectsOverTlsAsQemuDoes() throws Exception {
+        Path sd = Files.createDirectories(dir.resolve("server"));
+        DaemonProcess sp = DaemonProcess.start(sd);
+        try (Peer server = new Peer("server", sp, sp.connect(), sd)) {
+            disk(server);
+            Path sock = server.dir().resolve("tls.sock");
+            serve(server, sock, true, pki.server());
+            List<String> jb;
+            List<String> qemu;
+            try (Peer c = qsd()) {
+                qemu = tlsClientSteps(c, sock);
+            }
+            try (Peer c = jblockd()) {
+                jb = tlsClientSteps(c, sock);
+            }
+            assertThat(jb).containsExactlyElementsOf(qemu);
+        }
+    }
+
+    private List<String> tlsClientSteps(Peer c, Path sock) throws Exception {
+        List<String> seen = new ArrayList<>();
+        Map<String, Object> server = Map.of("type", "unix", "path", sock.toString());
+        java.util.function.Function<Map<String, Object>, Map<String, Object>> node = extra -> {
+            Map<String, Object> m = new java.util.LinkedHashMap<>(Map.of("driver", "nbd", "node-name", "r",
+                    "server", server, "export", "e"));
+            m.putAll(extra);
+            return m;
+        };
+        seen.add(c.qmp().executeError("blockdev-add", node.apply(Map.of())).path("desc").asText());
+        seen.add(c.qmp().executeError("blockdev-add", node.apply(Map.of("tls-creds", "nosuch", "tls-hostname", "localhost")))
+                .path("desc").asText());
+        c.qmp().executeOk("object-add", x509("srv", pki.server(), "server"));
+        seen.add(c.qmp().executeError("blockdev-add", node.apply(Map.of("tls-creds", "srv", "tls-hostname", "localhost")))
+                .path("desc").asText());
+        c.qmp().executeOk("object-add", x509("cli", pki.client(), "client"));
+        seen.add(c.qmp().executeError("blockdev-add", node.apply(Map.of("tls-creds", "cli"))).path("desc").asText());
+        c.qmp().executeOk("blockdev-add", node.apply(Map.of("tls-creds", "cli", "tls-hostname", "localhost")));
+        for (JsonNode n : c.qmp().executeOk("query-named-block-nodes")) {
+            if (n.path("node-name").asText().equals("r")) {
+                seen.add(n.path("drv").asText() + " " + n.path("image").path("virtual-size").asLong());
+            }
+        }
+        c.qmp().executeOk("nbd-server-start", Map.of("addr", Map.of("type", "unix", "data",
+                Map.of("path", c.dir().resolve("plain.sock").toString()))));
+        c.qmp().executeOk("block-export-add", Map.of("type", "nbd", "id", "again", "node-name", "r", "name", "again"));
+        seen.add(ExternalTools.run("qemu-io", "-r", "-f", "raw", "-c", "read -P 0xab 0 1M",
+                "nbd+unix:///again?socket=" + c.dir().resolve("plain.sock")).out().contains("read 1048576/1048576")
+                ? "reads the remote data" : "no data");
+        c.qmp().executeOk("block-export-del", Map.of("id", "again"));
+        c.qmp().waitEvent("BLOCK_EXPORT_DELETED", java.time.Duration.ofSeconds(10));
+        c.qmp().executeOk("blockdev-del", Map.of("node-name", "r"));
+        return seen;
+    }
 }
