@@ -80,15 +80,8 @@ class HostDeviceQemuIT {
 
     @Test
     void aLoopDeviceOpensAndServesAsInQemu() throws Exception {
-        List<String> jb;
-        List<String> qemu;
-        try (NbdPeer p = NbdPeer.qsd(dir)) {
-            qemu = run(p);
-        }
-        try (NbdPeer p = NbdPeer.jblockd(dir)) {
-            jb = run(p);
-        }
-        assertThat(jb).containsExactlyElementsOf(qemu);
+        NbdPeer.Both<List<String>> seen = NbdPeer.qemuThenJblockd(dir, this::run);
+        assertThat(seen.jblockd()).containsExactlyElementsOf(seen.qemu());
         byte[] b = new byte[64 * 1024];
         try (RandomAccessFile f = new RandomAccessFile(dir.resolve("disk.img").toFile(), "r")) {
             f.seek(MIB);

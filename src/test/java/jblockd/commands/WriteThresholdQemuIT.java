@@ -76,15 +76,8 @@ class WriteThresholdQemuIT {
 
     @Test
     void aThresholdFiresOnceAtTheNodeTheWriteReachesAsInQemu() throws Exception {
-        List<String> jb;
-        List<String> qemu;
-        try (NbdPeer p = NbdPeer.qsd(dir)) {
-            qemu = run(p);
-        }
-        try (NbdPeer p = NbdPeer.jblockd(dir)) {
-            jb = run(p);
-        }
-        assertThat(qemu.get(2)).contains("\"node-name\":\"proto\"");
-        assertThat(jb).isEqualTo(qemu);
+        NbdPeer.Both<List<String>> seen = NbdPeer.qemuThenJblockd(dir, this::run);
+        assertThat(seen.qemu().get(2)).contains("\"node-name\":\"proto\"");
+        assertThat(seen.jblockd()).isEqualTo(seen.qemu());
     }
 }

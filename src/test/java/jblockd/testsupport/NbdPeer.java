@@ -41,6 +41,29 @@ public final class NbdPeer implements AutoCloseable {
         return new NbdPeer("qemu-storage-daemon", p.connect(), d, p, second);
     }
 
+    /** Steps a differential test runs on one daemon, returning what it saw. */
+    public interface Steps<T> {
+        T run(NbdPeer peer) throws Exception;
+    }
+
+    /** What the same steps saw on each daemon. */
+    public record Both<T>(T qemu, T jblockd) {
+    }
+
+    /**
+     * Runs {@code steps} on qemu-storage-daemon 7.2, then on jblockd, each in a daemon of its
+     * own under {@code parent} (QEMU first: what it saw is the reference).
+     */
+    public static <T> Both<T> qemuThenJblockd(Path parent, Steps<T> steps) throws Exception {
+        T qemu;
+        try (NbdPeer p = qsd(parent)) {
+            qemu = steps.run(p);
+        }
+        try (NbdPeer p = jblockd(parent)) {
+            return new Both<>(qemu, steps.run(p));
+        }
+    }
+
     public String name() {
         return name;
     }

@@ -115,18 +115,11 @@ class MirrorWriteBlockingQemuIT {
 
     @Test
     void aGuestWriteIsOnTheTargetWhenItCompletesAndCountsInOffsetAndLen() throws Exception {
-        Seen jb;
-        Seen qemu;
-        try (NbdPeer p = NbdPeer.jblockd(dir)) {
-            jb = writeDuringMirror(p);
-        }
-        try (NbdPeer p = NbdPeer.qsd(dir)) {
-            qemu = writeDuringMirror(p);
-        }
-        assertThat(qemu.guestWriteOnTarget()).as("QEMU: the write on the target").isTrue();
-        assertThat(jb).isEqualTo(qemu);
-        assertThat(jb.offsetGrowth()).isEqualTo(MIB);
-        assertThat(jb.lenGrowth()).isEqualTo(MIB);
+        NbdPeer.Both<Seen> seen = NbdPeer.qemuThenJblockd(dir, this::writeDuringMirror);
+        assertThat(seen.qemu().guestWriteOnTarget()).as("QEMU: the write on the target").isTrue();
+        assertThat(seen.jblockd()).isEqualTo(seen.qemu());
+        assertThat(seen.jblockd().offsetGrowth()).isEqualTo(MIB);
+        assertThat(seen.jblockd().lenGrowth()).isEqualTo(MIB);
     }
 
     /** A target that fails writes from sector 81920 (40 MiB) on: the guest's write still succeeds. */
@@ -164,15 +157,8 @@ class MirrorWriteBlockingQemuIT {
 
     @Test
     void aFailedTargetWriteIsTheJobsErrorNotTheGuests() throws Exception {
-        List<String> jb;
-        List<String> qemu;
-        try (NbdPeer p = NbdPeer.qsd(dir)) {
-            qemu = failingTarget(p);
-        }
-        try (NbdPeer p = NbdPeer.jblockd(dir)) {
-            jb = failingTarget(p);
-        }
-        assertThat(qemu.get(0)).isEqualTo("guest write ok");
-        assertThat(jb).isEqualTo(qemu);
+        NbdPeer.Both<List<String>> seen = NbdPeer.qemuThenJblockd(dir, this::failingTarget);
+        assertThat(seen.qemu().get(0)).isEqualTo("guest write ok");
+        assertThat(seen.jblockd()).isEqualTo(seen.qemu());
     }
 }
