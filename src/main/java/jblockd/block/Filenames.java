@@ -74,15 +74,6 @@ public final class Filenames {
         return parent == null ? backingName : parent.resolve(backingName).toString();
     }
 
-    private static boolean isDevice(String filename) {
-        try {
-            int type = (Integer) java.nio.file.Files.getAttribute(Path.of(filename), "unix:mode") & 0170000;
-            return type == 0060000 || type == 0020000;
-        } catch (IOException | RuntimeException e) {
-            return false; // missing or unreadable: the file driver's open says why
-        }
-    }
-
     /**
      * The protocol-level options of a filename: {@code json:} as given (format drivers too),
      * a protocol driver's parse, or the file driver.
@@ -95,7 +86,8 @@ public final class Filenames {
         if (protocol == null) {
             // bdrv_find_protocol(): a plain name is host_device when it names a block or
             // character device (hdev_probe_device), else file
-            return new BlockdevOptions.File(common, filename, false, BlockdevOptions.Locking.AUTO, isDevice(filename));
+            return new BlockdevOptions.File(common, filename, false, BlockdevOptions.Locking.AUTO,
+                    FileType.of(Path.of(filename)) == FileType.DEVICE);
         }
         ProtocolParser parser = drivers.protocol(protocol);
         if (parser == null) {

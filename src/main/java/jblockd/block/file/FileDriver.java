@@ -28,6 +28,7 @@ import jblockd.block.Capabilities;
 import jblockd.block.DriverRegistry;
 import jblockd.block.Errno;
 import jblockd.block.Extent;
+import jblockd.block.FileType;
 import jblockd.block.IoError;
 
 /**
@@ -54,11 +55,6 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
     private final boolean noFlush;
     /** 1 when buffered; the O_DIRECT block size otherwise. */
     private final int alignment;
-    /** sys/stat.h file types. */
-    private static final int S_IFMT = 0170000;
-    private static final int S_IFREG = 0100000;
-    private static final int S_IFBLK = 0060000;
-    private static final int S_IFCHR = 0020000;
     /** A block or character device ({@code host_device}): fixed size, not growable. */
     private boolean hostDevice;
     /** Our own fd for lseek/fallocate/ftruncate (the JDK does not expose a FileChannel's fd). */
@@ -142,16 +138,14 @@ public final class FileDriver implements BlockDriver, AutoCloseable {
      * {@code host_device} block and character devices only (QEMU's texts).
      */
     private static void checkFileType(Path path, boolean hostDevice) throws IoError {
-        int type;
-        try {
-            type = (Integer) Files.getAttribute(path, "unix:mode") & S_IFMT;
-        } catch (IOException | UnsupportedOperationException e) {
+        FileType type = FileType.of(path);
+        if (type == FileType.UNKNOWN) {
             return; // no way to tell: the open itself succeeded
         }
-        if (!hostDevice && type != S_IFREG) {
+        if (!hostDevice && type != FileType.REGULAR) {
             throw new IoError(Errno.EINVAL, "'file' driver requires '" + path + "' to be a regular file");
         }
-        if (hostDevice && type != S_IFBLK && type != S_IFCHR) {
+        if (hostDevice && type != FileType.DEVICE) {
             throw new IoError(Errno.EINVAL, "'host_device' driver requires '" + path
                     + "' to be either a character or block device");
         }

@@ -142,7 +142,7 @@ public final class NbdDriver implements BlockDriver {
             throw new IoError(Errno.EINVAL, "NBD server address missing");
         }
         if (o.tlsCreds() == null) {
-            return open(o, timer, EXTRA_CONNECTIONS, null);
+            return open(o, timer, EXTRA_CONNECTIONS);
         }
         X509Credentials creds = tls.retainClient(o.tlsCreds());
         try {
@@ -161,14 +161,14 @@ public final class NbdDriver implements BlockDriver {
 
     /** {@code extraConnections}: at most this many more when the server offers MULTI_CONN. */
     static NbdDriver open(BlockdevOptions.Nbd o, NbdTimer timer, int extraConnections) throws IOException {
+        if (o.server() == null) {
+            throw new IoError(Errno.EINVAL, "NBD server address missing");
+        }
         return open(o, timer, extraConnections, null);
     }
 
     private static NbdDriver open(BlockdevOptions.Nbd o, NbdTimer timer, int extraConnections, NbdClient.Tls tls)
             throws IOException {
-        if (o.server() == null) {
-            throw new IoError(Errno.EINVAL, "NBD server address missing");
-        }
         String context = o.xDirtyBitmap() != null ? o.xDirtyBitmap() : Nbd.BASE_ALLOCATION;
         NbdConnector connector = new NbdConnector(o.server(), o.export(), List.of(context), tls);
         NbdLink link = NbdLink.open(connector, timer, TimeUnit.SECONDS.toNanos(o.openTimeout()),
