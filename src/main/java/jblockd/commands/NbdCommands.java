@@ -27,6 +27,7 @@ import jblockd.device.GuestIo;
 import jblockd.device.RunState;
 import jblockd.nbd.proto.Nbd;
 import jblockd.object.ObjectRegistry;
+import jblockd.tls.ServerTls;
 import jblockd.tls.X509Credentials;
 import jblockd.nbd.server.NbdExport;
 import jblockd.nbd.server.NbdServer;
@@ -115,16 +116,31 @@ public final class NbdCommands implements CommandGroup {
         r.register("query-block-exports", Void.class, a -> queryBlockExports());
     }
 
+    /**
+     * The server's TLS: {@code creds} and, with {@code authzId}, the identity check. QEMU skips the
+     * check when the credentials do not verify peers (no certificate to name), which would accept
+     * every client while tls-authz says otherwise: refused here instead.
+     */
+    private ServerTls serverTls(X509Credentials creds, String authzId) throws QmpError {
+        if (creds == null) {
+            return null;
+        }
+        if (authzId == null) {
+            return ServerTls.withoutAuthz(creds);
+        }
+        if (!creds.verifyPeer()) {
+            throw QmpError.generic("'tls-authz' needs client certificates, but the TLS credentials have"
+                    + " verify-peer=off");
+        }
+        return new ServerTls(creds, peer -> objects.authorize(authzId, peer));
+    }
+
     /** blockdev-nbd.c nbd_server_start: already running, then the listener, then TLS. */
     synchronized Object nbdServerStart(NbdServerStart a) throws QmpError {
         if (server.running()) {
             throw QmpError.generic("NBD server already running");
         }
         SocketAddress address = socketAddress(a.addr());
-        if (a.tlsAuthz() != null) {
-            throw QmpError.generic("jblockd does not support tls-authz yet (authz objects): every client with a"
-                    + " certificate signed by the CA is accepted");
-        }
         long max = a.maxConnections() == null ? 0 : a.maxConnections();
         if (max < 0 || max > 0xffffffffL) {
             throw QmpError.generic("Parameter 'max-connections' expects uint32");
@@ -134,10 +150,16 @@ public final class NbdCommands implements CommandGroup {
                     + ": Name or service not known");
         }
         // QEMU resolves the credentials after binding; both are checked before anything listens here
+        if (a.tlsAuthz() != null && a.tlsCreds() == null) {
+            throw QmpError.generic("'tls-authz' is only supported when 'tls-creds' is set");
+        }
         X509Credentials tls = a.tlsCreds() == null ? null
                 : objects.retainTlsCreds(a.tlsCreds(), X509Credentials.Endpoint.SERVER);
         try {
-            server.start(address, (int) Math.min(max, Integer.MAX_VALUE), tls);
+            server.start(address, (int) Math.min(max, Integer.MAX_VALUE), serverTls(tls, a.tlsAuthz()));
+        } catch (QmpError e) {
+            objects.release(a.tlsCreds());
+            throw e;
         } catch (IOException e) {
             if (tls != null) {
                 objects.release(a.tlsCreds());

@@ -12,6 +12,8 @@ import java.util.Map;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 
+import jblockd.object.AuthzList;
+import jblockd.object.AuthzSimple;
 import jblockd.object.ObjectRegistry;
 import jblockd.object.Secret;
 import jblockd.object.TlsCredsX509;
@@ -75,11 +77,28 @@ public final class ObjectCommands implements CommandGroup {
         UserObject o = switch (type) {
             case "secret" -> secret(id, a);
             case "tls-creds-x509" -> x509(id, a);
+            case "authz-simple" -> new AuthzSimple(id, a.path("identity").asText());
+            case "authz-list" -> authzList(id, a);
+            case "tls-creds-psk" -> throw QmpError.generic("jblockd does not support 'tls-creds-psk' objects: the"
+                    + " JDK's TLS has no pre-shared-key cipher suites; use tls-creds-x509");
+            case "tls-creds-anon" -> throw QmpError.generic("jblockd does not support 'tls-creds-anon' objects:"
+                    + " the JDK's TLS has no anonymous cipher suites enabled, and they authenticate nobody;"
+                    + " use tls-creds-x509");
             default -> throw QmpError.generic("jblockd does not support '" + type
-                    + "' objects yet (tls-creds-x509 is supported)");
+                    + "' objects yet (secret, tls-creds-x509, authz-simple and authz-list are supported)");
         };
         objects.add(o);
         return null;
+    }
+
+    /** authz/list.c: rules in order, the first match decides; {@code policy} (default deny) otherwise. */
+    private static AuthzList authzList(String id, ObjectNode a) {
+        List<AuthzList.Rule> rules = new ArrayList<>();
+        for (JsonNode r : a.path("rules")) {
+            rules.add(new AuthzList.Rule(r.path("match").asText(), "allow".equals(r.path("policy").asText()),
+                    "glob".equals(r.path("format").asText())));
+        }
+        return new AuthzList(id, "allow".equals(text(a, "policy")), rules);
     }
 
     /** crypto/secret_common.c qcrypto_secret_complete: data xor file, then the format. */
@@ -174,6 +193,8 @@ public final class ObjectCommands implements CommandGroup {
     /** For {@code --object help}: the types and, per type, its properties. */
     public static final Map<String, List<String>> HELP = Map.of(
             "secret", List.of("data=<string>", "file=<string>", "format=<QCryptoSecretFormat>"),
+            "authz-simple", List.of("identity=<string>"),
+            "authz-list", List.of("policy=<QAuthZListPolicy>", "rules=<QAuthZListRule list (JSON form only)>"),
             "tls-creds-x509", List.of("dir=<string>", "endpoint=<QCryptoTLSCredsEndpoint>", "sanity-check=<bool>",
                     "verify-peer=<bool>"));
 }

@@ -67,7 +67,8 @@ public final class Main implements Callable<Integer> {
 
     @Option(names = "--object", paramLabel = "TYPE,id=ID[,...]|JSON",
             description = "An object, as object-add takes it: secret,id=ID,data=..|file=..[,format=raw|base64];"
-                    + " tls-creds-x509,id=ID,dir=DIR,endpoint=server|client[,verify-peer=on|off][,sanity-check=on|off]."
+                    + " tls-creds-x509,id=ID,dir=DIR,endpoint=server|client[,verify-peer=on|off][,sanity-check=on|off];"
+                    + " authz-simple,id=ID,identity=DN; authz-list (JSON form: policy, rules)."
                     + " --object help lists the types, --object TYPE,help a type's properties.")
     void object(String v) {
         String help = ObjectHelp.text(v);

@@ -6,6 +6,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
+import javax.net.ssl.SSLPeerUnverifiedException;
+
 import jblockd.qapi.QmpError;
 import jblockd.tls.X509Credentials;
 
@@ -77,6 +79,28 @@ public final class ObjectRegistry {
         }
         uses.merge(id, 1, Integer::sum);
         return t.credentials();
+    }
+
+    /**
+     * Whether the authorization object {@code authzId} allows {@code identity}, looked up at each
+     * check as QEMU does (authz/base.c qauthz_is_allowed_by_id): an object added or deleted
+     * while a server runs counts from its next client. Throws with QEMU's texts when the object
+     * is missing, of another type, or says no.
+     */
+    public void authorize(String authzId, String identity) throws SSLPeerUnverifiedException {
+        UserObject o;
+        synchronized (this) {
+            o = objects.get(authzId);
+        }
+        if (o == null) {
+            throw new SSLPeerUnverifiedException("Cannot find QAuthZ object ID " + authzId);
+        }
+        if (!(o instanceof Authz a)) {
+            throw new SSLPeerUnverifiedException("Object '" + authzId + "' is not a QAuthZ subclass");
+        }
+        if (!a.allows(identity)) {
+            throw new SSLPeerUnverifiedException("TLS x509 authz check for " + identity + " is denied");
+        }
     }
 
     /** Ends one use of {@code id} taken by a retain method. */

@@ -5,6 +5,8 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
+import java.security.cert.Certificate;
+import java.security.cert.X509Certificate;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Semaphore;
@@ -12,6 +14,7 @@ import java.util.logging.Level;
 import java.util.logging.Logger;
 
 import javax.net.ssl.SSLException;
+import javax.net.ssl.SSLPeerUnverifiedException;
 
 import jblockd.block.Allocation;
 import jblockd.block.BlockNode;
@@ -28,7 +31,8 @@ import jblockd.nbd.proto.NbdRequest;
 import jblockd.nbd.proto.NbdWriter;
 import jblockd.qapi.IoOperation;
 import jblockd.tls.TlsChannel;
-import jblockd.tls.X509Credentials;
+import jblockd.tls.PeerName;
+import jblockd.tls.ServerTls;
 
 /**
  * One client: the fixed-newstyle handshake, then the transmission loop. The loop's thread reads
@@ -46,8 +50,8 @@ final class NbdConnection {
     private final SocketChannel channel;
     private final BufferPool buffers;
     private final RequestExecutor requests;
-    /** Server credentials when the server is TLS-only, else null. */
-    private final X509Credentials tls;
+    /** The server's TLS when it is TLS-only, else null. */
+    private final ServerTls tls;
     /** Set by STARTTLS; the reader and writer are then replaced by ones over it. */
     private TlsChannel tlsChannel;
     // Replaced once, by STARTTLS, during the handshake (this thread only, before any handler
@@ -64,7 +68,7 @@ final class NbdConnection {
     private NbdExport export;
 
     NbdConnection(NbdServer server, SocketChannel channel, BufferPool buffers, RequestExecutor requests,
-                  X509Credentials tls) {
+                  ServerTls tls) {
         this.server = server;
         this.tls = tls;
         this.channel = channel;
@@ -226,9 +230,18 @@ final class NbdConnection {
             throw new NbdProtocolException("data after STARTTLS before the TLS handshake");
         }
         try {
-            tlsChannel = TlsChannel.handshake(channel, tls.serverEngine());
+            tlsChannel = TlsChannel.handshake(channel, tls.credentials().serverEngine());
         } catch (SSLException e) {
             throw new NbdProtocolException("option negotiation failed: TLS handshake failed: " + e.getMessage());
+        }
+        if (tls.authz() != null) {
+            // crypto/tlssession.c: after the handshake, the client certificate's name against tls-authz
+            try {
+                Certificate[] peer = tlsChannel.session().getPeerCertificates();
+                tls.authz().check(PeerName.of((X509Certificate) peer[0]));
+            } catch (SSLPeerUnverifiedException e) {
+                throw new NbdProtocolException("option negotiation failed: " + e.getMessage());
+            }
         }
         reader = new NbdReader(tlsChannel);
         writer = new NbdWriter(tlsChannel);

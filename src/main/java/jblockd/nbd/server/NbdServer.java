@@ -21,7 +21,7 @@ import java.util.concurrent.Semaphore;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
-import jblockd.tls.X509Credentials;
+import jblockd.tls.ServerTls;
 
 /**
  * The NBD server of one daemon (QEMU's blockdev-nbd.c): at most one listening socket (TCP or
@@ -52,8 +52,8 @@ public final class NbdServer {
     private Thread acceptThread;
     private Semaphore connectionSlots;
     private RequestExecutor requests;
-    /** Credentials of a TLS-only server (nbd-server-start tls-creds), null when plain. */
-    private X509Credentials tls;
+    /** TLS of a TLS-only server (nbd-server-start tls-creds, tls-authz), null when plain. */
+    private ServerTls tls;
 
     public synchronized boolean running() {
         return listener != null;
@@ -69,10 +69,10 @@ public final class NbdServer {
     }
 
     /**
-     * As {@link #start(SocketAddress, int)}; with {@code tls} (server-endpoint credentials)
-     * every client must upgrade with NBD_OPT_STARTTLS before any other option.
+     * As {@link #start(SocketAddress, int)}; with {@code tls} every client must upgrade with
+     * NBD_OPT_STARTTLS before any other option (and pass its identity check, if any).
      */
-    public synchronized void start(SocketAddress address, int maxConnections, X509Credentials tls)
+    public synchronized void start(SocketAddress address, int maxConnections, ServerTls tls)
             throws IOException {
         if (listener != null) {
             throw new IllegalStateException("NBD server already running");
@@ -121,7 +121,7 @@ public final class NbdServer {
         return tls != null;
     }
 
-    private void acceptLoop(ServerSocketChannel l, Semaphore slots, RequestExecutor requests, X509Credentials tls) {
+    private void acceptLoop(ServerSocketChannel l, Semaphore slots, RequestExecutor requests, ServerTls tls) {
         while (l.isOpen()) {
             try {
                 if (slots != null) {

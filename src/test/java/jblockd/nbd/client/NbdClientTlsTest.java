@@ -31,6 +31,7 @@ import jblockd.nbd.server.NbdServer;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.QapiEvents;
 import jblockd.testsupport.TestCertificates;
+import jblockd.tls.ServerTls;
 import jblockd.tls.X509Credentials;
 
 /**
@@ -80,7 +81,7 @@ class NbdClientTlsTest {
         nodes.add(node);
         NbdServer s = new NbdServer();
         servers.add(s);
-        s.start(address, 0, tls ? creds(pki.server(), X509Credentials.Endpoint.SERVER) : null);
+        s.start(address, 0, tls ? ServerTls.withoutAuthz(creds(pki.server(), X509Credentials.Endpoint.SERVER)) : null);
         Device d = new Device("", node, BlockdevOnError.REPORT, BlockdevOnError.REPORT);
         s.addExport(new NbdExport("e", "e", null, true, new GuestIo(d, new RunState(QapiEvents.NONE, () -> { }),
                 QapiEvents.NONE)));
