@@ -26,7 +26,7 @@ import picocli.CommandLine.ScopeType;
                 + " events.",
                 "Sizes and speeds take K, M, G, T suffixes (powers of 1024): 512K, 50M, 2G."},
         footer = {"", "Exit codes: 0 success, 1 job failed or cancelled / command refused, 2 usage or connection error."},
-        subcommands = {BackupCommand.class, PullCommand.class, MirrorCommand.class, StreamCommand.class, CommitCommand.class,
+        subcommands = {BackupCommand.class, PullCommand.class, MirrorCommand.class, MigrateCommand.class, StreamCommand.class, CommitCommand.class,
                 JobsCommand.class, WatchCommand.class,
                 JobVerbCommands.Pause.class, JobVerbCommands.Resume.class, JobVerbCommands.Cancel.class,
                 JobVerbCommands.Complete.class, JobVerbCommands.SetSpeed.class, JobVerbCommands.Finalize.class,

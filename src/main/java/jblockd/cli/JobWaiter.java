@@ -22,7 +22,9 @@ final class JobWaiter {
         /** Send complete (pivot) and wait for the end. */
         COMPLETE,
         /** Keep waiting until someone else completes or cancels it. */
-        WAIT
+        WAIT,
+        /** The caller's own progress listener finishes the job at READY; keep following to the end. */
+        CALLER_FINISHES
     }
 
     private JobWaiter() {
@@ -85,6 +87,7 @@ final class JobWaiter {
                         }
                     }
                     case WAIT -> view.note(job.id(), "ready: waiting for complete or cancel");
+                    case CALLER_FINISHES -> view.note(job.id(), "ready: source and target are in sync");
                 }
             }
         });
