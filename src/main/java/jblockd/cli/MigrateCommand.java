@@ -77,6 +77,11 @@ final class MigrateCommand implements Callable<Integer> {
                     + " complete, so the mirror converges under any write rate)")
     String copyMode;
 
+    @Option(names = "--reconnect-delay", paramLabel = "SECONDS",
+            description = "How long a dropped link may stay down before the mirror's writes fail into"
+                    + " --on-target-error (default 0: at once)")
+    Long reconnectDelay;
+
     @Mixin
     CopyErrorOptions errors = new CopyErrorOptions();
 
@@ -91,6 +96,7 @@ final class MigrateCommand implements Callable<Integer> {
         Migration.Options o = Migration.Options.of(device, to)
                 .withJob(jobId, sync, speed, copyMode, errors.onSourceError, errors.onTargetError)
                 .withTls(tlsCreds, tlsHostname)
+                .withReconnectDelay(reconnectDelay)
                 .withFinish(pivot ? Migration.Finish.PIVOT : Migration.Finish.HANDOVER);
         try {
             Migration.endpoint(to, device); // a usage error, before anything connects

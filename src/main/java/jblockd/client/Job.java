@@ -230,10 +230,11 @@ public final class Job {
         if (s == JobStatus.RUNNING || s == JobStatus.READY) {
             ioStatus = IoStatus.OK; // resume clears the io-status (seed 000)
         }
-        if ((s == JobStatus.WAITING || s == JobStatus.PENDING) && offset < len) {
+        if ((s == JobStatus.WAITING || s == JobStatus.PENDING || s == JobStatus.READY) && offset < len) {
             // Only a job whose run succeeded reaches waiting/pending (failures go through
-            // aborting): its work is done, so do not keep showing the last polled offset until
-            // the final event arrives (that event's figures replace these anyway).
+            // aborting), and a mirror is READY only once everything was copied: its work is
+            // done, so do not keep showing the last polled offset until the event with the
+            // figures arrives (BLOCK_JOB_READY follows JOB_STATUS_CHANGE; it replaces these).
             offset = len;
         }
     }

@@ -58,9 +58,11 @@ public final class Migration implements AutoCloseable {
      * @param tlsCreds    the id of client TLS credentials already on the source daemon; null: plain
      * @param tlsHostname the name the server certificate must carry; null: the server's host
      * @param finish      handover (default when null) or pivot
+     * @param reconnectDelay seconds the source's nbd node waits for a dropped link to come back
+     *                    before its requests fail into {@code onTargetError}; null: 0 (QEMU's default)
      */
     public record Options(String device, String to, String jobId, MirrorSyncMode sync, Long speed, String copyMode,
-                          BlockdevOnError onSourceError, BlockdevOnError onTargetError, String tlsCreds, String tlsHostname, Finish finish) {
+                          BlockdevOnError onSourceError, BlockdevOnError onTargetError, String tlsCreds, String tlsHostname, Finish finish, Long reconnectDelay) {
         public Options {
             if (device == null || to == null) {
                 throw new IllegalArgumentException("a device and a destination are needed");
@@ -71,23 +73,28 @@ public final class Migration implements AutoCloseable {
         }
 
         public static Options of(String device, String to) {
-            return new Options(device, to, null, null, null, null, null, null, null, null, null);
+            return new Options(device, to, null, null, null, null, null, null, null, null, null, null);
         }
 
         public Options withFinish(Finish f) {
             return new Options(device, to, jobId, sync, speed, copyMode, onSourceError, onTargetError, tlsCreds,
-                    tlsHostname, f);
+                    tlsHostname, f, reconnectDelay);
         }
 
         public Options withTls(String creds, String hostname) {
             return new Options(device, to, jobId, sync, speed, copyMode, onSourceError, onTargetError, creds,
-                    hostname, finish);
+                    hostname, finish, reconnectDelay);
         }
 
         public Options withJob(String id, MirrorSyncMode s, Long bytesPerSecond, String mode, BlockdevOnError onSource,
                                BlockdevOnError onTarget) {
             return new Options(device, to, id, s, bytesPerSecond, mode, onSource, onTarget, tlsCreds, tlsHostname,
-                    finish);
+                    finish, reconnectDelay);
+        }
+
+        public Options withReconnectDelay(Long seconds) {
+            return new Options(device, to, jobId, sync, speed, copyMode, onSourceError, onTargetError, tlsCreds,
+                    tlsHostname, finish, seconds);
         }
     }
 
@@ -239,6 +246,9 @@ public final class Migration implements AutoCloseable {
         }
         if (options.tlsHostname() != null) {
             add.put("tls-hostname", options.tlsHostname());
+        }
+        if (options.reconnectDelay() != null) {
+            add.put("reconnect-delay", options.reconnectDelay());
         }
         source.block().blockdevAdd(add);
         sourceTeardown.push(() -> source.block().blockdevDel(targetNode));

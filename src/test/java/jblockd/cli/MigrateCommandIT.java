@@ -252,6 +252,61 @@ class MigrateCommandIT {
         }
     }
 
+    /**
+     * The destination killed mid-migration with --on-target-error stop: the mirror stops with
+     * an error, jblockctl keeps following; the destination comes back on the same port, resume
+     * retries, and the hand-over delivers the final content.
+     */
+    @Test
+    void aDestinationKilledMidwayStopsTheMirrorAndResumeFinishesIt() throws Exception {
+        try (Side src = side("src", false, "drive0", (byte) 0x66)) {
+            Path dd = Files.createDirectories(dir.resolve("dst"));
+            Path img = dd.resolve("disk0.raw");
+            ExternalTools.ok("qemu-img", "create", "-f", "raw", img.toString(), Long.toString(SIZE));
+            int port = QemuNbd.freePort();
+            String[] serve = {"--blockdev", "driver=raw,node-name=disk0,file.driver=file,file.filename=" + img,
+                    "--nbd-server", "addr.type=inet,addr.host=127.0.0.1,addr.port=" + port,
+                    "--export", "type=nbd,id=e,node-name=disk0,name=disk,writable=on"};
+            DaemonProcess dst = DaemonProcess.start(dd, serve);
+            try {
+                Path guest = guestExport(src);
+                CompletableFuture<CliRunner.Result> run = migrate(src, "--to", "127.0.0.1:" + port + "/disk",
+                        "--speed", "1M", "--on-target-error", "stop");
+                awaitJob(src, "migrate-drive0", run);
+                dst.process().destroyForcibly().waitFor();
+                awaitJobState(src, "migrate-drive0", j -> j.path("io-status").asText().equals("failed")
+                        && j.path("paused").asBoolean());
+                guestWrites(guest, 6606, 8);
+                dst.close();
+                dst = DaemonProcess.start(Files.createDirectories(dir.resolve("dst2")), serve);
+                src.qmp().executeOk("block-job-set-speed", Map.of("device", "migrate-drive0", "speed", 0));
+                src.qmp().executeOk("block-job-resume", Map.of("device", "migrate-drive0"));
+                CliRunner.Result r = run.get(120, TimeUnit.SECONDS);
+                assertThat(r.code()).as(r.err()).isZero();
+                assertThat(r.out()).contains("holds the disk as of the hand-over");
+                dst.close();
+                assertIdentical(src.image(), img, "after the destination came back");
+            } finally {
+                dst.close();
+            }
+        }
+    }
+
+    private static void awaitJobState(Side src, String id, java.util.function.Predicate<JsonNode> state)
+            throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (System.nanoTime() < deadline) {
+            for (JsonNode j : src.qmp().executeOk("query-block-jobs")) {
+                if (j.path("device").asText().equals(id) && state.test(j)) {
+                    return;
+                }
+            }
+            Thread.sleep(20); // polling the daemon's state, not timing it
+        }
+        throw new AssertionError("job " + id + " never reached the state; jobs: "
+                + src.qmp().executeOk("query-block-jobs"));
+    }
+
     private static List<String> nodeNames(Side s) throws Exception {
         List<String> out = new ArrayList<>();
         for (JsonNode n : s.qmp().executeOk("query-named-block-nodes")) {

@@ -21,7 +21,11 @@ import jblockd.nbd.client.NbdClient;
  *       lives. For {@code reconnect-delay} seconds after the drop requests wait for it, and a
  *       request that was in flight is sent again on the new connection (nbd_co_request's retry
  *       while nbd_client_will_reconnect()); after that, or always with a delay of 0, requests fail
- *       with EIO at once until a reconnect succeeds (NBD_CLIENT_CONNECTING_NOWAIT).</li>
+ *       with EIO at once until a reconnect succeeds (NBD_CLIENT_CONNECTING_NOWAIT);</li>
+ *   <li>beyond QEMU: a request that finds no connection while no attempt is under way (the
+ *       background reconnect is between attempts, up to 16 s apart) makes one attempt itself
+ *       before failing, so a job resumed after the server came back goes on at once instead
+ *       of failing again until the next background attempt.</li>
  * </ul>
  * A new connection must show the same size and, for a writable node, be writable, else it is
  * dropped and the reconnect goes on. Thread-safe; requests run concurrently on the current
@@ -51,6 +55,8 @@ final class NbdLink implements AutoCloseable {
     /** Inside the reconnect-delay window: requests wait instead of failing. */
     private boolean waiting;
     private boolean reconnecting;
+    /** A connection attempt (background or a request's own) is under way: no second one. */
+    private boolean attempting;
     /** The reconnect under way (interrupted by close: a connect or handshake that hangs ends). */
     private Thread reconnector;
     private boolean closed;
@@ -167,6 +173,7 @@ final class NbdLink implements AutoCloseable {
     }
 
     private NbdClient acquire() throws IoError {
+        boolean tried = false;
         lock.lock();
         try {
             while (true) {
@@ -177,6 +184,17 @@ final class NbdLink implements AutoCloseable {
                     return client;
                 }
                 if (!waiting) {
+                    if (!attempting && !tried) {
+                        attempting = true;
+                        tried = true;
+                        lock.unlock();
+                        try {
+                            attempt();
+                        } finally {
+                            lock.lock();
+                        }
+                        continue;
+                    }
                     throw new IoError(Errno.EIO, "NBD connection lost; reconnecting"
                             + (lastFailure == null ? "" : " (" + lastFailure.getMessage() + ")"));
                 }
@@ -191,6 +209,7 @@ final class NbdLink implements AutoCloseable {
         lock.lock();
         try {
             client = c;
+            attempting = false;
             waiting = false;
             reconnecting = false;
             lastFailure = null;
@@ -245,35 +264,24 @@ final class NbdLink implements AutoCloseable {
     private void reconnect() {
         long backoff = SECOND;
         while (true) {
+            boolean mine;
             lock.lock();
             try {
-                if (closed) {
-                    reconnecting = false;
+                if (closed || client != null || reconnector != Thread.currentThread()) {
+                    // closed, or a request's own attempt connected (and a later loss may have
+                    // started a newer reconnect): this one is done
+                    if (reconnector == Thread.currentThread()) {
+                        reconnecting = false;
+                    }
                     return;
                 }
+                mine = !attempting;
+                attempting = true;
             } finally {
                 lock.unlock();
             }
-            try {
-                NbdClient c = connector.connect();
-                String misfit = misfit(c);
-                if (misfit == null) {
-                    lock.lock();
-                    try {
-                        if (closed) {
-                            closeQuietly(c);
-                            return;
-                        }
-                    } finally {
-                        lock.unlock();
-                    }
-                    install(c);
-                    return;
-                }
-                closeQuietly(c);
-                remember(new IoError(Errno.EIO, misfit));
-            } catch (IoError e) {
-                remember(e);
+            if (mine && attempt()) {
+                return;
             }
             try {
                 pause(timer, backoff, closing);
@@ -282,6 +290,42 @@ final class NbdLink implements AutoCloseable {
             }
             backoff = Math.min(2 * backoff, MAX_BACKOFF);
         }
+    }
+
+    /**
+     * One connection attempt, by whoever set {@link #attempting}; true when it connected (the
+     * new connection installed), false with the failure remembered.
+     */
+    private boolean attempt() {
+        try {
+            NbdClient c = connector.connect();
+            String misfit = misfit(c);
+            if (misfit == null) {
+                lock.lock();
+                try {
+                    if (closed) {
+                        attempting = false;
+                        closeQuietly(c);
+                        return false;
+                    }
+                } finally {
+                    lock.unlock();
+                }
+                install(c);
+                return true;
+            }
+            closeQuietly(c);
+            remember(new IoError(Errno.EIO, misfit));
+        } catch (IoError e) {
+            remember(e);
+        }
+        lock.lock();
+        try {
+            attempting = false;
+        } finally {
+            lock.unlock();
+        }
+        return false;
     }
 
     private String misfit(NbdClient c) {

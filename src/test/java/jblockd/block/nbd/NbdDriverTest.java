@@ -203,6 +203,31 @@ class NbdDriverTest {
         assertThat(timer.now()).isEqualTo(3 * SECOND);
     }
 
+    /**
+     * Beyond QEMU: once the server is back, a request does not wait for the background
+     * reconnect's next attempt (up to 16 s away): it makes one itself (the timer never moves).
+     */
+    @Test
+    void withoutReconnectDelayARequestReconnectsItselfOnceTheServerIsBack() throws Exception {
+        Path sock = dir.resolve("s.sock");
+        Path img = image(dir, SIZE);
+        NbdServer server = serve(sock, img);
+        ManualTimer timer = new ManualTimer();
+        NbdDriver d = NbdDriver.open(options(sock, 0, 0), timer, 0);
+        cleanup.add(d::close);
+        d.write(0, ByteBuffer.wrap(filled(4096, 3)), false);
+        server.stop();
+        timer.awaitPending(1); // the drop was seen, the first background attempt failed
+        assertThatThrownBy(() -> d.read(0, ByteBuffer.allocate(4096))) // its own attempt fails too
+                .isInstanceOfSatisfying(IoError.class, e -> assertThat(e.errno()).isEqualTo(Errno.EIO));
+        NbdServer again = serve(sock, img);
+        cleanup.add(again::stop);
+        ByteBuffer b = ByteBuffer.allocate(4096);
+        d.read(0, b);
+        assertThat(b.array()).isEqualTo(filled(4096, 3));
+        assertThat(timer.now()).isZero();
+    }
+
     @Test
     void withoutReconnectDelayRequestsFailAtOnceUntilTheBackgroundReconnect() throws Exception {
         Path sock = dir.resolve("s.sock");
