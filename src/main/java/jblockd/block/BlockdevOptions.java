@@ -204,4 +204,30 @@ public sealed interface BlockdevOptions {
             return "nbd";
         }
     }
+
+    /**
+     * BlockdevOptionsRbd (qapi/block-core.json, QEMU 7.2). {@code servers}: monitor addresses
+     * ({@code host}, {@code port} strings) given instead of a conf file's {@code mon host};
+     * {@code authClientRequired}: cephx / none; {@code keySecret}: the id of a {@code secret}
+     * object holding the key; {@code confPairs}: other {@code key=value} pairs of an
+     * {@code rbd:} filename, set on the cluster handle as QEMU does.
+     */
+    record Rbd(Common common, String pool, String namespace, String image, String conf, String snapshot,
+               String user, List<String> authClientRequired, String keySecret, List<String[]> servers,
+               List<String[]> confPairs) implements BlockdevOptions {
+        public Rbd {
+            authClientRequired = authClientRequired == null ? null : List.copyOf(authClientRequired);
+            servers = servers == null ? null : List.copyOf(servers);
+            confPairs = confPairs == null ? List.of() : List.copyOf(confPairs);
+        }
+
+        public Rbd withCommon(Common c) {
+            return new Rbd(c, pool, namespace, image, conf, snapshot, user, authClientRequired, keySecret, servers,
+                    confPairs);
+        }
+
+        public String driver() {
+            return "rbd";
+        }
+    }
 }

@@ -157,6 +157,7 @@ public final class Filenames {
             case BlockdevOptions.Blkdebug b when b.image() instanceof BlockdevRef.Inline i -> probe(i.options());
             // a remote node is probed by its first sector, read over a connection of its own
             case BlockdevOptions.Nbd n -> probeOpened(n);
+            case BlockdevOptions.Rbd r -> probeOpened(r);
             // null-co reads zeroes or garbage: nothing probes as a format
             default -> "raw";
         };
@@ -191,7 +192,11 @@ public final class Filenames {
 
     /** A probe only reads: it must not need a writable export. */
     private static BlockdevOptions withReadOnly(BlockdevOptions o) {
-        return o instanceof BlockdevOptions.Nbd n ? n.withCommon(n.common().withReadOnly(true)) : o;
+        return switch (o) {
+            case BlockdevOptions.Nbd n -> n.withCommon(n.common().withReadOnly(true));
+            case BlockdevOptions.Rbd r -> r.withCommon(r.common().withReadOnly(true));
+            default -> o;
+        };
     }
 
     private String probeFile(Path path) throws IOException {

@@ -39,6 +39,17 @@ public sealed interface FormatSpecific {
     }
 
     /**
+     * ImageInfoSpecificRbd: only {@code encryption-format}, which jblockd does not open, so
+     * QEMU's {@code {"type": "rbd", "data": {}}} for a plain image.
+     */
+    record Rbd() implements FormatSpecific {
+        @Override
+        public String type() {
+            return "rbd";
+        }
+    }
+
+    /**
      * One persistent bitmap of a qcow2 image (Qcow2BitmapInfo).
      *
      * @param flags Qcow2BitmapInfoFlags names in QEMU's order: "in-use", "auto"

@@ -41,7 +41,7 @@ public final class NodeGraph {
      */
     private final java.util.Set<BlockNode> monitorOwned = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
     private long namingClock;
-    private volatile TlsLookup tls = TlsLookup.NONE;
+    private volatile ObjectLookup tls = ObjectLookup.NONE;
 
     /** A graph whose filenames cannot be {@code json:} (tools without the QMP option codec). */
     public NodeGraph(DriverRegistry drivers) {
@@ -120,7 +120,7 @@ public final class NodeGraph {
             }
 
             @Override
-            public TlsLookup tls() {
+            public ObjectLookup objects() {
                 return tls;
             }
 
@@ -279,6 +279,7 @@ public final class NodeGraph {
                     w.bitmap(), w.onCbwError(), w.cbwTimeout());
             case BlockdevOptions.SnapshotAccess a -> new BlockdevOptions.SnapshotAccess(c, a.file());
             case BlockdevOptions.Nbd n -> n.withCommon(c);
+            case BlockdevOptions.Rbd r -> r.withCommon(c);
         };
     }
 
@@ -624,6 +625,7 @@ public final class NodeGraph {
             case BlockdevOptions.CopyBeforeWrite w -> throw new IllegalStateException("not reopenable: " + w);
             case BlockdevOptions.SnapshotAccess a -> throw new IllegalStateException("not reopenable: " + a);
             case BlockdevOptions.Nbd n -> throw new IllegalStateException("not reopenable: " + n);
+            case BlockdevOptions.Rbd r -> throw new IllegalStateException("not reopenable: " + r);
         };
     }
 
@@ -834,7 +836,7 @@ public final class NodeGraph {
     }
 
     /** Where nodes find their {@code tls-creds} (the daemon's objects). */
-    public void setTlsLookup(TlsLookup lookup) {
+    public void setObjectLookup(ObjectLookup lookup) {
         this.tls = java.util.Objects.requireNonNull(lookup);
     }
 

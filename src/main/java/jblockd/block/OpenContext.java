@@ -16,9 +16,9 @@ public interface OpenContext {
      */
     BlockNode openBackingImage(String filename, String format, boolean readOnly) throws IOException;
 
-    /** The graph's TLS credentials (a remote node's {@code tls-creds}). */
-    default TlsLookup tls() {
-        return TlsLookup.NONE;
+    /** The objects a node's options name (a remote node's {@code tls-creds}, an rbd {@code key-secret}). */
+    default ObjectLookup objects() {
+        return ObjectLookup.NONE;
     }
 
     /** The node of that name in the graph, if any (a driver option that names a node's bitmap). */

@@ -14,5 +14,6 @@ final class StandardDrivers {
         jblockd.block.cbw.CopyBeforeWriteFactory.register(r);
         jblockd.block.snapshotaccess.SnapshotAccessDriver.register(r);
         jblockd.block.nbd.NbdDriver.register(r);
+        jblockd.block.rbd.RbdDriver.register(r);
     }
 }

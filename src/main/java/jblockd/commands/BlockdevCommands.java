@@ -141,6 +141,7 @@ public final class BlockdevCommands implements CommandGroup {
             case BlockdevOptions.File f -> Map.of();
             case BlockdevOptions.NullCo n -> Map.of();
             case BlockdevOptions.Nbd n -> Map.of();
+            case BlockdevOptions.Rbd r -> Map.of();
             case BlockdevOptions.CopyBeforeWrite w -> Map.of("file", w.file(), "target", w.target());
             case BlockdevOptions.SnapshotAccess a -> Map.of("file", a.file());
         };

@@ -98,6 +98,7 @@ public final class BlockdevOptionsCodec {
                     o.has("on-cbw-error") ? o.get("on-cbw-error").asText() : null, optLong(o, "cbw-timeout"));
             case "snapshot-access" -> new BlockdevOptions.SnapshotAccess(common, ref(o.get("file"), toFile));
             case "nbd" -> nbd(common, o, inherited);
+            case "rbd" -> rbd(common, o);
             case "null-co" -> {
                 long size = o.has("size") ? o.get("size").asLong() : NULL_CO_DEFAULT_SIZE;
                 if (size < 0) {
@@ -143,6 +144,33 @@ public final class BlockdevOptionsCodec {
                 o.path("reconnect-delay").asLong(0), o.path("open-timeout").asLong(0),
                 o.has("x-dirty-bitmap") ? o.get("x-dirty-bitmap").asText() : null,
                 Boolean.TRUE.equals(autoReadOnly(o, inherited)));
+    }
+
+    /** BlockdevOptionsRbd; {@code encrypt} (librbd's LUKS) is refused, not ignored. */
+    private static BlockdevOptions rbd(BlockdevOptions.Common common, JsonNode o) throws QmpError {
+        if (o.has("encrypt")) {
+            throw QmpError.generic("jblockd's rbd driver does not support 'encrypt' (librbd's LUKS formats) yet");
+        }
+        List<String> auth = null;
+        if (o.has("auth-client-required")) {
+            auth = new ArrayList<>();
+            for (JsonNode m : o.get("auth-client-required")) {
+                auth.add(m.asText());
+            }
+        }
+        List<String[]> servers = null;
+        if (o.has("server")) {
+            servers = new ArrayList<>();
+            for (JsonNode m : o.get("server")) {
+                servers.add(new String[] {m.get("host").asText(), m.get("port").asText()});
+            }
+        }
+        return new BlockdevOptions.Rbd(common, o.get("pool").asText(), text(o, "namespace"), o.get("image").asText(),
+                text(o, "conf"), text(o, "snapshot"), text(o, "user"), auth, text(o, "key-secret"), servers, null);
+    }
+
+    private static String text(JsonNode o, String key) {
+        return o.has(key) && !o.get(key).isNull() ? o.get(key).asText() : null;
     }
 
     private static BlockdevOptions blkdebug(BlockdevOptions.Common common, JsonNode o, Inherited toImage)

@@ -137,6 +137,7 @@ public final class ImageInfos {
                     q.lazyRefcounts(), q.corrupt(), q.refcountBits(), q.extendedL2(), q.compressionType(),
                     q.bitmaps() == null ? null : q.bitmaps().stream()
                             .map(b -> new Qcow2BitmapInfo(b.name(), b.granularity(), b.flags())).toList()));
+            case FormatSpecific.Rbd r -> new ImageInfoSpecific(r.type(), java.util.Map.of());
         };
     }
 

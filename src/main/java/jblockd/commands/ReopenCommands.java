@@ -159,6 +159,7 @@ public final class ReopenCommands implements CommandGroup {
             case BlockdevOptions.CopyBeforeWrite w -> throw new IllegalStateException("not reopenable: " + w);
             case BlockdevOptions.SnapshotAccess a -> throw new IllegalStateException("not reopenable: " + a);
             case BlockdevOptions.Nbd n -> throw new IllegalStateException("not reopenable: " + n);
+            case BlockdevOptions.Rbd r -> throw new IllegalStateException("not reopenable: " + r);
         };
         out.add(new NodeGraph.ReopenRequest(node, next));
     }
@@ -246,6 +247,7 @@ public final class ReopenCommands implements CommandGroup {
             case BlockdevOptions.CopyBeforeWrite w -> throw new IllegalStateException("not reopenable: " + w);
             case BlockdevOptions.SnapshotAccess a -> throw new IllegalStateException("not reopenable: " + a);
             case BlockdevOptions.Nbd n -> throw new IllegalStateException("not reopenable: " + n);
+            case BlockdevOptions.Rbd r -> throw new IllegalStateException("not reopenable: " + r);
         };
     }
 

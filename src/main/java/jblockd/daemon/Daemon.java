@@ -167,8 +167,8 @@ public final class Daemon implements AutoCloseable {
         addShutdownStep(() -> jobs.cancelAll(30, TimeUnit.SECONDS));
         new RunStateCommands(runState).register(registry);
         new ObjectCommands(objects).register(registry);
-        // remote nodes' tls-creds: client credentials from the same registry, held while in use
-        graph.setTlsLookup(new jblockd.block.TlsLookup() {
+        // nodes' objects: remote nodes' tls-creds (client credentials, held while in use), rbd key-secret
+        graph.setObjectLookup(new jblockd.block.ObjectLookup() {
             public jblockd.tls.X509Credentials retainClient(String id) throws jblockd.block.IoError {
                 try {
                     return objects.retainTlsCreds(id, jblockd.tls.X509Credentials.Endpoint.CLIENT);
@@ -179,6 +179,14 @@ public final class Daemon implements AutoCloseable {
 
             public void release(String id) {
                 objects.release(id);
+            }
+
+            public byte[] secret(String id) throws jblockd.block.IoError {
+                try {
+                    return objects.secret(id).bytes();
+                } catch (jblockd.qapi.QmpError e) {
+                    throw new jblockd.block.IoError(jblockd.block.Errno.EINVAL, e.getMessage());
+                }
             }
         });
         new NbdCommands(nbdServer, devices, graph, runState, events, objects).register(registry);

@@ -16,7 +16,7 @@ import jblockd.block.DriverRegistry;
 import jblockd.block.Errno;
 import jblockd.block.Extent;
 import jblockd.block.IoError;
-import jblockd.block.TlsLookup;
+import jblockd.block.ObjectLookup;
 import jblockd.nbd.client.NbdClient;
 import jblockd.nbd.proto.Nbd;
 import jblockd.tls.X509Credentials;
@@ -125,7 +125,7 @@ public final class NbdDriver implements BlockDriver {
     }
 
     public static void register(DriverRegistry r) {
-        r.<BlockdevOptions.Nbd>register("nbd", (o, ctx) -> open(o, NbdTimer.SYSTEM, ctx.tls()));
+        r.<BlockdevOptions.Nbd>register("nbd", (o, ctx) -> open(o, NbdTimer.SYSTEM, ctx.objects()));
         for (String protocol : new String[] {"nbd", "nbd+tcp", "nbd+unix"}) {
             r.registerProtocol(protocol, (filename, common, filenames) -> NbdFilenames.parse(filename, common));
         }
@@ -133,11 +133,11 @@ public final class NbdDriver implements BlockDriver {
 
     /** nbd_open(): options, then the connection (blocking, retried for open-timeout). */
     public static NbdDriver open(BlockdevOptions.Nbd o, NbdTimer timer) throws IOException {
-        return open(o, timer, TlsLookup.NONE);
+        return open(o, timer, ObjectLookup.NONE);
     }
 
     /** With {@code tls-creds} looked up in {@code tls} (retained for the node's life). */
-    public static NbdDriver open(BlockdevOptions.Nbd o, NbdTimer timer, TlsLookup tls) throws IOException {
+    public static NbdDriver open(BlockdevOptions.Nbd o, NbdTimer timer, ObjectLookup tls) throws IOException {
         if (o.server() == null) {
             throw new IoError(Errno.EINVAL, "NBD server address missing");
         }
