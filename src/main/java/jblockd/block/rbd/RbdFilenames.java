@@ -114,7 +114,8 @@ final class RbdFilenames {
 
     /**
      * What query-block shows as the node's file name: QEMU has no rbd refresh_filename, so a
-     * {@code json:} of the options it was opened with (observed:
+     * {@code json:} of its strong options (block/rbd.c qemu_rbd_strong_runtime_opts: pool,
+     * namespace, image, conf, snapshot, user, server.*; not the key or the auth modes) (observed:
      * {@code json:{"pool": "rbd", "image": "t1", "conf": "/c/ceph.conf", "driver": "rbd", "user": "admin"}}).
      */
     static String filename(BlockdevOptions.Rbd o) {
@@ -134,21 +135,12 @@ final class RbdFilenames {
         if (o.user() != null) {
             m.put("user", o.user());
         }
-        if (o.authClientRequired() != null) {
-            m.put("auth-client-required", o.authClientRequired());
-        }
-        if (o.keySecret() != null) {
-            m.put("key-secret", o.keySecret());
-        }
         if (o.servers() != null) {
-            List<Map<String, Object>> servers = new ArrayList<>();
-            for (String[] hp : o.servers()) {
-                Map<String, Object> s = new LinkedHashMap<>();
-                s.put("host", hp[0]);
-                s.put("port", hp[1]);
-                servers.add(s);
+            // a list option is flattened in the options QDict: server.0.host, server.0.port, ...
+            for (int i = 0; i < o.servers().size(); i++) {
+                m.put("server." + i + ".host", o.servers().get(i)[0]);
+                m.put("server." + i + ".port", o.servers().get(i)[1]);
             }
-            m.put("server", servers);
         }
         return QdictJson.filename(m);
     }
