@@ -42,6 +42,9 @@ public final class QemuStorageDaemon implements AutoCloseable {
     public QmpTestClient connect() throws IOException, InterruptedException {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
         while (true) {
+            if (!process.isAlive()) {
+                throw new IOException("qemu-storage-daemon exited (" + process.exitValue() + "): " + log().strip());
+            }
             if (Files.exists(socket)) {
                 try {
                     return QmpTestClient.connectUnix(socket);
@@ -50,9 +53,8 @@ public final class QemuStorageDaemon implements AutoCloseable {
                         throw e;
                     }
                 }
-            } else if (!process.isAlive() || System.nanoTime() > deadline) {
-                throw new IOException("qemu-storage-daemon did not start (exit " + (process.isAlive() ? "-"
-                        : process.exitValue()) + ")");
+            } else if (System.nanoTime() > deadline) {
+                throw new IOException("qemu-storage-daemon did not create " + socket + " within 20 s");
             }
             Thread.sleep(10); // waiting for QEMU to listen, not synchronising with it
         }
