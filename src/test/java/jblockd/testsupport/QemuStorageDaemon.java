@@ -66,12 +66,6 @@ public final class QemuStorageDaemon implements AutoCloseable {
         return Files.exists(log) ? Files.readString(log) : "";
     }
 
-    /** SIGKILL, as a crashed daemon. */
-    public void kill() throws InterruptedException {
-        process.destroyForcibly();
-        process.waitFor(10, TimeUnit.SECONDS);
-    }
-
     @Override
     public void close() throws InterruptedException {
         process.destroy();
