@@ -13,7 +13,8 @@
 #   3. a backup reading from a remote source: qemu-nbd on B serves the source read-only, the
 #      nbd driver on A (jblockd's, then qemu-storage-daemon's) reads it in a blockdev-backup
 #      to a local raw image: MiB/s.
-# Page caches are dropped before every timed run. Env: SIZE_MB, RUNS (1).
+# Page caches are dropped before every timed run. Env: SIZE_MB, RUNS (1), CASES ("1 2 3"),
+# KINDS ("qemu jblockd"; one alone for profiling, e.g. with JBLOCKD_JAVA_OPTS=-XX:StartFlightRecording=...).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -84,11 +85,13 @@ for who in server:srv client:cli; do
     cp "$P/ca-cert.pem" "$P/$d/"
 done
 
-python3 - "$ROOT" "$W" "$SRC" "$RUNS" "$NSA" "$NSB" "$ADDR_B" "$P" <<'PY'
+python3 - "$ROOT" "$W" "$SRC" "$RUNS" "$NSA" "$NSB" "$ADDR_B" "$P" "${CASES:-1 2 3}" "${KINDS:-qemu jblockd}" <<'PY'
 import os, subprocess, sys, time
 
-root, w, src, runs, nsa, nsb, addr_b, pki = sys.argv[1:9]
+root, w, src, runs, nsa, nsb, addr_b, pki, cases, kinds = sys.argv[1:11]
 runs = int(runs)
+cases = cases.split()
+kinds = kinds.split()
 sys.path.insert(0, os.path.join(root, "bench"))
 from qmp_client import Qmp, drop, stop, ratio
 
@@ -212,13 +215,14 @@ def backup(kind):
     return dt, same
 
 res = {}
-def best(k): return min(res[k])
+def best(k): return min(res[k]) if res.get(k) else None
 
 for tls in (False, True):
+    if str(2 if tls else 1) not in cases: continue
     label = "with TLS" if tls else "plain"
     print(f"\n== case {2 if tls else 1}: blockdev-mirror of {size >> 20} MiB across the link ({label}), time to READY")
     for run in range(runs):
-        for kind in ("qemu", "jblockd"):
+        for kind in kinds:
             dt, same = mirror(kind, tls)
             res.setdefault((tls, kind), []).append(dt)
             who = "qemu-storage-daemon -> qemu-nbd" if kind == "qemu" else "jblockd -> jblockd"
@@ -227,9 +231,10 @@ for tls in (False, True):
 print(f"  jblockd with TLS / jblockd plain (MiB/s): {ratio(best((False, 'jblockd')), best((True, 'jblockd')))}")
 print(f"  QEMU with TLS / QEMU plain (MiB/s):       {ratio(best((False, 'qemu')), best((True, 'qemu')))}")
 
+if "3" not in cases: sys.exit(0)
 print(f"\n== case 3: blockdev-backup of a {size >> 20} MiB remote source (qemu-nbd on B) to a local raw image")
 for run in range(runs):
-    for kind in ("qemu", "jblockd"):
+    for kind in kinds:
         dt, same = backup(kind)
         res.setdefault(("b", kind), []).append(dt)
         who = "qemu-storage-daemon nbd driver" if kind == "qemu" else "jblockd nbd driver"
