@@ -103,17 +103,17 @@ class AcrossHostsTlsIT {
             Path bImg = Files.createDirectories(dir.resolve("b-img"));
             Path disk = raw(bImg, "disk.raw", "write -P 0x3c 0 4M");
             String before = sha256(disk);
-            String export = "--export";
             String exportE = "type=nbd,id=e,node-name=disk,name=e,writable=on";
+            // three servers of one image (never written at once): no image locks between them
             String blockdev = "driver=raw,node-name=disk,file.driver=file,file.filename=" + disk + ",file.locking=off";
             try (NbdPeer tls = NbdPeer.jblockd(hosts.b(), TLS, dir.resolve("b-tls"), "--object",
                          "tls-creds-x509,id=tls0,endpoint=server,dir=" + pki.server(), "--blockdev", blockdev,
-                         export, exportE);
+                         "--export", exportE);
                  NbdPeer expired = NbdPeer.jblockd(hosts.b(), EXPIRED, dir.resolve("b-expired"), "--object",
                          "tls-creds-x509,id=tls0,endpoint=server,sanity-check=off,dir=" + pki.serverExpired(),
-                         "--blockdev", blockdev, export, exportE);
+                         "--blockdev", blockdev, "--export", exportE);
                  NbdPeer plain = NbdPeer.jblockd(hosts.b(), PLAIN, dir.resolve("b-plain"), "--blockdev", blockdev,
-                         export, exportE);
+                         "--export", exportE);
                  NbdPeer j = NbdPeer.jblockd(hosts.a(), dir.resolve("a-j"));
                  NbdPeer q = NbdPeer.qsd(hosts.a(), HostPair.NBD_PORT + 1, dir.resolve("a-q"))) {
                 List<NbdPeer> clients = List.of(j, q);
