@@ -207,6 +207,60 @@ class AcrossHostsFaultsIT {
         }
     }
 
+    /**
+     * B restarted while the link is down: its FIN never reaches A, so A learns of the loss only
+     * when a retransmission meets the new B after heal (a reset). Within reconnect-delay (5 s)
+     * the nbd node reconnects and resends; both mirrors (jblockd's and qemu-storage-daemon's,
+     * into the same B at once) must end as each other, and a READY copy must be complete.
+     */
+    @Test
+    void aRemoteRestartedDuringAPartitionIsReconnected() throws Exception {
+        Path aImg = Files.createDirectories(dir.resolve("a-img"));
+        Path bImg = Files.createDirectories(dir.resolve("b-img"));
+        Path srcJ = raw(aImg, "src-j.raw", "write -P 0x73 0 32M");
+        Path srcQ = raw(aImg, "src-q.raw", "write -P 0x74 0 32M");
+        Path dstJ = raw(bImg, "dst-j.raw");
+        Path dstQ = raw(bImg, "dst-q.raw");
+        String[] twoExports = {"--blockdev", "driver=raw,node-name=dj,file.driver=file,file.filename=" + dstJ,
+                "--export", "type=nbd,id=dj,node-name=dj,name=dj,writable=on",
+                "--blockdev", "driver=raw,node-name=dq,file.driver=file,file.filename=" + dstQ,
+                "--export", "type=nbd,id=dq,node-name=dq,name=dq,writable=on"};
+        try (HostPair hosts = HostPair.create();
+             NbdPeer j = NbdPeer.jblockd(hosts.a(), HostPair.NBD_PORT, dir.resolve("aj"));
+             NbdPeer q = NbdPeer.qsd(hosts.a(), HostPair.NBD_PORT + 1, dir.resolve("aq"))) {
+            NbdPeer b = NbdPeer.jblockd(hosts.b(), dir.resolve("b"), twoExports);
+            try {
+                for (NbdPeer a : List.of(j, q)) {
+                    rawNode(a, "src", a == j ? srcJ : srcQ);
+                    a.qmp().executeOk("blockdev-add", m("driver", "nbd", "node-name", "tgt", "server",
+                            b.nbdServer(), "export", a == j ? "dj" : "dq", "reconnect-delay", 5));
+                    a.qmp().executeOk("blockdev-mirror", m("device", "src", "target", "tgt", "sync", "full",
+                            "speed", 8 << 20, "job-id", "m"));
+                }
+                awaitOffset(j, "m", 4L << 20);
+                awaitOffset(q, "m", 4L << 20);
+                hosts.partition();
+                kill(b);
+                b.close();
+                b = NbdPeer.jblockd(hosts.b(), dir.resolve("b"), twoExports);
+                hosts.heal();
+                List<String> ends = new ArrayList<>();
+                for (NbdPeer a : List.of(j, q)) {
+                    String end = outcome(a);
+                    System.out.println(a.name() + " after B restarted behind a partition: " + end);
+                    ends.add(end);
+                }
+                assertThat(ends.get(0)).as("jblockd's mirror vs qemu-storage-daemon's").isEqualTo(ends.get(1));
+                if (ends.get(0).startsWith("READY")) {
+                    assertIdentical(srcJ, dstJ, "jblockd's copy");
+                    assertIdentical(srcQ, dstQ, "qemu-storage-daemon's copy");
+                }
+            } finally {
+                b.close();
+            }
+        }
+    }
+
     /** READY (then cancelled) or COMPLETED with its error, and the BLOCK_JOB_ERROR actions seen. */
     private static String outcome(NbdPeer a) throws Exception {
         String first = nextOf(a, "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED");
