@@ -29,13 +29,15 @@ NSB=jbbench$$b
 ADDR_A=10.254.$(( $$ % 250 )).1
 ADDR_B=10.254.$(( $$ % 250 )).2
 cleanup() {
+    local rc=$?
     for ns in "$NSA" "$NSB"; do
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
         ip netns del "$ns" 2>/dev/null || true
     done
     rm -f "$W"/*.raw "$W"/*.sock
     rm -rf "$W"/pki
-    [ -n "${KEEP:-}" ] || rmdir "$W" 2>/dev/null || true
+    # the daemons' logs stay after a failure (or with KEEP=1)
+    if [ "$rc" = 0 ] && [ -z "${KEEP:-}" ]; then rm -f "$W"/*.log; rmdir "$W" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 
