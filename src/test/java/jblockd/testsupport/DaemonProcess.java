@@ -47,12 +47,20 @@ public final class DaemonProcess implements AutoCloseable {
 
     /** Starts the daemon with {@code --qmp unix:DIR/qmp.sock} plus {@code args}; waits for the socket. */
     public static DaemonProcess start(Path dir, String... args) throws IOException {
+        return start(Host.LOCAL, dir, args);
+    }
+
+    /**
+     * {@link #start(Path, String...)} on {@code host} (a {@link HostPair} end): the daemon's TCP
+     * sockets are that host's, its QMP socket is still {@code DIR/qmp.sock} for the test JVM.
+     */
+    public static DaemonProcess start(Host host, Path dir, String... args) throws IOException {
         Path sock = dir.resolve("qmp.sock");
         // appended last: QMP sockets are bound in option order, so when this one accepts, every
         // socket the test asked for exists too
         List<String> all = new ArrayList<>(List.of(args));
         all.addAll(List.of("--qmp", "unix:" + sock));
-        DaemonProcess d = launch(dir, sock, all);
+        DaemonProcess d = launch(host, dir, sock, all);
         d.awaitSocket(sock);
         return d;
     }
@@ -62,7 +70,7 @@ public final class DaemonProcess implements AutoCloseable {
      * for tests of start-up failures, --help, --version. Use {@link #waitFor} for the exit code.
      */
     public static DaemonProcess startRaw(Path dir, String... args) throws IOException {
-        return launch(dir, null, List.of(args));
+        return launch(Host.LOCAL, dir, null, List.of(args));
     }
 
     /** The java command line that runs jblockd's Main with {@code args}. */
@@ -85,8 +93,8 @@ public final class DaemonProcess implements AutoCloseable {
         return cmd;
     }
 
-    private static DaemonProcess launch(Path dir, Path sock, List<String> args) throws IOException {
-        ProcessBuilder pb = new ProcessBuilder(command(args)).directory(dir.toFile());
+    private static DaemonProcess launch(Host host, Path dir, Path sock, List<String> args) throws IOException {
+        ProcessBuilder pb = new ProcessBuilder(host.command(command(args))).directory(dir.toFile());
         return new DaemonProcess(pb.start(), dir, sock);
     }
 

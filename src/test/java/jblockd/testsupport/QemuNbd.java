@@ -48,21 +48,27 @@ public final class QemuNbd implements AutoCloseable {
      */
     public static QemuNbd startTcp(Path logDir, int port, Path image, String format, String name) throws IOException,
             InterruptedException {
-        List<String> cmd = List.of("qemu-nbd", "-f", format, "-t", "-e", "8", "-x", name, "-b", "127.0.0.1", "-p",
-                Integer.toString(port), "--cache=none", image.toString());
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true)
+        return startTcp(Host.LOCAL, logDir, port, image, format, name);
+    }
+
+    /**
+     * Serving on TCP {@code host.address():port} of {@code host} (a {@link HostPair} end, or
+     * {@link Host#LOCAL}); {@code extra}: more qemu-nbd options. Its log is
+     * {@code logDir/qemu-nbd-PORT.log}; returns once it listens.
+     */
+    public static QemuNbd startTcp(Host host, Path logDir, int port, Path image, String format, String name,
+                                   String... extra) throws IOException, InterruptedException {
+        List<String> cmd = new ArrayList<>(List.of("qemu-nbd", "-f", format, "-t", "-e", "8", "-x", name, "-b",
+                host.address(), "-p", Integer.toString(port), "--cache=none"));
+        cmd.addAll(List.of(extra));
+        cmd.add(image.toString());
+        Process p = new ProcessBuilder(host.command(cmd)).redirectErrorStream(true)
                 .redirectOutput(logDir.resolve("qemu-nbd-" + port + ".log").toFile()).start();
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-        while (true) {
-            try (java.net.Socket s = new java.net.Socket("127.0.0.1", port)) {
-                break;
-            } catch (java.net.ConnectException e) {
-                if (!p.isAlive() || System.nanoTime() > deadline) {
-                    p.destroyForcibly();
-                    throw new IOException("qemu-nbd did not start on port " + port);
-                }
-                Thread.sleep(10); // waiting for qemu-nbd to listen, not synchronising with it
-            }
+        try {
+            Host.awaitListening(p, port, java.time.Duration.ofSeconds(20));
+        } catch (IOException e) {
+            p.destroyForcibly();
+            throw new IOException("qemu-nbd did not start on " + host.address() + ":" + port + ": " + e.getMessage(), e);
         }
         return new QemuNbd(p, null);
     }

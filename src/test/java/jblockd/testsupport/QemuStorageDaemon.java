@@ -23,12 +23,17 @@ public final class QemuStorageDaemon implements AutoCloseable {
     }
 
     public static QemuStorageDaemon start(Path dir, String... args) throws IOException {
+        return start(Host.LOCAL, dir, args);
+    }
+
+    /** On {@code host} (a {@link HostPair} end): its TCP sockets are that host's; QMP stays on DIR/qmp.sock. */
+    public static QemuStorageDaemon start(Host host, Path dir, String... args) throws IOException {
         Files.createDirectories(dir);
         Path sock = dir.resolve("qmp.sock");
         List<String> cmd = new ArrayList<>(List.of("qemu-storage-daemon", "--chardev",
                 "socket,id=m,path=" + sock + ",server=on,wait=off", "--monitor", "chardev=m,mode=control"));
         cmd.addAll(List.of(args));
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true)
+        Process p = new ProcessBuilder(host.command(cmd)).redirectErrorStream(true)
                 .redirectOutput(dir.resolve("qsd.log").toFile()).start();
         return new QemuStorageDaemon(p, sock);
     }
@@ -37,6 +42,9 @@ public final class QemuStorageDaemon implements AutoCloseable {
     public QmpTestClient connect() throws IOException, InterruptedException {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
         while (true) {
+            if (!process.isAlive()) {
+                throw new IOException("qemu-storage-daemon exited (" + process.exitValue() + "): " + log().strip());
+            }
             if (Files.exists(socket)) {
                 try {
                     return QmpTestClient.connectUnix(socket);
@@ -45,12 +53,17 @@ public final class QemuStorageDaemon implements AutoCloseable {
                         throw e;
                     }
                 }
-            } else if (!process.isAlive() || System.nanoTime() > deadline) {
-                throw new IOException("qemu-storage-daemon did not start (exit " + (process.isAlive() ? "-"
-                        : process.exitValue()) + ")");
+            } else if (System.nanoTime() > deadline) {
+                throw new IOException("qemu-storage-daemon did not create " + socket + " within 20 s");
             }
             Thread.sleep(10); // waiting for QEMU to listen, not synchronising with it
         }
+    }
+
+    /** Everything it wrote so far (stdout and stderr: error reports, traces). */
+    public String log() throws IOException {
+        Path log = socket.resolveSibling("qsd.log");
+        return Files.exists(log) ? Files.readString(log) : "";
     }
 
     @Override

@@ -773,7 +773,24 @@ public final class NbdClient implements AutoCloseable {
             }
         }
 
+        /**
+         * The server's reply to {@code option}. A failure to read it names that step, as QEMU's
+         * nbd_receive_option_reply does ("Failed to read option reply: ..."): after STARTTLS it is
+         * where a server's refusal of our certificate arrives (TLS 1.3 ends the client's side of
+         * the handshake before the server has judged it).
+         */
         private static Reply reply(NbdReader in, int option) throws IOException {
+            try {
+                return readReply(in, option);
+            } catch (NbdProtocolException | IoError e) {
+                throw e;
+            } catch (IOException e) {
+                String why = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
+                throw new IoError(Errno.EIO, "Failed to read option reply: " + why, e);
+            }
+        }
+
+        private static Reply readReply(NbdReader in, int option) throws IOException {
             if (in.readLong() != Nbd.OPT_REPLY_MAGIC) {
                 throw new NbdProtocolException("bad option reply magic");
             }

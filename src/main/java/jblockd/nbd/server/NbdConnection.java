@@ -54,6 +54,8 @@ final class NbdConnection {
     private final ServerTls tls;
     /** Set by STARTTLS; the reader and writer are then replaced by ones over it. */
     private TlsChannel tlsChannel;
+    /** The refusal of an option before TLS was logged (once per connection). */
+    private boolean loggedTlsRequired;
     // Replaced once, by STARTTLS, during the handshake (this thread only, before any handler
     // runs; the executor's hand-off publishes them to handler threads).
     private NbdReader reader;
@@ -173,6 +175,10 @@ final class NbdConnection {
                         // a TLS server got here only after the upgrade (QEMU's texts for both)
                         writer.optionError(o, tls != null ? Nbd.REP_ERR_INVALID : Nbd.REP_ERR_POLICY,
                                 tls != null ? "TLS already enabled" : "TLS not configured");
+                        if (tls == null) {
+                            LOG.log(Level.INFO, "NBD client asked for TLS (STARTTLS), refused: TLS not configured"
+                                    + " on this server (nbd-server-start tls-creds)");
+                        }
                     }
                 }
                 case Nbd.OPT_STRUCTURED_REPLY -> {
@@ -219,6 +225,13 @@ final class NbdConnection {
             case Nbd.OPT_EXPORT_NAME -> throw new NbdProtocolException(notPermitted);
             default -> {
                 writer.optionError(o, Nbd.REP_ERR_TLS_REQD, notPermitted);
+                if (!loggedTlsRequired) {
+                    // QEMU's server says nothing here; the operator of a TLS-only server should
+                    // see why a client got nowhere (once per connection: a client may try more)
+                    loggedTlsRequired = true;
+                    LOG.log(Level.INFO, "NBD client refused: option {0} ({1}) before TLS, this server requires TLS",
+                            new Object[] {"0x" + Integer.toHexString(o), Nbd.optionName(o)});
+                }
                 return o != Nbd.OPT_ABORT;
             }
         }

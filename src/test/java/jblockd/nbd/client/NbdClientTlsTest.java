@@ -187,6 +187,27 @@ class NbdClientTlsTest {
         }
     }
 
+    /**
+     * A client certificate the server refuses (another CA's, the client trusting the right CA):
+     * in TLS 1.3 the client's side of the handshake is over before the server has checked it,
+     * so the server's alert comes as the answer to the first option, and the error names that
+     * step as QEMU's nbd/client.c does ("Failed to read option reply: ..."), not the greeting.
+     */
+    @Test
+    void aRefusedClientCertificateFailsReadingTheOptionReply() throws Exception {
+        SocketAddress a = unix(true);
+        Path stranger = dir.resolve("stranger");
+        java.nio.file.Files.createDirectories(stranger);
+        java.nio.file.Files.copy(pki.client().resolve("ca-cert.pem"), stranger.resolve("ca-cert.pem"));
+        for (String f : new String[] {"client-cert.pem", "client-key.pem"}) {
+            java.nio.file.Files.copy(pki.clientOfOtherCa().resolve(f), stranger.resolve(f));
+        }
+        X509Credentials creds = X509Credentials.load(stranger, X509Credentials.Endpoint.CLIENT, true, false);
+        assertThatThrownBy(() -> NbdClient.connect(a, tls(creds, "localhost")))
+                .isInstanceOf(IoError.class).hasMessageStartingWith("Failed to read option reply: ")
+                .hasMessageContaining("certificate");
+    }
+
     private static ByteBuffer pattern(int seed, int len) {
         ByteBuffer b = ByteBuffer.allocate(len);
         for (int i = 0; i < len; i++) {
