@@ -19,6 +19,8 @@ import org.junit.jupiter.api.io.TempDir;
 
 import jblockd.testsupport.DaemonProcess;
 import jblockd.testsupport.ExternalTools;
+import jblockd.testsupport.Host;
+import jblockd.testsupport.HostPair;
 import jblockd.testsupport.QemuNbd;
 import jblockd.testsupport.QemuStorageDaemon;
 import jblockd.testsupport.QmpTestClient;
@@ -54,6 +56,10 @@ class MigrateCommandIT {
     }
 
     private Side side(String name, boolean qemu, String node, byte fill) throws Exception {
+        return side(Host.LOCAL, name, qemu, node, fill);
+    }
+
+    private Side side(Host host, String name, boolean qemu, String node, byte fill) throws Exception {
         Path d = Files.createDirectories(dir.resolve(name));
         Path img = d.resolve(node + ".raw");
         ExternalTools.ok("qemu-img", "create", "-f", "raw", img.toString(), Long.toString(SIZE));
@@ -65,11 +71,11 @@ class MigrateCommandIT {
         if (qemu) {
             // a QEMU monitor serves one client at a time: a second one for jblockctl
             Path ctl = d.resolve("ctl.sock");
-            QemuStorageDaemon q = QemuStorageDaemon.start(d, "--chardev", "socket,id=ctl,path=" + ctl
+            QemuStorageDaemon q = QemuStorageDaemon.start(host, d, "--chardev", "socket,id=ctl,path=" + ctl
                     + ",server=on,wait=off", "--monitor", "chardev=ctl,mode=control");
             s = new Side(name, q, q.connect(), ctl, img);
         } else {
-            DaemonProcess p = DaemonProcess.start(d);
+            DaemonProcess p = DaemonProcess.start(host, d);
             s = new Side(name, p, p.connect(), p.qmpSocket(), img);
         }
         s.qmp().executeOk("blockdev-add", Map.of("driver", "raw", "node-name", node,
@@ -131,9 +137,13 @@ class MigrateCommandIT {
 
     /** Mirror under guest writes, then hand over or pivot; returns jblockctl's result. */
     private CliRunner.Result migrateUnderWrites(Side src, Side dst, long seed, String... extra) throws Exception {
+        return migrateUnderWrites(src, dst, "127.0.0.1:" + QemuNbd.freePort(), seed, extra);
+    }
+
+    private CliRunner.Result migrateUnderWrites(Side src, Side dst, String to, long seed, String... extra)
+            throws Exception {
         Path guest = guestExport(src);
-        int port = QemuNbd.freePort();
-        List<String> args = new ArrayList<>(List.of("--to", "127.0.0.1:" + port + "/disk",
+        List<String> args = new ArrayList<>(List.of("--to", to + "/disk",
                 "--dest-socket", dst.qmpSocket().toString(), "--dest-node", "disk0", "--speed", "2M", "--json"));
         args.addAll(List.of(extra));
         CompletableFuture<CliRunner.Result> run = migrate(src, args.toArray(String[]::new));
@@ -184,6 +194,27 @@ class MigrateCommandIT {
                     src.image().toString()).out()).contains("Pattern verification failed");
             assertThat(dst.qmp().executeOk("query-block-exports").size()).as("the export stays: the source uses it")
                     .isEqualTo(1);
+        }
+    }
+
+    /**
+     * Between two hosts (network namespaces joined by a veth pair): jblockctl talks QMP to both
+     * daemons over their UNIX sockets, the source daemon reaches the destination over TCP.
+     */
+    @Test
+    void acrossTwoHostsBothWaysWithQemu() throws Exception {
+        try (HostPair hosts = HostPair.create()) {
+            String to = hosts.b().address() + ":" + HostPair.NBD_PORT;
+            try (Side src = side(hosts.a(), "src", false, "drive0", (byte) 0x71);
+                 Side dst = side(hosts.b(), "dst", true, "disk0", (byte) 0)) {
+                migrateUnderWrites(src, dst, to, 7101);
+                assertIdentical(src.image(), dst.image(), "jblockd on A to QEMU on B, seed 7101");
+            }
+            try (Side src = side(hosts.a(), "src2", true, "drive0", (byte) 0x72);
+                 Side dst = side(hosts.b(), "dst2", false, "disk0", (byte) 0)) {
+                migrateUnderWrites(src, dst, to, 7202, "--pivot");
+                assertIdentical(src.image(), dst.image(), "QEMU on A to jblockd on B, seed 7202");
+            }
         }
     }
 
