@@ -149,6 +149,43 @@ class NbdClientTest {
         }
     }
 
+    /** A server that dies in the middle of a data chunk: the read fails (never hangs), the buffer stays as it was. */
+    @Test
+    void aServerClosingMidReplyFailsTheRequestAndLaterOnes() throws Exception {
+        try (NbdClient c = connect((ch, handle, type, offset, length) -> {
+            ByteBuffer whole = chunk(Nbd.REPLY_FLAG_DONE, Nbd.REPLY_TYPE_OFFSET_DATA, handle,
+                    ByteBuffer.allocate(8 + length).putLong(offset).put(new byte[length]).flip());
+            write(ch, whole.limit(20 + 8 + 100)); // header, offset and 100 of the bytes, then gone
+            ch.close();
+        })) {
+            ByteBuffer b = ByteBuffer.allocate(4096);
+            CompletableFuture<Void> read = CompletableFuture.runAsync(() -> {
+                try {
+                    c.read(0, b);
+                } catch (IOException e) {
+                    throw new java.util.concurrent.CompletionException(e);
+                }
+            }, r -> Thread.ofVirtual().start(r)); // not the common pool: the scripted server holds it
+            assertThatThrownBy(() -> read.get(20, java.util.concurrent.TimeUnit.SECONDS))
+                    .hasCauseInstanceOf(IoError.class);
+            assertThat(b.position()).isZero();
+            assertThatThrownBy(() -> c.read(0, ByteBuffer.allocate(8))).isInstanceOf(IoError.class);
+        }
+    }
+
+    /** Garbage instead of a reply (a bad magic): the request fails and the connection ends. */
+    @Test
+    void garbageInsteadOfAReplyFailsTheRequestAndTheConnection() throws Exception {
+        try (NbdClient c = connect((ch, handle, type, offset, length) ->
+                write(ch, ByteBuffer.wrap("HTTP/1.1 400 Bad Request\r\n\r\n".getBytes(StandardCharsets.UTF_8))))) {
+            ByteBuffer b = ByteBuffer.allocate(64);
+            assertThatThrownBy(() -> c.read(0, b)).isInstanceOf(IoError.class)
+                    .satisfies(e -> assertThat(((IoError) e).errno()).isEqualTo(Errno.EIO));
+            assertThat(b.array()).containsOnly(0);
+            assertThatThrownBy(() -> c.write(0, ByteBuffer.allocate(8), false)).isInstanceOf(IoError.class);
+        }
+    }
+
     @Test
     void anErrorChunkIsTheRequestsErrnoAndTheConnectionStays() throws Exception {
         try (NbdClient c = connect((ch, handle, type, offset, length) -> {
