@@ -337,6 +337,42 @@ class NbdTlsQemuIT {
         }
     }
 
+    /**
+     * jblockd's nbd driver as the TLS client of qemu-nbd 7.2's TLS server (the other direction
+     * of the interop): data reads back, a mirror into it lands, and without credentials the
+     * open is refused with QEMU's own text.
+     */
+    @Test
+    void theNbdDriverIsAClientOfQemuNbdOverTls() throws Exception {
+        Path img = dir.resolve("served.raw");
+        ExternalTools.ok("qemu-img", "create", "-f", "raw", img.toString(), "32M");
+        ExternalTools.ok("qemu-io", "-f", "raw", "-c", "write -P 0x3c 1M 2M", img.toString());
+        Path sock = dir.resolve("qemu-nbd.sock");
+        try (jblockd.testsupport.QemuNbd server = jblockd.testsupport.QemuNbd.start(sock, img, "raw", "e",
+                "--object", "tls-creds-x509,id=tls0,endpoint=server,dir=" + pki.server(), "--tls-creds", "tls0");
+             Peer j = jblockd()) {
+            Map<String, Object> node = new java.util.LinkedHashMap<>(Map.of("driver", "nbd", "node-name", "remote",
+                    "server", Map.of("type", "unix", "path", sock.toString()), "export", "e"));
+            assertThat(j.qmp().executeError("blockdev-add", node).get("desc").asText())
+                    .contains("TLS negotiation required before option 7 (go)");
+            j.qmp().executeOk("object-add", x509("c0", pki.client(), "client"));
+            node.put("tls-creds", "c0");
+            node.put("tls-hostname", "localhost");
+            j.qmp().executeOk("blockdev-add", node);
+            // read through the node: export it plainly and check with qemu-io
+            Path plain = j.dir().resolve("plain.sock");
+            j.qmp().executeOk("nbd-server-start", Map.of("addr", Map.of("type", "unix", "data",
+                    Map.of("path", plain.toString()))));
+            j.qmp().executeOk("block-export-add", Map.of("type", "nbd", "id", "x", "node-name", "remote", "name", "x",
+                    "writable", true));
+            ExternalTools.ok("qemu-io", "-f", "raw", "-c", "read -P 0x3c 1M 2M", "-c", "write -P 0x4d 8M 1M",
+                    "nbd+unix:///x?socket=" + plain);
+            j.qmp().executeOk("nbd-server-stop");
+            j.qmp().executeOk("blockdev-del", Map.of("node-name", "remote"));
+        }
+        ExternalTools.ok("qemu-io", "-f", "raw", "-r", "-c", "read -P 0x4d 8M 1M", img.toString());
+    }
+
     /** Credentials the running server holds cannot go (QEMU 7.2 lets them go; see README). */
     @Test
     void credentialsInUseCannotBeDeleted() throws Exception {
