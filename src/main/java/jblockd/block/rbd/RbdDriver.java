@@ -6,7 +6,6 @@ import java.util.ArrayList;
 import java.util.Base64;
 import java.util.List;
 import java.util.Optional;
-import java.util.OptionalLong;
 
 import jblockd.block.Allocation;
 import jblockd.block.BlockDriver;
@@ -191,16 +190,8 @@ public final class RbdDriver implements BlockDriver, AutoCloseable {
         return filename;
     }
 
-    /** QEMU's rbd has no bdrv_get_allocated_file_size: query-block omits actual-size. */
-    @Override
-    public OptionalLong allocatedFileSize() {
-        return OptionalLong.empty();
-    }
-
-    @Override
-    public Optional<Boolean> dirtyFlag() {
-        return Optional.of(false);
-    }
+    // allocatedFileSize and dirtyFlag stay the defaults: QEMU's rbd has no
+    // bdrv_get_allocated_file_size (no actual-size) and its get_info gives dirty-flag false
 
     /** block/rbd.c qemu_rbd_getinfo: the object size is the cluster size. */
     @Override
