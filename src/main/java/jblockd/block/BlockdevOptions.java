@@ -85,10 +85,33 @@ public sealed interface BlockdevOptions {
     }
 
     /** {@code backing} null: open the backing file named in the image header. */
-    record Qcow2(Common common, BlockdevRef file, BlockdevRef backing) implements BlockdevOptions {
+    record Qcow2(Common common, BlockdevRef file, BlockdevRef backing, Qcow2Runtime runtime)
+            implements BlockdevOptions {
+        public Qcow2 {
+            runtime = runtime == null ? Qcow2Runtime.DEFAULTS : runtime;
+        }
+
+        /** With every runtime option at its default. */
+        public Qcow2(Common common, BlockdevRef file, BlockdevRef backing) {
+            this(common, file, backing, Qcow2Runtime.DEFAULTS);
+        }
+
         public String driver() {
             return "qcow2";
         }
+    }
+
+    /**
+     * BlockdevOptionsQcow2's runtime options jblockd honours (null: not given): the metadata
+     * cache sizes in bytes (QEMU's read_cache_sizes rules), the seconds after which unused cache
+     * entries are dropped ({@code cache-clean-interval}, 0 never), and whether freed clusters
+     * are discarded in the file for a guest's request ({@code pass-discard-request}, default: the
+     * node's {@code discard=unmap}) and for other reasons ({@code pass-discard-other}, default
+     * off). {@code pass-discard-snapshot} never applies (jblockd deletes no snapshots).
+     */
+    record Qcow2Runtime(Long cacheSize, Long l2CacheSize, Long l2CacheEntrySize, Long refcountCacheSize,
+                        Long cacheCleanInterval, Boolean passDiscardRequest, Boolean passDiscardOther) {
+        public static final Qcow2Runtime DEFAULTS = new Qcow2Runtime(null, null, null, null, null, null, null);
     }
 
     /**

@@ -270,7 +270,7 @@ public final class NodeGraph {
         return switch (o) {
             case BlockdevOptions.File f -> f.withCommon(c);
             case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c, r.file(), r.offset(), r.size());
-            case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, q.file(), q.backing());
+            case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, q.file(), q.backing(), q.runtime());
             case BlockdevOptions.Blkdebug b -> new BlockdevOptions.Blkdebug(c, b.image(), b.config(),
                     b.injectError(), b.align(), b.setState());
             case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes(), n.sizeGiven(),
@@ -617,7 +617,7 @@ public final class NodeGraph {
         return switch (o) {
             case BlockdevOptions.File f -> f.withCommon(c);
             case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c, file, r.offset(), r.size());
-            case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, file, backingRef);
+            case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, file, backingRef, q.runtime());
             case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes(), n.sizeGiven(),
                     n.readZeroesGiven());
             // refused above (REOPENABLE): QEMU 7.2 cannot reopen these either

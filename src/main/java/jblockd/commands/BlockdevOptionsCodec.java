@@ -89,7 +89,7 @@ public final class BlockdevOptionsCodec {
             case "raw" -> new BlockdevOptions.Raw(common, ref(o.get("file"), toFile), optLong(o, "offset"),
                     optLong(o, "size"));
             case "qcow2" -> new BlockdevOptions.Qcow2(common, ref(o.get("file"), toFile),
-                    o.has("backing") ? ref(o.get("backing"), inherited.forBackingChild(o)) : null);
+                    o.has("backing") ? ref(o.get("backing"), inherited.forBackingChild(o)) : null, qcow2Runtime(o));
             case "blkdebug" -> blkdebug(common, o, toFile);
             case "copy-before-write" -> new BlockdevOptions.CopyBeforeWrite(common, ref(o.get("file"), toFile),
                     ref(o.get("target"), toFile),
@@ -144,6 +144,43 @@ public final class BlockdevOptionsCodec {
                 o.path("reconnect-delay").asLong(0), o.path("open-timeout").asLong(0),
                 o.has("x-dirty-bitmap") ? o.get("x-dirty-bitmap").asText() : null,
                 Boolean.TRUE.equals(autoReadOnly(o, inherited)));
+    }
+
+    /**
+     * BlockdevOptionsQcow2's runtime options: the cache sizes, cache-clean-interval and the
+     * discard passing are honoured (checked at open with QEMU's texts, where the image's sizes
+     * are known); what jblockd's qcow2 does not do is refused here, not ignored.
+     */
+    private static BlockdevOptions.Qcow2Runtime qcow2Runtime(JsonNode o) throws QmpError {
+        if (o.path("lazy-refcounts").asBoolean(false)) {
+            throw QmpError.generic("jblockd's qcow2 updates refcounts at once: lazy-refcounts=on is not supported");
+        }
+        if (o.has("overlap-check")) {
+            JsonNode c = o.get("overlap-check");
+            boolean none = c.isTextual() ? c.asText().equals("none") : c.path("template").asText("cached").equals("none");
+            if (c.isObject()) {
+                java.util.Iterator<java.util.Map.Entry<String, JsonNode>> it = c.fields();
+                while (it.hasNext()) {
+                    java.util.Map.Entry<String, JsonNode> f = it.next();
+                    none &= f.getKey().equals("template") || !f.getValue().asBoolean();
+                }
+            }
+            if (!none) {
+                throw QmpError.generic("jblockd's qcow2 does not check its writes against the image's metadata:"
+                        + " overlap-check can only be 'none'");
+            }
+        }
+        if (o.has("encrypt")) {
+            throw QmpError.generic("jblockd does not open encrypted qcow2 images ('encrypt')");
+        }
+        if (o.has("data-file")) {
+            throw QmpError.generic("jblockd does not support qcow2 images with an external data file ('data-file')");
+        }
+        return new BlockdevOptions.Qcow2Runtime(optLong(o, "cache-size"), optLong(o, "l2-cache-size"),
+                optLong(o, "l2-cache-entry-size"), optLong(o, "refcount-cache-size"),
+                optLong(o, "cache-clean-interval"),
+                o.has("pass-discard-request") ? o.get("pass-discard-request").asBoolean() : null,
+                o.has("pass-discard-other") ? o.get("pass-discard-other").asBoolean() : null);
     }
 
     /** BlockdevOptionsRbd; {@code encrypt} (librbd's LUKS) is refused, not ignored. */

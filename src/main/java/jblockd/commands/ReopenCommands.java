@@ -152,9 +152,15 @@ public final class ReopenCommands implements CommandGroup {
             }
             case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c,
                     child(node, "file", json.get("file"), r.file(), readOnly, out), r.offset(), r.size());
-            case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c,
-                    child(node, "file", json.get("file"), q.file(), readOnly, out),
-                    backing(node, json, q.backing(), out));
+            case BlockdevOptions.Qcow2 q -> {
+                if (!q.runtime().equals(((BlockdevOptions.Qcow2) opened).runtime())) {
+                    // QEMU can; jblockd sizes its caches once, at open
+                    throw QmpError.generic("jblockd cannot change a qcow2 node's runtime options (cache sizes,"
+                            + " cache-clean-interval, pass-discard-*) by reopen");
+                }
+                yield new BlockdevOptions.Qcow2(c, child(node, "file", json.get("file"), q.file(), readOnly, out),
+                        backing(node, json, q.backing(), out), q.runtime());
+            }
             case BlockdevOptions.Blkdebug b -> throw new IllegalStateException("not reopenable: " + b);
             case BlockdevOptions.CopyBeforeWrite w -> throw new IllegalStateException("not reopenable: " + w);
             case BlockdevOptions.SnapshotAccess a -> throw new IllegalStateException("not reopenable: " + a);
@@ -240,7 +246,7 @@ public final class ReopenCommands implements CommandGroup {
         return switch (o) {
             case BlockdevOptions.File f -> f.withCommon(c);
             case BlockdevOptions.Raw r -> new BlockdevOptions.Raw(c, r.file(), r.offset(), r.size());
-            case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, q.file(), q.backing());
+            case BlockdevOptions.Qcow2 q -> new BlockdevOptions.Qcow2(c, q.file(), q.backing(), q.runtime());
             case BlockdevOptions.NullCo n -> new BlockdevOptions.NullCo(c, n.size(), n.readZeroes(), n.sizeGiven(),
                     n.readZeroesGiven());
             case BlockdevOptions.Blkdebug b -> throw new IllegalStateException("not reopenable: " + b);

@@ -197,7 +197,7 @@ public final class SnapshotCommands implements CommandGroup {
                         false);
                 if (o instanceof BlockdevOptions.Qcow2 q) {
                     // BDRV_O_NO_BACKING: the old top becomes the backing below, not a second open
-                    o = new BlockdevOptions.Qcow2(q.common(), q.file(), new BlockdevRef.None());
+                    o = new BlockdevOptions.Qcow2(q.common(), q.file(), new BlockdevRef.None(), q.runtime());
                 }
                 return graph.add(o);
             } catch (IOException e) {

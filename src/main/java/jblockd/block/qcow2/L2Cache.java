@@ -64,6 +64,19 @@ final class L2Cache {
         return maxTables;
     }
 
+    /** Drops the clean tables not used since the previous call. Caller holds the metadata lock. */
+    void dropUnused() {
+        Iterator<Table> it = tables.values().iterator();
+        while (it.hasNext()) {
+            Table t = it.next();
+            if (!t.dirty() && !t.referenced) {
+                it.remove();
+            } else {
+                t.referenced = false;
+            }
+        }
+    }
+
     /** Evicts one clean table if there is one. Caller holds the metadata lock. */
     void trim() {
         evictOne();

@@ -63,6 +63,8 @@ final class Metadata {
     private final int refcountsPerBlock;
     private long[] refTable;
     private final LinkedHashMap<Long, byte[]> refBlocks;
+    /** Refcount blocks used since the last {@link #cleanUnusedCaches}; guarded by {@link #lock}. */
+    private final java.util.Set<Long> refBlocksUsed = new java.util.HashSet<>();
     private final int maxBlocks;
     /** Refcount blocks changed in memory only: offset to the dirty byte range {from, to}. */
     private final LinkedHashMap<Long, int[]> dirtyBlocks = new LinkedHashMap<>();
@@ -101,6 +103,11 @@ final class Metadata {
 
     /** {@code cacheBytes}: the L2 cache budget; refcount blocks get half of it. At least 4 of each. */
     Metadata(HostFile file, Qcow2Header header, long cacheBytes) throws IOException {
+        this(file, header, cacheBytes, cacheBytes / 2);
+    }
+
+    /** The L2 table cache and the refcount block cache budgets in bytes; at least 4 of each. */
+    Metadata(HostFile file, Qcow2Header header, long l2CacheBytes, long refcountCacheBytes) throws IOException {
         this.file = file;
         this.header = header;
         this.clusterBits = header.clusterBits;
@@ -109,8 +116,8 @@ final class Metadata {
         this.refcountBits = 1 << header.refcountOrder;
         this.refcountMax = refcountBits == 64 ? Long.MAX_VALUE : (1L << refcountBits) - 1;
         this.refcountsPerBlock = (int) ((long) clusterSize * 8 / refcountBits);
-        this.l2Cache = new L2Cache((int) Math.max(4, cacheBytes / clusterSize));
-        int maxBlocks = (int) Math.max(4, cacheBytes / 2 / clusterSize);
+        this.l2Cache = new L2Cache((int) Math.min(Integer.MAX_VALUE, Math.max(4, l2CacheBytes / clusterSize)));
+        int maxBlocks = (int) Math.min(Integer.MAX_VALUE, Math.max(4, refcountCacheBytes / clusterSize));
         this.maxBlocks = maxBlocks;
         this.refBlocks = new LinkedHashMap<>(64, 0.75f, true) {
             @Override
@@ -329,9 +336,13 @@ final class Metadata {
         }
         l1 = grown;
         if (oldClusters > 0 && oldOffset != 0) {
-            addRefcount(oldOffset >>> clusterBits, oldClusters, -1);
+            // qcow2_grow_l1_table frees the old table with QCOW2_DISCARD_OTHER
+            freeClusters(oldOffset, (long) oldClusters * clusterSize, passDiscardOther);
         }
     }
+
+    /** QEMU's pass-discard-other: clusters freed by metadata changes are discarded in the file. */
+    volatile boolean passDiscardOther;
 
     /** The header's virtual size, made durable (QEMU writes it with bdrv_pwrite_sync). */
     void writeSize(long size) throws IOException {
@@ -465,7 +476,33 @@ final class Metadata {
         return get(block(blockOff), (int) (c % refcountsPerBlock));
     }
 
+    /**
+     * cache-clean-interval (qcow2_cache_clean_unused): drops the clean L2 tables and refcount
+     * blocks nobody used since the previous call, so an idle image gives its cache memory back.
+     */
+    void cleanUnusedCaches() {
+        lock.lock();
+        try {
+            l2Cache.dropUnused();
+            refBlocks.keySet().removeIf(off -> !refBlocksUsed.contains(off) && !dirtyBlocks.containsKey(off));
+            refBlocksUsed.clear();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Cached tables and blocks now (tests). */
+    int cachedTables() {
+        lock.lock();
+        try {
+            return l2Cache.size() + refBlocks.size();
+        } finally {
+            lock.unlock();
+        }
+    }
+
     private byte[] block(long blockOff) throws IOException {
+        refBlocksUsed.add(blockOff);
         byte[] b = refBlocks.get(blockOff);
         if (b == null) {
             if ((blockOff & (clusterSize - 1)) != 0 || blockOff < clusterSize) {

@@ -116,7 +116,13 @@ public final class Qcow2Driver implements BlockDriver {
             throw new IoError(Errno.EINVAL, "qcow2 needs a 'file' child");
         }
         ro = ro || fileNode.readOnly();
-        Qcow2Driver d = openOn(fileNode, HostFile.of(fileNode), ro);
+        Qcow2Driver d = openOn(fileNode, HostFile.of(fileNode), ro, o.runtime(), true);
+        // qcow2_update_options_prepare: freed clusters pass a discard to the file for a guest's
+        // request (default: the node's discard=unmap) or for other reasons (default off)
+        d.passDiscardRequest = o.runtime().passDiscardRequest() != null ? o.runtime().passDiscardRequest()
+                : o.common().discardUnmap();
+        d.meta.passDiscardOther = Boolean.TRUE.equals(o.runtime().passDiscardOther());
+        d.startCacheCleaner(CacheSizes.cleanInterval(o.runtime()));
         BlockdevRef ref = o.backing();
         if (ref == null) {
             String name = d.header.backingFile;
@@ -147,6 +153,18 @@ public final class Qcow2Driver implements BlockDriver {
      */
     static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro, long cacheBytes,
                               boolean backgroundWriteBack) throws IOException {
+        return openOn(fileNode, file, ro, null, cacheBytes, backgroundWriteBack);
+    }
+
+    /** With the cache budgets of {@code runtime} (QEMU's rules, {@link CacheSizes}). */
+    static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro, BlockdevOptions.Qcow2Runtime runtime,
+                              boolean backgroundWriteBack) throws IOException {
+        return openOn(fileNode, file, ro, runtime, -1, backgroundWriteBack);
+    }
+
+    private static Qcow2Driver openOn(BlockNode fileNode, HostFile file, boolean ro,
+                                      BlockdevOptions.Qcow2Runtime runtime, long cacheBytes,
+                                      boolean backgroundWriteBack) throws IOException {
         long fileLength = file.length();
         ByteBuffer head = ByteBuffer.allocate((int) Math.min(fileLength, Qcow2Header.V3_LENGTH));
         file.read(0, head);
@@ -178,7 +196,9 @@ public final class Qcow2Driver implements BlockDriver {
                         "qcow2: writing images with internal snapshots is not supported; open it read-only");
             }
         }
-        Metadata meta = new Metadata(file, h, cacheBytes);
+        CacheSizes caches = runtime != null ? CacheSizes.of(runtime, h.size, 1 << h.clusterBits)
+                : new CacheSizes(cacheBytes, cacheBytes / 2);
+        Metadata meta = new Metadata(file, h, caches.l2Bytes(), caches.refcountBytes());
         meta.markCorruptOnDisk = !ro;
         // Loads (and checks) the persistent bitmaps; read-write, it also clears the autoclear
         // bits of features we do not maintain (qcow2.txt "autoclear features": raw external data,
@@ -655,7 +675,7 @@ public final class Qcow2Driver implements BlockDriver {
         } finally {
             // Also after a failure part-way: what was unlinked in memory is released.
             if (!toFree.isEmpty()) {
-                meta.releaseEntries(toFree, mode != Unmap.ZEROES);
+                meta.releaseEntries(toFree, mode != Unmap.ZEROES && passDiscardRequest);
             }
         }
     }
@@ -761,6 +781,36 @@ public final class Qcow2Driver implements BlockDriver {
      * image left open still reaches a consistent state on disk soon (QEMU only writes back on
      * flush, eviction and close). One short-lived virtual thread per burst.
      */
+    /** The image's metadata (tests of the caches). */
+    Metadata metadata() {
+        return meta;
+    }
+
+    /** QEMU's pass-discard-request, set once at open (pass-discard-other lives in {@link Metadata}). */
+    private volatile boolean passDiscardRequest = true;
+
+    /**
+     * cache-clean-interval: every {@code seconds} (0: never) the cache entries nobody used since
+     * the previous round are dropped (QEMU's cache_clean_timer), until the node closes.
+     */
+    private void startCacheCleaner(long seconds) {
+        if (seconds == 0) {
+            return;
+        }
+        Thread.ofVirtual().name("qcow2-cache-clean").start(() -> {
+            while (!closed) {
+                try {
+                    Thread.sleep(java.time.Duration.ofSeconds(seconds));
+                } catch (InterruptedException e) {
+                    return;
+                }
+                if (!closed) {
+                    meta.cleanUnusedCaches();
+                }
+            }
+        });
+    }
+
     private void scheduleWriteBack() {
         if (readOnly || closed || !writeBackScheduled.compareAndSet(false, true)) {
             return;
