@@ -793,11 +793,14 @@ public final class Qcow2Driver implements BlockDriver {
      * cache-clean-interval: every {@code seconds} (0: never) the cache entries nobody used since
      * the previous round are dropped (QEMU's cache_clean_timer), until the node closes.
      */
+    /** The cache-clean-interval thread, interrupted at close; null without one. */
+    private volatile Thread cacheCleaner;
+
     private void startCacheCleaner(long seconds) {
         if (seconds == 0) {
             return;
         }
-        Thread.ofVirtual().name("qcow2-cache-clean").start(() -> {
+        cacheCleaner = Thread.ofVirtual().name("qcow2-cache-clean").start(() -> {
             while (!closed) {
                 try {
                     Thread.sleep(java.time.Duration.ofSeconds(seconds));
@@ -904,6 +907,10 @@ public final class Qcow2Driver implements BlockDriver {
                 closed = true;
             } finally {
                 meta.lock.unlock();
+            }
+            Thread cleaner = cacheCleaner;
+            if (cleaner != null) {
+                cleaner.interrupt();
             }
         }
     }
