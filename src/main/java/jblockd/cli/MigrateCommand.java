@@ -7,6 +7,9 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 
+import jblockd.block.BlockdevOptions;
+import jblockd.block.IoError;
+import jblockd.block.nbd.NbdFilenames;
 import jblockd.client.JobResult;
 import jblockd.client.Migration;
 import jblockd.client.QmpClient;
@@ -93,16 +96,12 @@ final class MigrateCommand implements Callable<Integer> {
         if (copyMode != null && !List.of("background", "write-blocking").contains(copyMode)) {
             throw new CliException("--copy-mode is background or write-blocking, not '" + copyMode + "'", 2);
         }
-        Migration.Options o = Migration.Options.of(device, to)
+        Migration.Endpoint where = endpoint(to, device);
+        Migration.Options o = Migration.Options.of(device, where)
                 .withJob(jobId, sync, speed, copyMode, errors.onSourceError, errors.onTargetError)
                 .withTls(tlsCreds, tlsHostname)
                 .withReconnectDelay(reconnectDelay)
                 .withFinish(pivot ? Migration.Finish.PIVOT : Migration.Finish.HANDOVER);
-        try {
-            Migration.endpoint(to, device); // a usage error, before anything connects
-        } catch (IllegalArgumentException e) {
-            throw new CliException(e.getMessage(), 2);
-        }
         try (QmpClient source = top.connect();
              QmpClient dest = destSocket == null ? null : connectDestination()) {
             long started = System.nanoTime();
@@ -124,6 +123,27 @@ final class MigrateCommand implements Callable<Integer> {
             }
             return rc;
         }
+    }
+
+    /**
+     * {@code --to} as the nbd driver parses a filename (one parser for both): an NBD URI, or the
+     * shorthand {@code HOST:PORT[/EXPORT]} for {@code nbd://HOST:PORT/EXPORT}; the export
+     * defaults to the device's name. A bad one is a usage error, before anything connects.
+     */
+    static Migration.Endpoint endpoint(String to, String device) {
+        String filename = to.startsWith("nbd:") || to.startsWith("nbd+") ? to : "nbd://" + to;
+        BlockdevOptions.Nbd nbd;
+        try {
+            nbd = NbdFilenames.parse(filename, BlockdevOptions.Common.defaults());
+        } catch (IoError e) {
+            throw new CliException("'" + to + "' is not HOST:PORT[/EXPORT] or an NBD URI: " + e.getMessage(), 2);
+        }
+        String export = nbd.export() == null ? device : nbd.export();
+        String uri = NbdFilenames.filename(nbd.server(), export);
+        return switch (nbd.server()) {
+            case BlockdevOptions.NbdServer.Inet i -> Migration.Endpoint.inet(i.host(), i.port(), export, uri);
+            case BlockdevOptions.NbdServer.Unix u -> Migration.Endpoint.unix(u.path(), export, uri);
+        };
     }
 
     private QmpClient connectDestination() {

@@ -5,9 +5,6 @@ import java.util.Deque;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
-import jblockd.block.BlockdevOptions;
-import jblockd.block.IoError;
-import jblockd.block.nbd.NbdFilenames;
 import jblockd.qapi.BlockdevOnError;
 import jblockd.qapi.MirrorSyncMode;
 
@@ -46,9 +43,7 @@ public final class Migration implements AutoCloseable {
 
     /**
      * @param device      the source device (or node) to migrate
-     * @param to          where: an NBD filename ({@code nbd://HOST:PORT/EXPORT},
-     *                    {@code nbd+unix:///EXPORT?socket=PATH}, {@code nbd:HOST:PORT[:exportname=E]})
-     *                    or {@code HOST:PORT[/EXPORT]}; the export defaults to {@code device}
+     * @param to          the destination export ({@link Endpoint#inet}, {@link Endpoint#unix})
      * @param jobId       the mirror's job id; null: {@code migrate-DEVICE}
      * @param sync        full (default when null) or top
      * @param speed       bytes/s, 0 or null unlimited
@@ -61,7 +56,7 @@ public final class Migration implements AutoCloseable {
      * @param reconnectDelay seconds the source's nbd node waits for a dropped link to come back
      *                    before its requests fail into {@code onTargetError}; null: 0 (QEMU's default)
      */
-    public record Options(String device, String to, String jobId, MirrorSyncMode sync, Long speed, String copyMode,
+    public record Options(String device, Endpoint to, String jobId, MirrorSyncMode sync, Long speed, String copyMode,
                           BlockdevOnError onSourceError, BlockdevOnError onTargetError, String tlsCreds, String tlsHostname, Finish finish, Long reconnectDelay) {
         public Options {
             if (device == null || to == null) {
@@ -72,7 +67,7 @@ public final class Migration implements AutoCloseable {
             jobId = jobId == null ? "migrate-" + device : jobId;
         }
 
-        public static Options of(String device, String to) {
+        public static Options of(String device, Endpoint to) {
             return new Options(device, to, null, null, null, null, null, null, null, null, null, null);
         }
 
@@ -98,11 +93,30 @@ public final class Migration implements AutoCloseable {
         }
     }
 
-    /** The remote end resolved from {@link Options#to}: server address and export name. */
-    public record Endpoint(BlockdevOptions.NbdServer server, String export) {
-        /** The NBD URI of this endpoint, for messages (QEMU's reconstructed filename). */
-        public String uri() {
-            return NbdFilenames.filename(server, export);
+    /**
+     * A destination export: where its NBD server listens and the export's name. {@code uri} is
+     * what reports call it (the CLI passes the nbd driver's own rendering, e.g.
+     * {@code nbd://10.0.0.2:10809/drive0}).
+     */
+    public record Endpoint(String type, String host, String port, String path, String export, String uri) {
+        public static Endpoint inet(String host, String port, String export, String uri) {
+            return new Endpoint("inet", host, port, null, export, uri);
+        }
+
+        public static Endpoint unix(String path, String export, String uri) {
+            return new Endpoint("unix", null, null, path, export, uri);
+        }
+
+        /** The flat SocketAddress blockdev-add takes ({@code server} of BlockdevOptionsNbd). */
+        Map<String, Object> flat() {
+            return type.equals("inet") ? Map.of("type", "inet", "host", host, "port", port)
+                    : Map.of("type", "unix", "path", path);
+        }
+
+        /** The SocketAddressLegacy nbd-server-start takes ({@code {type, data: {...}}}). */
+        Map<String, Object> legacy() {
+            return type.equals("inet") ? Map.of("type", "inet", "data", Map.of("host", host, "port", port))
+                    : Map.of("type", "unix", "data", Map.of("path", path));
         }
     }
 
@@ -115,26 +129,11 @@ public final class Migration implements AutoCloseable {
     private Job job;
     private boolean pivoted;
 
-    private Migration(QmpClient source, Options options, Endpoint endpoint) {
+    private Migration(QmpClient source, Options options) {
         this.source = source;
         this.options = options;
-        this.endpoint = endpoint;
+        this.endpoint = options.to();
         this.targetNode = options.jobId() + "-target";
-    }
-
-    /**
-     * Parses {@code to} the way the nbd driver parses a filename (one parser for both), the
-     * shorthand {@code HOST:PORT[/EXPORT]} being {@code nbd://HOST:PORT/EXPORT}.
-     */
-    public static Endpoint endpoint(String to, String defaultExport) {
-        String filename = to.startsWith("nbd:") || to.startsWith("nbd+") ? to : "nbd://" + to;
-        BlockdevOptions.Nbd nbd;
-        try {
-            nbd = NbdFilenames.parse(filename, BlockdevOptions.Common.defaults());
-        } catch (IoError e) {
-            throw new IllegalArgumentException("'" + to + "' is not HOST:PORT[/EXPORT] or an NBD URI: " + e.getMessage());
-        }
-        return new Endpoint(nbd.server(), nbd.export() == null ? defaultExport : nbd.export());
     }
 
     /**
@@ -142,7 +141,7 @@ public final class Migration implements AutoCloseable {
      * starts the mirror. On failure everything made so far is undone and the error thrown.
      */
     public static Migration start(QmpClient source, Destination destination, Options options) {
-        Migration m = new Migration(source, options, endpoint(options.to(), options.device()));
+        Migration m = new Migration(source, options);
         try {
             if (destination != null) {
                 m.export(destination);
@@ -228,7 +227,7 @@ public final class Migration implements AutoCloseable {
             if (!e.desc().equals("NBD server not running")) {
                 throw e;
             }
-            d.qmp().execute("nbd-server-start", Map.of("addr", address(endpoint.server())));
+            d.qmp().execute("nbd-server-start", Map.of("addr", endpoint.legacy()));
             destinationTeardown.push(() -> d.qmp().execute("nbd-server-stop", Map.of()));
             d.qmp().execute("block-export-add", add);
         }
@@ -239,7 +238,7 @@ public final class Migration implements AutoCloseable {
         Map<String, Object> add = new LinkedHashMap<>();
         add.put("driver", "nbd");
         add.put("node-name", targetNode);
-        add.put("server", flat(endpoint.server()));
+        add.put("server", endpoint.flat());
         add.put("export", endpoint.export());
         if (options.tlsCreds() != null) {
             add.put("tls-creds", options.tlsCreds());
@@ -271,20 +270,4 @@ public final class Migration implements AutoCloseable {
         job = source.jobs().blockdevMirror(a);
     }
 
-    /** The flat SocketAddress blockdev-add takes ({@code server} of BlockdevOptionsNbd). */
-    private static Map<String, Object> flat(BlockdevOptions.NbdServer s) {
-        return switch (s) {
-            case BlockdevOptions.NbdServer.Inet i -> Map.of("type", "inet", "host", i.host(), "port", i.port());
-            case BlockdevOptions.NbdServer.Unix u -> Map.of("type", "unix", "path", u.path());
-        };
-    }
-
-    /** The SocketAddressLegacy nbd-server-start takes ({@code {type, data: {...}}}). */
-    private static Map<String, Object> address(BlockdevOptions.NbdServer s) {
-        return switch (s) {
-            case BlockdevOptions.NbdServer.Inet i -> Map.of("type", "inet", "data",
-                    Map.of("host", i.host(), "port", i.port()));
-            case BlockdevOptions.NbdServer.Unix u -> Map.of("type", "unix", "data", Map.of("path", u.path()));
-        };
-    }
 }

@@ -24,8 +24,10 @@ import jblockd.nbd.client.NbdClient;
  *       with EIO at once until a reconnect succeeds (NBD_CLIENT_CONNECTING_NOWAIT);</li>
  *   <li>beyond QEMU: a request that finds no connection while no attempt is under way (the
  *       background reconnect is between attempts, up to 16 s apart) makes one attempt itself
- *       before failing, so a job resumed after the server came back goes on at once instead
- *       of failing again until the next background attempt.</li>
+ *       before failing, and requests that arrive during an attempt wait for its outcome, so a
+ *       job resumed after the server came back goes on at once instead of failing again until
+ *       the next background attempt. (An attempt is as long as a connect: immediate on an
+ *       unreachable network or a refused port.)</li>
  * </ul>
  * A new connection must show the same size and, for a writable node, be writable, else it is
  * dropped and the reconnect goes on. Thread-safe; requests run concurrently on the current
@@ -174,6 +176,7 @@ final class NbdLink implements AutoCloseable {
 
     private NbdClient acquire() throws IoError {
         boolean tried = false;
+        boolean waitedForAttempt = false;
         lock.lock();
         try {
             while (true) {
@@ -192,6 +195,15 @@ final class NbdLink implements AutoCloseable {
                             attempt();
                         } finally {
                             lock.lock();
+                        }
+                        continue;
+                    }
+                    if (attempting && !waitedForAttempt) {
+                        // someone is connecting right now: its outcome decides for this request
+                        // too (else a job's parallel copies fail while one of them reconnects)
+                        waitedForAttempt = true;
+                        while (attempting && client == null && !closed) {
+                            changed.awaitUninterruptibly();
                         }
                         continue;
                     }
@@ -322,6 +334,7 @@ final class NbdLink implements AutoCloseable {
         lock.lock();
         try {
             attempting = false;
+            changed.signalAll();
         } finally {
             lock.unlock();
         }
