@@ -24,11 +24,11 @@ import javax.net.ssl.SSLException;
  * engine asks it to send something (a TLS 1.3 key update). The record buffers are this
  * channel's own, allocated once: a WRITE payload large enough is unwrapped straight into the
  * caller's (pooled) buffer, and writes gather the caller's buffers into records with no copy
- * of their own. The record buffers are heap buffers: the JDK's AES-GCM runs its intrinsics on
- * arrays, and with direct record buffers a loopback TLS pipe moved 1.35-1.41 GB/s against
- * 1.77-1.89 GB/s with heap ones (same run, both ends in one JVM; the socket's own copy to a
- * direct buffer costs less than the cipher's detour). {@link #close()} sends close_notify and
- * closes the underlying channel.
+ * of their own. The record buffers are direct: heap ones made a loopback pipe of this class
+ * alone faster (jblockd.bench.TlsChannelBench, 1.8-1.9 against 1.35-1.4 GB/s) but a real TLS
+ * mirror across two network namespaces slower (bench/remote-bench.sh case 2, 1 GiB: 143-170
+ * MiB/s with heap buffers against 203-210 MiB/s with direct ones, alternating in one run), so
+ * they stayed direct. {@link #close()} sends close_notify and closes the underlying channel.
  */
 public final class TlsChannel implements ByteChannel, GatheringByteChannel {
     private static final ByteBuffer EMPTY = ByteBuffer.allocate(0);
@@ -55,11 +55,11 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
         this.raw = raw;
         this.engine = engine;
         int packet = engine.getSession().getPacketBufferSize();
-        this.netIn = ByteBuffer.allocate(4 * packet);
-        this.appIn = ByteBuffer.allocate(engine.getSession().getApplicationBufferSize());
+        this.netIn = ByteBuffer.allocateDirect(4 * packet);
+        this.appIn = ByteBuffer.allocateDirect(engine.getSession().getApplicationBufferSize());
         appIn.limit(0);
         // several records per write(2): a 2 MiB read reply is about 128 records
-        this.netOut = ByteBuffer.allocate(8 * packet);
+        this.netOut = ByteBuffer.allocateDirect(8 * packet);
     }
 
     /**
@@ -159,7 +159,7 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
     /** Reads more records; the peer closing here is an EOF. */
     private void fill() throws IOException {
         if (!netIn.hasRemaining()) {
-            ByteBuffer bigger = ByteBuffer.allocate(netIn.capacity() * 2);
+            ByteBuffer bigger = ByteBuffer.allocateDirect(netIn.capacity() * 2);
             netIn.flip();
             bigger.put(netIn);
             netIn = bigger;
@@ -170,7 +170,7 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
     }
 
     private void growAppIn() {
-        ByteBuffer bigger = ByteBuffer.allocate(Math.max(appIn.capacity() * 2,
+        ByteBuffer bigger = ByteBuffer.allocateDirect(Math.max(appIn.capacity() * 2,
                 engine.getSession().getApplicationBufferSize()));
         bigger.put(appIn).flip();
         appIn = bigger;

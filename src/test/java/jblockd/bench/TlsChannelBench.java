@@ -19,8 +19,9 @@ import jblockd.tls.X509Credentials;
  * <pre>
  *   TlsChannelBench PKI_DIR [GIB]     (PKI_DIR holds server/ and client/ with QEMU's file names)
  * </pre>
- * Measured here on the first version with direct record buffers: 1.35-1.41 GB/s steady; with
- * heap record buffers 1.77-1.89 GB/s (same machine, same hour). Not a unit test.
+ * Measured here: 1.35-1.41 GB/s steady with direct record buffers, 1.77-1.89 GB/s with heap
+ * ones, yet heap buffers made the real TLS mirror slower (see TlsChannel): this pipe alone does
+ * not predict the NBD path. Not a unit test.
  */
 public final class TlsChannelBench {
     private TlsChannelBench() {
