@@ -15,7 +15,9 @@ import jblockd.block.Capabilities;
 import jblockd.block.DriverRegistry;
 import jblockd.block.Errno;
 import jblockd.block.Extent;
+import jblockd.block.InternalSnapshots;
 import jblockd.block.IoError;
+import jblockd.block.SnapshotInfo;
 import jblockd.block.ObjectLookup;
 
 /**
@@ -207,6 +209,53 @@ public final class RbdDriver implements BlockDriver, AutoCloseable {
     public int clusterSize() {
         return objectSize;
     }
+
+    /** block/rbd.c's snapshot callbacks: RBD snapshots, named by the user, the name is the id. */
+    @Override
+    public Optional<InternalSnapshots> internalSnapshots() {
+        return Optional.of(snapshots);
+    }
+
+    private final InternalSnapshots snapshots = new InternalSnapshots() {
+        /**
+         * qemu_rbd_snap_list(): id and name are the snapshot's name, vm-state-size the image's
+         * size at the snapshot, no dates or guest clock (zero), icount zero (QEMU's zeroed table).
+         */
+        @Override
+        public List<SnapshotInfo> list() throws IOException {
+            return image.snapshots().stream()
+                    .map(s -> new SnapshotInfo(s.name(), s.name(), s.size(), 0, 0, 0, 0L)).toList();
+        }
+
+        /** qemu_rbd_snap_create(): a name must fit QEMU's 128-byte id (ERANGE otherwise). */
+        @Override
+        public void create(String name) throws IOException {
+            if (name.getBytes(java.nio.charset.StandardCharsets.UTF_8).length >= SNAPSHOT_ID_BYTES) {
+                throw new IoError(Errno.EIO, RbdImage.strerror(34, Errno.EIO));
+            }
+            image.createSnapshot(name);
+        }
+
+        /** qemu_rbd_snap_remove(): by name; an id must be that name. */
+        @Override
+        public void delete(String id, String name) throws IOException {
+            if (name == null) {
+                throw new IoError(Errno.EINVAL, "rbd need a valid snapshot name");
+            }
+            if (id != null && !id.equals(name)) {
+                throw new IoError(Errno.EINVAL,
+                        "rbd do not support snapshot id, it should be NULL or equal to snapshot name");
+            }
+            try {
+                image.removeSnapshot(name);
+            } catch (IoError e) {
+                throw new IoError(e.errno(), "Failed to remove the snapshot: " + e.getMessage());
+            }
+        }
+    };
+
+    /** sizeof(QEMUSnapshotInfo.id_str): QEMU refuses rbd snapshot names that do not fit. */
+    private static final int SNAPSHOT_ID_BYTES = 128;
 
     @Override
     public Optional<jblockd.block.FormatSpecific> formatSpecific() {
