@@ -17,8 +17,8 @@
 #      sync=bitmap bitmap-mode=never) vs a dirty-bitmap incremental (sync=incremental) of the same
 #      change, time to COMPLETED; and fio 4 KiB random writes over the export (FIO_SECONDS) during
 #      each kind of backup (limited to INC_SPEED so it lasts the fio run) vs with no job.
-# The memstore is MEMSTORE_MB (4096): a full memstore hangs all I/O, the data kept in it stays
-# well below (two SIZE_MB images and the snapshots' changed objects).
+# The memstore is MEMSTORE_MB (8192): a full memstore hangs all I/O, the data kept in it stays
+# well below (three SIZE_MB images, reused by every case, and the snapshots' changed objects).
 # Env: SIZE_MB, DIRTY_PCT, RUNS (3), FIO_SECONDS (4), INC_SPEED (8M), MEMSTORE_MB, CASES ("1 2 3 4").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -30,7 +30,7 @@ DIRTY_PCT=${DIRTY_PCT:-5}
 RUNS=${RUNS:-3}
 FIO_SECONDS=${FIO_SECONDS:-4}
 INC_SPEED=${INC_SPEED:-8M}
-MEMSTORE_MB=${MEMSTORE_MB:-4096}
+MEMSTORE_MB=${MEMSTORE_MB:-8192}
 CASES=${CASES:-1 2 3 4}
 trap 'bin/test-ceph stop "$C" >/dev/null 2>&1 || true; [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
 
@@ -111,6 +111,10 @@ def qcow2(path):
 res = {}
 SRC = "bench-src"
 rbd("create", "--size", f"{size_mb}M", f"rbd/{SRC}")
+# every case reuses these three images: memstore gives back little of what an 'rbd rm' frees
+# (a 1 GiB image made and removed a few times filled a 4 GiB memstore), and a full one hangs
+for kind in KINDS:
+    rbd("create", "--size", f"{size_mb}M", f"rbd/disk-{kind}")
 for i in range(0, int(size_mb), 128):
     sh("qemu-io", "-f", "raw", "-c", f"write -P {(i // 128) % 250 + 1} {i}M {min(128, int(size_mb) - i)}M",
        rbd_name(SRC))
@@ -148,9 +152,8 @@ if "2" in cases:
         p, q, d, nbd = start(kind, "mirror")
         try:
             q.cmd("blockdev-add", driver="raw", **{"node-name": "src"}, file={"driver": "file", "filename": local})
+            img = f"disk-{kind}"
             for r in range(runs):
-                img = f"mirror-{kind}-{r}"
-                rbd("create", "--size", f"{size_mb}M", f"rbd/{img}")
                 q.cmd("blockdev-add", **rbd_node("dst", img))
                 t0 = time.monotonic()
                 q.cmd("blockdev-mirror", **{"job-id": "m"}, device="src", target="dst", sync="full")
@@ -159,7 +162,6 @@ if "2" in cases:
                 q.cmd("block-job-cancel", device="m")
                 q.wait_event("JOB_STATUS_CHANGE", lambda e: e["data"]["status"] == "null")
                 q.cmd("blockdev-del", **{"node-name": "dst"})
-                rbd("rm", f"rbd/{img}")
         finally:
             stop(p, q)
     if "3" not in cases:
@@ -171,8 +173,7 @@ if "3" in cases:
         sh("qemu-img", "create", "-q", "-f", "raw", local, str(size))
         sh("qemu-io", "-f", "raw", "-c", f"write -P 0x42 0 {size}", local)
     for kind in KINDS:
-        img = f"nbd-{kind}"
-        rbd("create", "--size", f"{size_mb}M", f"rbd/{img}")
+        img = f"disk-{kind}"
         p, q, d, nbd = start(kind, "nbd")
         try:
             q.cmd("blockdev-add", **rbd_node("r0", img))
@@ -188,7 +189,6 @@ if "3" in cases:
                     res.setdefault(f"{kind}-nbd-read", []).append(time.monotonic() - t0)
         finally:
             stop(p, q)
-        rbd("rm", f"rbd/{img}")
     os.unlink(local)
 
 if "4" in cases:
@@ -216,9 +216,7 @@ if "4" in cases:
         return iops
 
     for kind in KINDS:
-        img = f"inc-{kind}"
-        rbd("create", "--size", f"{size_mb}M", f"rbd/{img}")
-        sh("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", rbd_name(SRC), rbd_name(img))
+        img = f"disk-{kind}"
         p, q, d, nbd = start(kind, "inc")
         try:
             q.cmd("blockdev-add", **rbd_node("r0", img))
@@ -293,7 +291,6 @@ if "4" in cases:
         finally:
             stop(p, q)
         rbd("snap", "purge", f"rbd/{img}")
-        rbd("rm", f"rbd/{img}")
 
 mib = size / (1 << 20)
 print()
