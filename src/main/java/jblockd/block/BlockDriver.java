@@ -197,9 +197,13 @@ public interface BlockDriver {
         return Optional.empty();
     }
 
-    /** The image's internal snapshots, for query-block's {@code image.snapshots} (none: omitted). */
-    default List<SnapshotInfo> snapshots() throws IOException {
-        return List.of();
+    /**
+     * The image's own internal snapshots (query-block's {@code image.snapshots},
+     * blockdev-snapshot-internal-sync), if the format keeps any; none by default, and then
+     * {@link InternalSnapshots#of} looks at the only child.
+     */
+    default Optional<InternalSnapshots> internalSnapshots() {
+        return Optional.empty();
     }
 
     /**

@@ -117,7 +117,10 @@ public final class ImageInfos {
         OptionalLong allocated = d.allocatedFileSize();
         Optional<BackingHeader> header = d.backingHeader();
         String backingName = header.map(BackingHeader::filename).orElse(null);
-        List<SnapshotInfoWire> snapshots = d.snapshots().stream().map(SnapshotInfoWire::of).toList();
+        // bdrv_query_snapshot_info_list() goes through bdrv_snapshot_fallback (raw shows its rbd's)
+        Optional<jblockd.block.InternalSnapshots> own = jblockd.block.InternalSnapshots.of(node);
+        List<SnapshotInfoWire> snapshots = own.isEmpty() ? List.of()
+                : own.get().list().stream().map(SnapshotInfoWire::of).toList();
         return new ImageInfo(d.filename(), formatOf(d), dirty,
                 allocated.isPresent() ? allocated.getAsLong() : null, sectorRounded(node.length()),
                 dirty != null && cluster > 0 ? cluster : null, backingName,

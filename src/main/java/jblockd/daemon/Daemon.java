@@ -158,6 +158,10 @@ public final class Daemon implements AutoCloseable {
         jblockd.commands.SnapshotCommands snapshots = new jblockd.commands.SnapshotCommands(graph, devices, reopen);
         snapshots.register(registry);
         snapshots.registerActions(transactions);
+        jblockd.commands.InternalSnapshotCommands internalSnapshots =
+                new jblockd.commands.InternalSnapshotCommands(graph, devices);
+        internalSnapshots.register(registry);
+        internalSnapshots.registerActions(transactions);
         transactions.register(registry);
         new MirrorCommands(graph, devices, jobs).register(registry);
         new StreamCommitCommands(graph, devices, jobs).register(registry);

@@ -117,30 +117,32 @@ class TransactionCommandsIT {
         return names;
     }
 
+    /**
+     * Every action type of QEMU 7.2 is performed now (blockdev-snapshot-internal-sync was the
+     * last, RbdSnapshotQemuIT); one refused in its prepare still rolls back the others: an
+     * internal snapshot of a raw file, which has none.
+     */
     @Test
-    void everyActionTypeJblockdCannotPerformYetIsRefusedInItsTurnAndRollsBackTheOthers() throws Exception {
-        Map<String, Map<String, Object>> unsupported = new LinkedHashMap<>();
-        // blockdev-snapshot and blockdev-snapshot-sync are actions now (ImageLifecycleQemuIT)
-        unsupported.put("blockdev-snapshot-internal-sync", Map.of("device", "drive0", "name", "s"));
+    void anInternalSnapshotRefusedInItsTurnRollsBackTheOthers() throws Exception {
         List<String> before = nodeNames();
-        for (Map.Entry<String, Map<String, Object>> u : unsupported.entrySet()) {
-            Map<String, Object> action = Map.of("type", u.getKey(), "data", u.getValue());
-            JsonNode err = tx(null, action).get("error");
-            assertThat(err.get("class").asText()).as(u.getKey()).isEqualTo("CommandNotFound");
-            assertThat(err.get("desc").asText()).isEqualTo("Action '" + u.getKey() + "' is not supported by jblockd yet");
-            // after a prepared backup: the backup is rolled back, the refusal is the reply
-            c.drainEvents();
-            err = tx(null, driveBackup("jA", "drive0", u.getKey() + ".raw"), action).get("error");
-            assertThat(err.get("desc").asText()).isEqualTo("Action '" + u.getKey() + "' is not supported by jblockd yet");
-            assertThat(events()).containsExactly("J(created jA)", "J(aborting jA)", "J(concluded jA)", "J(null jA)");
-            // in grouped mode QEMU's own refusal comes first, as its prepare checks it first
-            err = tx(Map.of("completion-mode", "grouped"), action).get("error");
-            assertThat(err.get("class").asText()).isEqualTo("GenericError");
-            assertThat(err.get("desc").asText()).isEqualTo("Action '" + u.getKey()
-                    + "' does not support Transaction property completion-mode = grouped");
-        }
+        Map<String, Object> action = Map.of("type", "blockdev-snapshot-internal-sync",
+                "data", Map.of("device", "drive0", "name", "s"));
+        String refusal = "Block format 'raw' used by device 'drive0' does not support internal snapshots";
+        JsonNode err = tx(null, action).get("error");
+        assertThat(err.get("class").asText()).isEqualTo("GenericError");
+        assertThat(err.get("desc").asText()).isEqualTo(refusal);
+        // after a prepared backup of the device, whose job now blocks it (QEMU's op blocker comes
+        // before the format check): the backup is rolled back, the refusal is the reply
+        c.drainEvents();
+        err = tx(null, driveBackup("jA", "drive0", "internal.raw"), action).get("error");
+        assertThat(err.get("desc").asText()).isEqualTo("Node 'drive0' is busy: block device is in use by block job: backup");
+        assertThat(events()).containsExactly("J(created jA)", "J(aborting jA)", "J(concluded jA)", "J(null jA)");
+        // in grouped mode QEMU's own refusal comes first, as its prepare checks it first
+        err = tx(Map.of("completion-mode", "grouped"), action).get("error");
+        assertThat(err.get("class").asText()).isEqualTo("GenericError");
+        assertThat(err.get("desc").asText()).isEqualTo(
+                "Action 'blockdev-snapshot-internal-sync' does not support Transaction property completion-mode = grouped");
         assertThat(nodeNames()).isEqualTo(before);
-        assertThat(Files.exists(dir.resolve("snap.qcow2"))).isFalse();
     }
 
     @Test

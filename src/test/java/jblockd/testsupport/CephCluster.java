@@ -85,6 +85,27 @@ public final class CephCluster implements AutoCloseable {
         return ExternalTools.ok(cmd);
     }
 
+    /**
+     * bin/test-ceph restart-osd: the OSD stops cleanly (its memstore data saved), stays down
+     * {@code downSeconds}, starts again; returns once it is up in the osdmap.
+     */
+    public void restartOsd(int downSeconds) throws IOException, InterruptedException {
+        ExternalTools.Result r = ExternalTools.run(Path.of("bin/test-ceph").toAbsolutePath().toString(),
+                "restart-osd", dir.toString(), String.valueOf(downSeconds));
+        if (r.exit() != 0) {
+            throw new IOException("bin/test-ceph restart-osd failed (" + r.exit() + "): " + r.out());
+        }
+    }
+
+    /** A copy of the cluster's conf file with {@code extraLines} added to [global], next to it. */
+    public Path confWith(String name, String... extraLines) throws IOException {
+        String text = Files.readString(conf).replaceFirst("\\[global\\]\n",
+                "[global]\n" + String.join("\n", extraLines) + "\n");
+        Path p = dir.resolve(name);
+        Files.writeString(p, text);
+        return p;
+    }
+
     @Override
     public void close() throws IOException, InterruptedException {
         ExternalTools.run(Path.of("bin/test-ceph").toAbsolutePath().toString(), "stop", dir.toString());

@@ -1022,7 +1022,6 @@ public final class Qcow2Driver implements BlockDriver {
      * The snapshot table (read once: jblockd never changes it, and refuses to open an image
      * with snapshots read-write).
      */
-    @Override
     public List<SnapshotInfo> snapshots() throws IOException {
         List<SnapshotInfo> s = snapshotList;
         if (s == null) {
@@ -1031,6 +1030,34 @@ public final class Qcow2Driver implements BlockDriver {
         }
         return s;
     }
+
+    /**
+     * The snapshot table is listed; taking or deleting a qcow2 internal snapshot is not done in
+     * jblockd (it would rewrite the L1 table and refcounts of every snapshot), and says so.
+     */
+    @Override
+    public Optional<jblockd.block.InternalSnapshots> internalSnapshots() {
+        return Optional.of(new jblockd.block.InternalSnapshots() {
+            @Override
+            public List<SnapshotInfo> list() throws IOException {
+                return snapshots();
+            }
+
+            @Override
+            public void create(String name) throws IOException {
+                throw new IoError(Errno.ENOTSUP, NO_INTERNAL_SNAPSHOTS);
+            }
+
+            @Override
+            public void delete(String id, String name) throws IOException {
+                throw new IoError(Errno.ENOTSUP, NO_INTERNAL_SNAPSHOTS);
+            }
+        });
+    }
+
+    /** Why qcow2 internal snapshots are refused (they are listed, not made). */
+    public static final String NO_INTERNAL_SNAPSHOTS =
+            "jblockd does not take or delete internal qcow2 snapshots (use an external snapshot, blockdev-snapshot-sync)";
 
     /** qcow2_get_specific_info() of QEMU 7.2: v2 reports fewer members. */
     @Override

@@ -52,6 +52,10 @@ final class Librbd {
     final MethodHandle rbdAioWriteZeroes;
     final MethodHandle rbdAioFlush;
     final MethodHandle rbdDiffIterate2;
+    final MethodHandle rbdSnapCreate;
+    final MethodHandle rbdSnapRemove;
+    final MethodHandle rbdSnapList;
+    final MethodHandle rbdSnapListEnd;
     final Linker linker = Linker.nativeLinker();
 
     private Librbd(SymbolLookup rados, SymbolLookup rbd) {
@@ -86,6 +90,10 @@ final class Librbd {
         rbdAioFlush = h(rbd, "rbd_aio_flush", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
         rbdDiffIterate2 = h(rbd, "rbd_diff_iterate2", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG,
                 JAVA_LONG, JAVA_BYTE, JAVA_BYTE, ADDRESS, ADDRESS));
+        rbdSnapCreate = h(rbd, "rbd_snap_create", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        rbdSnapRemove = h(rbd, "rbd_snap_remove", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        rbdSnapList = h(rbd, "rbd_snap_list", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS));
+        rbdSnapListEnd = h(rbd, "rbd_snap_list_end", FunctionDescriptor.ofVoid(ADDRESS));
     }
 
     private MethodHandle h(SymbolLookup lib, String name, FunctionDescriptor d) {
@@ -131,4 +139,9 @@ final class Librbd {
      */
     static final long IMAGE_INFO_SIZE = 8 + 8 + 8 + 4 + 24 + 4 + 8 + 96;
     static final long IMAGE_INFO_OBJ_SIZE = 8;
+
+    /** sizeof(rbd_snap_info_t): u64 id, u64 size, const char *name (librbd.h). */
+    static final long SNAP_INFO_SIZE = 24;
+    static final long SNAP_INFO_SIZE_OFFSET = 8;
+    static final long SNAP_INFO_NAME_OFFSET = 16;
 }

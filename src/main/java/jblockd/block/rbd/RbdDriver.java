@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Base64;
+import java.util.BitSet;
 import java.util.List;
 import java.util.Optional;
 
@@ -14,7 +15,11 @@ import jblockd.block.Capabilities;
 import jblockd.block.DriverRegistry;
 import jblockd.block.Errno;
 import jblockd.block.Extent;
+import jblockd.block.InternalSnapshots;
 import jblockd.block.IoError;
+import jblockd.block.SnapshotInfo;
+import jblockd.block.bitmap.PersistentBitmapStore;
+import jblockd.block.bitmap.StoredBitmap;
 import jblockd.block.ObjectLookup;
 
 /**
@@ -34,10 +39,15 @@ public final class RbdDriver implements BlockDriver, AutoCloseable {
     private final String filename;
     private final int objectSize;
     private volatile long size;
+    /** The snapshot this node shows, or null for the image's head. */
+    private final String snapshot;
+    /** The diff bitmaps of a snapshot node, computed at the first ask. */
+    private PersistentBitmapStore diffBitmaps;
 
-    private RbdDriver(RbdImage image, boolean readOnly, String filename) throws IoError {
+    private RbdDriver(RbdImage image, boolean readOnly, String filename, String snapshot) throws IoError {
         this.image = image;
         this.readOnly = readOnly;
+        this.snapshot = snapshot;
         this.filename = filename;
         this.size = image.size();
         this.fastDiff = (image.features() & Librbd.FEATURE_FAST_DIFF) != 0;
@@ -92,7 +102,7 @@ public final class RbdDriver implements BlockDriver, AutoCloseable {
         RbdImage img = RbdImage.open(lib, new RbdImage.Connection(o.user(), o.conf(), settings), o.pool(),
                 o.namespace(), o.image(), o.snapshot(), ro);
         try {
-            return new RbdDriver(img, ro, RbdFilenames.filename(o));
+            return new RbdDriver(img, ro, RbdFilenames.filename(o), o.snapshot());
         } catch (IoError e) {
             img.close();
             throw e;
@@ -198,6 +208,124 @@ public final class RbdDriver implements BlockDriver, AutoCloseable {
     public int clusterSize() {
         return objectSize;
     }
+
+    /** block/rbd.c's snapshot callbacks: RBD snapshots, named by the user, the name is the id. */
+    @Override
+    public Optional<InternalSnapshots> internalSnapshots() {
+        return Optional.of(snapshots);
+    }
+
+    private final InternalSnapshots snapshots = new InternalSnapshots() {
+        /**
+         * qemu_rbd_snap_list(): id and name are the snapshot's name, vm-state-size the image's
+         * size at the snapshot, no dates or guest clock (zero), icount zero (QEMU's zeroed table).
+         */
+        @Override
+        public List<SnapshotInfo> list() throws IOException {
+            return image.snapshots().stream()
+                    .map(s -> new SnapshotInfo(s.name(), s.name(), s.size(), 0, 0, 0, 0L)).toList();
+        }
+
+        /** qemu_rbd_snap_create(): a name must fit QEMU's 128-byte id (ERANGE otherwise). */
+        @Override
+        public void create(String name) throws IOException {
+            if (name.getBytes(java.nio.charset.StandardCharsets.UTF_8).length >= SNAPSHOT_ID_BYTES) {
+                throw new IoError(Errno.EIO, RbdImage.strerror(34, Errno.EIO));
+            }
+            image.createSnapshot(name);
+        }
+
+        /** qemu_rbd_snap_remove(): by name; an id must be that name. */
+        @Override
+        public void delete(String id, String name) throws IOException {
+            if (name == null) {
+                throw new IoError(Errno.EINVAL, "rbd need a valid snapshot name");
+            }
+            if (id != null && !id.equals(name)) {
+                throw new IoError(Errno.EINVAL,
+                        "rbd do not support snapshot id, it should be NULL or equal to snapshot name");
+            }
+            try {
+                image.removeSnapshot(name);
+            } catch (IoError e) {
+                throw new IoError(e.errno(), "Failed to remove the snapshot: " + e.getMessage());
+            }
+        }
+    };
+
+    /**
+     * Beyond QEMU: a node opened at snapshot S presents, for every older snapshot P of its image,
+     * a read-only, disabled dirty bitmap named P whose bits are what changed from P to S
+     * ({@code rbd_diff_iterate2} from P: exact in an object that existed at P, from the start of
+     * an object created since to the end of its data), so that {@code blockdev-backup sync=bitmap
+     * bitmap=P bitmap-mode=never} from this node copies a snapshot-diff incremental with the
+     * same QMP as a dirty-bitmap one (docs/rbd.md). They are listed as persistent (they live in
+     * the cluster, as long as the snapshots) and refuse every change as QEMU's read-only bitmaps
+     * do.
+     */
+    @Override
+    public synchronized Optional<PersistentBitmapStore> persistentBitmaps() {
+        if (snapshot == null) {
+            return Optional.empty();
+        }
+        if (diffBitmaps == null) {
+            List<StoredBitmap> bitmaps = new ArrayList<>();
+            try {
+                for (RbdImage.Snap p : image.snapshots()) {
+                    if (p.name().equals(snapshot)) {
+                        break; // librbd lists oldest first: only the older ones
+                    }
+                    bitmaps.add(diffBitmap(p.name()));
+                }
+            } catch (IoError e) {
+                throw new java.io.UncheckedIOException(new IoError(e.errno(),
+                        "Cannot compute the rbd diff bitmaps of snapshot '" + snapshot + "': " + e.getMessage()));
+            }
+            diffBitmaps = new DiffBitmaps(List.copyOf(bitmaps));
+        }
+        return Optional.of(diffBitmaps);
+    }
+
+    /** Bitmap granularity of the diff bitmaps: QEMU's default for a new bitmap. */
+    static final long DIFF_GRANULARITY = 64 << 10;
+
+    private StoredBitmap diffBitmap(String from) throws IoError {
+        BitSet bits = new BitSet();
+        for (RbdImage.DiffExtent d : image.diff(from, 0, size, false)) {
+            if (d.length() > 0) {
+                bits.set((int) (d.offset() / DIFF_GRANULARITY),
+                        (int) ((d.offset() + d.length() + DIFF_GRANULARITY - 1) / DIFF_GRANULARITY));
+            }
+        }
+        return new StoredBitmap(from, DIFF_GRANULARITY, size, false, false, bits);
+    }
+
+    /** The read-only store of a snapshot node's diff bitmaps: nothing is ever written. */
+    private record DiffBitmaps(List<StoredBitmap> loaded) implements PersistentBitmapStore {
+        @Override
+        public boolean readOnly() {
+            return true;
+        }
+
+        @Override
+        public void checkCanStore(String name, long granularity, List<String> alreadyPersistent)
+                throws BitmapStoreException {
+            throw new BitmapStoreException("Cannot store dirty bitmaps on an rbd snapshot");
+        }
+
+        @Override
+        public void remove(String name) throws IOException {
+            throw new IoError(Errno.EROFS, "an rbd snapshot's diff bitmaps cannot be removed");
+        }
+
+        @Override
+        public void store(List<StoredBitmap> bitmaps) {
+            // read-only: the node never stores
+        }
+    }
+
+    /** sizeof(QEMUSnapshotInfo.id_str): QEMU refuses rbd snapshot names that do not fit. */
+    private static final int SNAPSHOT_ID_BYTES = 128;
 
     @Override
     public Optional<jblockd.block.FormatSpecific> formatSpecific() {

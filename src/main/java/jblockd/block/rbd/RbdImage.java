@@ -15,6 +15,7 @@ import jblockd.block.Errno;
 import jblockd.block.IoError;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
@@ -205,6 +206,53 @@ final class RbdImage implements AutoCloseable {
         return out;
     }
 
+    /** One RBD snapshot: its name and the image size when it was taken. */
+    record Snap(String name, long size) {
+    }
+
+    /** rbd_snap_list, in librbd's order (snapshot id order, oldest first). */
+    List<Snap> snapshots() throws IoError {
+        int max = 16;
+        while (true) {
+            try (Arena a = Arena.ofConfined()) {
+                MemorySegment n = a.allocate(JAVA_INT);
+                n.set(JAVA_INT, 0, max);
+                MemorySegment tab = a.allocate(Librbd.SNAP_INFO_SIZE * max, 8);
+                int rc = call(() -> (int) lib.rbdSnapList.invokeExact(image, tab, n));
+                if (rc == -34) { // ERANGE: max_snaps now holds the count needed
+                    max = Math.max(max * 2, n.get(JAVA_INT, 0));
+                    continue;
+                }
+                check(rc, "error listing snapshots");
+                List<Snap> out = new ArrayList<>(rc);
+                for (int i = 0; i < rc; i++) {
+                    long base = i * Librbd.SNAP_INFO_SIZE;
+                    String name = tab.get(ADDRESS, base + Librbd.SNAP_INFO_NAME_OFFSET).reinterpret(Long.MAX_VALUE)
+                            .getString(0);
+                    out.add(new Snap(name, tab.get(JAVA_LONG, base + Librbd.SNAP_INFO_SIZE_OFFSET)));
+                }
+                call(() -> {
+                    lib.rbdSnapListEnd.invokeExact(tab);
+                    return 0;
+                });
+                return out;
+            }
+        }
+    }
+
+    /** rbd_snap_create: a crash-consistent view of the whole image, now (the caller has drained it). */
+    void createSnapshot(String name) throws IoError {
+        try (Arena a = Arena.ofConfined()) {
+            bare(call(() -> (int) lib.rbdSnapCreate.invokeExact(image, a.allocateFrom(name))));
+        }
+    }
+
+    void removeSnapshot(String name) throws IoError {
+        try (Arena a = Arena.ofConfined()) {
+            bare(call(() -> (int) lib.rbdSnapRemove.invokeExact(image, a.allocateFrom(name))));
+        }
+    }
+
     /** The diff upcall's target: collects extents; never lets anything escape into librbd. */
     private static final class DiffCollector {
         private final List<DiffExtent> out;
@@ -324,6 +372,14 @@ final class RbdImage implements AutoCloseable {
         if (rc < 0) {
             Errno e = Errno.fromCode((int) -rc);
             throw new IoError(e, what + ": " + strerror((int) -rc, e));
+        }
+    }
+
+    /** A failure whose message is strerror alone: the caller words it as QEMU does. */
+    private static void bare(int rc) throws IoError {
+        if (rc < 0) {
+            Errno e = Errno.fromCode(-rc);
+            throw new IoError(e, strerror(-rc, e));
         }
     }
 

@@ -158,7 +158,7 @@ class RbdQemuIT {
         assertThat(seen.jblockd()).contains("Images are identical.");
     }
 
-    private static String awaitEnd(QmpTestClient q, String job) throws Exception {
+    static String awaitEnd(QmpTestClient q, String job) throws Exception {
         while (true) {
             JsonNode ev = q.events().poll(120, java.util.concurrent.TimeUnit.SECONDS);
             if (ev == null) {
@@ -172,7 +172,7 @@ class RbdQemuIT {
         }
     }
 
-    private static void awaitReady(QmpTestClient q, String job) throws Exception {
+    static void awaitReady(QmpTestClient q, String job) throws Exception {
         while (true) {
             JsonNode ev = q.events().poll(120, java.util.concurrent.TimeUnit.SECONDS);
             if (ev == null) {
