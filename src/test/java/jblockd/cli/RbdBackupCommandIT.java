@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
@@ -50,16 +49,6 @@ class RbdBackupCommandIT {
         }
     }
 
-    private static Map<String, Object> rbd(String node, String image) {
-        Map<String, Object> m = new LinkedHashMap<>();
-        m.put("driver", "rbd");
-        m.put("node-name", node);
-        m.put("pool", "rbd");
-        m.put("image", image);
-        m.put("conf", ceph.conf().toString());
-        m.put("user", "admin");
-        return m;
-    }
 
     private static String at(String image, String snapshot) {
         return ceph.rbdName(image).replace(image + ":", image + "@" + snapshot + ":");
@@ -105,7 +94,7 @@ class RbdBackupCommandIT {
                 ceph.rbdName(img));
         try (NbdPeer p = NbdPeer.jblockd(dir)) {
             QmpTestClient q = p.qmp();
-            q.executeOk("blockdev-add", rbd("r0", img));
+            q.executeOk("blockdev-add", ceph.blockdevAdd("r0", img));
             q.executeOk("block-export-add", Map.of("type", "nbd", "id", "g", "node-name", "r0", "name", "g",
                     "writable", true));
             String nbd = "nbd+unix:///g?socket=" + p.dir().resolve("nbd.sock");
@@ -169,7 +158,7 @@ class RbdBackupCommandIT {
         ExternalTools.ok("qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 8M", ceph.rbdName(img));
         try (NbdPeer p = NbdPeer.qsd(dir)) {
             QmpTestClient q = p.qmp();
-            q.executeOk("blockdev-add", rbd("r0", img));
+            q.executeOk("blockdev-add", ceph.blockdevAdd("r0", img));
             q.executeOk("block-export-add", Map.of("type", "nbd", "id", "g", "node-name", "r0", "name", "g",
                     "writable", true));
             AtomicBoolean stop = new AtomicBoolean();
@@ -206,7 +195,7 @@ class RbdBackupCommandIT {
         ceph.rbd("snap", "create", "rbd/" + img + "@b");
         try (NbdPeer p = NbdPeer.jblockd(dir)) {
             QmpTestClient q = p.qmp();
-            Map<String, Object> o = rbd("sb", img);
+            Map<String, Object> o = ceph.blockdevAdd("sb", img);
             o.put("snapshot", "b");
             o.put("read-only", true);
             q.executeOk("blockdev-add", o);

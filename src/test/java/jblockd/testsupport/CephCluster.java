@@ -68,6 +68,23 @@ public final class CephCluster implements AutoCloseable {
         return "rbd:rbd/" + image + ":conf=" + conf + ":id=admin";
     }
 
+    /** blockdev-add arguments of an rbd node over pool rbd's {@code image}, as client.admin with this conf. */
+    public Map<String, Object> blockdevAdd(String node, String image) {
+        return blockdevAdd(node, image, conf);
+    }
+
+    /** The same with another conf file (one with extra settings for a test). */
+    public static Map<String, Object> blockdevAdd(String node, String image, Path confFile) {
+        Map<String, Object> m = new java.util.LinkedHashMap<>();
+        m.put("driver", "rbd");
+        m.put("node-name", node);
+        m.put("pool", "rbd");
+        m.put("image", image);
+        m.put("conf", confFile.toString());
+        m.put("user", "admin");
+        return m;
+    }
+
     /** {@code rbd create} of a new image of {@code bytes} in pool rbd. */
     public void createImage(String image, long bytes) throws IOException, InterruptedException {
         rbd("create", "--size", bytes + "B", "rbd/" + image);

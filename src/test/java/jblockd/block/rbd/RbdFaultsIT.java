@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
@@ -46,16 +45,6 @@ class RbdFaultsIT {
         }
     }
 
-    private static Map<String, Object> rbd(String node, String image, Path conf) {
-        Map<String, Object> m = new LinkedHashMap<>();
-        m.put("driver", "rbd");
-        m.put("node-name", node);
-        m.put("pool", "rbd");
-        m.put("image", image);
-        m.put("conf", conf.toString());
-        m.put("user", "admin");
-        return m;
-    }
 
     /** Waits until the job has copied something (it is mid-job), by polling query-block-jobs. */
     private static void awaitProgress(QmpTestClient q, String job) throws Exception {
@@ -89,7 +78,7 @@ class RbdFaultsIT {
         ExternalTools.ok("qemu-io", "-f", "raw", "-c", "write -P 0x6c 0 24M", ceph.rbdName(img));
         NbdPeer.Both<List<String>> seen = NbdPeer.qemuThenJblockd(dir, p -> {
             QmpTestClient q = p.qmp();
-            q.executeOk("blockdev-add", rbd("r0", img, ceph.conf()));
+            q.executeOk("blockdev-add", ceph.blockdevAdd("r0", img));
             Path target = p.dir().resolve("b.qcow2");
             q.executeOk("drive-backup", Map.of("job-id", "bk", "device", "r0", "target", target.toString(),
                     "format", "qcow2", "sync", "full", "speed", 4L << 20));
@@ -118,7 +107,7 @@ class RbdFaultsIT {
             ExternalTools.ok("qemu-io", "-f", "raw", "-c", "write -P 0x42 0 30M", local.toString());
             q.executeOk("blockdev-add", Map.of("driver", "raw", "node-name", "src",
                     "file", Map.of("driver", "file", "filename", local.toString())));
-            q.executeOk("blockdev-add", rbd("dst", img, ceph.conf()));
+            q.executeOk("blockdev-add", ceph.blockdevAdd("dst", img));
             q.executeOk("blockdev-mirror", Map.of("job-id", "m", "device", "src", "target", "dst", "sync", "full",
                     "on-target-error", "stop", "speed", 4L << 20));
             awaitProgress(q, "m");
@@ -143,7 +132,7 @@ class RbdFaultsIT {
             String img = "f-lock-" + p.name();
             ceph.createImage(img, 16L << 20);
             QmpTestClient q = p.qmp();
-            q.executeOk("blockdev-add", rbd("r0", img, ceph.conf()));
+            q.executeOk("blockdev-add", ceph.blockdevAdd("r0", img));
             q.executeOk("block-export-add", Map.of("type", "nbd", "id", "g", "node-name", "r0", "name", "g",
                     "writable", true));
             String nbd = "nbd+unix:///g?socket=" + p.dir().resolve("nbd.sock");
@@ -182,7 +171,7 @@ class RbdFaultsIT {
             q.executeOk("object-add", Map.of("qom-type", "secret", "id", "wrong", "data", other, "format", "base64"));
             q.executeOk("object-add", Map.of("qom-type", "secret", "id", "junk", "data", "not a key"));
             for (String secret : List.of("wrong", "junk")) {
-                Map<String, Object> o = rbd("k-" + secret, img, mountTimeout);
+                Map<String, Object> o = CephCluster.blockdevAdd("k-" + secret, img, mountTimeout);
                 o.put("key-secret", secret);
                 JsonNode r = q.execute("blockdev-add", o);
                 out.add(r.has("error") ? r.get("error").toString() : "added");

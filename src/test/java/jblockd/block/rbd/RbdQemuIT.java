@@ -46,16 +46,6 @@ class RbdQemuIT {
         }
     }
 
-    private static Map<String, Object> rbd(String node, String image) {
-        Map<String, Object> m = new LinkedHashMap<>();
-        m.put("driver", "rbd");
-        m.put("node-name", node);
-        m.put("pool", "rbd");
-        m.put("image", image);
-        m.put("conf", ceph.conf().toString());
-        m.put("user", "admin");
-        return m;
-    }
 
     private static String reply(QmpTestClient q, String cmd, Object args) throws Exception {
         JsonNode r = q.execute(cmd, args);
@@ -82,13 +72,13 @@ class RbdQemuIT {
         ceph.createImage("q-shape", 64L << 20);
         NbdPeer.Both<List<String>> seen = NbdPeer.qemuThenJblockd(dir, p -> {
             List<String> out = new ArrayList<>();
-            out.add(reply(p.qmp(), "blockdev-add", rbd("r0", "q-shape")));
+            out.add(reply(p.qmp(), "blockdev-add", ceph.blockdevAdd("r0", "q-shape")));
             out.add(shape(p.qmp(), "r0"));
-            out.add(reply(p.qmp(), "blockdev-add", rbd("r1", "nosuch")));
-            Map<String, Object> noPool = rbd("r2", "q-shape");
+            out.add(reply(p.qmp(), "blockdev-add", ceph.blockdevAdd("r1", "nosuch")));
+            Map<String, Object> noPool = ceph.blockdevAdd("r2", "q-shape");
             noPool.put("pool", "nopool");
             out.add(reply(p.qmp(), "blockdev-add", noPool));
-            Map<String, Object> badConf = rbd("r3", "q-shape");
+            Map<String, Object> badConf = ceph.blockdevAdd("r3", "q-shape");
             badConf.put("conf", "/nonexistent/ceph.conf");
             out.add(reply(p.qmp(), "blockdev-add", badConf));
             // monitors and the key as a secret object instead of a conf file
@@ -122,7 +112,7 @@ class RbdQemuIT {
             String tag = "r" + round[0]++;
             List<String> out = new ArrayList<>();
             QmpTestClient q = p.qmp();
-            q.executeOk("blockdev-add", rbd("src", "q-src"));
+            q.executeOk("blockdev-add", ceph.blockdevAdd("src", "q-src"));
             // backup from RBD into a local qcow2
             Path backup = p.dir().resolve("backup.qcow2");
             q.executeOk("drive-backup", Map.of("job-id", "bk", "device", "src", "target", backup.toString(),
@@ -145,7 +135,7 @@ class RbdQemuIT {
             ExternalTools.ok("qemu-io", "-f", "raw", "-c", "write -P 0x42 2M 5M", local.toString());
             q.executeOk("blockdev-add", Map.of("driver", "raw", "node-name", "local",
                     "file", Map.of("driver", "file", "filename", local.toString())));
-            q.executeOk("blockdev-add", rbd("dst", dst));
+            q.executeOk("blockdev-add", ceph.blockdevAdd("dst", dst));
             q.executeOk("blockdev-mirror", Map.of("job-id", "m", "device", "local", "target", "dst", "sync", "full"));
             awaitReady(q, "m");
             q.executeOk("block-job-complete", Map.of("device", "m"));

@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -48,16 +47,6 @@ class RbdSnapshotQemuIT {
         }
     }
 
-    static Map<String, Object> rbd(String node, String image) {
-        Map<String, Object> m = new LinkedHashMap<>();
-        m.put("driver", "rbd");
-        m.put("node-name", node);
-        m.put("pool", "rbd");
-        m.put("image", image);
-        m.put("conf", ceph.conf().toString());
-        m.put("user", "admin");
-        return m;
-    }
 
     private static final ObjectMapper SORTED = new ObjectMapper()
             .configure(SerializationFeature.ORDER_MAP_ENTRIES_BY_KEYS, true);
@@ -107,7 +96,7 @@ class RbdSnapshotQemuIT {
             fresh(img);
             QmpTestClient q = p.qmp();
             List<String> out = new ArrayList<>();
-            q.executeOk("blockdev-add", rbd("r0", img));
+            q.executeOk("blockdev-add", ceph.blockdevAdd("r0", img));
             q.executeOk("blockdev-add", Map.of("driver", "null-co", "node-name", "n0", "size", 64L << 20));
             out.add(reply(q, "blockdev-snapshot-internal-sync", take("nosuch", "s1")));
             out.add(reply(q, "blockdev-snapshot-internal-sync", take("n0", "s1")));
@@ -126,13 +115,13 @@ class RbdSnapshotQemuIT {
             out.add(reply(q, "blockdev-snapshot-internal-sync", take("r0", "s2")));
             out.add(snapshots(q, "r0"));
             // raw over rbd forwards to its file; the rbd node below is not a root
-            Map<String, Object> file = rbd("rf", img);
+            Map<String, Object> file = ceph.blockdevAdd("rf", img);
             q.executeOk("blockdev-add", Map.of("driver", "raw", "node-name", "w0", "file", file));
             out.add(reply(q, "blockdev-snapshot-internal-sync", take("rf", "s3")));
             out.add(reply(q, "blockdev-snapshot-internal-sync", take("w0", "s3")));
             out.add(snapshots(q, "w0"));
             // a snapshot node is read-only
-            Map<String, Object> at = rbd("r1", img);
+            Map<String, Object> at = ceph.blockdevAdd("r1", img);
             at.put("snapshot", "s1");
             at.put("read-only", true);
             q.executeOk("blockdev-add", at);
@@ -208,7 +197,7 @@ class RbdSnapshotQemuIT {
         NbdPeer.Both<List<String>> seen = NbdPeer.qemuThenJblockd(dir, p -> {
             fresh(img);
             QmpTestClient q = p.qmp();
-            q.executeOk("blockdev-add", rbd("r0", img));
+            q.executeOk("blockdev-add", ceph.blockdevAdd("r0", img));
             List<String> out = new ArrayList<>();
             out.add(reply(q, "transaction", Map.of("actions", List.of(
                     Map.of("type", "blockdev-snapshot-internal-sync", "data", take("r0", "a1")),
