@@ -148,6 +148,69 @@ class RbdQemuIT {
         assertThat(seen.jblockd()).contains("Images are identical.");
     }
 
+    /**
+     * RBD in the other roles, on both daemons: a mirror from RBD to a local image, and RBD as
+     * the backing file of a local qcow2 (an rbd: name in its header) that block-stream fills
+     * and that block-commit then writes back into RBD.
+     */
+    @Test
+    void rbdAsMirrorSourceAndAsABackingFile() throws Exception {
+        int[] round = {0};
+        NbdPeer.Both<List<String>> seen = NbdPeer.qemuThenJblockd(dir, p -> {
+            String base = "q-base-" + round[0]++;
+            ceph.createImage(base, 16L << 20);
+            ExternalTools.ok("qemu-io", "-f", "raw", "-c", "write -P 0x61 0 2M", "-c", "write -P 0x62 9M 1M",
+                    ceph.rbdName(base));
+            List<String> out = new ArrayList<>();
+            QmpTestClient q = p.qmp();
+            // RBD -> local mirror, pivoted
+            q.executeOk("blockdev-add", ceph.blockdevAdd("src", base));
+            Path local = p.dir().resolve("mirror.raw");
+            q.executeOk("drive-mirror", Map.of("job-id", "m", "device", "src", "target", local.toString(),
+                    "format", "raw", "sync", "full"));
+            awaitReady(q, "m");
+            q.executeOk("block-job-cancel", Map.of("device", "m"));
+            out.add(awaitEnd(q, "m"));
+            out.add(ExternalTools.ok("qemu-img", "compare", "-U", "-f", "raw", "-F", "raw", ceph.rbdName(base),
+                    local.toString()).strip());
+            q.executeOk("blockdev-del", Map.of("node-name", "src"));
+            // a local overlay over RBD: the guest writes on top, stream pulls the base in
+            Path top = p.dir().resolve("top.qcow2");
+            ExternalTools.ok("qemu-img", "create", "-f", "qcow2", "-b", ceph.rbdName(base), "-F", "raw",
+                    top.toString());
+            ExternalTools.ok("qemu-io", "-f", "qcow2", "-c", "write -P 0x63 1M 1M", top.toString());
+            q.executeOk("blockdev-add", Map.of("driver", "qcow2", "node-name", "top",
+                    "file", Map.of("driver", "file", "filename", top.toString())));
+            q.executeOk("block-stream", Map.of("job-id", "s", "device", "top"));
+            out.add(awaitEnd(q, "s"));
+            q.executeOk("blockdev-del", Map.of("node-name", "top"));
+            out.add(ExternalTools.ok("qemu-img", "info", "-U", top.toString()).contains("backing file") ? "backed"
+                    : "standalone");
+            ExternalTools.ok("qemu-io", "-f", "qcow2", "-r", "-c", "read -P 0x61 0 1M", "-c", "read -P 0x63 1M 1M",
+                    "-c", "read -P 0x62 9M 1M", top.toString());
+            // and a commit into RBD: a new overlay over the base node, committed down (over a base
+            // opened from the overlay's rbd: name, QEMU 7.2's commit cannot reopen it writable:
+            // 'A block device must be specified for "file"')
+            Path top2 = p.dir().resolve("top2.qcow2");
+            ExternalTools.ok("qemu-img", "create", "-f", "qcow2", "-b", ceph.rbdName(base), "-F", "raw",
+                    top2.toString());
+            ExternalTools.ok("qemu-io", "-f", "qcow2", "-c", "write -P 0x64 12M 1M", top2.toString());
+            q.executeOk("blockdev-add", ceph.blockdevAdd("b2", base));
+            q.executeOk("blockdev-add", Map.of("driver", "qcow2", "node-name", "top2", "backing", "b2",
+                    "file", Map.of("driver", "file", "filename", top2.toString())));
+            q.executeOk("block-commit", Map.of("job-id", "c", "device", "top2"));
+            awaitReady(q, "c");
+            q.executeOk("block-job-complete", Map.of("device", "c"));
+            out.add(awaitEnd(q, "c"));
+            q.executeOk("blockdev-del", Map.of("node-name", "top2"));
+            ExternalTools.ok("qemu-io", "-f", "raw", "-r", "-c", "read -P 0x64 12M 1M", "-c", "read -P 0x61 0 1M",
+                    ceph.rbdName(base));
+            return out;
+        });
+        assertThat(seen.jblockd()).containsExactlyElementsOf(seen.qemu());
+        assertThat(seen.jblockd()).contains("Images are identical.", "standalone");
+    }
+
     static String awaitEnd(QmpTestClient q, String job) throws Exception {
         while (true) {
             JsonNode ev = q.events().poll(120, java.util.concurrent.TimeUnit.SECONDS);
