@@ -485,12 +485,22 @@ public final class NbdCommands implements CommandGroup {
         if (a.mode() != null && !hard && !"safe".equals(a.mode())) {
             throw QmpError.generic("Parameter 'mode' does not accept value '" + a.mode() + "'");
         }
-        if (!hard && server.clientCount(e) > 0) {
+        if (!hard && clientsStaying(e) > 0) {
             throw QmpError.generic("export '" + a.id() + "' still in use");
         }
         server.removeExport(e, hard);
         forget(e);
         return null;
+    }
+
+    /** Clients of {@code e} once those that already hung up have gone (up to a second, see NbdServer). */
+    private int clientsStaying(NbdExport e) throws QmpError {
+        try {
+            return server.clientCountAfter(e, java.time.Duration.ofSeconds(1));
+        } catch (InterruptedException ie) {
+            Thread.currentThread().interrupt();
+            throw QmpError.generic("interrupted");
+        }
     }
 
     synchronized Object nbdServerStop() throws QmpError {

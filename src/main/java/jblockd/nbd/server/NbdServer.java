@@ -156,6 +156,9 @@ public final class NbdServer {
                         if (slots != null) {
                             slots.release();
                         }
+                        synchronized (departures) {
+                            departures.notifyAll();
+                        }
                     }
                 });
             } catch (InterruptedException e) {
@@ -243,6 +246,29 @@ public final class NbdServer {
     /** Number of clients attached to the export (QEMU's refcount - 1). */
     public int clientCount(NbdExport export) {
         return export.connections().size();
+    }
+
+    /** Signalled whenever a connection has ended (see {@link #clientCountAfter}). */
+    private final Object departures = new Object();
+
+    /**
+     * The clients attached to the export once those already leaving have gone, waiting at most
+     * {@code grace}: a client that hung up just before (its connection thread has not yet run
+     * to see the end) is not in use. QEMU's single event loop sees such a hang-up before the
+     * next QMP command by the order it polls in; jblockd's connection threads need the wait.
+     */
+    public int clientCountAfter(NbdExport export, java.time.Duration grace) throws InterruptedException {
+        long deadline = System.nanoTime() + grace.toNanos();
+        synchronized (departures) {
+            while (true) {
+                int n = export.connections().size();
+                long left = deadline - System.nanoTime();
+                if (n == 0 || left <= 0) {
+                    return n;
+                }
+                departures.wait(Math.max(1, left / 1_000_000));
+            }
+        }
     }
 
     /**
