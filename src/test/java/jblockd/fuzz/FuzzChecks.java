@@ -34,20 +34,14 @@ final class FuzzChecks {
 
     /**
      * Runs {@code work} on a fresh thread and returns its result; fails (with the stuck thread's
-     * stack) if it takes longer than {@link #TIME_BOUND}, and fails if that thread allocated
-     * more than {@code 64 * inputLength + ALLOCATION_SLACK} bytes. Exceptions of {@code work}
+     * stack) if it takes longer than {@link #TIME_BOUND}, and fails if the process (every
+     * thread: server connections and client reader threads too) allocated more than
+     * {@code 64 * inputLength + ALLOCATION_SLACK} bytes meanwhile. Exceptions of {@code work}
      * propagate unchanged.
      */
     static <T> T bounded(int inputLength, Callable<T> work) throws Exception {
-        long[] allocated = new long[1];
-        FutureTask<T> task = new FutureTask<>(() -> {
-            long before = THREADS.getCurrentThreadAllocatedBytes();
-            try {
-                return work.call();
-            } finally {
-                allocated[0] = THREADS.getCurrentThreadAllocatedBytes() - before;
-            }
-        });
+        long before = THREADS.getTotalThreadAllocatedBytes();
+        FutureTask<T> task = new FutureTask<>(work);
         Thread t = Thread.ofPlatform().daemon(true).name("fuzz-input").start(task);
         T result;
         try {
@@ -67,7 +61,7 @@ final class FuzzChecks {
             throw e;
         }
         t.join();
-        assertThat(allocated[0])
+        assertThat(THREADS.getTotalThreadAllocatedBytes() - before)
                 .as("bytes allocated for a %d-byte input", inputLength)
                 .isLessThanOrEqualTo(64L * inputLength + ALLOCATION_SLACK);
         return result;
