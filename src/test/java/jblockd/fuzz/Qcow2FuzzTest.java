@@ -32,8 +32,9 @@ import jblockd.testsupport.ExternalTools;
  * Invariants per input: open and every request end in a result or an IoError with an errno and
  * a message; close either works or fails with an IoError; the process allocates no more than
  * the input can justify (a table size or offset from the header is checked before a buffer
- * exists); bounded time; and an image that {@code qemu-img check} found clean before is still
- * clean after jblockd wrote it. qemu-img is slow next to an input, so while fuzzing that check
+ * exists); bounded time; and an image that {@code qemu-img check} found clean before has no
+ * corruption after jblockd wrote it (leaked clusters are tolerated, as QEMU leaves some too).
+ * qemu-img is slow next to an input, so while fuzzing that check
  * runs on every 16th input; in regression mode on every input. Seeds: images made by
  * qemu-img 7.2 (v2 and v3, cluster sizes 512 B to 16 KiB, refcount widths, lazy refcounts,
  * compressed zlib and zstd clusters, internal snapshots, persistent bitmaps, a backing file
@@ -66,9 +67,11 @@ class Qcow2FuzzTest {
         boolean cleanBefore = check && qemuImgCheck(img).exit() == 0;
         FuzzChecks.bounded(input.length, () -> openReadWrite(img));
         if (cleanBefore) {
+            // exit 3 is leaked clusters only: QEMU 7.2 leaks on some clean images too (the
+            // reproducer v2-leaks-like-qemu: qemu-io's same requests leave the same two leaks)
             ExternalTools.Result after = qemuImgCheck(img);
             assertThat(after.exit()).as("qemu-img check after jblockd wrote a clean image:\n%s", after.out())
-                    .isZero();
+                    .isIn(0, 3);
         }
     }
 
