@@ -247,6 +247,17 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
         if (m.contains("was expecting comma to separate Array")) {
             return "JSON parse error, expected separator in list";
         }
+        int ctrl = m.indexOf("(CTRL-CHAR, code ");
+        if (ctrl >= 0) {
+            // json-lexer.c: a control character is a stray byte of its own
+            int start = ctrl + "(CTRL-CHAR, code ".length();
+            int end = m.indexOf(')', start);
+            try {
+                return "JSON parse error, stray '" + (char) Integer.parseInt(m.substring(start, end)) + "'";
+            } catch (NumberFormatException | StringIndexOutOfBoundsException ignored) {
+                return "JSON parse error, expecting value";
+            }
+        }
         if (m.contains("Unexpected end-of-input") || m.contains("end-of-input")) {
             return "JSON parse error, premature EOI";
         }
