@@ -46,4 +46,12 @@ class QmpJsonParseTest {
         IOException e = org.junit.jupiter.api.Assertions.assertThrows(IOException.class, () -> json.parse(hex("00")));
         assertThat(QmpSession.parseErrorDesc(e)).isEqualTo("JSON parse error, stray '\u0000'");
     }
+
+    @Test
+    void nonAsciiOutsideAStringIsAStrayReplacementCharacterAsInQemu() {
+        for (String h : new String[] {"efbbbf", "c3a9"}) { // a UTF-8 BOM, an e acute
+            IOException e = org.junit.jupiter.api.Assertions.assertThrows(IOException.class, () -> json.parse(hex(h)));
+            assertThat(QmpSession.parseErrorDesc(e)).isEqualTo("JSON parse error, stray '\uFFFD'");
+        }
+    }
 }
