@@ -87,8 +87,12 @@ public final class KeyvalParser {
         ObjectNode cur = root;
         for (int p = 0; p < parts.length; p++) {
             String part = parts[p];
-            if (part.isEmpty() || !part.chars().allMatch(c -> Character.isLetterOrDigit(c) || c == '-' || c == '_')) {
+            // util/keyval.c: the first fragment is a QAPI name, later ones a name or a list index
+            if (!(qapiName(part) || (p > 0 && isIndex(part)))) {
                 throw new KeyvalException("Invalid parameter '" + key + "'");
+            }
+            if (part.length() > MAX_FRAGMENT) {
+                throw new KeyvalException("Parameter '" + key + "' is too long");
             }
             boolean last = p == parts.length - 1;
             JsonNode existing = cur.get(part);
@@ -113,18 +117,44 @@ public final class KeyvalParser {
         }
     }
 
-    /** util/keyval.c keyval_listify(): objects keyed 0..n-1 become arrays. */
+    /** util/keyval.c's key_in_cur[128]: a longer key fragment is refused. */
+    private static final int MAX_FRAGMENT = 127;
+
+    /** qapi-util.c parse_qapi_name(): an ASCII letter, then letters, digits, '-' and '_'. */
+    private static boolean qapiName(String s) {
+        if (s.isEmpty() || !asciiLetter(s.charAt(0))) {
+            return false;
+        }
+        return s.chars().allMatch(c -> asciiLetter(c) || (c >= '0' && c <= '9') || c == '-' || c == '_');
+    }
+
+    private static boolean isIndex(String s) {
+        return !s.isEmpty() && s.chars().allMatch(c -> c >= '0' && c <= '9');
+    }
+
+    private static boolean asciiLetter(int c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    }
+
+    /**
+     * util/keyval.c keyval_listify(): objects keyed 0..n-1 become arrays. The root is never a
+     * list (its keys are names, see put), so the result of parse is always an object.
+     */
     private static JsonNode listify(JsonNode node, String path) throws KeyvalException {
         if (!node.isObject()) {
             return node;
         }
         ObjectNode obj = (ObjectNode) node;
-        boolean allIndexes = !obj.isEmpty();
+        int indexes = 0;
         for (Iterator<String> it = obj.fieldNames(); it.hasNext(); ) {
-            if (!it.next().chars().allMatch(Character::isDigit)) {
-                allIndexes = false;
+            if (isIndex(it.next())) {
+                indexes++;
             }
         }
+        if (indexes > 0 && indexes < obj.size()) {
+            throw new KeyvalException("Parameters '" + path + ".*' used inconsistently");
+        }
+        boolean allIndexes = indexes > 0;
         ObjectNode out = NF.objectNode();
         for (Map.Entry<String, JsonNode> e : obj.properties()) {
             out.set(e.getKey(), listify(e.getValue(), path.isEmpty() ? e.getKey() : path + "." + e.getKey()));
@@ -136,7 +166,7 @@ public final class KeyvalParser {
         for (int i = 0; i < out.size(); i++) {
             JsonNode el = out.get(Integer.toString(i));
             if (el == null) {
-                throw new KeyvalException("Parameter '" + (path.isEmpty() ? "" : path + ".") + i + "' is missing");
+                throw new KeyvalException("Parameter '" + (path.isEmpty() ? "" : path + ".") + i + "' missing");
             }
             arr.add(el);
         }

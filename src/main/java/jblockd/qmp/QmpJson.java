@@ -1,9 +1,11 @@
 package jblockd.qmp;
 
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
 
 import com.fasterxml.jackson.core.JsonFactory;
 import com.fasterxml.jackson.core.JsonGenerator;
+import com.fasterxml.jackson.core.JsonParseException;
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.StreamReadConstraints;
 import com.fasterxml.jackson.core.StreamReadFeature;
@@ -111,10 +113,20 @@ public final class QmpJson {
         }
     }
 
-    /** Parses one complete JSON text (from the framer). */
+    /**
+     * Parses one complete JSON text (from the framer). The bytes are UTF-8, always: Jackson's
+     * byte parser would detect UTF-16/32 from NUL bytes and a BOM ({@code 00 00 00 31} parsed
+     * as the number 1, a UTF-16LE object as a command, {@code 00 00 fe ff} as no value at all;
+     * found by QmpFuzzTest), where QEMU's json-lexer.c sees stray bytes. Malformed UTF-8 becomes
+     * U+FFFD and a parse error. Never returns null.
+     */
     public JsonNode parse(byte[] text) throws IOException {
-        try (JsonParser p = factory.createParser(text)) {
-            return mapper.readTree(p);
+        try (JsonParser p = factory.createParser(new String(text, StandardCharsets.UTF_8).toCharArray())) {
+            JsonNode n = mapper.readTree(p);
+            if (n == null || n.isMissingNode()) {
+                throw new JsonParseException(p, "Unexpected end-of-input: no JSON value");
+            }
+            return n;
         }
     }
 

@@ -236,6 +236,9 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
         if (tok >= 0) {
             int start = tok + "Unrecognized token '".length();
             int end = m.indexOf('\'', start);
+            if (start < m.length() && m.charAt(start) > 0x7e) {
+                return "JSON parse error, stray '\uFFFD'"; // as below: a non-ASCII byte
+            }
             return "JSON parse error, invalid keyword '" + m.substring(start, end < 0 ? m.length() : end) + "'";
         }
         if (m.contains("was expecting a colon")) {
@@ -246,6 +249,17 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
         }
         if (m.contains("was expecting comma to separate Array")) {
             return "JSON parse error, expected separator in list";
+        }
+        int ctrl = m.indexOf("(CTRL-CHAR, code ");
+        if (ctrl >= 0) {
+            // json-lexer.c: a control character is a stray byte of its own
+            int start = ctrl + "(CTRL-CHAR, code ".length();
+            int end = m.indexOf(')', start);
+            try {
+                return "JSON parse error, stray '" + (char) Integer.parseInt(m.substring(start, end)) + "'";
+            } catch (NumberFormatException | StringIndexOutOfBoundsException ignored) {
+                return "JSON parse error, expecting value";
+            }
         }
         if (m.contains("Unexpected end-of-input") || m.contains("end-of-input")) {
             return "JSON parse error, premature EOI";
@@ -259,7 +273,9 @@ final class QmpSession implements EventFanout.Subscriber, CommandContext.Negotia
             if (m.contains("was expecting double-quote to start field name")) {
                 return "JSON parse error, key is not a string in object";
             }
-            return "JSON parse error, stray '" + c + "'";
+            // json-lexer.c reads bytes: any non-ASCII character outside a string is a stray
+            // byte, shown as U+FFFD (qemu-storage-daemon 7.2, for a UTF-8 BOM or an 'é')
+            return "JSON parse error, stray '" + (c > 0x7e ? '\uFFFD' : c) + "'";
         }
         return "JSON parse error, expecting value";
     }

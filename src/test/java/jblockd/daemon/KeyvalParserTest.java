@@ -23,6 +23,22 @@ class KeyvalParserTest {
                 .hasMessage("Expected '=' after parameter 'nbd'");
         assertThatThrownBy(() -> KeyvalParser.parse("a=1,a=2", null)).hasMessageContaining("'a'");
         assertThatThrownBy(() -> KeyvalParser.parse("a=1,a.b=2", null)).hasMessageContaining("a");
-        assertThatThrownBy(() -> KeyvalParser.parse("l.0=a,l.2=b", null)).hasMessage("Parameter 'l.1' is missing");
+        assertThatThrownBy(() -> KeyvalParser.parse("l.0=a,l.2=b", null)).hasMessage("Parameter 'l.1' missing");
+    }
+
+    /** QEMU 7.2's texts (qemu-storage-daemon --blockdev KEYVAL) for keys keyval.c refuses. */
+    @Test
+    void keyFragmentsFollowQemu() {
+        // a root key that is a list index made the root an array (found by KeyvalFuzzTest)
+        assertThatThrownBy(() -> KeyvalParser.parse("0=j", null)).hasMessage("Invalid parameter '0'");
+        assertThatThrownBy(() -> KeyvalParser.parse("0a=1", null)).hasMessage("Invalid parameter '0a'");
+        assertThatThrownBy(() -> KeyvalParser.parse("a.0b=x", null)).hasMessage("Invalid parameter 'a.0b'");
+        assertThatThrownBy(() -> KeyvalParser.parse("_a=1", null)).hasMessage("Invalid parameter '_a'");
+        assertThatThrownBy(() -> KeyvalParser.parse("\u00e9=1", null)).hasMessage("Invalid parameter '\u00e9'");
+        assertThatThrownBy(() -> KeyvalParser.parse("a.0=x,a.x=1", null))
+                .hasMessage("Parameters 'a.*' used inconsistently");
+        String longKey = "a".repeat(128);
+        assertThatThrownBy(() -> KeyvalParser.parse(longKey + "=1", null))
+                .hasMessage("Parameter '" + longKey + "' is too long");
     }
 }

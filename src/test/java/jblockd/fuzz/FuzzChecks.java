@@ -1,0 +1,98 @@
+package jblockd.fuzz;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.lang.management.ManagementFactory;
+import java.time.Duration;
+import java.util.Arrays;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.FutureTask;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+/**
+ * The invariants every fuzz target asserts besides "a clear error or a result" (issue 18):
+ * a time bound per input, and no allocation proportional to a length field that was not
+ * checked first. Stateless; the bounds are deliberately loose (a shared 2-core machine), they
+ * catch hangs and gigabyte allocations, not slowness.
+ */
+final class FuzzChecks {
+    /** Longest any single input may take before it counts as a hang. */
+    static final Duration TIME_BOUND = Duration.ofSeconds(10);
+    /**
+     * Bytes one input may make the process allocate beyond a fixed multiple of its size: a few
+     * request buffers plus the fuzzer's own hooks (an 8 KiB qcow2 input that allocates 150 KiB
+     * in regression mode once measured 101 MiB while fuzzing), never a buffer sized by a 32- or
+     * 64-bit field from the input, which the 1 GiB heap of bin/fuzz turns into an
+     * OutOfMemoryError anyway.
+     */
+    static final long ALLOCATION_SLACK = 256L << 20;
+
+    private static final java.lang.management.ClassLoadingMXBean CLASSES = ManagementFactory.getClassLoadingMXBean();
+    private static final com.sun.management.ThreadMXBean THREADS =
+            (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+
+    private FuzzChecks() {
+    }
+
+    /**
+     * Runs {@code work} on a fresh thread and returns its result; fails (with the stuck thread's
+     * stack) if it takes longer than {@link #TIME_BOUND}, and fails if the process (every
+     * thread: server connections and client reader threads too) allocated more than
+     * {@code 64 * inputLength + ALLOCATION_SLACK} bytes meanwhile. Exceptions of {@code work}
+     * propagate unchanged.
+     */
+    static <T> T bounded(int inputLength, Callable<T> work) throws Exception {
+        long classesBefore = CLASSES.getTotalLoadedClassCount();
+        long before = THREADS.getTotalThreadAllocatedBytes();
+        FutureTask<T> task = new FutureTask<>(work);
+        Thread t = Thread.ofPlatform().daemon(true).name("fuzz-input").start(task);
+        T result;
+        try {
+            result = task.get(TIME_BOUND.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (TimeoutException e) {
+            AssertionError hang = new AssertionError("input not handled within " + TIME_BOUND
+                    + "; stuck at:\n" + stack(t));
+            t.interrupt();
+            throw hang;
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof Exception ex) {
+                throw ex;
+            }
+            if (e.getCause() instanceof Error err) {
+                throw err;
+            }
+            throw e;
+        }
+        t.join();
+        long allocated = THREADS.getTotalThreadAllocatedBytes() - before;
+        if (CLASSES.getTotalLoadedClassCount() != classesBefore) {
+            // first use of a code path: loading and (while fuzzing) instrumenting classes
+            // allocates hundreds of MiB that the input did not cause
+            return result;
+        }
+        assertThat(allocated)
+                .as("bytes allocated for a %d-byte input", inputLength)
+                .isLessThanOrEqualTo(64L * inputLength + ALLOCATION_SLACK);
+        return result;
+    }
+
+    /** {@link #bounded(int, Callable)} for work without a result. */
+    static void bounded(int inputLength, ThrowingRunnable work) throws Exception {
+        bounded(inputLength, () -> {
+            work.run();
+            return null;
+        });
+    }
+
+    interface ThrowingRunnable {
+        void run() throws Exception;
+    }
+
+    private static String stack(Thread t) {
+        StringBuilder sb = new StringBuilder();
+        Arrays.stream(t.getStackTrace()).forEach(f -> sb.append("    at ").append(f).append('\n'));
+        return sb.toString();
+    }
+}
