@@ -243,16 +243,11 @@ public final class NbdServer {
         return List.copyOf(exportsByName.values());
     }
 
-    /** Number of clients attached to the export (QEMU's refcount - 1). */
-    public int clientCount(NbdExport export) {
-        return export.connections().size();
-    }
-
     /** Signalled whenever a connection has ended (see {@link #clientCountAfter}). */
     private final Object departures = new Object();
 
     /**
-     * The clients attached to the export once those already leaving have gone, waiting at most
+     * The clients attached to the export (QEMU's refcount - 1) once those already leaving have gone, waiting at most
      * {@code grace}: a client that hung up just before (its connection thread has not yet run
      * to see the end) is not in use. QEMU's single event loop sees such a hang-up before the
      * next QMP command by the order it polls in; jblockd's connection threads need the wait.
