@@ -72,6 +72,14 @@ final class BackupAction implements TransactionAction {
      * default), so no more than 64 copies do I/O at once there either (README: differences).
      */
     static final int MAX_WORKERS = 64;
+    /**
+     * x-perf.cbw-buffer-size when not given (jblockd's, docs/backup.md): old data of up to 64 MiB
+     * of guest writes waits in memory for a slow target instead of the guest waiting. As much as
+     * the copies in flight of one job may hold, so a backup's memory stays within twice that.
+     */
+    static final long DEFAULT_CBW_BUFFER = 64L << 20;
+    /** The largest x-perf.cbw-buffer-size: direct memory the JVM must be able to give. */
+    static final long MAX_CBW_BUFFER = 16L << 30;
 
     /** The arguments both commands share once the target node is known. */
     private record Common(String jobId, MirrorSyncMode sync, long speed, boolean compress,
@@ -259,6 +267,19 @@ final class BackupAction implements TransactionAction {
         int cluster = Math.max(MIN_CLUSTER, target.driver().clusterSize());
         int chunk = BlockCopy.MAX_CHUNK;
         int workers = DEFAULT_WORKERS;
+        Long cbwBuffer = c.xPerf() == null ? null : c.xPerf().cbwBufferSize();
+        if (cbwBuffer != null && (cbwBuffer < 0 || cbwBuffer > MAX_CBW_BUFFER)) {
+            throw QmpError.generic("cbw-buffer-size must be between 0 and " + MAX_CBW_BUFFER);
+        }
+        // sync=none is fleecing: a reader of the target (or of its snapshot) reads what is not
+        // copied from the source, so old data must be on the target before the guest write goes on
+        boolean fleecing = c.sync() == MirrorSyncMode.NONE || BackupGraph.readsThrough(target, source);
+        if (fleecing && cbwBuffer != null && cbwBuffer > 0) {
+            throw QmpError.generic("cbw-buffer-size needs a target that does not read through to the source "
+                    + "(sync=none, or the source in the target's backing chain): its copy-before-write "
+                    + "writes the target before the guest write");
+        }
+        long saveBytes = fleecing ? 0 : cbwBuffer != null ? cbwBuffer : DEFAULT_CBW_BUFFER;
         if (c.xPerf() != null) {
             Long mw = c.xPerf().maxWorkers();
             if (mw != null) {
@@ -303,7 +324,7 @@ final class BackupAction implements TransactionAction {
                 throw QmpError.generic(e.getMessage());
             }
         }
-        BlockCopy copy = new BlockCopy(source, target, len, cluster, chunk, workers, fresh);
+        BlockCopy copy = new BlockCopy(source, target, len, cluster, chunk, workers, fresh, saveBytes);
         if (copiesBitmap) {
             copy.restrictTo(c.bitmap().bits());
         }

@@ -24,7 +24,8 @@ import jblockd.qmp.CommandRegistry;
  */
 public final class BackupCommands implements CommandGroup {
 
-    public record BackupPerf(Boolean useCopyRange, Long maxWorkers, Long maxChunk) {
+    /** x-perf; {@code cbwBufferSize} is jblockd's (BackupAction.DEFAULT_CBW_BUFFER). */
+    public record BackupPerf(Boolean useCopyRange, Long maxWorkers, Long maxChunk, Long cbwBufferSize) {
     }
 
     public record DriveBackupArgs(String jobId, String device, String target, String format, MirrorSyncMode sync,

@@ -5,6 +5,7 @@ import java.util.List;
 
 import com.fasterxml.jackson.annotation.JsonInclude;
 
+import jblockd.job.BufferUse;
 import jblockd.job.Job;
 import jblockd.job.JobInfo;
 import jblockd.job.JobRegistry;
@@ -37,14 +38,17 @@ public final class JobCommands implements CommandGroup {
     public record IdArg(String id) {
     }
 
-    /** BlockJobInfo, members in QEMU 7.2's order (reference/jobs.md §7). */
+    /**
+     * BlockJobInfo, members in QEMU 7.2's order (reference/jobs.md §7), and jblockd's
+     * {@code x-cbw-buffer} last: a backup's copy-before-write save buffer (docs/backup.md).
+     */
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record BlockJobInfo(boolean autoFinalize, IoStatus ioStatus, String device, boolean autoDismiss,
                                boolean busy, long len, long offset, JobStatus status, boolean paused,
-                               long speed, boolean ready, JobType type, String error) {
+                               long speed, boolean ready, JobType type, String error, BufferUse xCbwBuffer) {
         static BlockJobInfo of(JobInfo i) {
             return new BlockJobInfo(i.autoFinalize(), i.ioStatus(), i.id(), i.autoDismiss(), i.busy(), i.len(),
-                    i.offset(), i.status(), i.paused(), i.speed(), i.ready(), i.type(), i.error());
+                    i.offset(), i.status(), i.paused(), i.speed(), i.ready(), i.type(), i.error(), i.buffer());
         }
     }
 

@@ -153,13 +153,15 @@ public final class Job {
 
     /** A consistent snapshot for query-block-jobs / query-jobs. */
     public JobInfo info() {
+        // the driver's own lock, taken before and apart from the job's (no order between them)
+        BufferUse buffer = driver.bufferUse();
         lock.lock();
         try {
             boolean paused = pauseCount > 0 && quiescedLocked();
             boolean busy = started && !paused && sleeping == 0
                     && (status == JobStatus.RUNNING || status == JobStatus.READY);
             return new JobInfo(id, driver.type(), status, len, offset, limiter.speed(), busy, paused,
-                    ioStatus, autoFinalize, autoDismiss, errorText);
+                    ioStatus, autoFinalize, autoDismiss, errorText, buffer);
         } finally {
             lock.unlock();
         }

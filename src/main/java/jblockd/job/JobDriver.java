@@ -75,6 +75,14 @@ public interface JobDriver {
     default void clean() {
     }
 
+    /**
+     * A bounded buffer the job holds data in, for query-block-jobs ({@code x-cbw-buffer}: a
+     * backup's save buffer); null when it has none.
+     */
+    default BufferUse bufferUse() {
+        return null;
+    }
+
     /** True when the job type has a complete operation (mirror, active commit). */
     default boolean canComplete() {
         return false;

@@ -2,9 +2,12 @@ package jblockd.block.cbw;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.LongConsumer;
@@ -34,9 +37,21 @@ import jblockd.qapi.IoOperation;
  * zeroes, are not written as data: skipped when the target is known to read as zeroes
  * ({@code targetReadsZero}: a freshly created image without backing file), otherwise written
  * as write-zeroes with unmap allowed. A raw target stays sparse.
+ *
+ * <h2>The save buffer: copy-before-write that does not wait on the target (issue 17)</h2>
+ * With a save bound ({@code saveBytes > 0}), a guest's copy-before-write reads the old data of its
+ * clusters from the source into a buffer of its own and returns: the guest write goes on at once,
+ * and a drainer ({@link #drainOne}, run by the backup job) writes the buffer to the target later,
+ * oldest first. Such clusters are <em>saved</em>: neither dirty (nobody copies them again) nor in
+ * flight (nobody waits for them), so a range's old data still reaches the target exactly once. When
+ * the bound is used up, a copy-before-write copies synchronously as without a buffer (counted as a
+ * fallback): old data is never dropped to make room. A saved entry whose write fails stays held and
+ * the failure waits in {@link #drainError} for the job's on-target-error policy; no drain is tried
+ * again until {@link #retryDrains}. The snapshot view reads saved clusters from the buffer
+ * ({@link #readSaved}), since the target does not hold them yet.
  * <p>
  * Thread-safe. Buffers: at most {@link #MAX_CHUNK} bytes per request, sized to it, with the bytes
- * in flight bounded ({@link CopyBuffers}).
+ * in flight bounded ({@link CopyBuffers}); the save buffer is a second bounded pool.
  */
 public final class BlockCopy {
     /** One copy request reads and writes at most 1 MiB (QEMU block-copy without offload). */
@@ -76,6 +91,17 @@ public final class BlockCopy {
     public record Claim(long first, int count) {
     }
 
+    /**
+     * The save buffer's use: its bound and the bytes held now (bytes), the copy-before-writes
+     * that were saved and those that found it full and copied synchronously (counts).
+     */
+    public record SaveUse(long size, long used, long saves, long fallbacks) {
+    }
+
+    /** Old data of a claim, read from the source, not yet on the target ({@code data}: position 0, limit the claim's bytes). */
+    private record Saved(Claim claim, ByteBuffer data) {
+    }
+
     private final BlockNode source;
     private final BlockNode target;
     private final long length;
@@ -93,6 +119,24 @@ public final class BlockCopy {
     private final ByteBuffer zeroes = ByteBuffer.allocateDirect(64 * 1024);
     private final java.util.concurrent.atomic.AtomicLong writtenSinceHint = new java.util.concurrent.atomic.AtomicLong();
 
+    /** The save buffer's pool; null when copy-before-writes copy synchronously. */
+    private final CopyBuffers saveBuffers;
+    /** Saved entries not being drained, oldest first. */
+    private final ArrayDeque<Saved> saveQueue = new ArrayDeque<>();
+    /** Every entry held (queued or being drained), by first cluster. */
+    private final TreeMap<Integer, Saved> savedByCluster = new TreeMap<>();
+    /** Clusters whose old data is held in the save buffer. */
+    private final BitSet saved = new BitSet();
+    private long savedBytes;
+    private long saves;
+    private long fallbacks;
+    /** Entries being written to the target now. */
+    private int draining;
+    /** The failed drain the job has not dealt with yet; no drain runs meanwhile. */
+    private CopyError drainError;
+    /** Set once by {@link #stopDrains}; read without the lock by copy-before-writes. */
+    private volatile boolean drainsStopped;
+
     /**
      * @param clusterSize     copy granularity (backup: max(64 KiB, target cluster size))
      * @param chunk           maximum bytes per request (a multiple of clusterSize, ≤ 1 MiB)
@@ -101,6 +145,18 @@ public final class BlockCopy {
      */
     public BlockCopy(BlockNode source, BlockNode target, long length, int clusterSize, int chunk,
                      int maxBuffers, boolean targetReadsZero) {
+        this(source, target, length, clusterSize, chunk, maxBuffers, targetReadsZero, 0);
+    }
+
+    /**
+     * @param saveBytes bound of the save buffer, bytes (rounded down to whole clusters); 0: every
+     *                  copy-before-write copies synchronously
+     */
+    public BlockCopy(BlockNode source, BlockNode target, long length, int clusterSize, int chunk,
+                     int maxBuffers, boolean targetReadsZero, long saveBytes) {
+        if (saveBytes < 0) {
+            throw new IllegalArgumentException("save buffer of " + saveBytes + " bytes");
+        }
         if (clusterSize <= 0 || Integer.bitCount(clusterSize) != 1) {
             throw new IllegalArgumentException("cluster size must be a power of two: " + clusterSize);
         }
@@ -118,6 +174,9 @@ public final class BlockCopy {
         int chunkUnits = this.chunk / clusterSize;
         this.buffers = new CopyBuffers(clusterSize, chunkUnits,
                 (int) Math.min(Integer.MAX_VALUE, (long) (maxBuffers + 2) * chunkUnits));
+        int saveUnits = (int) Math.min(Integer.MAX_VALUE, saveBytes / clusterSize);
+        this.saveBuffers = saveUnits == 0 ? null
+                : new CopyBuffers(clusterSize, Math.min(chunkUnits, saveUnits), saveUnits);
         dirty.set(0, (int) clusters);
     }
 
@@ -223,11 +282,14 @@ public final class BlockCopy {
     public void markRemaining(jblockd.block.bitmap.DirtyBitmap into) {
         lock.lock();
         try {
-            for (int c = dirty.nextSetBit(0); c >= 0 && c < clusters; ) {
-                int end = dirty.nextClearBit(c);
+            // saved clusters have not reached the target either
+            BitSet remaining = (BitSet) dirty.clone();
+            remaining.or(saved);
+            for (int c = remaining.nextSetBit(0); c >= 0 && c < clusters; ) {
+                int end = remaining.nextClearBit(c);
                 long start = (long) c * clusterSize;
                 into.mark(start, Math.min(length, (long) end * clusterSize) - start);
-                c = dirty.nextSetBit(end);
+                c = remaining.nextSetBit(end);
             }
         } finally {
             lock.unlock();
@@ -352,11 +414,11 @@ public final class BlockCopy {
         }
     }
 
-    /** True while clusters are dirty or in flight. */
+    /** True while clusters are dirty, in flight or saved and not yet on the target. */
     public boolean hasWork() {
         lock.lock();
         try {
-            return !dirty.isEmpty() || !inFlight.isEmpty();
+            return !dirty.isEmpty() || !inFlight.isEmpty() || !saved.isEmpty();
         } finally {
             lock.unlock();
         }
@@ -474,19 +536,327 @@ public final class BlockCopy {
     }
 
     /**
-     * Copies {@code claims} in order; at the first failure (of any kind) the claims not yet
-     * copied are released dirty again and the failure is thrown. Every claim is ended either way.
+     * The copy-before-write of {@code claims}, in order: each is saved when the save buffer has
+     * room for it, copied to the target otherwise. At the first failure (of any kind) the claims
+     * not yet dealt with are released dirty again and the failure is thrown. Every claim is
+     * ended (released, or saved) either way.
      */
-    private void copyAllOrRelease(List<Claim> claims) throws CopyError {
+    private void saveOrCopyAll(List<Claim> claims) throws CopyError {
         int next = 0;
         try {
             while (next < claims.size()) {
-                copyAndRelease(claims.get(next++));
+                Claim c = claims.get(next++);
+                // once the drains stopped (the run is over), nothing would write a saved entry
+                boolean saving = saveBuffers != null && !drainsStopped;
+                ByteBuffer buf = saving ? saveBuffers.tryTake(c.count()) : null;
+                if (buf != null) {
+                    save(c, buf);
+                } else {
+                    if (saving) {
+                        countFallback();
+                    }
+                    copyAndRelease(c);
+                }
             }
         } finally {
             while (next < claims.size()) {
                 release(claims.get(next++), false);
             }
+        }
+    }
+
+    private void countFallback() {
+        lock.lock();
+        try {
+            fallbacks++;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Reads a claim's old data into {@code buf} and holds it for the drainer: the claim's clusters
+     * leave the in-flight set for the saved set, so the guest write may go on. Old data that is
+     * all zeroes over a target that reads zeroes needs no drain: the claim is simply copied. On a
+     * read failure the claim is released dirty again and {@code buf} given back.
+     */
+    private void save(Claim c, ByteBuffer buf) throws CopyError {
+        long start = c.first() * clusterSize;
+        int len = (int) bytes(c);
+        boolean held = false;
+        boolean ended = false;
+        try {
+            buf.clear().limit(len);
+            long pos = start;
+            while (pos < start + len) {
+                Extent ext;
+                try {
+                    ext = BlockStatus.readView(source, pos, start + len - pos);
+                } catch (IOException e) {
+                    throw new CopyError(IoOperation.READ, pos, IoError.wrap(e));
+                }
+                int n = (int) Math.min(ext.length(), start + len - pos);
+                ByteBuffer part = buf.slice((int) (pos - start), n);
+                if (ext.allocation() == Allocation.DATA) {
+                    try {
+                        source.read(pos, part);
+                    } catch (IOException e) {
+                        throw new CopyError(IoOperation.READ, pos, IoError.wrap(e));
+                    }
+                } else {
+                    zeroFill(part);
+                }
+                pos += n;
+            }
+            if (targetReadsZero && isZero(buf.position(0).limit(len))) {
+                release(c, true);
+                ended = true;
+                progress.accept(len);
+                return;
+            }
+            lock.lock();
+            try {
+                int first = (int) c.first();
+                inFlight.clear(first, first + c.count());
+                saved.set(first, first + c.count());
+                Saved entry = new Saved(c, buf.position(0).limit(len));
+                saveQueue.addLast(entry);
+                savedByCluster.put(first, entry);
+                savedBytes += len;
+                saves++;
+                changed.signalAll();
+            } finally {
+                lock.unlock();
+            }
+            held = true;
+            ended = true;
+        } finally {
+            if (!held) {
+                saveBuffers.give(buf);
+            }
+            if (!ended) {
+                release(c, false);
+            }
+        }
+    }
+
+    private static void zeroFill(ByteBuffer part) {
+        while (part.hasRemaining()) {
+            part.put((byte) 0);
+        }
+    }
+
+    /** True when copy-before-writes save old data for a drainer (a save bound was given). */
+    public boolean savesBeforeWrite() {
+        return saveBuffers != null;
+    }
+
+    /** The save buffer's use; null without one. */
+    public SaveUse saveUse() {
+        if (saveBuffers == null) {
+            return null;
+        }
+        lock.lock();
+        try {
+            return new SaveUse(saveBuffers.boundBytes(), savedBytes, saves, fallbacks);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Blocks until an entry may be drained (one is queued and no drain error is pending) or drains
+     * are stopped. Returns false once stopped.
+     */
+    public boolean awaitSaved() {
+        lock.lock();
+        try {
+            while (!drainsStopped && (saveQueue.isEmpty() || drainError != null)) {
+                changed.awaitUninterruptibly();
+            }
+            return !drainsStopped;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Writes the oldest saved entry to the target. Returns false when there was none to take (or
+     * a drain error is pending, or drains are stopped). On success the clusters are copied and
+     * their memory is free again; on failure the entry stays held, first in line, and the error
+     * is also kept for {@link #drainError}.
+     *
+     * @throws CopyError the target write failed (operation write)
+     */
+    public boolean drainOne() throws CopyError {
+        Saved s;
+        lock.lock();
+        try {
+            if (drainsStopped || drainError != null || (s = saveQueue.pollFirst()) == null) {
+                return false;
+            }
+            draining++;
+        } finally {
+            lock.unlock();
+        }
+        long start = s.claim().first() * clusterSize;
+        int len = s.data().limit();
+        boolean written = false;
+        CopyError failure = null;
+        try {
+            ByteBuffer data = s.data().duplicate().position(0).limit(len);
+            if (isZero(data)) {
+                writeZeroes(start, len);
+            } else {
+                try {
+                    target.write(start, data, false);
+                    hintWriteback(len);
+                } catch (IOException e) {
+                    throw new CopyError(IoOperation.WRITE, start, IoError.wrap(e));
+                }
+            }
+            written = true;
+        } catch (CopyError e) {
+            failure = e;
+            throw e;
+        } catch (RuntimeException | Error e) {
+            // a driver bug: the entry must not be lost, and the job must hear of it
+            failure = new CopyError(IoOperation.WRITE, start,
+                    new IoError(jblockd.block.Errno.EIO, String.valueOf(e.getMessage()), e));
+            throw e;
+        } finally {
+            lock.lock();
+            try {
+                draining--;
+                int first = (int) s.claim().first();
+                if (written) {
+                    saved.clear(first, first + s.claim().count());
+                    savedByCluster.remove(first);
+                    savedBytes -= len;
+                } else {
+                    saveQueue.addFirst(s);
+                    if (drainError == null) {
+                        drainError = failure;
+                    }
+                }
+                changed.signalAll();
+            } finally {
+                lock.unlock();
+            }
+        }
+        saveBuffers.give(s.data());
+        progress.accept(len);
+        return true;
+    }
+
+    /** The failed drain that stops the drainer until {@link #retryDrains}; null when none. */
+    public CopyError drainError() {
+        lock.lock();
+        try {
+            return drainError;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** The job applied its policy to the drain error and goes on: drains are tried again. */
+    public void retryDrains() {
+        lock.lock();
+        try {
+            drainError = null;
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * The job's run is over: no drain starts any more, and this waits for those under way.
+     * Entries still held stay counted as not copied ({@link #markRemaining}) until
+     * {@link #dropSaved}.
+     */
+    public void stopDrains() {
+        lock.lock();
+        try {
+            drainsStopped = true;
+            changed.signalAll();
+            while (draining > 0) {
+                changed.awaitUninterruptibly();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Frees the memory of saved entries that never reached the target (the backup failed or was
+     * cancelled; its target is incomplete anyway). Their clusters stay saved, so they count as
+     * not copied and nobody copies them now. Call after {@link #stopDrains}.
+     */
+    public void dropSaved() {
+        lock.lock();
+        try {
+            for (Saved s : savedByCluster.values()) {
+                saveBuffers.give(s.data());
+            }
+            savedByCluster.clear();
+            saveQueue.clear();
+            savedBytes = 0;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Of {@code [offset, offset + len)}: {@code n > 0} when its first {@code n} bytes are saved
+     * and not on the target yet, {@code -m} when its first {@code m} bytes are not saved.
+     */
+    public long savedRun(long offset, long len) {
+        int c = (int) (offset / clusterSize);
+        lock.lock();
+        try {
+            boolean isSaved = saved.get(c);
+            int next = isSaved ? saved.nextClearBit(c) : saved.nextSetBit(c);
+            long runEnd = next < 0 ? Long.MAX_VALUE : (long) next * clusterSize;
+            long n = Math.min(len, runEnd - offset);
+            return isSaved ? n : -n;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * The snapshot view of a range whose copy-before-write is done: returns {@code n > 0} when the
+     * first {@code n} bytes at {@code offset} are saved and not on the target yet (they are copied
+     * into {@code dst}, which advances), or {@code -m} when the first {@code m} bytes (at most
+     * {@code dst.remaining()}) are not saved and are to be read from the target. A done cluster
+     * that is not saved never becomes saved (only dirty clusters are saved), so the answer stays
+     * true after the lock is left.
+     */
+    public long readSaved(long offset, ByteBuffer dst) {
+        int want = dst.remaining();
+        int c = (int) (offset / clusterSize);
+        lock.lock();
+        try {
+            if (!saved.get(c)) {
+                int next = saved.nextSetBit(c);
+                long runEnd = next < 0 ? Long.MAX_VALUE : (long) next * clusterSize;
+                return -Math.min(want, runEnd - offset);
+            }
+            Map.Entry<Integer, Saved> e = savedByCluster.floorEntry(c);
+            if (e == null || e.getKey() + e.getValue().claim().count() <= c) {
+                // dropped (the backup is over): the point-in-time data is gone
+                throw new IllegalStateException("saved cluster " + c + " read after its backup ended");
+            }
+            Saved s = e.getValue();
+            long entryStart = s.claim().first() * clusterSize;
+            int from = (int) (offset - entryStart);
+            int n = Math.min(want, s.data().limit() - from);
+            dst.put(dst.position(), s.data(), from, n);
+            dst.position(dst.position() + n);
+            return n;
+        } finally {
+            lock.unlock();
         }
     }
 
@@ -538,7 +908,7 @@ public final class BlockCopy {
             } finally {
                 lock.unlock();
             }
-            copyAllOrRelease(mine);
+            saveOrCopyAll(mine);
         }
     }
 }

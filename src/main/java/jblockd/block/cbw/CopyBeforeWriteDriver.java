@@ -296,13 +296,25 @@ public final class CopyBeforeWriteDriver implements FilterDriver {
         while (dst.hasRemaining()) {
             Run r = lockRun(pos, dst.remaining());
             ByteBuffer part = dst.slice(dst.position(), (int) r.length());
+            long n = r.length();
             try {
-                (r.fromTarget() ? copy.target() : source).read(pos, part);
+                if (!r.fromTarget()) {
+                    source.read(pos, part);
+                } else {
+                    // done, but maybe still in the backup's save buffer rather than on the target
+                    long saved = copy.readSaved(pos, part);
+                    if (saved > 0) {
+                        n = saved;
+                    } else {
+                        n = -saved;
+                        copy.target().read(pos, part.limit((int) n));
+                    }
+                }
             } finally {
                 unlockRun(r);
             }
-            dst.position(dst.position() + (int) r.length());
-            pos += r.length();
+            dst.position(dst.position() + (int) n);
+            pos += n;
         }
     }
 
@@ -314,7 +326,12 @@ public final class CopyBeforeWriteDriver implements FilterDriver {
         Run r = lockRun(offset, length);
         try {
             if (r.fromTarget()) {
-                Extent e = BlockStatus.above(copy.target(), null, offset, r.length());
+                long saved = copy.savedRun(offset, r.length());
+                if (saved > 0) {
+                    // old data the backup's save buffer holds and the target does not yet
+                    return new Extent(offset, saved, jblockd.block.Allocation.DATA);
+                }
+                Extent e = BlockStatus.above(copy.target(), null, offset, -saved);
                 return new Extent(offset, e.length(), e.allocation());
             }
             return source.status(offset, r.length());

@@ -60,7 +60,30 @@ final class CopyBuffers {
         return ByteBuffer.allocateDirect(units * unit);
     }
 
-    /** Gives back a buffer from {@link #take}. */
+    /**
+     * A buffer of {@code units} units, or null at once when the bound is used up (or the buffer
+     * is larger than the largest this pool makes): for callers with another way to go on.
+     */
+    ByteBuffer tryTake(int units) {
+        if (units < 1 || units > maxUnits || !inFlight.tryAcquire(units)) {
+            return null;
+        }
+        synchronized (this) {
+            ByteBuffer b = free[units - 1].pollFirst();
+            if (b != null) {
+                retained -= units;
+                return b.clear();
+            }
+        }
+        return ByteBuffer.allocateDirect(units * unit);
+    }
+
+    /** Bytes of the bound (units times unit size). */
+    long boundBytes() {
+        return (long) retainLimit * unit;
+    }
+
+    /** Gives back a buffer from {@link #take} or {@link #tryTake}. */
     void give(ByteBuffer b) {
         int units = b.capacity() / unit;
         synchronized (this) {

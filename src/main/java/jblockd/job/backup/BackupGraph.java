@@ -105,7 +105,7 @@ public final class BackupGraph {
     }
 
     /** True when {@code node} reads unallocated ranges from {@code below} (through backing links or filters). */
-    private static boolean readsThrough(BlockNode node, BlockNode below) {
+    public static boolean readsThrough(BlockNode node, BlockNode below) {
         for (BlockNode n = node; n != null; ) {
             BlockNode next = n.driver().backing() != null ? n.driver().backing() : n.driver().filtered();
             if (next == below) {
@@ -138,6 +138,10 @@ public final class BackupGraph {
         // request that still reached it would fail rather than bypass the copy (nothing
         // passes an old filter through: there is no "inactive" mode any more).
         copy.awaitIdle();
+        // no drain may write the target once it is released; what is still saved never reached
+        // it (a failed or cancelled backup) and its memory goes
+        copy.stopDrains();
+        copy.dropSaved();
         if (trackingTarget) {
             target.trackReads(null);
         }

@@ -41,6 +41,15 @@ import jblockd.qapi.MirrorSyncMode;
  * {@code offset} counts bytes copied (or found to be zero); {@code len} the bytes to process
  * (sync=top: only what the top layer allocates).
  *
+ * <h2>The save buffer (issue 17)</h2>
+ * When the {@link BlockCopy} saves copy-before-writes (a {@code cbw-buffer-size} above zero), a
+ * drainer thread of the job writes the saved old data to the target while the job's own copy goes
+ * on: ahead of it, without the rate limit (a copy-before-write is the guest's, as in QEMU, and never
+ * rate-limited), passing the job's pause points like every job request (a paused job writes
+ * nothing). A failed drain ends the round like a failed chunk and meets {@code on-target-error}:
+ * the entry stays in the buffer, so stop/resume and ignore retry it, and report fails the job. The
+ * run ends only once the buffer is empty: the target then holds every saved range.
+ *
  * <h2>Cancel and shutdown</h2>
  * A cancelled backup (block-job-cancel, job-cancel, quit, SIGTERM) stops starting chunks, waits
  * for those in flight, removes the filter and flushes and closes the target. The target is then
@@ -109,17 +118,56 @@ public final class BackupJob implements JobDriver {
 
     @Override
     public void run(JobContext ctx) throws Exception {
-        // len was set to the full size when the job was created (visible before the reply).
-        if (sync == MirrorSyncMode.TOP) {
-            skipUnallocated(ctx);
+        if (copy.savesBeforeWrite()) {
+            // not joined: once the buffer is empty or the drains are stopped it ends by itself, and
+            // one waiting at a pause point holds nothing
+            Thread.ofVirtual().name("backup-drain-" + ctx.id()).start(() -> drainSaved(ctx));
         }
-        if (sync == MirrorSyncMode.NONE) {
-            // Only the filter copies (image fleecing); the job's normal end is a cancel.
-            while (true) {
-                ctx.sleep(TimeUnit.SECONDS.toNanos(1));
+        try {
+            // len was set to the full size when the job was created (visible before the reply).
+            if (sync == MirrorSyncMode.TOP) {
+                skipUnallocated(ctx);
             }
+            if (sync == MirrorSyncMode.NONE) {
+                // Only the filter copies (image fleecing); the job's normal end is a cancel.
+                while (true) {
+                    ctx.sleep(TimeUnit.SECONDS.toNanos(1));
+                }
+            }
+            copyDirty(ctx);
+        } finally {
+            copy.stopDrains();
         }
-        copyDirty(ctx);
+    }
+
+    /**
+     * The drainer: writes saved copy-before-writes to the target, oldest first, until drains are
+     * stopped. Each write is a job request ({@link JobContext#beginInFlight}: a pause waits for it
+     * and none starts while paused). A failed write stays with the buffer for the job's thread to
+     * meet in {@link #copyRound}; a cancel ends the drainer at its next pause point.
+     */
+    private void drainSaved(JobContext ctx) {
+        try {
+            while (copy.awaitSaved()) {
+                JobContext.InFlight request = ctx.beginInFlight();
+                try {
+                    copy.drainOne();
+                } catch (BlockCopy.CopyError e) {
+                    // kept as copy.drainError(); awaitSaved waits until the job retries
+                } finally {
+                    request.close();
+                }
+            }
+        } catch (JobCancelledException e) {
+            // the job's thread sees the cancel too
+        }
+    }
+
+    /** The save buffer's use for query-block-jobs; null without one. */
+    @Override
+    public jblockd.job.BufferUse bufferUse() {
+        BlockCopy.SaveUse u = copy.saveUse();
+        return u == null ? null : new jblockd.job.BufferUse(u.size(), u.used(), u.saves(), u.fallbacks());
     }
 
     /** sync=top: clusters the top layer does not allocate are not copied and not counted. */
@@ -163,12 +211,18 @@ public final class BackupJob implements JobDriver {
      * @throws Exception             a copy that failed other than with an I/O error (a bug): the job fails
      */
     private BlockCopy.CopyError copyRound(JobContext ctx) throws Exception {
+        copy.retryDrains(); // a drain error of the last round met its policy: drain again
         Semaphore slots = new Semaphore(workers);
         AtomicReference<BlockCopy.CopyError> failed = new AtomicReference<>();
         AtomicReference<Throwable> broken = new AtomicReference<>();
         long charge = 0;
         try (ExecutorService inFlight = CopyWorkers.start("backup-copy-" + ctx.id(), workers)) {
             while (failed.get() == null && broken.get() == null) {
+                BlockCopy.CopyError drain = copy.drainError();
+                if (drain != null) {
+                    failed.compareAndSet(null, drain); // ends the round like a failed chunk
+                    break;
+                }
                 // Charge the previous chunk and wait here, before claiming the next one, so no
                 // cluster is held while the job sleeps or is paused (guest writes would wait).
                 ctx.rateLimit(charge);

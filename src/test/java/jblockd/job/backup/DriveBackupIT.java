@@ -109,10 +109,10 @@ class DriveBackupIT {
         assertThatThrownBy(() -> h.backup.driveBackup(new DriveBackupArgs("bad id", "drive0", t, null, null, null,
                 null, null, null, null, null, null, null, null, null, null))).hasMessage("Invalid job ID 'bad id'");
         assertThatThrownBy(() -> h.backup.driveBackup(new DriveBackupArgs(null, "drive0", t, null, null, null,
-                null, null, null, null, null, null, null, null, null, new BackupPerf(null, 0L, null))))
+                null, null, null, null, null, null, null, null, null, new BackupPerf(null, 0L, null, null))))
                 .hasMessage("max-workers must be between 1 and 2147483647");
         assertThatThrownBy(() -> h.backup.driveBackup(new DriveBackupArgs(null, "drive0", t, null, null, null,
-                null, null, null, null, null, null, null, null, null, new BackupPerf(null, null, 4096L))))
+                null, null, null, null, null, null, null, null, null, new BackupPerf(null, null, 4096L, null))))
                 .hasMessage("Required max-chunk (4096) is less than backup cluster size (65536)");
         h.events.clear();
         assertThatThrownBy(() -> h.backup.driveBackup(BackupHarness.drive("drive0", t, null, null, null, -1L)))
