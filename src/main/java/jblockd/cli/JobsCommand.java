@@ -40,6 +40,11 @@ final class JobsCommand implements Callable<Integer> {
             if (j.ready()) {
                 flags.append("ready ");
             }
+            if (j.cbwBuffer() != null) {
+                BlockJobInfo.CbwBuffer b = j.cbwBuffer();
+                flags.append(String.format(Locale.ROOT, "cbw-buffer %s/%s (%d saved, %d sync) ",
+                        Sizes.format(b.used()), Sizes.format(b.size()), b.saves(), b.fallbacks()));
+            }
             if (j.error() != null) {
                 flags.append("error: ").append(j.error());
             }

@@ -19,14 +19,16 @@ record Schedule(Setup setup, List<Numbered> steps) {
      * The disk before the daemon starts: {@code layers} names the chain, active layer first
      * (files NAME.FORMAT); {@code writes} are what qemu-io puts into each layer, bottom first;
      * {@code structuredGuests} says, per NBD guest, whether it negotiates structured replies;
-     * {@code cache} is the drive's cache mode (writethrough/directsync: every guest write FUA).
+     * {@code cache} is the drive's cache mode (writethrough/directsync: every guest write FUA);
+     * {@code cbwBuffer} the backups' x-perf.cbw-buffer-size (-1: not given, the default).
      */
     record Setup(long seed, String format, int clusterSize, long size, List<String> layers, List<LayerWrite> writes,
-            List<Boolean> structuredGuests, boolean exportByNodeName, String cache) {
+            List<Boolean> structuredGuests, boolean exportByNodeName, String cache, long cbwBuffer) {
         String describe() {
             return "seed=" + seed + " format=" + format + " cluster=" + clusterSize + " size=" + size + " chain="
                     + layers + " guests=" + structuredGuests.stream().map(s -> s ? "structured" : "simple").toList()
-                    + " export-by=" + (exportByNodeName ? "node-name" : "device") + " cache=" + cache;
+                    + " export-by=" + (exportByNodeName ? "node-name" : "device") + " cache=" + cache
+                    + " cbw-buffer=" + (cbwBuffer < 0 ? "default" : cbwBuffer);
         }
     }
 

@@ -88,8 +88,14 @@ final class ScheduleGenerator {
         // From a stream of its own, so that every other draw (and what each seed means) stays as
         // it was before cache modes were composed in.
         String cache = CACHE_MODES[new java.util.SplittableRandom(seed).nextInt(CACHE_MODES.length)];
+        // The save buffer of the backups (issue 17), also from a stream of its own: the default,
+        // off, one backup cluster (full after one saved write: the synchronous fallback runs most
+        // of the time) or four.
+        long backupCluster = Math.max(64 * 1024, cluster);
+        long[] buffers = {-1, 0, backupCluster, 4 * backupCluster};
+        long cbwBuffer = buffers[new java.util.SplittableRandom(seed * 31 + 17).nextInt(buffers.length)];
         return new Setup(seed, format, cluster, size, layers, List.copyOf(writes), List.copyOf(structured),
-                exportByNodeName, cache);
+                exportByNodeName, cache, cbwBuffer);
     }
 
     /** The drive's cache modes a schedule runs under (SPEC §2: durability composed with jobs). */

@@ -397,8 +397,19 @@ final class ScheduleRunner {
             format = "raw"; // a raw source has no backing: top is a full backup (QEMU's drive_backup_prepare)
         }
         Path target = dir.resolve(b.id() + "." + format);
-        startJob(b, "drive-backup", Map.of("job-id", b.id(), "device", "drive0", "target", target.toString(),
-                "format", format, "sync", b.sync(), "speed", b.speed()), target);
+        Map<String, Object> args = new LinkedHashMap<>(Map.of("job-id", b.id(), "device", "drive0", "target",
+                target.toString(), "format", format, "sync", b.sync(), "speed", b.speed()));
+        if (!b.sync().equals("none")) { // fleecing copies synchronously: the option is refused there
+            withCbwBuffer(args);
+        }
+        startJob(b, "drive-backup", args, target);
+    }
+
+    /** The schedule's save-buffer size for a backup (Setup.cbwBuffer), unless it is the default. */
+    private void withCbwBuffer(Map<String, Object> backupArgs) {
+        if (setup.cbwBuffer() >= 0) {
+            backupArgs.put("x-perf", Map.of("cbw-buffer-size", setup.cbwBuffer()));
+        }
     }
 
     /**
@@ -444,6 +455,7 @@ final class ScheduleRunner {
             backup.put("sync", "incremental");
             backup.put("bitmap", CHECKPOINT);
         }
+        withCbwBuffer(backup);
         actions.add(Map.of("type", "blockdev-backup", "data", backup));
         log.add("      " + (full ? "full, new checkpoint on " + node : "incremental from " + CHECKPOINT + " over "
                 + chainTip.getFileName()));

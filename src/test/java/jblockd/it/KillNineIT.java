@@ -117,6 +117,41 @@ class KillNineIT {
         }
     }
 
+    /**
+     * kill -9 with the backup's save buffer full (issue 17): the job is paused, so nothing drains;
+     * the first guest writes to uncopied clusters fill the 4-cluster buffer, later ones copy
+     * synchronously. The source still holds every acknowledged write, the target is incomplete.
+     */
+    @Test
+    void killWithTheSaveBufferFull() throws Exception {
+        Path src = dir.resolve("src.qcow2");
+        Path tgt = dir.resolve("tgt.qcow2");
+        run("qemu-img", "create", "-q", "-f", "qcow2", src.toString(), "8M");
+        run("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 6M", src.toString());
+        byte[] initial = content(src, "qcow2", dir);
+        DaemonProcess d = daemon(src, "qcow2");
+        try (QmpTestClient c = d.connect(); GuestWriter g = new GuestWriter(nbd, "disk", 7)) {
+            c.executeOk("drive-backup", Map.of("device", "drive0", "target", tgt.toString(), "sync", "full",
+                    "format", "qcow2", "speed", MIB, "x-perf", Map.of("cbw-buffer-size", 4 * GuestWriter.BLOCK)));
+            c.executeOk("block-job-pause", Map.of("device", "drive0"));
+            guestWrites(g, 60);
+            JsonNode buffer = c.executeOk("query-block-jobs").get(0).get("x-cbw-buffer");
+            assertThat(buffer.get("used").asLong()).as("buffer full: " + buffer).isEqualTo(4L * GuestWriter.BLOCK);
+            assertThat(buffer.get("fallbacks").asLong()).as("later writes copied synchronously").isPositive();
+            assertJobRunning(c);
+            killNine(d);
+            g.stop();
+            assertThat(c.events().stream().map(e -> e.get("event").asText()))
+                    .doesNotContain("BLOCK_JOB_COMPLETED");
+            checkQcow2(src, true);
+            g.verify(content(src, "qcow2", dir), initial);
+        } finally {
+            d.close();
+        }
+        checkQcow2(tgt, true);
+        assertThat(content(tgt, "qcow2", dir)).as("recognisably incomplete").isNotEqualTo(initial);
+    }
+
     @Test
     void killDuringMirror() throws Exception {
         Path src = dir.resolve("src.qcow2");

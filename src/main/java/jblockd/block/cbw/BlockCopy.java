@@ -49,6 +49,16 @@ import jblockd.qapi.IoOperation;
  * the failure waits in {@link #drainError} for the job's on-target-error policy; no drain is tried
  * again until {@link #retryDrains}. The snapshot view reads saved clusters from the buffer
  * ({@link #readSaved}), since the target does not hold them yet.
+ *
+ * <h2>Guests first</h2>
+ * The filter counts the guest requests it passes ({@link #guestBegin}/{@link #guestEnd}). A
+ * background chunk copy that finds guest requests in flight waits before it reads the source
+ * (before it claims anything) until they are all done or {@link #GUEST_TURN} of them completed, so
+ * a guest's request queued
+ * with the job's copies is served first even when the job runs unlimited ({@code speed=0}), and
+ * the job still moves on under a guest that never stops (and after {@link #MAX_YIELD_NANOS} at
+ * most). Copy-before-writes and drains are the
+ * guest's own and never wait here.
  * <p>
  * Thread-safe. Buffers: at most {@link #MAX_CHUNK} bytes per request, sized to it, with the bytes
  * in flight bounded ({@link CopyBuffers}); the save buffer is a second bounded pool.
@@ -65,6 +75,14 @@ public final class BlockCopy {
      * here); with them the device writes while the copy reads.
      */
     static final long WRITEBACK_STEP = 8L << 20;
+
+    /** Guest requests a background copy lets complete before it goes on regardless. */
+    static final int GUEST_TURN = 8;
+    /**
+     * The longest a background copy yields: a guest request may wait far longer than its own I/O
+     * (held by a device's werror=stop until {@code cont}), and the job must not stall behind it.
+     */
+    static final long MAX_YIELD_NANOS = 20_000_000L;
 
     /** A copy failure, with the side it happened on (BLOCK_JOB_ERROR.operation). */
     public static final class CopyError extends IoError {
@@ -118,6 +136,13 @@ public final class BlockCopy {
     private final CopyBuffers buffers;
     private final ByteBuffer zeroes = ByteBuffer.allocateDirect(64 * 1024);
     private final java.util.concurrent.atomic.AtomicLong writtenSinceHint = new java.util.concurrent.atomic.AtomicLong();
+
+    /** Guest requests in the filter now, and completed so far ({@link #yieldToGuests}). */
+    private final java.util.concurrent.atomic.AtomicInteger guestsInFlight = new java.util.concurrent.atomic.AtomicInteger();
+    private final java.util.concurrent.atomic.AtomicLong guestsDone = new java.util.concurrent.atomic.AtomicLong();
+    /** Background copies waiting in {@link #yieldToGuests}: only then does a guest's end signal. */
+    private volatile int yielding;
+    private final Condition guestsQuiet = lock.newCondition();
 
     /** The save buffer's pool; null when copy-before-writes copy synchronously. */
     private final CopyBuffers saveBuffers;
@@ -500,6 +525,54 @@ public final class BlockCopy {
             copied = true;
         } finally {
             release(c, copied);
+        }
+    }
+
+    /** A guest request enters the filter. */
+    public void guestBegin() {
+        guestsInFlight.incrementAndGet();
+    }
+
+    /** A guest request of {@link #guestBegin} is done (whatever its outcome). */
+    public void guestEnd() {
+        guestsInFlight.decrementAndGet();
+        guestsDone.incrementAndGet();
+        // counts first, then the waiter count: a waiter that checked before these updates has
+        // already raised yielding and is (or is about to be) waiting under the lock we take
+        if (yielding > 0) {
+            lock.lock();
+            try {
+                guestsQuiet.signalAll();
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+
+    /**
+     * Before the job claims its next chunk: guests first (the class comment's rule). Called with
+     * no claim held: a guest write may be waiting for a claimed cluster, and must not wait on us.
+     */
+    public void yieldToGuests() {
+        if (guestsInFlight.get() == 0) {
+            return;
+        }
+        lock.lock();
+        try {
+            yielding++;
+            long until = guestsDone.get() + GUEST_TURN;
+            long left = MAX_YIELD_NANOS;
+            while (guestsInFlight.get() > 0 && guestsDone.get() < until && left > 0) {
+                try {
+                    left = guestsQuiet.awaitNanos(left);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
+        } finally {
+            yielding--;
+            lock.unlock();
         }
     }
 

@@ -159,27 +159,49 @@ public final class CopyBeforeWriteDriver implements FilterDriver {
         return "copy-before-write";
     }
 
+    // Every guest request is counted for the job's "guests first" rule (BlockCopy#yieldToGuests).
+
     @Override
     public void read(long offset, ByteBuffer dst) throws IOException {
-        source.read(offset, dst);
+        copy.guestBegin();
+        try {
+            source.read(offset, dst);
+        } finally {
+            copy.guestEnd();
+        }
     }
 
     @Override
     public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
-        beforeWrite(offset, src.remaining());
-        source.write(offset, src, fua);
+        copy.guestBegin();
+        try {
+            beforeWrite(offset, src.remaining());
+            source.write(offset, src, fua);
+        } finally {
+            copy.guestEnd();
+        }
     }
 
     @Override
     public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
-        beforeWrite(offset, length);
-        source.writeZeroes(offset, length, mayUnmap);
+        copy.guestBegin();
+        try {
+            beforeWrite(offset, length);
+            source.writeZeroes(offset, length, mayUnmap);
+        } finally {
+            copy.guestEnd();
+        }
     }
 
     @Override
     public void discard(long offset, long length) throws IOException {
-        beforeWrite(offset, length);
-        source.discard(offset, length);
+        copy.guestBegin();
+        try {
+            beforeWrite(offset, length);
+            source.discard(offset, length);
+        } finally {
+            copy.guestEnd();
+        }
     }
 
     /**
@@ -366,7 +388,12 @@ public final class CopyBeforeWriteDriver implements FilterDriver {
 
     @Override
     public void flush() throws IOException {
-        source.flush();
+        copy.guestBegin();
+        try {
+            source.flush();
+        } finally {
+            copy.guestEnd();
+        }
     }
 
     @Override

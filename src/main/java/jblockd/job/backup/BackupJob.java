@@ -227,6 +227,7 @@ public final class BackupJob implements JobDriver {
                 // cluster is held while the job sleeps or is paused (guest writes would wait).
                 ctx.rateLimit(charge);
                 charge = 0;
+                copy.yieldToGuests();
                 // Counted from before the claim to after the release: a pause waits for it, and
                 // none starts while the job is paused.
                 JobContext.InFlight request = ctx.beginInFlight();

@@ -52,8 +52,13 @@ class BackupDaemonIT {
             JsonNode jobs = c.executeOk("query-block-jobs");
             assertThat(jobs).hasSize(1);
             JsonNode j = jobs.get(0);
+            // QEMU 7.2's members in its order, then jblockd's save buffer (docs/backup.md)
             assertThat(QmpTestClient.memberNames(j)).containsExactly("auto-finalize", "io-status", "device",
-                    "auto-dismiss", "busy", "len", "offset", "status", "paused", "speed", "ready", "type");
+                    "auto-dismiss", "busy", "len", "offset", "status", "paused", "speed", "ready", "type",
+                    "x-cbw-buffer");
+            assertThat(QmpTestClient.memberNames(j.get("x-cbw-buffer")))
+                    .containsExactly("size", "used", "saves", "fallbacks");
+            assertThat(j.at("/x-cbw-buffer/size").asLong()).isEqualTo(64L << 20);
             assertThat(j.get("device").asText()).isEqualTo("drive0");
             assertThat(j.get("type").asText()).isEqualTo("backup");
             assertThat(j.get("io-status").asText()).isEqualTo("ok");
