@@ -73,19 +73,7 @@ runs = int(runs)
 cases = cases.split()
 
 sys.path.insert(0, os.path.join(root, "bench"))
-from qmp_client import Qmp, drop
-
-def rss_sampler(pid, out, stop):
-    peak = 0
-    while not stop.is_set():
-        try:
-            for line in open(f"/proc/{pid}/status"):
-                if line.startswith("VmRSS:"):
-                    peak = max(peak, int(line.split()[1]))
-        except OSError:
-            break
-        time.sleep(0.05)
-    out.append(peak)
+from qmp_client import Qmp, drop, rss_sampler
 
 def start_jblockd(sock, drive):
     p = subprocess.Popen([f"{root}/bin/jblockd", "--qmp", f"unix:{sock}", "--drive", drive],

@@ -58,3 +58,16 @@ def median(xs):
 
 def ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "-"
+
+def rss_sampler(pid, out, stop):
+    """Appends to `out` the peak VmRSS (KiB) of process `pid`, sampled every 50 ms until `stop` is set."""
+    peak = 0
+    while not stop.is_set():
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            break
+        time.sleep(0.05)
+    out.append(peak)

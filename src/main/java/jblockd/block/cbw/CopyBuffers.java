@@ -50,6 +50,11 @@ final class CopyBuffers {
             throw new IllegalArgumentException("buffer of " + units + " units (1.." + maxUnits + ")");
         }
         inFlight.acquireUninterruptibly(units);
+        return reuseOrAllocate(units);
+    }
+
+    /** With {@code units} of the bound acquired: a free buffer of that size, or a new one. */
+    private ByteBuffer reuseOrAllocate(int units) {
         synchronized (this) {
             ByteBuffer b = free[units - 1].pollFirst();
             if (b != null) {
@@ -68,14 +73,7 @@ final class CopyBuffers {
         if (units < 1 || units > maxUnits || !inFlight.tryAcquire(units)) {
             return null;
         }
-        synchronized (this) {
-            ByteBuffer b = free[units - 1].pollFirst();
-            if (b != null) {
-                retained -= units;
-                return b.clear();
-            }
-        }
-        return ByteBuffer.allocateDirect(units * unit);
+        return reuseOrAllocate(units);
     }
 
     /** Bytes of the bound (units times unit size). */
