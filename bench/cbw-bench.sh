@@ -6,24 +6,28 @@
 #   bench/cbw-bench.sh [WORKDIR]      (a fresh directory is made inside WORKDIR, default /var/tmp)
 #
 # For each peer the SIZE_MB raw source (fully allocated) is exported over NBD and fio (nbd
-# engine) writes through the export:
-#   tput  64 KiB random writes, iodepth 8, FIO_SECONDS: alone, then while a drive-backup
+# engine) writes IO_MB through the export, spread at random over the disk (a small part of it, so
+# that during a backup nearly every write is a first write to a cluster not yet copied; a run
+# that wrote the whole disk would soon have nothing left to copy before writing):
+#   tput  64 KiB random writes, iodepth 8: alone, then while a drive-backup
 #         sync=full limited to SPEED_MB MiB/s runs (a fresh point in time, so nearly every guest
 #         write is a first write to a not yet copied cluster), then while one runs unlimited
 #         (speed=0: the "guests first" rule); MiB/s and the ratio during/alone.
-#   lat   4 KiB random writes, iodepth 1: p99 completion latency alone and during a backup at
+#   lat   4 KiB random writes, iodepth 1, IO_MB/8: p99 completion latency alone and during a backup at
 #         SPEED_MB MiB/s; the ratio during/alone.
 #   mirror 64 KiB random writes as in tput while a drive-mirror (background copy mode) at
 #         SPEED_MB MiB/s runs, against alone.
 # jblockd's peak RSS during the backups is sampled from /proc/PID/status.
-# Env: SIZE_MB (2048), SPEED_MB (32), FIO_SECONDS (10), RUNS (1), PEERS ("qemu jblockd jblockd-nobuf"),
+# A job that ends before its guest run is reported ("note: ... ended before the guest run").
+# Env: SIZE_MB (4096), IO_MB (512), SPEED_MB (32), RUNS (1), PEERS ("qemu jblockd jblockd-nobuf"),
 #      TESTS ("tput lat mirror").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 W=$(mktemp -d "${1:-/var/tmp}/jblockd-cbw-bench.XXXXXX")
 trap 'rm -f "$W"/*.raw "$W"/*.sock; [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
-SIZE_MB=${SIZE_MB:-2048}
+SIZE_MB=${SIZE_MB:-4096}
+export SIZE_MB
 for t in fio qemu-img qemu-io qemu-system-x86_64; do
     command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 2; }
 done
@@ -40,9 +44,9 @@ done
 python3 - "$ROOT" "$W" "$SRC" <<'PY'
 import json, os, subprocess, sys, threading, time
 root, w, src = sys.argv[1:4]
-size_mb = int(os.environ.get("SIZE_MB", "2048"))
+size_mb = int(os.environ.get("SIZE_MB", "4096"))
+io_mb = int(os.environ.get("IO_MB", "512"))
 speed = int(os.environ.get("SPEED_MB", "32")) << 20
-secs = int(os.environ.get("FIO_SECONDS", "10"))
 runs = int(os.environ.get("RUNS", "1"))
 peers = os.environ.get("PEERS", "qemu jblockd jblockd-nobuf").split()
 tests = os.environ.get("TESTS", "tput lat mirror").split()
@@ -72,8 +76,9 @@ def start(peer, img):
 
 def fio(nsock, bs, depth):
     out = subprocess.run(["fio", "--name=g", "--ioengine=nbd", f"--uri=nbd+unix:///drive0?socket={nsock}",
-                          "--rw=randwrite", f"--bs={bs}", f"--iodepth={depth}", "--time_based",
-                          f"--runtime={secs}", f"--size={size_mb}M", "--randrepeat=0",
+                          "--rw=randwrite", f"--bs={bs}", f"--iodepth={depth}",
+                          f"--io_size={io_mb if bs == '64k' else io_mb // 8}M", f"--size={size_mb}M",
+                          "--randrepeat=0",
                           "--output-format=json"], check=True, capture_output=True, text=True).stdout
     job = json.loads(out[out.index("{"):])["jobs"][0]["write"]
     return job["bw"] / 1024.0, job["clat_ns"]["percentile"]["99.000000"] / 1000.0  # MiB/s, p99 us
@@ -104,7 +109,7 @@ def during(peer, q, p, nsock, kind, spd, bs, depth):
     else:
         # the job ended before fio did: part of the run had no job, say so in the figures
         q.wait_event("BLOCK_JOB_COMPLETED")
-        print(f"  note: {peer} {kind} speed={spd} ended before the {secs} s guest run", flush=True)
+        print(f"  note: {peer} {kind} speed={spd} ended before the guest run", flush=True)
     os.unlink(tgt)
     return r, peak[0] if peak else 0, buf
 
@@ -143,7 +148,7 @@ def med(peer, k):
     return v[len(v) // 2] if v else None
 
 print(f"\n== cbw-guest-write: {size_mb} MiB raw source over NBD, backup/mirror at {speed >> 20} MiB/s, "
-      f"fio {secs} s, median of {runs}")
+      f"fio {io_mb} MiB (4k: {io_mb // 8} MiB) per run, median of {runs}")
 for peer in peers:
     a = med(peer, "alone")
     line = f"  {peer:14s}"
