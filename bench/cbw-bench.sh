@@ -18,6 +18,7 @@
 #   mirror 64 KiB random writes as in tput while a drive-mirror (background copy mode) at
 #         SPEED_MB MiB/s runs, against alone.
 # jblockd's peak RSS during the backups is sampled from /proc/PID/status.
+# Every peer first runs one unmeasured 64 KiB pass (JIT warm-up for jblockd; the same for QEMU).
 # A job that ends before its guest run is reported ("note: ... ended before the guest run").
 # Env: SIZE_MB (4096), IO_MB (512), SPEED_MB (32), RUNS (1), PEERS ("qemu jblockd jblockd-nobuf"),
 #      TESTS ("tput lat mirror").
@@ -121,6 +122,8 @@ for run in range(runs):
         p, q, nsock = start(peer, img)
         try:
             def keep(k, v): results.setdefault((peer, k), []).append(v)
+            # warm-up, not measured: a JVM's first writes run before its JIT compiled them
+            fio(nsock, "64k", 8)
             if "tput" in tests or "mirror" in tests:
                 alone = fio(nsock, "64k", 8)[0]
                 keep("alone", alone)
