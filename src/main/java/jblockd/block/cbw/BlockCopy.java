@@ -659,27 +659,14 @@ public final class BlockCopy {
         boolean held = false;
         boolean ended = false;
         try {
+            // A plain read, no block status first: a hole or an unallocated cluster reads as
+            // zeroes without I/O anyway, and the status (two lseeks on a raw file, under the
+            // inode lock the guest's own writes take) cost more than the read on this path.
             buf.clear().limit(len);
-            long pos = start;
-            while (pos < start + len) {
-                Extent ext;
-                try {
-                    ext = BlockStatus.readView(source, pos, start + len - pos);
-                } catch (IOException e) {
-                    throw new CopyError(IoOperation.READ, pos, IoError.wrap(e));
-                }
-                int n = (int) Math.min(ext.length(), start + len - pos);
-                ByteBuffer part = buf.slice((int) (pos - start), n);
-                if (ext.allocation() == Allocation.DATA) {
-                    try {
-                        source.read(pos, part);
-                    } catch (IOException e) {
-                        throw new CopyError(IoOperation.READ, pos, IoError.wrap(e));
-                    }
-                } else {
-                    zeroFill(part);
-                }
-                pos += n;
+            try {
+                source.read(start, buf);
+            } catch (IOException e) {
+                throw new CopyError(IoOperation.READ, start, IoError.wrap(e));
             }
             if (targetReadsZero && isZero(buf.position(0).limit(len))) {
                 release(c, true);
@@ -710,12 +697,6 @@ public final class BlockCopy {
             if (!ended) {
                 release(c, false);
             }
-        }
-    }
-
-    private static void zeroFill(ByteBuffer part) {
-        while (part.hasRemaining()) {
-            part.put((byte) 0);
         }
     }
 
