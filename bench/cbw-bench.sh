@@ -76,6 +76,8 @@ def start(peer, img):
     return p, q, nsock
 
 def fio(nsock, bs, depth):
+    # the dirty pages of what ran before are written back first, so no run pays for another's
+    os.sync()
     out = subprocess.run(["fio", "--name=g", "--ioengine=nbd", f"--uri=nbd+unix:///drive0?socket={nsock}",
                           "--rw=randwrite", f"--bs={bs}", f"--iodepth={depth}",
                           f"--io_size={io_mb if bs == '64k' else io_mb // 8}M", f"--size={size_mb}M",
@@ -95,6 +97,7 @@ def during(peer, q, p, nsock, kind, spd, bs, depth):
     cmd = "drive-backup" if kind == "backup" else "drive-mirror"
     args = job_args(peer, kind, tgt, spd)
     args["job-id"] = args.pop("job_id")
+    os.sync()
     q.cmd(cmd, **args)
     peak, stop = [], threading.Event()
     th = threading.Thread(target=rss_sampler, args=(p.pid, peak, stop)); th.start()
