@@ -279,6 +279,11 @@ final class BackupAction implements TransactionAction {
                     + "(sync=none, or the source in the target's backing chain): its copy-before-write "
                     + "writes the target before the guest write");
         }
+        if (cbwBuffer != null && cbwBuffer > 0 && cbwBuffer < cluster) {
+            // it would hold no cluster at all: refused rather than silently off (as max-chunk is)
+            throw QmpError.generic("cbw-buffer-size (" + cbwBuffer + ") is less than backup cluster size ("
+                    + cluster + "); 0 turns the buffer off");
+        }
         long saveBytes = fleecing ? 0 : cbwBuffer != null ? cbwBuffer : DEFAULT_CBW_BUFFER;
         if (c.xPerf() != null) {
             Long mw = c.xPerf().maxWorkers();

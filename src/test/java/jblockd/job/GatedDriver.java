@@ -14,7 +14,7 @@ import jblockd.block.FilterDriver;
 
 /**
  * A counting filter for job tests: counts every read and write that reaches it, can fail its
- * flushes ({@link #flushError}), and while its
+ * flushes ({@link #flushError}) and data writes ({@link #writeError}), and while its
  * gate is closed holds each one at the door (a request in flight, made to last as long as the
  * test wants, {@link #hold} / {@link #letGo}). {@link #awaitHeld} tells when a request is held.
  */
@@ -24,6 +24,8 @@ public final class GatedDriver implements FilterDriver {
     public final AtomicInteger writes = new AtomicInteger();
     /** When set, every flush fails with it (a target that cannot make its data durable). */
     public volatile IOException flushError;
+    /** When set, every data write fails with it (a target that is full or gone). */
+    public volatile IOException writeError;
     private final AtomicReference<CountDownLatch> gate = new AtomicReference<>();
     /** While the gate is closed by {@link #holdWrites}, reads still pass. */
     private volatile boolean readsPass;
@@ -124,6 +126,10 @@ public final class GatedDriver implements FilterDriver {
     public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
         writes.incrementAndGet();
         door();
+        IOException e = writeError;
+        if (e != null) {
+            throw e;
+        }
         child.write(offset, src, fua);
     }
 

@@ -491,16 +491,7 @@ public final class BlockCopy {
                         throw new CopyError(IoOperation.READ, pos, IoError.wrap(e));
                     }
                     buf.flip();
-                    if (isZero(buf)) {
-                        writeZeroes(pos, n);
-                    } else {
-                        try {
-                            target.write(pos, buf, false);
-                            hintWriteback(n);
-                        } catch (IOException e) {
-                            throw new CopyError(IoOperation.WRITE, pos, IoError.wrap(e));
-                        }
-                    }
+                    writeData(pos, buf);
                 }
                 pos += n;
             }
@@ -581,6 +572,24 @@ public final class BlockCopy {
         long total = writtenSinceHint.addAndGet(written);
         if (total >= WRITEBACK_STEP && writtenSinceHint.compareAndSet(total, 0)) {
             target.startWriteback();
+        }
+    }
+
+    /**
+     * Old data onto the target at {@code pos} (the buffer's remaining bytes): zeroes as
+     * write-zeroes (or nothing over a target that reads zeroes), anything else as data.
+     */
+    private void writeData(long pos, ByteBuffer buf) throws CopyError {
+        int n = buf.remaining();
+        if (isZero(buf)) {
+            writeZeroes(pos, n);
+            return;
+        }
+        try {
+            target.write(pos, buf, false);
+            hintWriteback(n);
+        } catch (IOException e) {
+            throw new CopyError(IoOperation.WRITE, pos, IoError.wrap(e));
         }
     }
 
@@ -758,17 +767,7 @@ public final class BlockCopy {
         boolean written = false;
         CopyError failure = null;
         try {
-            ByteBuffer data = s.data().duplicate().position(0).limit(len);
-            if (isZero(data)) {
-                writeZeroes(start, len);
-            } else {
-                try {
-                    target.write(start, data, false);
-                    hintWriteback(len);
-                } catch (IOException e) {
-                    throw new CopyError(IoOperation.WRITE, start, IoError.wrap(e));
-                }
-            }
+            writeData(start, s.data().duplicate().position(0).limit(len));
             written = true;
         } catch (CopyError e) {
             failure = e;
@@ -892,10 +891,9 @@ public final class BlockCopy {
         int c = (int) (offset / clusterSize);
         lock.lock();
         try {
-            if (!saved.get(c)) {
-                int next = saved.nextSetBit(c);
-                long runEnd = next < 0 ? Long.MAX_VALUE : (long) next * clusterSize;
-                return -Math.min(want, runEnd - offset);
+            long run = savedRun(offset, want);
+            if (run < 0) {
+                return run;
             }
             Map.Entry<Integer, Saved> e = savedByCluster.floorEntry(c);
             if (e == null || e.getKey() + e.getValue().claim().count() <= c) {

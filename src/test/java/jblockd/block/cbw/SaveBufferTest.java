@@ -8,7 +8,6 @@ import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
-import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 
 import org.junit.jupiter.api.Test;
@@ -18,9 +17,9 @@ import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
 import jblockd.block.DriverRegistry;
 import jblockd.block.Errno;
-import jblockd.block.FilterDriver;
 import jblockd.block.IoError;
 import jblockd.block.NodeGraph;
+import jblockd.job.GatedDriver;
 import jblockd.qapi.IoOperation;
 
 /**
@@ -120,8 +119,8 @@ class SaveBufferTest {
         int size = 2 * CLUSTER;
         BlockNode src = file("s", size, (byte) 1);
         BlockNode file = file("t", size, (byte) 0);
-        AtomicBoolean failing = new AtomicBoolean(true);
-        BlockNode tgt = failingWrites(file, failing);
+        BlockNode tgt = GatedDriver.over(file, "failing");
+        GatedDriver.of(tgt).writeError = new IoError(Errno.ENOSPC, Errno.ENOSPC.strerror());
         BlockCopy copy = new BlockCopy(src, tgt, size, CLUSTER, CLUSTER, 2, false, 2L * CLUSTER);
         guestWrite(copy, src, 0, 10, (byte) 2);
         assertThatThrownBy(copy::drainOne).isInstanceOfSatisfying(BlockCopy.CopyError.class, e -> {
@@ -131,7 +130,7 @@ class SaveBufferTest {
         assertThat(copy.drainError()).isNotNull();
         assertThat(copy.drainOne()).as("no drain until the job retries").isFalse();
         assertThat(copy.savedRun(0, size)).as("still held").isEqualTo(CLUSTER);
-        failing.set(false);
+        GatedDriver.of(tgt).writeError = null;
         copy.retryDrains();
         assertThat(copy.awaitSaved()).isTrue();
         assertThat(copy.drainOne()).isTrue();
@@ -170,73 +169,5 @@ class SaveBufferTest {
         assertThat(copy.saveUse()).isEqualTo(new BlockCopy.SaveUse(2L * CLUSTER, 0, 0, 0));
         assertThat(progress.get()).isEqualTo(CLUSTER);
         assertThat(copy.savedRun(0, size)).isNegative();
-    }
-
-    /** A filter over {@code child} whose writes fail with ENOSPC while {@code failing}. */
-    private BlockNode failingWrites(BlockNode child, AtomicBoolean failing) throws IOException {
-        FilterDriver d = new FilterDriver() {
-            @Override
-            public BlockNode filtered() {
-                return child;
-            }
-
-            @Override
-            public String driverName() {
-                return "failing";
-            }
-
-            @Override
-            public void read(long offset, ByteBuffer dst) throws IOException {
-                child.read(offset, dst);
-            }
-
-            @Override
-            public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
-                if (failing.get()) {
-                    throw new IoError(Errno.ENOSPC, Errno.ENOSPC.strerror());
-                }
-                child.write(offset, src, fua);
-            }
-
-            @Override
-            public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
-                child.writeZeroes(offset, length, mayUnmap);
-            }
-
-            @Override
-            public void discard(long offset, long length) throws IOException {
-                child.discard(offset, length);
-            }
-
-            @Override
-            public void flush() throws IOException {
-                child.flush();
-            }
-
-            @Override
-            public long length() throws IOException {
-                return child.length();
-            }
-
-            @Override
-            public jblockd.block.Extent status(long offset, long length) throws IOException {
-                return child.status(offset, length);
-            }
-
-            @Override
-            public jblockd.block.Capabilities capabilities() {
-                return child.capabilities();
-            }
-
-            @Override
-            public void close() {
-            }
-
-            @Override
-            public String filename() {
-                return child.driver().filename();
-            }
-        };
-        return new BlockNode("failing", false, d, false, false);
     }
 }

@@ -114,6 +114,18 @@ class DriveBackupIT {
         assertThatThrownBy(() -> h.backup.driveBackup(new DriveBackupArgs(null, "drive0", t, null, null, null,
                 null, null, null, null, null, null, null, null, null, new BackupPerf(null, null, 4096L, null))))
                 .hasMessage("Required max-chunk (4096) is less than backup cluster size (65536)");
+        // jblockd's save buffer (docs/backup.md): a size that holds no cluster, a negative one, and
+        // any at all for fleecing (sync=none) are refused, not silently off
+        assertThatThrownBy(() -> h.backup.driveBackup(new DriveBackupArgs(null, "drive0", t, null, null, null,
+                null, null, null, null, null, null, null, null, null, new BackupPerf(null, null, null, 4096L))))
+                .hasMessage("cbw-buffer-size (4096) is less than backup cluster size (65536); 0 turns the buffer off");
+        assertThatThrownBy(() -> h.backup.driveBackup(new DriveBackupArgs(null, "drive0", t, null, null, null,
+                null, null, null, null, null, null, null, null, null, new BackupPerf(null, null, null, -1L))))
+                .hasMessage("cbw-buffer-size must be between 0 and 17179869184");
+        assertThatThrownBy(() -> h.backup.driveBackup(new DriveBackupArgs(null, "drive0", t, null,
+                MirrorSyncMode.NONE, null, null, null, null, null, null, null, null, null, null,
+                new BackupPerf(null, null, null, 1L << 20))))
+                .hasMessageStartingWith("cbw-buffer-size needs a target that does not read through to the source");
         h.events.clear();
         assertThatThrownBy(() -> h.backup.driveBackup(BackupHarness.drive("drive0", t, null, null, null, -1L)))
                 .hasMessage("Parameter 'speed' expects a non-negative value");
