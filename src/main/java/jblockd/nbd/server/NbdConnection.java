@@ -265,30 +265,28 @@ final class NbdConnection {
                 "option '" + Nbd.optionName(option) + "' has unexpected length");
     }
 
-    private static String readString(ByteBuffer d, int len) {
-        byte[] b = new byte[len];
-        d.get(b);
-        return new String(b, StandardCharsets.UTF_8);
-    }
-
     /**
      * INFO / GO payload: u32 name length, name, u16 number of info requests, u16 each.
      * Replies NAME (if asked), DESCRIPTION (if set), BLOCK_SIZE, EXPORT, then ACK (QEMU's order).
+     * A payload that does not add up is REP_ERR_INVALID with nbd_negotiate_handle_info's texts,
+     * checked in its order; an unknown name is echoed sanitised, as in every error reply.
      */
     private boolean infoOrGo(NbdOption opt) throws IOException {
         int o = opt.option();
         ByteBuffer d = opt.data().duplicate();
-        if (d.remaining() < 4) {
-            rejectLength(o);
+        String name = optName(o, d);
+        if (name == null) {
             return false;
         }
-        long nameLen = Integer.toUnsignedLong(d.getInt());
-        if (nameLen > Nbd.MAX_STRING_SIZE || d.remaining() < nameLen + 2) {
-            rejectLength(o);
+        if (d.remaining() < 2) {
+            inconsistentLengths(o);
             return false;
         }
-        String name = readString(d, (int) nameLen);
         int nreq = Short.toUnsignedInt(d.getShort());
+        if (d.remaining() < 2 * nreq) {
+            inconsistentLengths(o);
+            return false;
+        }
         if (d.remaining() != 2 * nreq) {
             rejectLength(o);
             return false;
@@ -305,7 +303,7 @@ final class NbdConnection {
         }
         NbdExport e = server.findForClient(name);
         if (e == null) {
-            writer.optionError(o, Nbd.REP_ERR_UNKNOWN, "export '" + name + "' not present");
+            writer.optionError(o, Nbd.REP_ERR_UNKNOWN, "export '" + sanitize(name) + "' not present");
             return false;
         }
         if (sendName) {
@@ -320,7 +318,7 @@ final class NbdConnection {
         writer.infoExport(o, e.size(), e.transmissionFlags(structured));
         if (o == Nbd.OPT_GO) {
             if (!server.attach(e, this)) {
-                writer.optionError(o, Nbd.REP_ERR_UNKNOWN, "export '" + name + "' not present");
+                writer.optionError(o, Nbd.REP_ERR_UNKNOWN, "export '" + sanitize(name) + "' not present");
                 return false;
             }
             export = e;
@@ -353,16 +351,7 @@ final class NbdConnection {
         }
         ByteBuffer d = opt.data().duplicate();
         String inconsistent = "Inconsistent lengths in option " + Nbd.optionName(o);
-        if (d.remaining() < 4) {
-            writer.optionError(o, Nbd.REP_ERR_INVALID, inconsistent);
-            return;
-        }
-        long nameLen = Integer.toUnsignedLong(d.getInt());
-        if (nameLen > Nbd.MAX_STRING_SIZE) {
-            writer.optionError(o, Nbd.REP_ERR_INVALID, "Invalid name length: " + nameLen);
-            return;
-        }
-        String name = optString(o, d, (int) nameLen);
+        String name = optName(o, d);
         if (name == null) {
             return;
         }
@@ -414,12 +403,33 @@ final class NbdConnection {
     }
 
     /**
+     * An export name at the option's position (nbd_opt_read_name): u32 length, at most
+     * {@link Nbd#MAX_STRING_SIZE}, then the name; null after the error reply.
+     */
+    private String optName(int option, ByteBuffer d) throws IOException {
+        if (d.remaining() < 4) {
+            inconsistentLengths(option);
+            return null;
+        }
+        long len = Integer.toUnsignedLong(d.getInt());
+        if (len > Nbd.MAX_STRING_SIZE) {
+            writer.optionError(option, Nbd.REP_ERR_INVALID, "Invalid name length: " + len);
+            return null;
+        }
+        return optString(option, d, (int) len);
+    }
+
+    private void inconsistentLengths(int option) throws IOException {
+        writer.optionError(option, Nbd.REP_ERR_INVALID, "Inconsistent lengths in option " + Nbd.optionName(option));
+    }
+
+    /**
      * A string of {@code len} bytes of the option (nbd_opt_read with its NUL check), or null
      * after the error reply.
      */
     private String optString(int option, ByteBuffer d, int len) throws IOException {
         if (d.remaining() < len) {
-            writer.optionError(option, Nbd.REP_ERR_INVALID, "Inconsistent lengths in option " + Nbd.optionName(option));
+            inconsistentLengths(option);
             return null;
         }
         byte[] b = new byte[len];
