@@ -22,6 +22,8 @@ public final class GatedDriver implements FilterDriver {
     private final BlockNode child;
     public final AtomicInteger reads = new AtomicInteger();
     public final AtomicInteger writes = new AtomicInteger();
+    /** Write-back hints ({@link BlockNode#startWriteback}) that reached this node. */
+    public final AtomicInteger writebacks = new AtomicInteger();
     /** When set, every flush fails with it (a target that cannot make its data durable). */
     public volatile IOException flushError;
     /** When set, every data write fails with it (a target that is full or gone). */
@@ -101,6 +103,12 @@ public final class GatedDriver implements FilterDriver {
         } finally {
             held.decrementAndGet();
         }
+    }
+
+    @Override
+    public void startWriteback() throws IOException {
+        writebacks.incrementAndGet();
+        child.startWriteback();
     }
 
     @Override

@@ -17,6 +17,7 @@ import jblockd.block.BlockNode;
 import jblockd.block.BlockdevOptions;
 import jblockd.block.DriverRegistry;
 import jblockd.block.NodeGraph;
+import jblockd.job.GatedDriver;
 
 /** The copy bitmap, claims and copy-before-write of {@link BlockCopy} over real files. */
 class BlockCopyTest {
@@ -272,5 +273,36 @@ class BlockCopyTest {
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> copy.copyAndRelease(c))
                 .isInstanceOf(OutOfMemoryError.class);
         assertThat(copy.claimNext(0)).as("the claim is dirty again, not in flight").isEqualTo(c);
+    }
+
+    /**
+     * The job's copy asks the target to write back every WRITEBACK_STEP bytes while no guest
+     * writes through the filter, and not at all while one does (its writes would queue behind).
+     */
+    @Test
+    void writeBackHintsGoToTheTargetOnlyWhileNoGuestWrites() throws Exception {
+        int size = (int) (4 * BlockCopy.WRITEBACK_STEP);
+        BlockNode src = file("s", size, (byte) 1);
+        BlockNode t1 = GatedDriver.over(file("t1", size, (byte) 0), "g1");
+        BlockNode t2 = GatedDriver.over(file("t2", size, (byte) 0), "g2");
+
+        copyAll(new BlockCopy(src, t1, size, CLUSTER, BlockCopy.MAX_CHUNK, 1, false));
+        assertThat(GatedDriver.of(t1).writebacks.get()).as("one hint per step").isEqualTo(4);
+
+        BlockCopy withGuest = new BlockCopy(src, t2, size, CLUSTER, BlockCopy.MAX_CHUNK, 1, false);
+        withGuest.guestBegin(); // a guest request in the filter for the whole copy
+        copyAll(withGuest);
+        withGuest.guestEnd();
+        assertThat(GatedDriver.of(t2).writebacks.get()).isZero();
+        ByteBuffer last = ByteBuffer.allocate(CLUSTER);
+        t2.read(size - CLUSTER, last);
+        assertThat(last.array()).as("the copy itself is whole").containsOnly((byte) 1);
+    }
+
+    private static void copyAll(BlockCopy copy) throws Exception {
+        BlockCopy.Claim c;
+        while ((c = copy.claimNext(0)) != null) {
+            copy.copyAndRelease(c);
+        }
     }
 }
