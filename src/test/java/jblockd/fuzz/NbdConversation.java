@@ -155,8 +155,7 @@ final class NbdConversation {
             case Nbd.OPT_INFO, Nbd.OPT_GO -> {
                 List<OptReply> rs = replies(where, option, Nbd.REP_INFO);
                 OptReply last = rs.getLast();
-                Expected e = infoPayload(data.duplicate());
-                expectType(where, last, e.type());
+                expectType(where, last, infoReplyType(data.duplicate()));
                 if (last.type() == Nbd.REP_ACK) {
                     boolean export = false;
                     for (OptReply r : rs.subList(0, rs.size() - 1)) {
@@ -186,8 +185,11 @@ final class NbdConversation {
                     String name = utf8(where, b);
                     check(name.equals(Nbd.BASE_ALLOCATION) || name.equals("qemu:allocation-depth"), where,
                             "a context the export does not offer: " + name);
-                    check(set || id == 0, where, "LIST reply with id " + id);
-                    check(contexts.put(id, name) == null || !set, where, "context id " + id + " twice");
+                    if (set) {
+                        check(contexts.put(id, name) == null, where, "context id " + id + " twice");
+                    } else {
+                        check(id == 0, where, "LIST reply with id " + id);
+                    }
                 }
                 if (set && last.type() == Nbd.REP_ACK) {
                     selected = contexts;
@@ -201,30 +203,27 @@ final class NbdConversation {
         }
     }
 
-    /** The reply type an INFO/GO payload calls for (nbd_negotiate_handle_info's order). */
-    private record Expected(int type) {
-    }
-
-    private static Expected infoPayload(ByteBuffer d) {
+    /** The final reply type an INFO/GO payload calls for (nbd_negotiate_handle_info's order). */
+    private static int infoReplyType(ByteBuffer d) {
         if (d.remaining() < 4) {
-            return new Expected(Nbd.REP_ERR_INVALID);
+            return Nbd.REP_ERR_INVALID;
         }
         long len = Integer.toUnsignedLong(d.getInt());
         if (len > Nbd.MAX_STRING_SIZE || d.remaining() < len) {
-            return new Expected(Nbd.REP_ERR_INVALID);
+            return Nbd.REP_ERR_INVALID;
         }
         boolean nul = false;
         for (int i = 0; i < len; i++) {
             nul |= d.get() == 0;
         }
         if (nul || d.remaining() < 2) {
-            return new Expected(Nbd.REP_ERR_INVALID);
+            return Nbd.REP_ERR_INVALID;
         }
         int requests = Short.toUnsignedInt(d.getShort());
         if (d.remaining() != 2 * requests) {
-            return new Expected(Nbd.REP_ERR_INVALID);
+            return Nbd.REP_ERR_INVALID;
         }
-        return new Expected(len == 0 ? Nbd.REP_ACK : Nbd.REP_ERR_UNKNOWN);
+        return len == 0 ? Nbd.REP_ACK : Nbd.REP_ERR_UNKNOWN;
     }
 
     /** One INFO reply's payload; true for INFO_EXPORT. */

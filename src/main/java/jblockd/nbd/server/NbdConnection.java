@@ -350,7 +350,6 @@ final class NbdConnection {
             meta = MetaContexts.NONE;
         }
         ByteBuffer d = opt.data().duplicate();
-        String inconsistent = "Inconsistent lengths in option " + Nbd.optionName(o);
         String name = optName(o, d);
         if (name == null) {
             return;
@@ -361,21 +360,21 @@ final class NbdConnection {
             return;
         }
         if (d.remaining() < 4) {
-            writer.optionError(o, Nbd.REP_ERR_INVALID, inconsistent);
+            inconsistentLengths(o);
             return;
         }
         long n = Integer.toUnsignedLong(d.getInt());
         List<String> queries = new ArrayList<>();
         for (long i = 0; i < n; i++) {
             if (d.remaining() < 4) {
-                writer.optionError(o, Nbd.REP_ERR_INVALID, inconsistent);
+                inconsistentLengths(o);
                 return;
             }
             long qlen = Integer.toUnsignedLong(d.getInt());
             if (qlen > Nbd.MAX_STRING_SIZE) {
                 // QEMU skips an over-long query rather than failing the option
                 if (d.remaining() < qlen) {
-                    writer.optionError(o, Nbd.REP_ERR_INVALID, inconsistent);
+                    inconsistentLengths(o);
                     return;
                 }
                 d.position(d.position() + (int) qlen);
