@@ -48,7 +48,9 @@ import jblockd.testsupport.ExternalTools;
  * no more than the input can justify. Every 256th input, and at the end, a real client still
  * negotiates and reads (the server keeps serving) and the image, written by the fuzzer's
  * requests, passes {@code qemu-img check}. Seeds: what qemu-io, nbdinfo and qemu-img sent to
- * qemu-nbd 7.2 (NbdServerFuzzTestInputs).
+ * qemu-nbd 7.2 (NbdServerFuzzTestInputs), and the kernel client's handshake as nbd-client 3.24
+ * sends it ({@code nbd-client-go}, {@code nbd-client-list}; its transmission requests come from
+ * the kernel, which the test machine's kernel cannot run: it has no nbd module).
  */
 class NbdServerFuzzTest {
     private static final long SIZE = 1 << 20;

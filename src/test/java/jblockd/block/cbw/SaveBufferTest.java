@@ -7,7 +7,9 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Arrays;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 
 import org.junit.jupiter.api.Test;
@@ -91,6 +93,33 @@ class SaveBufferTest {
         assertThat(read(tgt, 0, size)).as("the point in time").containsOnly((byte) 1);
         assertThat(progress.get()).as("every byte counted once").isEqualTo(size);
         assertThat(copy.saveUse().used()).isZero();
+    }
+
+    /**
+     * Guests first covers their saved old data: the job's next chunk waits while the save queue
+     * holds entries (an unlimited job's chunk writes otherwise crowd the drain out of the target
+     * and the buffer fills), and goes on as soon as the drain took them.
+     */
+    @Test
+    void theBackgroundCopyWaitsUntilSavedDataIsOnItsWayToTheTarget() throws Exception {
+        int size = 4 * CLUSTER;
+        BlockNode src = file("s", size, (byte) 1);
+        BlockNode tgt = file("t", size, (byte) 0);
+        BlockCopy copy = new BlockCopy(src, tgt, size, CLUSTER, CLUSTER, 2, false, 4L * CLUSTER);
+        copy.yieldBound(TimeUnit.HOURS.toNanos(1)); // only the drain can end the wait below
+        copy.yieldToGuests(); // nothing saved, no guest: no wait
+
+        guestWrite(copy, src, 0, 100, (byte) 2);
+        Thread job = Thread.ofPlatform().start(copy::yieldToGuests);
+        while (job.isAlive() && job.getState() != Thread.State.TIMED_WAITING) {
+            Thread.onSpinWait();
+        }
+        assertThat(job.isAlive()).as("waits while saved data is queued").isTrue();
+
+        assertThat(copy.drainOne()).isTrue();
+        job.join(Duration.ofSeconds(30));
+        assertThat(job.isAlive()).as("goes on once the drain took the queue").isFalse();
+        assertThat(read(tgt, 0, CLUSTER)).containsOnly((byte) 1);
     }
 
     @Test
