@@ -40,10 +40,37 @@ final class FuzzChecks {
      * Runs {@code work} on a fresh thread and returns its result; fails (with the stuck thread's
      * stack) if it takes longer than {@link #TIME_BOUND}, and fails if the process (every
      * thread: server connections and client reader threads too) allocated more than
-     * {@code 64 * inputLength + ALLOCATION_SLACK} bytes meanwhile. Exceptions of {@code work}
-     * propagate unchanged.
+     * {@code 64 * inputLength + ALLOCATION_SLACK} bytes meanwhile, twice: over the bound once,
+     * the work runs again and only a second run over it fails. One-off costs of a process that
+     * has fuzzed for minutes (a 13,559-byte qcow2 input measured 320 MiB once after 7,000
+     * inputs, 150 KiB per run in regression mode and under the bound when fuzzing began with it)
+     * do not repeat; an allocation sized by the input does. {@code work} must therefore do the
+     * same when run twice. Exceptions of {@code work} propagate unchanged.
      */
     static <T> T bounded(int inputLength, Callable<T> work) throws Exception {
+        long bound = 64L * inputLength + ALLOCATION_SLACK;
+        Measured<T> first = measure(work);
+        if (first.allocated() <= bound || first.loadedClasses()) {
+            return first.result();
+        }
+        Measured<T> again = measure(work);
+        if (!again.loadedClasses()) {
+            assertThat(again.allocated())
+                    .as("bytes allocated for a %d-byte input (first run: %d)", inputLength, first.allocated())
+                    .isLessThanOrEqualTo(bound);
+        }
+        return first.result();
+    }
+
+    /**
+     * One run's result and the bytes every thread allocated meanwhile; {@code loadedClasses}: the
+     * run was the first use of a code path, whose class loading (and, while fuzzing,
+     * instrumenting) allocates hundreds of MiB that the input did not cause.
+     */
+    private record Measured<T>(T result, long allocated, boolean loadedClasses) {
+    }
+
+    private static <T> Measured<T> measure(Callable<T> work) throws Exception {
         long classesBefore = CLASSES.getTotalLoadedClassCount();
         long before = THREADS.getTotalThreadAllocatedBytes();
         FutureTask<T> task = new FutureTask<>(work);
@@ -67,15 +94,7 @@ final class FuzzChecks {
         }
         t.join();
         long allocated = THREADS.getTotalThreadAllocatedBytes() - before;
-        if (CLASSES.getTotalLoadedClassCount() != classesBefore) {
-            // first use of a code path: loading and (while fuzzing) instrumenting classes
-            // allocates hundreds of MiB that the input did not cause
-            return result;
-        }
-        assertThat(allocated)
-                .as("bytes allocated for a %d-byte input", inputLength)
-                .isLessThanOrEqualTo(64L * inputLength + ALLOCATION_SLACK);
-        return result;
+        return new Measured<>(result, allocated, CLASSES.getTotalLoadedClassCount() != classesBefore);
     }
 
     /** {@link #bounded(int, Callable)} for work without a result. */
