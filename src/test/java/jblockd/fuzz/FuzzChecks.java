@@ -48,12 +48,17 @@ final class FuzzChecks {
      * same when run twice. Exceptions of {@code work} propagate unchanged.
      */
     static <T> T bounded(int inputLength, Callable<T> work) throws Exception {
+        return bounded(inputLength, work, PROCESS);
+    }
+
+    /** {@link #bounded(int, Callable)} with runs measured by {@code meter} (tests give their own figures). */
+    static <T> T bounded(int inputLength, Callable<T> work, Meter meter) throws Exception {
         long bound = 64L * inputLength + ALLOCATION_SLACK;
-        Measured<T> first = measure(work);
+        Measured<T> first = meter.measure(work);
         if (first.allocated() <= bound || first.loadedClasses()) {
             return first.result();
         }
-        Measured<T> again = measure(work);
+        Measured<T> again = meter.measure(work);
         if (!again.loadedClasses()) {
             assertThat(again.allocated())
                     .as("bytes allocated for a %d-byte input (first run: %d)", inputLength, first.allocated())
@@ -62,12 +67,20 @@ final class FuzzChecks {
         return first.result();
     }
 
+    /** Runs the work once and measures it. */
+    interface Meter {
+        <T> Measured<T> measure(Callable<T> work) throws Exception;
+    }
+
+    /** The real measure: the work on a fresh thread, every thread's allocation counted. */
+    static final Meter PROCESS = FuzzChecks::measure;
+
     /**
      * One run's result and the bytes every thread allocated meanwhile; {@code loadedClasses}: the
      * run was the first use of a code path, whose class loading (and, while fuzzing,
      * instrumenting) allocates hundreds of MiB that the input did not cause.
      */
-    private record Measured<T>(T result, long allocated, boolean loadedClasses) {
+    record Measured<T>(T result, long allocated, boolean loadedClasses) {
     }
 
     private static <T> Measured<T> measure(Callable<T> work) throws Exception {

@@ -3,53 +3,63 @@ package jblockd.fuzz;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-import java.util.concurrent.atomic.AtomicInteger;
+import java.util.ArrayDeque;
+import java.util.List;
+import java.util.concurrent.Callable;
 
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
-/** The allocation bound of {@link FuzzChecks#bounded}: an input's own allocation repeats, a one-off does not. */
+/**
+ * The allocation bound of {@link FuzzChecks#bounded}: an input's own allocation repeats, a
+ * one-off does not. Runs are measured by a script of figures, not by the process's counters
+ * (which other threads' class loading makes skip the check).
+ */
 class FuzzChecksTest {
-    private static final int CHUNK = 32 << 20;
-    /** Over the bound for a 1-byte input: 64 + 256 MiB. */
-    private static final int CHUNKS_OVER = (int) (FuzzChecks.ALLOCATION_SLACK / CHUNK) + 2;
+    private static final long OVER = FuzzChecks.ALLOCATION_SLACK + (1 << 20);
 
-    /** Garbage, but counted: allocated bytes, not live ones. */
-    private static long allocate(int chunks) {
-        long sum = 0;
-        for (int i = 0; i < chunks; i++) {
-            sum += new byte[CHUNK].length;
+    /** Runs the work and reports the next scripted allocation; counts the runs. */
+    private static final class Script implements FuzzChecks.Meter {
+        private final ArrayDeque<Long> figures;
+        int runs;
+
+        Script(Long... figures) {
+            this.figures = new ArrayDeque<>(List.of(figures));
         }
-        return sum;
-    }
 
-    @BeforeEach
-    void classesLoaded() throws Exception {
-        FuzzChecks.bounded(1, () -> allocate(1)); // the first use loads the checker's own classes
+        @Override
+        public <T> FuzzChecks.Measured<T> measure(Callable<T> work) throws Exception {
+            runs++;
+            return new FuzzChecks.Measured<>(work.call(), figures.removeFirst(), false);
+        }
     }
 
     @Test
     void anInputThatAllocatesOverTheBoundEachTimeFails() {
-        AtomicInteger runs = new AtomicInteger();
-        assertThatThrownBy(() -> FuzzChecks.bounded(1, () -> {
-            runs.incrementAndGet();
-            return allocate(CHUNKS_OVER);
-        })).isInstanceOf(AssertionError.class).hasMessageContaining("bytes allocated for a 1-byte input");
-        assertThat(runs).hasValue(2);
+        Script twiceOver = new Script(OVER, OVER);
+        assertThatThrownBy(() -> FuzzChecks.bounded(1, () -> "r", twiceOver))
+                .isInstanceOf(AssertionError.class)
+                .hasMessageContaining("bytes allocated for a 1-byte input (first run: " + OVER + ")");
+        assertThat(twiceOver.runs).isEqualTo(2);
     }
 
     @Test
     void aOneOffAllocationOfTheFirstRunIsNotTheInputs() throws Exception {
-        AtomicInteger runs = new AtomicInteger();
-        long result = FuzzChecks.bounded(1, () -> allocate(runs.getAndIncrement() == 0 ? CHUNKS_OVER : 1));
-        assertThat(result).as("the first run's result").isEqualTo((long) CHUNKS_OVER * CHUNK);
-        assertThat(runs).hasValue(2);
+        Script onceOver = new Script(OVER, 1000L);
+        assertThat(FuzzChecks.bounded(1, () -> "first", onceOver)).isEqualTo("first");
+        assertThat(onceOver.runs).isEqualTo(2);
     }
 
     @Test
     void underTheBoundTheWorkRunsOnce() throws Exception {
-        AtomicInteger runs = new AtomicInteger();
-        FuzzChecks.bounded(1, () -> allocate(runs.incrementAndGet()));
-        assertThat(runs).hasValue(1);
+        Script under = new Script(64L + FuzzChecks.ALLOCATION_SLACK);
+        FuzzChecks.bounded(1, () -> "r", under);
+        assertThat(under.runs).isEqualTo(1);
+    }
+
+    @Test
+    void theProcessMeterCountsWhatTheWorkAllocates() throws Exception {
+        FuzzChecks.Measured<Integer> m = FuzzChecks.PROCESS.measure(() -> new byte[8 << 20].length);
+        assertThat(m.result()).isEqualTo(8 << 20);
+        assertThat(m.allocated()).isGreaterThanOrEqualTo(8 << 20);
     }
 }
