@@ -524,10 +524,23 @@ public final class BlockCopy {
      * @throws CopyError with the side (read/write) that failed
      */
     public void copyAndRelease(Claim c) throws CopyError {
+        copyAndRelease(c, failure -> { });
+    }
+
+    /**
+     * {@link #copyAndRelease(Claim)}, telling {@code beforeRedirty} of a failure before the claim's
+     * clusters are dirty again: a dispatcher that records the failure there and checks for it after
+     * each claim never claims the failed clusters again in the same round (QEMU's block-copy
+     * starts no task once one failed).
+     */
+    public void copyAndRelease(Claim c, java.util.function.Consumer<Throwable> beforeRedirty) throws CopyError {
         boolean copied = false;
         try {
             copy(c);
             copied = true;
+        } catch (Throwable t) {
+            beforeRedirty.accept(t);
+            throw t;
         } finally {
             release(c, copied);
         }

@@ -250,17 +250,32 @@ public final class BackupJob implements JobDriver {
                     ctx.sleep(TimeUnit.MILLISECONDS.toNanos(2));
                     continue;
                 }
+                if (failed.get() != null || broken.get() != null) {
+                    // a chunk failed meanwhile: its clusters may be this claim, dirty again for the
+                    // next round, which meets the error first
+                    copy.release(c, false);
+                    request.close();
+                    break;
+                }
                 BlockCopy.Claim claim = c;
                 next = claim.first() + claim.count();
                 charge = copy.bytes(claim);
                 slots.acquireUninterruptibly();
                 inFlight.submit(() -> {
                     try {
-                        copy.copyAndRelease(claim);
-                    } catch (BlockCopy.CopyError e) {
-                        failed.compareAndSet(null, e);
+                        // the failure is recorded before the clusters are dirty again (see the check above)
+                        copy.copyAndRelease(claim, t -> {
+                            if (t instanceof BlockCopy.CopyError e) {
+                                failed.compareAndSet(null, e);
+                            } else {
+                                broken.compareAndSet(null, t);
+                            }
+                        });
                     } catch (Throwable t) {
-                        broken.compareAndSet(null, t);
+                        // recorded above, unless ending the claim itself failed: a bug of its own
+                        if (t != failed.get() && t != broken.get()) {
+                            broken.compareAndSet(null, t);
+                        }
                     } finally {
                         request.close();
                         slots.release();
