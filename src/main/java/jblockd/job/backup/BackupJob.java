@@ -271,11 +271,11 @@ public final class BackupJob implements JobDriver {
                                 broken.compareAndSet(null, t);
                             }
                         });
+                    } catch (BlockCopy.CopyError e) {
+                        // recorded above (the round's first failure is the one it reports)
                     } catch (Throwable t) {
-                        // recorded above, unless ending the claim itself failed: a bug of its own
-                        if (t != failed.get() && t != broken.get()) {
-                            broken.compareAndSet(null, t);
-                        }
+                        // recorded above too, unless ending the claim itself failed: a bug
+                        broken.compareAndSet(null, t);
                     } finally {
                         request.close();
                         slots.release();
