@@ -642,8 +642,13 @@ public final class Qcow2Driver implements BlockDriver {
         long gFirst = a >>> clusterBits;
         long gEnd = b >>> clusterBits;
         boolean v3 = header.version >= 3;
-        BlockNode bk = backing;
-        if (mode != Unmap.DISCARD && !v3 && bk != null) {
+        // Zeroes must hide a backing file even when it is not open here: a node added with
+        // "backing": null (libvirt's incremental backup target over the previous backup) is read
+        // later as a chain, and an unallocated cluster would show the older image's data. QEMU's
+        // zero_in_l2_slice sets the zero flag whatever bs->backing is. A discard goes by the open
+        // backing only, as QEMU's discard_in_l2_slice does.
+        boolean backed = mode == Unmap.DISCARD ? backing != null : backing != null || header.backingFile != null;
+        if (mode != Unmap.DISCARD && !v3 && backed) {
             // v2 has no zero flag: with a backing file the zeroes must be real.
             writeRealZeroes(a, Math.min(b, size) - a);
             return;
@@ -652,7 +657,7 @@ public final class Qcow2Driver implements BlockDriver {
             meta.lock.lock();
             try {
                 meta.maybeWriteBack();
-                unmapClusters(gFirst, gEnd, mode, v3, bk != null);
+                unmapClusters(gFirst, gEnd, mode, v3, backed);
             } finally {
                 meta.lock.unlock();
             }

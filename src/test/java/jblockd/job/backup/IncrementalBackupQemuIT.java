@@ -385,6 +385,54 @@ class IncrementalBackupQemuIT {
         });
     }
 
+    /**
+     * A guest zero-write is the only change since the checkpoint: the incremental target (a fresh
+     * qcow2 over the previous backup, attached with "backing": null as libvirt does) must hide the
+     * older data there. Seen in the composition run (seed 20421): jblockd left the clusters
+     * unallocated because the target has no L2 table yet and no backing open, so the restored
+     * chain showed the full backup's data; QEMU sets the zero flag.
+     */
+    @Test
+    void aZeroWriteReachesTheIncrementalTargetOverItsBackingFile() throws Exception {
+        onBothPeers(p -> {
+            QmpTestClient c = p.qmp();
+            Path disk = p.dir().resolve("zero-disk.qcow2");
+            Proc.ok("qemu-img", "create", "-q", "-f", "qcow2", disk.toString(), "4M");
+            c.executeOk("blockdev-add", Map.of("driver", "qcow2", "node-name", "fmt",
+                    "file", Map.of("driver", "file", "filename", disk.toString())));
+            c.executeOk("block-export-add", Map.of("type", "nbd", "id", "guest", "node-name", "fmt",
+                    "name", "vda", "writable", true));
+            guest(p, "write -P 0x5a 0 2M", "vda");
+            Path full = p.dir().resolve("zero-full.qcow2");
+            Path inc = p.dir().resolve("zero-inc.qcow2");
+            Proc.ok("qemu-img", "create", "-q", "-f", "qcow2", full.toString(), "4M");
+            backupInto(c, "t0", full, List.of(action("block-dirty-bitmap-add", Map.of("node", "fmt", "name", "chk")),
+                    action("blockdev-backup", Map.of("device", "fmt", "target", "t0", "sync", "full", "job-id", "b0"))));
+            guest(p, "write -z 131072 720896", "vda");
+            Path point = p.dir().resolve("zero-point.raw");
+            Proc.ok("qemu-img", "convert", "-f", "raw", "-O", "raw", p.nbd("vda"), point.toString());
+            Proc.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", full.toString(), "-F", "qcow2", inc.toString());
+            backupInto(c, "t1", inc, List.of(action("blockdev-backup", Map.of("device", "fmt", "target", "t1",
+                    "sync", "incremental", "bitmap", "chk", "job-id", "b1"))));
+            Proc.ok("qemu-img", "compare", "-f", "raw", "-F", "qcow2", point.toString(), inc.toString());
+            Proc.ok("qemu-img", "check", inc.toString());
+            c.executeOk("block-export-del", Map.of("id", "guest"));
+            c.waitEvent("BLOCK_EXPORT_DELETED", T);
+            c.executeOk("blockdev-del", Map.of("node-name", "fmt"));
+        });
+    }
+
+    /** Attaches {@code target} as node {@code node} without its backing, runs the transaction's backup to its end. */
+    private static void backupInto(QmpTestClient c, String node, Path target, List<Object> actions) throws Exception {
+        c.executeOk("blockdev-add", QmpTestClient.json("{\"driver\":\"qcow2\",\"node-name\":\"" + node
+                + "\",\"file\":{\"driver\":\"file\",\"filename\":\"" + target + "\"},\"backing\":null}"));
+        c.executeOk("transaction", Map.of("actions", actions));
+        JsonNode done = c.waitEvent("BLOCK_JOB_COMPLETED", T).get("data");
+        assertThat(done.has("error")).as("%s", done).isFalse();
+        c.waitEvent("JOB_STATUS_CHANGE", e -> e.at("/data/status").asText().equals("null"), T);
+        c.executeOk("blockdev-del", Map.of("node-name", node));
+    }
+
     // ------------------------------------------------------------------ interop both ways
 
     /**
