@@ -131,7 +131,11 @@ public final class NodeGraph {
                     named[0] = namingClock++;
                 }
                 try {
-                    return open(imageOptions(filename, format, readOnly, false, false, null, false), opened);
+                    // block.c bdrv_backing_options: a backing file inherits the parent's
+                    // cache.direct and cache.no-flush (QSD 7.2's query-named-block-nodes shows them)
+                    BlockdevOptions.Common parent = options.common();
+                    return open(imageOptions(filename, format, readOnly, parent.cacheDirect(), parent.cacheNoFlush(),
+                            null, false), opened);
                 } catch (IoError e) {
                     // block.c bdrv_open_backing_file: the cause, introduced as QEMU does
                     throw new IoError(e.errno(), "Could not open backing file: " + e.getMessage(), e);

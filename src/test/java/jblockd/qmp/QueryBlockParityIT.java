@@ -88,7 +88,7 @@ class QueryBlockParityIT {
                 "id=drive0,file=" + raw + ",format=raw,node-name=rawfmt,read-only=on,cache=writethrough",
                 "id=drive1,file=" + v3 + ",format=qcow2,node-name=v3,read-only=on,cache=none",
                 "id=drive2,file=" + v2 + ",format=qcow2,node-name=v2,read-only=on,cache=directsync",
-                "id=drive3,file=" + top + ",format=qcow2,node-name=top,read-only=on",
+                "id=drive3,file=" + top + ",format=qcow2,node-name=top,read-only=on,cache=none",
                 "id=drive4,file=" + lazy + ",format=qcow2,node-name=lazy,read-only=on",
                 "id=drive5,file=" + corrupt + ",format=qcow2,node-name=corrupt,read-only=on",
                 "id=drive6,file=" + tables + ",format=qcow2,node-name=tables,read-only=on,cache=unsafe");
@@ -229,6 +229,22 @@ class QueryBlockParityIT {
         assertThat(dbg.at("/image/backing-image/format").asText()).isEqualTo("qcow2");
         assertThat(dbg.get("image").has("actual-size")).isFalse();
         assertThat(find(jr, "node-name", "nul").get("image").has("dirty-flag")).isFalse();
+        // a backing file named in the header inherits the overlay's cache.direct / no-flush
+        // (block.c bdrv_backing_options): drive3 is cache=none, so its base and base's file are direct
+        String base = dir.resolve("base.qcow2").toString();
+        for (JsonNode list : List.of(qr, jr)) {
+            int seen = 0;
+            for (JsonNode n : list) {
+                if (n.path("file").asText().equals(base)) {
+                    seen++;
+                    JsonNode cache = n.path("cache");
+                    assertThat(List.of(cache.path("writeback").asBoolean(), cache.path("direct").asBoolean(),
+                            cache.path("no-flush").asBoolean(true))).as("%s %s", n.path("node-name"), cache)
+                            .containsExactly(true, true, false);
+                }
+            }
+            assertThat(seen).as("base.qcow2's format and file nodes").isEqualTo(2);
+        }
     }
 
     /**
