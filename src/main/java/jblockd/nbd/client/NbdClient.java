@@ -641,7 +641,7 @@ public final class NbdClient implements AutoCloseable {
             ByteChannel ch = channel;
             greet();
             // structured replies
-            option(ch, Nbd.OPT_STRUCTURED_REPLY, ByteBuffer.allocate(0));
+            request(ch, Nbd.OPT_STRUCTURED_REPLY, ByteBuffer.allocate(0));
             Reply r = reply(in, Nbd.OPT_STRUCTURED_REPLY);
             if (r.type == Nbd.REP_ACK) {
                 h.structured = true;
@@ -668,7 +668,7 @@ public final class NbdClient implements AutoCloseable {
                 for (byte[] b : qs) {
                     d.putInt(b.length).put(b);
                 }
-                option(ch, Nbd.OPT_SET_META_CONTEXT, d.flip());
+                request(ch, Nbd.OPT_SET_META_CONTEXT, d.flip());
                 while (true) {
                     r = reply(in, Nbd.OPT_SET_META_CONTEXT);
                     if (r.type == Nbd.REP_ACK) {
@@ -689,7 +689,7 @@ public final class NbdClient implements AutoCloseable {
             }
             ByteBuffer go = ByteBuffer.allocate(4 + name.length + 2 + 2).putInt(name.length).put(name)
                     .putShort((short) 1).putShort((short) Nbd.INFO_BLOCK_SIZE).flip();
-            option(ch, Nbd.OPT_GO, go);
+            request(ch, Nbd.OPT_GO, go);
             boolean haveExport = false;
             while (true) {
                 r = reply(in, Nbd.OPT_GO);
@@ -744,6 +744,31 @@ public final class NbdClient implements AutoCloseable {
                 default -> Errno.EINVAL;
             };
             return new OptionRefused(e, text, option, r.type, msg);
+        }
+
+        /**
+         * Sends an option the caller then reads the reply of. When the server has already hung
+         * up, its reason is what the caller should see, not our broken pipe: after STARTTLS a
+         * server refusing our certificate sends its alert and closes, which in TLS 1.3 can beat
+         * our first option; the alert is still there to read. Otherwise QEMU's
+         * nbd_send_option_request text.
+         */
+        private void request(WritableByteChannel ch, int option, ByteBuffer data) throws IOException {
+            try {
+                option(ch, option, data);
+            } catch (IOException sendFailed) {
+                try {
+                    reply(in, option);
+                } catch (IoError | NbdProtocolException why) {
+                    why.addSuppressed(sendFailed);
+                    throw why;
+                } catch (IOException ignored) {
+                    // nothing better to say than the send failure
+                }
+                String why = sendFailed.getMessage() == null ? sendFailed.getClass().getSimpleName()
+                        : sendFailed.getMessage();
+                throw new IoError(Errno.EIO, "Failed to send option request: " + why, sendFailed);
+            }
         }
 
         /** Best effort: the server may already be gone. */
