@@ -757,18 +757,20 @@ public final class NbdClient implements AutoCloseable {
             try {
                 option(ch, option, data);
             } catch (IOException sendFailed) {
+                // A failed send means the peer has closed, so this read ends at once: with its
+                // reason (reply() names the step), or with EOF, which reply() reports likewise.
                 try {
                     reply(in, option);
-                } catch (IoError | NbdProtocolException why) {
+                } catch (IOException why) {
                     why.addSuppressed(sendFailed);
                     throw why;
-                } catch (IOException ignored) {
-                    // nothing better to say than the send failure
                 }
-                String why = sendFailed.getMessage() == null ? sendFailed.getClass().getSimpleName()
-                        : sendFailed.getMessage();
-                throw new IoError(Errno.EIO, "Failed to send option request: " + why, sendFailed);
+                throw new IoError(Errno.EIO, "Failed to send option request: " + describe(sendFailed), sendFailed);
             }
+        }
+
+        private static String describe(IOException e) {
+            return e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
         }
 
         /** Best effort: the server may already be gone. */
@@ -810,8 +812,7 @@ public final class NbdClient implements AutoCloseable {
             } catch (NbdProtocolException | IoError e) {
                 throw e;
             } catch (IOException e) {
-                String why = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
-                throw new IoError(Errno.EIO, "Failed to read option reply: " + why, e);
+                throw new IoError(Errno.EIO, "Failed to read option reply: " + describe(e), e);
             }
         }
 
