@@ -265,7 +265,7 @@ public final class ReopenCommands implements CommandGroup {
      * The requests of QEMU's bdrv_reopen_set_read_only(): the node with its options kept and
      * {@code read-only} set, and the children it opened inline following it.
      */
-    private List<NodeGraph.ReopenRequest> setReadOnly(BlockNode node, boolean readOnly) throws IoError {
+    private List<NodeGraph.ReopenRequest> readOnlyRequests(BlockNode node, boolean readOnly) throws IoError {
         List<NodeGraph.ReopenRequest> out = new ArrayList<>();
         out.add(new NodeGraph.ReopenRequest(node, withReadOnly(graph.currentOptions(node), readOnly)));
         BlockNode file = childOf(node, "file");
@@ -281,13 +281,28 @@ public final class ReopenCommands implements CommandGroup {
      * a refusal (someone still writes it) leaves it writable, silently as in QEMU.
      */
     public void makeReadOnlyQuietly(BlockNode node) {
-        if (node.readOnly()) {
+        try {
+            setReadOnly(node, true);
+        } catch (QmpError e) {
+            // QEMU passes NULL for errp: the old top simply stays writable
+        }
+    }
+
+    /**
+     * block.c bdrv_reopen_set_read_only(): reopens {@code node} (and the file child it opened
+     * inline) read-only or read-write, its other options kept, in a drained section; nothing
+     * when it already is. The one way a job or command flips a node's read-only state (commit
+     * makes its base writable so the base node itself is written, never a second opening of the
+     * image behind it, whose metadata the node's cache would not see).
+     */
+    public void setReadOnly(BlockNode node, boolean readOnly) throws QmpError {
+        if (node.readOnly() == readOnly) {
             return;
         }
         try {
-            run(setReadOnly(node, true), List.of(node));
-        } catch (IoError | QmpError e) {
-            // QEMU passes NULL for errp: the old top simply stays writable
+            run(readOnlyRequests(node, readOnly), List.of(node));
+        } catch (IoError e) {
+            throw QmpError.generic(e.getMessage());
         }
     }
 
@@ -322,12 +337,8 @@ public final class ReopenCommands implements CommandGroup {
             throw QmpError.generic("'" + device + "' and image file are not in the same chain");
         }
         boolean ro = image.readOnly();
-        try {
-            if (ro) {
-                run(setReadOnly(image, false), List.of(image));
-            }
-        } catch (IoError e) {
-            throw QmpError.generic(e.getMessage());
+        if (ro) {
+            setReadOnly(image, false);
         }
         QmpError failure = null;
         try (DrainedSection s = devices.drain(image)) {
@@ -340,10 +351,10 @@ public final class ReopenCommands implements CommandGroup {
         }
         if (ro) {
             try {
-                run(setReadOnly(image, true), List.of(image));
-            } catch (IoError e) {
+                setReadOnly(image, true);
+            } catch (QmpError e) {
                 if (failure == null) {
-                    failure = QmpError.generic(e.getMessage());
+                    failure = e;
                 }
             }
         }

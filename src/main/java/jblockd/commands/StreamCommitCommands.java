@@ -51,11 +51,13 @@ public final class StreamCommitCommands implements CommandGroup {
     private final JobNodes nodes;
     private final JobRegistry jobs;
     private final MirrorCommands mirror;
+    private final ReopenCommands reopen;
 
     public StreamCommitCommands(NodeGraph graph, Devices devices, JobRegistry jobs) {
         this.nodes = new JobNodes(graph, devices, jobs);
         this.jobs = jobs;
         this.mirror = new MirrorCommands(graph, devices, jobs);
+        this.reopen = new ReopenCommands(graph, devices);
     }
 
     @Override
@@ -235,20 +237,18 @@ public final class StreamCommitCommands implements CommandGroup {
             throw QmpError.generic("'backing-file' specified, but 'top' is the active layer");
         }
         String jobId = nodes.defaultJobId(a.jobId(), bs);
-        BlockNode writer = baseWriter(base);
-        boolean ownWriter = writer != base;
+        // commit_start() / commit_active_start(): a read-only base is reopened read-write for
+        // the job, so the base node itself is written and every reader of it sees the data
+        boolean baseWasReadOnly = base.readOnly();
+        reopen.setReadOnly(base, false);
         try {
             if (top == bs) {
-                return activeCommit(a, jobId, bs, base, writer, ownWriter, onError);
+                return activeCommit(a, jobId, bs, base, onError);
             }
-            return intermediateCommit(a, jobId, bs, top, base, writer, ownWriter, layers, onError);
+            return intermediateCommit(a, jobId, bs, top, base, baseWasReadOnly, layers, onError);
         } catch (QmpError | RuntimeException e) {
-            if (ownWriter) {
-                try {
-                    nodes.graph().remove(writer);
-                } catch (IOException ignored) {
-                    // already failing
-                }
+            if (baseWasReadOnly) {
+                reopen.makeReadOnlyQuietly(base);
             }
             throw e;
         }
@@ -264,35 +264,23 @@ public final class StreamCommitCommands implements CommandGroup {
     }
 
     /**
-     * The node commit writes through: the base itself when it is writable, else the base image
-     * opened once more read-write (QEMU reopens base read-write for the job instead).
-     */
-    private BlockNode baseWriter(BlockNode base) throws QmpError {
-        if (!base.readOnly()) {
-            return base;
-        }
-        try {
-            return nodes.graph().add(nodes.graph().imageOptions(base.driver().filename(),
-                    base.driver().formatName(), false, false, false, null, false));
-        } catch (IOException e) {
-            throw QmpError.generic(IoError.wrap(e).getMessage());
-        }
-    }
-
-    /**
      * commit_start(): the job keeps the active node ({@code bs}) and the overlay whose backing
      * link it rewrites; the committed layers may be written (the job empties them into base) but
-     * not resized; the job's own backends read {@code top} and write the base ({@code writer}:
-     * the base itself, or the base image opened read-write once more), which nobody else may
+     * not resized; the job's own backends read {@code top} and write the base (resizing it only
+     * when it is smaller than top, as QEMU asks for RESIZE then only, so a read-only NBD export
+     * of the base, which unshares resize, does not stop the commit), which nobody else may
      * write or resize meanwhile. QEMU's intermediates also unshare consistent read, which
      * its commit_top filter between overlay and top absorbs; jblockd has no such filter (the
      * overlay reads the top directly), so the intermediates share it.
      */
-    private static List<JobUse> commitUses(BlockNode bs, BlockNode overlay, List<BlockNode> layers,
-                                           BlockNode writer) {
+    private static List<JobUse> commitUses(BlockNode bs, BlockNode overlay, BlockNode top, List<BlockNode> layers,
+                                           BlockNode base) throws QmpError {
         Set<Perm> intermediate = Perm.of(Perm.CONSISTENT_READ, Perm.WRITE, Perm.WRITE_UNCHANGED);
-        Access baseBackend = Access.of(Perm.of(Perm.CONSISTENT_READ, Perm.WRITE, Perm.RESIZE),
-                Perm.of(Perm.CONSISTENT_READ, Perm.WRITE_UNCHANGED));
+        Set<Perm> baseNeeds = Perm.of(Perm.CONSISTENT_READ, Perm.WRITE);
+        if (MirrorCommands.length(base) < MirrorCommands.length(top)) {
+            baseNeeds.add(Perm.RESIZE);
+        }
+        Access baseBackend = Access.of(baseNeeds, Perm.of(Perm.CONSISTENT_READ, Perm.WRITE_UNCHANGED));
         List<JobUse> uses = new ArrayList<>();
         uses.add(JobUse.node(bs, "main node", Access.PASSIVE));
         for (BlockNode n : layers) {
@@ -302,22 +290,26 @@ public final class StreamCommitCommands implements CommandGroup {
             uses.add(JobUse.node(overlay, "overlay of top", Access.PASSIVE));
         }
         uses.add(JobUse.backend(layers.getFirst(), Access.PASSIVE));
-        uses.add(JobUse.backend(writer, baseBackend));
+        uses.add(JobUse.backend(base, baseBackend));
         return uses;
     }
 
-    private Job activeCommit(BlockCommitArgs a, String jobId, BlockNode bs, BlockNode base, BlockNode writer,
-                             boolean ownWriter, BlockdevOnError onError) throws QmpError {
-        int granularity = MirrorCommands.defaultGranularity(writer);
-        return mirror.startMirror(JobType.COMMIT, jobId, bs, writer, base, MirrorSyncMode.TOP, granularity,
+    /**
+     * The active commit is a mirror into the base. The base stays writable afterwards whatever
+     * the outcome, as QSD 7.2 leaves it (after a pivot it takes the replaced top's place).
+     */
+    private Job activeCommit(BlockCommitArgs a, String jobId, BlockNode bs, BlockNode base,
+                             BlockdevOnError onError) throws QmpError {
+        int granularity = MirrorCommands.defaultGranularity(base);
+        return mirror.startMirror(JobType.COMMIT, jobId, bs, base, base, MirrorSyncMode.TOP, granularity,
                 jblockd.job.mirror.MirrorJob.DEFAULT_BUF_SIZE, onError, onError, true, a.filterNodeName(),
                 a.speed(), a.autoFinalize(), a.autoDismiss(), false, false, (job, pivoted) ->
-                        // the mirror releases the replaced chain itself; the base writer is ours
-                        nodes.releaseAfterJob(job, pivoted, null, ownWriter ? writer : null));
+                        // the mirror releases the replaced chain itself
+                        nodes.releaseAfterJob(job, pivoted, null, null));
     }
 
     private Job intermediateCommit(BlockCommitArgs a, String jobId, BlockNode bs, BlockNode top, BlockNode base,
-                                   BlockNode writer, boolean ownWriter, List<BlockNode> layers,
+                                   boolean baseWasReadOnly, List<BlockNode> layers,
                                    BlockdevOnError onError) throws QmpError {
         BlockNode overlay = Chain.overlayOf(bs, top);
         if (overlay == null) {
@@ -327,21 +319,29 @@ public final class StreamCommitCommands implements CommandGroup {
         String backingName = a.backingFile() != null ? a.backingFile() : base.driver().filename();
         String backingFmt = base.driver().formatName();
         Job[] self = new Job[1];
-        CommitJob driver = new CommitJob(top, base, writer, onError, new CommitJob.GraphActions() {
+        CommitJob driver = new CommitJob(top, base, onError, new CommitJob.GraphActions() {
             @Override
             public void rebase() throws Exception {
                 // commit_prepare(): the overlay now reads from base, the committed layers go
                 try (DrainedSection s = nodes.devices().drain(overlay)) {
-                    overlay.driver().setBacking(writer, backingName, backingFmt);
+                    overlay.driver().setBacking(base, backingName, backingFmt);
                 }
             }
 
             @Override
             public void release(boolean rebased) {
-                nodes.releaseAfterJob(self[0], rebased, top, ownWriter ? writer : null);
+                nodes.releaseAfterJob(self[0], rebased, top, null);
+                if (baseWasReadOnly) {
+                    // commit_clean(): the base goes back to read-only once the job is gone
+                    jobs.whenGone(self[0], () -> {
+                        if (nodes.graph().node(base.nodeName()).orElse(null) == base) {
+                            reopen.makeReadOnlyQuietly(base);
+                        }
+                    });
+                }
             }
         });
-        Job job = nodes.createJob(jobId, driver, commitUses(bs, overlay, layers, writer), a.speed(),
+        Job job = nodes.createJob(jobId, driver, commitUses(bs, overlay, top, layers, base), a.speed(),
                 a.autoFinalize(), a.autoDismiss());
         self[0] = job;
         jobs.start(job);

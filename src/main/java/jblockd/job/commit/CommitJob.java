@@ -19,33 +19,28 @@ import jblockd.qapi.JobType;
  * Errors go through {@code on-error} (reads of top..base: {@code read}, writes into base:
  * {@code write}); as in QEMU's commit_run(), {@code ignore} and {@code stop} both retry the chunk.
  * <p>
- * {@code baseWriter} is the node the data is written through: the base opened read-write (the
- * chain's own base node is read-only, as backing files are); its reads of committed ranges are
- * never needed by the chain while the job runs, since those are allocated above it.
+ * The data is written into the {@code base} node itself, which the command made writable for
+ * the job (QEMU's bdrv_reopen_set_read_only()), so every reader of that node sees it.
  */
 public final class CommitJob extends ChainCopyJob {
     /** QEMU commit.c COMMIT_BUFFER_SIZE (observed len = virtual size, 512 KiB steps). */
     public static final int CHUNK = 512 * 1024;
 
-    private final BlockNode baseWriter;
-
     /** {@code actions.rebase()} is commit_prepare(): the overlay of top is rebased onto base. */
-    public CommitJob(BlockNode top, BlockNode base, BlockNode baseWriter, BlockdevOnError onError,
-                     GraphActions actions) {
+    public CommitJob(BlockNode top, BlockNode base, BlockdevOnError onError, GraphActions actions) {
         super(JobType.COMMIT, top, base, onError, actions);
-        this.baseWriter = baseWriter;
     }
 
     @Override
     public void run(JobContext ctx) throws Exception {
         long size = top.length();
         ctx.setLen(size);
-        if (baseWriter.length() < size && !baseWriter.capabilities().growable()) {
+        if (base.length() < size && !base.capabilities().growable()) {
             throw new IoError(jblockd.block.Errno.ENOSPC, "base is smaller than top");
         }
         // commit_run(): ignore and stop both retry the chunk ("n = 0; continue")
-        copyChunks(ctx, size, CHUNK, OnIgnore.RETRY, (off, n, buf) -> copyChunk(off, n, top, baseWriter, buf,
+        copyChunks(ctx, size, CHUNK, OnIgnore.RETRY, (off, n, buf) -> copyChunk(off, n, top, base, buf,
                 (pos, end) -> BlockStatus.above(top, base, pos, end - pos)));
-        baseWriter.flush();
+        base.flush();
     }
 }
