@@ -316,6 +316,12 @@ public final class StreamCommitCommands implements CommandGroup {
             throw QmpError.generic("Top image file " + top.driver().filename() + " not found");
         }
         jobs.checkNotBusy(overlay, nodes.displayName(overlay));
+        if (a.filterNodeName() != null) {
+            // QEMU names its commit_top filter with it; jblockd commits an intermediate layer
+            // without a filter node, so there is nothing to name: refused, never ignored
+            throw QmpError.generic("'filter-node-name' is not supported when 'top' is not the active layer"
+                    + " (jblockd inserts no commit_top filter)");
+        }
         String backingName = a.backingFile() != null ? a.backingFile() : base.driver().filename();
         String backingFmt = base.driver().formatName();
         Job[] self = new Job[1];

@@ -312,6 +312,11 @@ class StreamCommitTest {
                 null, null, null, null, null, null, null, null, null)))
                 .isInstanceOfSatisfying(QmpError.class, e -> assertThat(e.errorClass()).isEqualTo(ErrorClass.DEVICE_NOT_FOUND))
                 .hasMessage("Device 'nodev' not found");
+        assertThatThrownBy(() -> cmds.blockCommit(new StreamCommitCommands.BlockCommitArgs(null, "drive0", "base",
+                null, "mid", null, null, null, null, "ct", null, null)))
+                .hasMessage("'filter-node-name' is not supported when 'top' is not the active layer"
+                        + " (jblockd inserts no commit_top filter)");
+        assertThat(graph.node("ct")).isEmpty();
         assertThat(events.events()).isEmpty();
     }
 }

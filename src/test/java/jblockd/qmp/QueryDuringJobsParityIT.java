@@ -28,7 +28,7 @@ import jblockd.testsupport.QmpTestClient;
 /**
  * query-block and query-named-block-nodes while a slow job runs, QEMU 7.2 against jblockd: the
  * job's filter node (copy-before-write for backup; mirror_top for mirror and active commit;
- * copy-on-read for stream) is listed with its child as backing-image, and query-block looks
+ * copy-on-read for stream; commit_top between an intermediate commit's top and its overlay) is listed with its child as backing-image, and query-block looks
  * through implicit filters (no filter-node-name) but not through named ones or backup's.
  * Compared: all member names and values, except auto node names, host allocation and file
  * nodes' lengths (the copy is under way), jblockd's io-status, and dirty-bitmaps (QEMU lists
@@ -45,14 +45,17 @@ class QueryDuringJobsParityIT {
         ExternalTools.assumeTools("qemu-system-x86_64", "qemu-img", "qemu-io");
     }
 
-    /** Fresh images for one peer: a 8 MiB top over a base, both with data, and an empty target. */
+    /** Fresh images for one peer: a 8 MiB top over mid over base, all with data, and an empty target. */
     private Path images(String peer) throws Exception {
         Path d = Files.createDirectories(dir.resolve(peer));
         Path base = d.resolve("base.qcow2");
         Path top = d.resolve("top.qcow2");
         ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", base.toString(), "8M");
         ExternalTools.ok("qemu-io", "-f", "qcow2", "-c", "write -P 1 0 4M", base.toString());
-        ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top.toString());
+        Path mid = d.resolve("mid.qcow2");
+        ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", mid.toString());
+        ExternalTools.ok("qemu-io", "-f", "qcow2", "-c", "write -P 3 0 2M", mid.toString());
+        ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top.toString());
         ExternalTools.ok("qemu-io", "-f", "qcow2", "-c", "write -P 2 4M 4M", top.toString());
         ExternalTools.ok("qemu-img", "create", "-q", "-f", "qcow2", d.resolve("tgt.qcow2").toString(), "8M");
         return d;
@@ -69,6 +72,7 @@ class QueryDuringJobsParityIT {
             case "mirror-named" -> "{" + common + ",\"target\":\"tgt\",\"sync\":\"full\",\"filter-node-name\":\"mf\"}";
             case "stream" -> "{" + common + "}";
             case "commit" -> "{" + common + "}";
+            case "commit-intermediate" -> "{" + common + ",\"top\":\"" + d.resolve("mid.qcow2") + "\"}";
             default -> throw new IllegalArgumentException(job);
         };
         String command = switch (job) {
@@ -118,7 +122,7 @@ class QueryDuringJobsParityIT {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"backup", "mirror", "mirror-named", "stream", "commit"})
+    @ValueSource(strings = {"backup", "mirror", "mirror-named", "stream", "commit", "commit-intermediate"})
     void queriesDuringAJobMatchQemu(String job) throws Exception {
         Path qd = images("qemu");
         Path qsock = qd.resolve("qmp.sock");
@@ -151,12 +155,33 @@ class QueryDuringJobsParityIT {
         }
         assertThat(JsonShape.of(j[0])).as(job + ": query-block members").isEqualTo(JsonShape.of(q[0]));
         assertThat(j[0]).as(job + ": query-block").isEqualTo(q[0]);
-        if (job.equals("commit")) {
-            // jblockd's active commit opens the base a second time (read-write) instead of
-            // reopening QEMU's node: one more qcow2 + file pair in the list, a known difference
-            return;
+        if (job.equals("commit-intermediate")) {
+            // A known difference: QEMU puts a commit_top filter between the overlay and the
+            // committed top, listed as its own node and as one more layer in the overlay's
+            // backing-image chain; jblockd has no commit_top yet. Everything else must match.
+            withoutCommitTop(q[1]);
         }
         assertThat(sorted(j[1])).as(job + ": query-named-block-nodes").isEqualTo(sorted(q[1]));
+    }
+
+    /** QEMU's node list without its commit_top node and with the overlay's chain stepping over it. */
+    private static void withoutCommitTop(JsonNode list) {
+        ArrayNode nodes = (ArrayNode) list;
+        int filters = 0;
+        for (int i = nodes.size() - 1; i >= 0; i--) {
+            if (nodes.get(i).path("drv").asText().equals("commit_top")) {
+                nodes.remove(i);
+                filters++;
+            }
+        }
+        assertThat(filters).as("QEMU's commit_top node").isEqualTo(1);
+        for (JsonNode n : nodes) {
+            ObjectNode image = (ObjectNode) n.path("image");
+            if (image.path("backing-image").path("format").asText().equals("commit_top")) {
+                image.set("backing-image", image.path("backing-image").path("backing-image"));
+                ((ObjectNode) n).put("backing_file_depth", n.path("backing_file_depth").asInt() - 1);
+            }
+        }
     }
 
 }
