@@ -13,6 +13,7 @@ import jblockd.block.IoError;
 import jblockd.block.ImageCreator;
 import jblockd.block.NodeGraph;
 import jblockd.block.NodeUser;
+import jblockd.block.Perm;
 import jblockd.device.Device;
 import jblockd.device.DrainedSection;
 import jblockd.device.Devices;
@@ -113,12 +114,71 @@ final class JobNodes {
      * unless the user named it with {@code filter-node-name}, as QEMU hides only its own.
      */
     BlockNode filterNode(JobTopFilter filter, String filterNodeName) {
+        return filterNode(filter, filterNodeName, false);
+    }
+
+    /** As {@link #filterNode(JobTopFilter, String)}, read-only when {@code readOnly} (commit_top). */
+    BlockNode filterNode(JobTopFilter filter, String filterNodeName, boolean readOnly) {
         boolean auto = filterNodeName == null;
         filter.implicit(auto);
         // the filter discards as its child does (a guest discard that the child ignores needs no
         // dirty marking or copy either)
-        return new BlockNode(auto ? graph.nextAutoName() : filterNodeName, auto, filter, false,
+        return new BlockNode(auto ? graph.nextAutoName() : filterNodeName, auto, filter, readOnly,
                 filter.child().unmap());
+    }
+
+    /**
+     * commit_start()'s bdrv_append(commit_top, top): registers {@code filterNode} (read-only, as
+     * QEMU opens commit_top) and, in a drained section, makes it the backing node of
+     * {@code overlay} and the root of every device on the filter's child, so every parent of
+     * that child reads through the filter. A device writing the child is refused as QEMU's
+     * permission check on the read-only filter refuses it; nothing changes then.
+     */
+    void insertInChain(BlockNode filterNode, BlockNode overlay) throws QmpError {
+        BlockNode child = filterNode.driver().filtered();
+        for (NodeUser u : graph.usersOf(child)) {
+            if (u.kind() == NodeUser.Kind.BACKEND && u.access().needs().contains(Perm.WRITE)) {
+                throw QmpError.generic("Block node is read-only");
+            }
+        }
+        try {
+            graph.register(filterNode);
+        } catch (IoError e) {
+            throw QmpError.generic(e.getMessage());
+        }
+        try (DrainedSection s = devices.drain(overlay, child)) {
+            overlay.driver().linkBacking(filterNode);
+            for (Device d : devices.attachedTo(child)) {
+                devices.replaceRoot(d, filterNode);
+            }
+        } catch (IoError e) {
+            graph.unregister(filterNode);
+            throw QmpError.generic(e.getMessage());
+        }
+    }
+
+    /**
+     * Takes a filter {@link #insertInChain} put in out again, drained: every parent of it
+     * ({@code overlay}'s backing link, if it still points at the filter, and the devices on it)
+     * goes to {@code to}: the filter's child after a cancel or failure (commit_abort()), the
+     * base after the rebase. The link from {@code overlay} is changed in memory only; the
+     * rebase rewrites the image header itself.
+     */
+    void removeFromChain(BlockNode filterNode, BlockNode overlay, BlockNode to) {
+        try (DrainedSection s = devices.drain(filterNode)) {
+            if (overlay.driver().backing() == filterNode) {
+                try {
+                    overlay.driver().linkBacking(to);
+                } catch (IoError e) {
+                    // linkBacking succeeded on this overlay when the filter went in
+                    throw new IllegalStateException(e);
+                }
+            }
+            for (Device d : devices.attachedTo(filterNode)) {
+                devices.replaceRoot(d, to);
+            }
+        }
+        graph.unregister(filterNode);
     }
 
     /**

@@ -266,16 +266,15 @@ public final class StreamCommitCommands implements CommandGroup {
     /**
      * commit_start(): the job keeps the active node ({@code bs}) and the overlay whose backing
      * link it rewrites; the committed layers may be written (the job empties them into base) but
-     * not resized; the job's own backends read {@code top} and write the base (resizing it only
-     * when it is smaller than top, as QEMU asks for RESIZE then only, so a read-only NBD export
-     * of the base, which unshares resize, does not stop the commit), which nobody else may
-     * write or resize meanwhile. QEMU's intermediates also unshare consistent read, which
-     * its commit_top filter between overlay and top absorbs; jblockd has no such filter (the
-     * overlay reads the top directly), so the intermediates share it.
+     * not resized, and nobody may read them as a consistent image (their content is on its way
+     * into base; the overlay reads through commit_top, which claims nothing on top), except
+     * filters directly over base; the job's own backends read {@code top} (taking nothing) and
+     * write the base (resizing it only when it is smaller than top, as QEMU asks for RESIZE then
+     * only, so a read-only NBD export of the base, which unshares resize, does not stop the
+     * commit), which nobody else may write or resize meanwhile.
      */
     private static List<JobUse> commitUses(BlockNode bs, BlockNode overlay, BlockNode top, List<BlockNode> layers,
                                            BlockNode base) throws QmpError {
-        Set<Perm> intermediate = Perm.of(Perm.CONSISTENT_READ, Perm.WRITE, Perm.WRITE_UNCHANGED);
         Set<Perm> baseNeeds = Perm.of(Perm.CONSISTENT_READ, Perm.WRITE);
         if (MirrorCommands.length(base) < MirrorCommands.length(top)) {
             baseNeeds.add(Perm.RESIZE);
@@ -283,8 +282,17 @@ public final class StreamCommitCommands implements CommandGroup {
         Access baseBackend = Access.of(baseNeeds, Perm.of(Perm.CONSISTENT_READ, Perm.WRITE_UNCHANGED));
         List<JobUse> uses = new ArrayList<>();
         uses.add(JobUse.node(bs, "main node", Access.PASSIVE));
-        for (BlockNode n : layers) {
-            uses.add(JobUse.node(n, "intermediate node", Access.of(Perm.none(), intermediate)));
+        // filtered_base: from the last layer that is not a filter on, only filters over base
+        int filtersOverBase = layers.size();
+        while (filtersOverBase > 0 && layers.get(filtersOverBase - 1).driver().filtered() != null) {
+            filtersOverBase--;
+        }
+        for (int i = 0; i < layers.size(); i++) {
+            Set<Perm> shared = Perm.of(Perm.WRITE, Perm.WRITE_UNCHANGED);
+            if (i >= filtersOverBase) {
+                shared.add(Perm.CONSISTENT_READ);
+            }
+            uses.add(JobUse.node(layers.get(i), "intermediate node", Access.of(Perm.none(), shared)));
         }
         if (overlay != bs) {
             uses.add(JobUse.node(overlay, "overlay of top", Access.PASSIVE));
@@ -316,14 +324,12 @@ public final class StreamCommitCommands implements CommandGroup {
             throw QmpError.generic("Top image file " + top.driver().filename() + " not found");
         }
         jobs.checkNotBusy(overlay, nodes.displayName(overlay));
-        if (a.filterNodeName() != null) {
-            // QEMU names its commit_top filter with it; jblockd commits an intermediate layer
-            // without a filter node, so there is nothing to name: refused, never ignored
-            throw QmpError.generic("'filter-node-name' is not supported when 'top' is not the active layer"
-                    + " (jblockd inserts no commit_top filter)");
-        }
         String backingName = a.backingFile() != null ? a.backingFile() : base.driver().filename();
         String backingFmt = base.driver().formatName();
+        // commit_start(): commit_top goes between the overlay and top first, so the job's
+        // intermediates can refuse consistent read while the overlay reads through the filter
+        BlockNode filterNode = nodes.filterNode(JobTopFilter.commitTop(top), a.filterNodeName(), true);
+        nodes.insertInChain(filterNode, overlay);
         Job[] self = new Job[1];
         CommitJob driver = new CommitJob(top, base, onError, new CommitJob.GraphActions() {
             @Override
@@ -336,6 +342,9 @@ public final class StreamCommitCommands implements CommandGroup {
 
             @Override
             public void release(boolean rebased) {
+                // bdrv_drop_intermediate() / commit_abort(): the filter's parents go to base
+                // after the rebase, back to top otherwise
+                nodes.removeFromChain(filterNode, overlay, rebased ? base : top);
                 nodes.releaseAfterJob(self[0], rebased, top, null);
                 if (baseWasReadOnly) {
                     // commit_clean(): the base goes back to read-only once the job is gone
@@ -347,8 +356,14 @@ public final class StreamCommitCommands implements CommandGroup {
                 }
             }
         });
-        Job job = nodes.createJob(jobId, driver, commitUses(bs, overlay, top, layers, base), a.speed(),
-                a.autoFinalize(), a.autoDismiss());
+        Job job;
+        try {
+            job = nodes.createJob(jobId, driver, commitUses(bs, overlay, top, layers, base), a.speed(),
+                    a.autoFinalize(), a.autoDismiss());
+        } catch (QmpError | RuntimeException e) {
+            nodes.removeFromChain(filterNode, overlay, top);
+            throw e;
+        }
         self[0] = job;
         jobs.start(job);
         return job;

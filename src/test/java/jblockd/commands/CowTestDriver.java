@@ -139,6 +139,12 @@ final class CowTestDriver implements BlockDriver {
         this.backingFormat = format;
     }
 
+    /** The link alone, the header (name, format) kept: a job's filter going in or out. */
+    @Override
+    public void linkBacking(BlockNode newBacking) {
+        this.backing = newBacking;
+    }
+
     public String formatName() {
         return "cowtest";
     }

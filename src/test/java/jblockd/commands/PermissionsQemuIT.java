@@ -109,6 +109,47 @@ class PermissionsQemuIT {
                         + " 'intermediate node' child)."));
     }
 
+    /**
+     * An intermediate commit's layers are not a consistent image while they empty into base:
+     * QEMU's commit_top lets the overlay read on, the job refuses consistent read to new users
+     * (mid itself, and mid's file through mid's own permissions); an export of mid made before
+     * the commit moved onto commit_top and keeps reading. The base is written by the job only.
+     */
+    @Test
+    void theLayersOfAnIntermediateCommitCannotBeExportedAnew() throws Exception {
+        Exchange e = (c, images) -> {
+            c.executeOk("blockdev-add", QmpTestClient.json("{\"driver\":\"qcow2\",\"node-name\":\"drv0\","
+                    + "\"file\":{\"driver\":\"file\",\"filename\":\"" + images.resolve("top.qcow2") + "\"},"
+                    + "\"backing\":{\"driver\":\"qcow2\",\"node-name\":\"mid\",\"file\":{\"driver\":\"file\","
+                    + "\"node-name\":\"midf\",\"filename\":\"" + images.resolve("mid.qcow2") + "\"},"
+                    + "\"backing\":{\"driver\":\"qcow2\",\"node-name\":\"base\",\"file\":{\"driver\":\"file\","
+                    + "\"filename\":\"" + images.resolve("base.qcow2") + "\"}}}}"));
+            c.executeOk("nbd-server-start", QmpTestClient.json("{\"addr\":{\"type\":\"unix\",\"data\":{\"path\":\""
+                    + images.resolve("nbd.sock") + "\"}}}"));
+            c.executeOk("block-export-add", Map.of("type", "nbd", "id", "e0", "node-name", "mid", "name", "early"));
+            c.executeOk("block-commit", Map.of("job-id", "c1", "device", "drv0", "top-node", "mid",
+                    "base-node", "base", "speed", 1));
+            List<String> errors = new ArrayList<>();
+            errors.add(c.executeError("block-export-add", Map.of("type", "nbd", "id", "e1", "node-name", "mid"))
+                    .get("desc").asText());
+            errors.add(c.executeError("block-export-add", Map.of("type", "nbd", "id", "e2", "node-name", "midf"))
+                    .get("desc").asText());
+            errors.add(c.executeError("block-export-add", Map.of("type", "nbd", "id", "e3", "node-name", "base",
+                    "writable", true)).get("desc").asText());
+            return errors;
+        };
+        assertSameAsQemu(e, List.of(
+                "Permission conflict on node 'mid': permissions 'consistent read' are both required by an unnamed"
+                        + " block device (uses node 'mid' as 'root' child) and unshared by commit job 'c1' (uses node"
+                        + " 'mid' as 'intermediate node' child).",
+                "Permission conflict on node 'midf': permissions 'consistent read' are both required by an unnamed"
+                        + " block device (uses node 'midf' as 'root' child) and unshared by node 'mid' (uses node"
+                        + " 'midf' as 'file' child).",
+                "Permission conflict on node 'base': permissions 'write' are both required by an unnamed block device"
+                        + " (uses node 'base' as 'root' child) and unshared by an unnamed block device (uses node"
+                        + " 'base' as 'root' child)."));
+    }
+
     @Test
     void aMirrorTargetCannotBeExportedAndIsInUse() throws Exception {
         Exchange e = (c, images) -> {

@@ -5,16 +5,19 @@ import java.nio.ByteBuffer;
 import java.util.List;
 import java.util.Objects;
 
+import jblockd.block.Access;
 import jblockd.block.BlockChild;
 import jblockd.block.FilterDriver;
 import jblockd.block.BlockNode;
 import jblockd.block.Capabilities;
 import jblockd.block.Extent;
+import jblockd.block.Perm;
 
 /**
  * The filter a job puts above the node it works on, as the device's root, so that every guest
- * request passes it (QEMU's {@code mirror_top}, {@code commit_top} and stream's
- * {@code copy-on-read} filters). It forwards everything to its child and, depending on the job
+ * request passes it (QEMU's {@code mirror_top} and stream's {@code copy-on-read} filters), or,
+ * as {@link #commitTop commit_top}, between the top of an intermediate commit and its overlay.
+ * It forwards everything to its child and, depending on the job
  * (a mirror's dirty tracking is not here: the source node records every write that reaches it,
  * whatever path it took, see {@link jblockd.block.bitmap.NodeBitmaps#adopt}):
  * <ul>
@@ -36,16 +39,44 @@ public final class JobTopFilter implements FilterDriver {
     private volatile ActiveCopy activeCopy;
     private final RangeLocks locks;
     private volatile boolean implicit;
-
+    /** False for commit_top: it takes nothing on its child and lets others do anything there. */
+    private final boolean claimsChild;
+    /** True for commit_top: it sits inside a backing chain, as the overlay's backing node. */
+    private final boolean inChain;
 
     /**
-     * @param driverName {@code mirror_top}, {@code commit_top} or {@code copy-on-read}
+     * A filter over a device's root.
+     *
+     * @param driverName {@code mirror_top} or {@code copy-on-read}
      * @param locks      serialises guest writes with the job's chunks, or null
      */
     public JobTopFilter(String driverName, BlockNode child, RangeLocks locks) {
+        this(driverName, child, locks, true, false);
+    }
+
+    private JobTopFilter(String driverName, BlockNode child, RangeLocks locks, boolean claimsChild,
+                         boolean inChain) {
         this.driverName = driverName;
         this.child = Objects.requireNonNull(child);
         this.locks = locks;
+        this.claimsChild = claimsChild;
+        this.inChain = inChain;
+    }
+
+    /**
+     * QEMU's commit_top for a commit of {@code top}, a layer below the active one: it goes
+     * between {@code top} and its overlay and takes no permission on {@code top}
+     * (bdrv_commit_top_child_perm()), so the commit job may refuse consistent read on the layers
+     * it empties into base while the overlay keeps reading through the filter.
+     */
+    public static JobTopFilter commitTop(BlockNode top) {
+        return new JobTopFilter("commit_top", top, null, false, true);
+    }
+
+    @Override
+    public Access childAccess(BlockChild c, boolean writable, Access parentUse) {
+        return claimsChild ? Access.passthrough(parentUse)
+                : new Access(Perm.none(), Perm.all());
     }
 
     /**
@@ -203,8 +234,16 @@ public final class JobTopFilter implements FilterDriver {
         return implicit ? child.driver().formatName() : driverName;
     }
 
+    /**
+     * A filter over a device's root answers for its child's backing when implicit; commit_top,
+     * inside the chain, is the link down to the committed top, so a walk down backing links
+     * from the overlay still passes every layer.
+     */
     @Override
     public BlockNode backing() {
+        if (inChain) {
+            return child;
+        }
         return implicit ? child.driver().backing() : null;
     }
 
