@@ -163,9 +163,7 @@ class IncrementalBackupQemuIT {
         onBothPeers(p -> {
             QmpTestClient c = p.qmp();
             Path src = p.dir().resolve("args-src.qcow2");
-            Proc.ok("qemu-img", "create", "-q", "-f", "qcow2", src.toString(), "16M");
-            c.executeOk("blockdev-add", Map.of("driver", "qcow2", "node-name", "src",
-                    "file", Map.of("driver", "file", "filename", src.toString())));
+            newQcow2Node(c, src, "16M", "src");
             for (String t : List.of("t1", "t2")) {
                 Path f = p.dir().resolve("args-" + t + ".raw");
                 Proc.ok("qemu-img", "create", "-q", "-f", "raw", f.toString(), "16M");
@@ -323,9 +321,7 @@ class IncrementalBackupQemuIT {
             QmpTestClient c = p.qmp();
             SplittableRandom rnd = new SplittableRandom(20261201);
             Path disk = p.dir().resolve("chain-disk.qcow2");
-            Proc.ok("qemu-img", "create", "-q", "-f", "qcow2", disk.toString(), "32M");
-            c.executeOk("blockdev-add", Map.of("driver", "qcow2", "node-name", "fmt",
-                    "file", Map.of("driver", "file", "filename", disk.toString())));
+            newQcow2Node(c, disk, "32M", "fmt");
             c.executeOk("block-export-add", Map.of("type", "nbd", "id", "guest", "node-name", "fmt",
                     "name", "vda", "writable", true));
             Path previous = null;
@@ -397,9 +393,7 @@ class IncrementalBackupQemuIT {
         onBothPeers(p -> {
             QmpTestClient c = p.qmp();
             Path disk = p.dir().resolve("zero-disk.qcow2");
-            Proc.ok("qemu-img", "create", "-q", "-f", "qcow2", disk.toString(), "4M");
-            c.executeOk("blockdev-add", Map.of("driver", "qcow2", "node-name", "fmt",
-                    "file", Map.of("driver", "file", "filename", disk.toString())));
+            newQcow2Node(c, disk, "4M", "fmt");
             c.executeOk("block-export-add", Map.of("type", "nbd", "id", "guest", "node-name", "fmt",
                     "name", "vda", "writable", true));
             guest(p, "write -P 0x5a 0 2M", "vda");
@@ -580,5 +574,12 @@ class IncrementalBackupQemuIT {
             }
         }
         return out;
+    }
+
+    /** A new empty qcow2 image of {@code size}, added as node {@code node} over a file node. */
+    private static void newQcow2Node(QmpTestClient c, Path image, String size, String node) throws Exception {
+        Proc.ok("qemu-img", "create", "-q", "-f", "qcow2", image.toString(), size);
+        c.executeOk("blockdev-add", Map.of("driver", "qcow2", "node-name", node,
+                "file", Map.of("driver", "file", "filename", image.toString())));
     }
 }

@@ -3,7 +3,6 @@ package jblockd.job.mirror;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -15,9 +14,8 @@ import com.fasterxml.jackson.databind.JsonNode;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-import jblockd.testsupport.DaemonProcess;
+import jblockd.testsupport.BothDaemons;
 import jblockd.testsupport.ExternalTools;
-import jblockd.testsupport.QemuStorageDaemon;
 import jblockd.testsupport.QmpTestClient;
 
 /**
@@ -37,18 +35,7 @@ class CommitIntoReadOnlyBaseIT {
     @Test
     void theBaseNodeItselfSeesTheCommittedData() throws Exception {
         assumeTrue(ExternalTools.present("qemu-img") && ExternalTools.present("qemu-io"));
-        Path j = Files.createDirectories(dir.resolve("j"));
-        try (DaemonProcess d = DaemonProcess.start(j, "--nbd-server", "addr.type=unix,addr.path=" + j.resolve("nbd.sock"));
-             QmpTestClient c = d.connect()) {
-            exchange(c, j);
-        }
-        if (ExternalTools.present("qemu-storage-daemon")) {
-            Path q = dir.resolve("q");
-            try (QemuStorageDaemon p = QemuStorageDaemon.start(q, "--nbd-server",
-                    "addr.type=unix,addr.path=" + q.resolve("nbd.sock")); QmpTestClient c = p.connect()) {
-                exchange(c, q);
-            }
-        }
+        BothDaemons.run(dir, CommitIntoReadOnlyBaseIT::exchange);
     }
 
     private static boolean readOnly(QmpTestClient c, String node) throws Exception {
